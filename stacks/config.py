@@ -1,0 +1,235 @@
+"""Stack settings: the only module that reads ``pulumi.Config``.
+
+Everything is read and validated before the program declares a resource, so
+a wrong value fails ``pulumi preview`` with a message naming the key, the value
+and what is allowed, and nothing is touched. Cloud-specific settings are parsed
+by ``stacks/gcp/settings.py`` and ``stacks/aws/settings.py`` through the
+``ConfigReader`` defined here, so they never touch ``pulumi.Config`` themselves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pulumi
+
+from stacks import contract
+
+PROJECT = "mlflow-server"
+WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
+TLS_MODES = ("self-signed", "provided", "letsencrypt")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SSH_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
+
+
+class SettingError(ValueError):
+    """A stack setting has a value the kit does not accept."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"stack setting {key!r} has value {value!r}; allowed: {allowed}")
+
+
+class ConfigReader:
+    """Typed access to stack config under one namespace, e.g. ``mlflow-server`` or ``gcp``.
+
+    ``key`` in errors is the fully qualified name a user types in
+    ``pulumi config set``, e.g. ``mlflow-server:httpsAllowedCidrs``.
+    """
+
+    def __init__(self, namespace: str = PROJECT):
+        self.namespace = namespace
+        self._config = pulumi.Config(namespace)
+
+    def qualified(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        value = self._config.get(key)
+        return default if value is None else value
+
+    def require(self, key: str, allowed: str) -> str:
+        value = self._config.get(key)
+        if value is None or value == "":
+            raise SettingError(self.qualified(key), value, allowed)
+        return value
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self._config.get(key)
+        if value is None:
+            return default
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise SettingError(self.qualified(key), value, "true or false")
+
+    def get_int(self, key: str, default: int, low: int, high: int) -> int:
+        value = self._config.get(key)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise SettingError(self.qualified(key), value, f"a whole number from {low} to {high}")
+        return number
+
+    def get_choice(self, key: str, allowed: tuple[str, ...], default: str | None) -> str:
+        value = self._config.get(key)
+        if value is None and default is not None:
+            return default
+        if value not in allowed:
+            raise SettingError(self.qualified(key), value, "one of " + ", ".join(allowed))
+        return value
+
+    def get_object(self, key: str, default: Any) -> Any:
+        try:
+            value = self._config.get_object(key)
+        except Exception as error:  # pulumi raises a plain Exception on bad JSON
+            raise SettingError(self.qualified(key), self._config.get(key), "valid JSON/YAML") from error
+        return default if value is None else value
+
+    def get_list(self, key: str, default: list[str] | None = None) -> list[str]:
+        value = self.get_object(key, default if default is not None else [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise SettingError(self.qualified(key), value, "a list of strings")
+        return value
+
+    def get_secret(self, key: str) -> pulumi.Output[str] | None:
+        return self._config.get_secret(key)
+
+    def get_cidrs(self, key: str, default: list[str] | None = None, required: bool = False) -> list[str]:
+        """A list of CIDRs in canonical form; ``required`` refuses an empty list."""
+        cidrs = self.get_list(key, default)
+        if required and not cidrs:
+            raise SettingError(
+                self.qualified(key),
+                cidrs,
+                "a non-empty list of CIDRs such as [\"203.0.113.0/24\"] "
+                "(\"0.0.0.0/0\" opens the service to the whole internet and must be set explicitly)",
+            )
+        return [cidr(self.qualified(key), item) for item in cidrs]
+
+
+def cidr(key: str, value: str) -> str:
+    """``value`` as a canonical CIDR, or a SettingError naming ``key``."""
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        raise SettingError(key, value, f"a CIDR such as 203.0.113.0/24 ({error})") from error
+    return str(network)
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """Settings whose meaning is the same on both clouds."""
+
+    cloud: str
+    environment: str
+    stack: str
+    mlflow_version: str
+    https_allowed_cidrs: list[str]
+    ssh_allowed_cidrs: list[str]
+    ssh_public_keys: list[str]
+    ssh_user: str
+    tls_mode: str
+    domain: str | None
+    acme_email: str | None
+    labels: dict[str, str]
+    expires_at: str | None
+    #: The world-open CIDRs that were set explicitly, for a loud warning.
+    world_open: list[str] = field(default_factory=list)
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def is_test(self) -> bool:
+        return self.environment == "test"
+
+    def resource_labels(self) -> dict[str, str]:
+        """User labels plus the kit's own stack/environment/expiry labels."""
+        labels = dict(self.labels)
+        labels[contract.LABEL_STACK] = label_value(self.stack)
+        labels[contract.LABEL_ENVIRONMENT] = self.environment
+        if self.expires_at:
+            labels[contract.LABEL_EXPIRES] = self.expires_at
+        return labels
+
+
+def label_value(text: str) -> str:
+    """``text`` in the character set GCP allows for label values."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
+    """Read and validate the settings both clouds share."""
+    cloud = reader.get_choice("cloud", contract.CLOUDS, None)
+    environment = reader.get_choice("environment", contract.ENVIRONMENTS, None)
+    mlflow_version = reader.get("mlflowVersion", "3.5.1")
+    if not _VERSION.match(mlflow_version):
+        raise SettingError(reader.qualified("mlflowVersion"), mlflow_version, "a pinned version such as 3.5.1")
+    https = reader.get_cidrs("httpsAllowedCidrs", required=True)
+    ssh = reader.get_cidrs("sshAllowedCidrs", [])
+    keys = reader.get_list("sshPublicKeys", [])
+    for key in keys:
+        if not _SSH_KEY.match(key.strip()):
+            raise SettingError(reader.qualified("sshPublicKeys"), key[:40], "OpenSSH public keys (ssh-ed25519, ssh-rsa, ecdsa-sha2-*)")
+    ssh_user = reader.get("sshUser", "mlflow-admin")
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", ssh_user) or ssh_user in ("root", "mlflow"):
+        raise SettingError(reader.qualified("sshUser"), ssh_user, "a Linux user name other than root and mlflow")
+    tls_mode = reader.get_choice("tlsMode", TLS_MODES, "self-signed")
+    domain = reader.get("domain")
+    if domain is not None and not _DOMAIN.match(domain):
+        raise SettingError(reader.qualified("domain"), domain, "a lowercase DNS name such as mlflow.example.com")
+    acme_email = reader.get("acmeEmail")
+    if acme_email is not None and not _EMAIL.match(acme_email):
+        raise SettingError(reader.qualified("acmeEmail"), acme_email, "an email address")
+    if tls_mode == "letsencrypt" and (domain is None or acme_email is None):
+        raise SettingError(reader.qualified("tlsMode"), tls_mode, "letsencrypt only with both domain and acmeEmail set")
+    labels = reader.get_object("labels", {})
+    if not isinstance(labels, dict):
+        raise SettingError(reader.qualified("labels"), labels, "a map of label names to values")
+    for name, value in labels.items():
+        if not _LABEL.match(str(name)) or not _LABEL_VALUE.match(str(value)):
+            raise SettingError(
+                reader.qualified("labels"),
+                {name: value},
+                "names of lowercase letters, digits, '-' and '_' starting with a letter; values of the same characters, at most 63",
+            )
+        if str(name).startswith("mlflow-kit-"):
+            raise SettingError(reader.qualified("labels"), name, "names not starting with mlflow-kit- (reserved for the kit)")
+    expires_at = reader.get("expiresAt")
+    if expires_at is not None:
+        try:
+            datetime.strptime(expires_at, contract.EXPIRES_FORMAT).replace(tzinfo=UTC)
+        except ValueError as error:
+            raise SettingError(reader.qualified("expiresAt"), expires_at, "a UTC time as YYYYMMDDhhmm") from error
+    if environment == "test" and expires_at is None:
+        raise SettingError(reader.qualified("expiresAt"), None, "a UTC time as YYYYMMDDhhmm: test stacks must expire (fab test-stack sets it)")
+    world = [c for c in https + ssh if c in WORLD_CIDRS]
+    return CommonSettings(
+        cloud=cloud,
+        environment=environment,
+        stack=stack,
+        mlflow_version=mlflow_version,
+        https_allowed_cidrs=https,
+        ssh_allowed_cidrs=ssh,
+        ssh_public_keys=[k.strip() for k in keys],
+        ssh_user=ssh_user,
+        tls_mode=tls_mode,
+        domain=domain,
+        acme_email=acme_email,
+        labels={str(k): str(v) for k, v in labels.items()},
+        expires_at=expires_at,
+        world_open=world,
+    )

@@ -1,0 +1,50 @@
+"""The stack output contract: the only names provisioning reads from a stack.
+
+Both clouds export exactly these names; provisioning and the tests import them
+from here. This module must not import pulumi, so that provisioning can use it
+on machines that only run Fabric.
+"""
+
+CLOUD = "cloud"
+HOST = "host"
+SSH_USER = "ssh_user"
+TRACKING_URL = "tracking_url"
+BACKEND_STORE_URI = "backend_store_uri"
+ARTIFACTS_DESTINATION = "artifacts_destination"
+ADMIN_PASSWORD = "admin_password"
+DB_CONNECTION_NAME = "db_connection_name"
+ENVIRONMENT = "environment"
+
+#: Outputs every stack exports, whatever the cloud.
+COMMON_OUTPUTS = (
+    CLOUD,
+    HOST,
+    SSH_USER,
+    TRACKING_URL,
+    BACKEND_STORE_URI,
+    ARTIFACTS_DESTINATION,
+    ADMIN_PASSWORD,
+    ENVIRONMENT,
+)
+#: Outputs only some clouds export.
+CLOUD_OUTPUTS = {"gcp": (DB_CONNECTION_NAME,), "aws": ()}
+#: Outputs that must be Pulumi secrets in the stack state.
+SECRET_OUTPUTS = frozenset({BACKEND_STORE_URI, ADMIN_PASSWORD})
+
+CLOUDS = ("gcp", "aws")
+ENVIRONMENTS = ("dev", "test", "prod")
+
+# Every resource a stack creates carries these labels (GCP) or tags (AWS), so
+# that teardown can prove nothing of a stack is left and the reaper can find
+# expired test stacks. GCP label keys and values allow only lowercase letters,
+# digits, "-" and "_", so the same spelling is used on both clouds.
+LABEL_STACK = "mlflow-kit-stack"
+LABEL_ENVIRONMENT = "mlflow-kit-env"
+#: UTC expiry of a test stack as ``YYYYMMDDhhmm`` (digits only, label-safe).
+LABEL_EXPIRES = "mlflow-kit-expires"
+EXPIRES_FORMAT = "%Y%m%d%H%M"
+
+
+def expected_outputs(cloud: str) -> tuple[str, ...]:
+    """Every output name a stack for ``cloud`` exports."""
+    return COMMON_OUTPUTS + CLOUD_OUTPUTS[cloud]

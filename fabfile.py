@@ -1,0 +1,5 @@
+"""Fabric entry point: the tasks live in provisioning/ (run ``fab --list``)."""
+
+from provisioning.tasks import collection
+
+ns = collection()

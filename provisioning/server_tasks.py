@@ -1,0 +1,1 @@
+"""Fabric tasks (see provisioning/tasks.py)."""

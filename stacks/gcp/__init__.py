@@ -1,0 +1,1 @@
+"""The GCP stack: settings, one ComponentResource per concern, and their wiring."""

@@ -1,0 +1,74 @@
+"""The artifact bucket: private, uniformly controlled, versioned per environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+ARTIFACTS_PREFIX = "mlflow-artifacts"
+
+
+@dataclass
+class BucketArgs:
+    location: str
+    versioning: bool
+    noncurrent_days: int
+    expire_days: int
+    force_destroy: bool
+    labels: dict[str, str]
+
+
+def lifecycle_rules(args: BucketArgs) -> list[gcp.storage.BucketLifecycleRuleArgs]:
+    """Noncurrent versions age out; optional expiry of live objects; no stale uploads."""
+    rules = [
+        gcp.storage.BucketLifecycleRuleArgs(
+            action=gcp.storage.BucketLifecycleRuleActionArgs(type="AbortIncompleteMultipartUpload"),
+            condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=7),
+        )
+    ]
+    if args.versioning:
+        rules.append(
+            gcp.storage.BucketLifecycleRuleArgs(
+                action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
+                condition=gcp.storage.BucketLifecycleRuleConditionArgs(
+                    days_since_noncurrent_time=args.noncurrent_days, with_state="ARCHIVED"
+                ),
+            )
+        )
+    if args.expire_days:
+        rules.append(
+            gcp.storage.BucketLifecycleRuleArgs(
+                action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
+                condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=args.expire_days, with_state="ANY"),
+            )
+        )
+    return rules
+
+
+class ArtifactBucket(pulumi.ComponentResource):
+    """A bucket no ACL or public grant can open; only IAM on the bucket grants access."""
+
+    def __init__(self, name: str, args: BucketArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-kit:gcp:ArtifactBucket", name, None, opts)
+
+        self.bucket = gcp.storage.Bucket(
+            f"{name}-bucket",
+            location=args.location,
+            storage_class="STANDARD",
+            uniform_bucket_level_access=True,
+            public_access_prevention="enforced",
+            versioning=gcp.storage.BucketVersioningArgs(enabled=args.versioning),
+            lifecycle_rules=lifecycle_rules(args),
+            force_destroy=args.force_destroy,
+            # A disposable bucket keeps no soft-deleted copies behind after destroy.
+            soft_delete_policy=(
+                gcp.storage.BucketSoftDeletePolicyArgs(retention_duration_seconds=0) if args.force_destroy else None
+            ),
+            labels=args.labels,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.name = self.bucket.name
+        self.artifacts_destination = self.bucket.name.apply(lambda n: f"gs://{n}/{ARTIFACTS_PREFIX}")
+        self.register_outputs({"name": self.name, "artifacts_destination": self.artifacts_destination})

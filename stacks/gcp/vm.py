@@ -1,0 +1,113 @@
+"""The server VM: Debian 12, Shielded VM, its own service account and a static address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_random as random
+
+IMAGE = "debian-cloud/debian-12"
+#: MLflow basic-auth wants at least 12 characters; the kit uses more.
+ADMIN_PASSWORD_LENGTH = 32
+
+
+@dataclass
+class ServerArgs:
+    region: str
+    zone: str
+    machine_type: str
+    boot_disk_gb: int
+    subnet: pulumi.Input[str]
+    service_account: pulumi.Input[str]
+    ssh_user: str
+    ssh_public_keys: list[str]
+    deletion_protection: bool
+    labels: dict[str, str]
+
+
+def ssh_keys_metadata(user: str, keys: list[str]) -> str:
+    """The ``ssh-keys`` metadata value: one ``user:key`` line per key."""
+    return "\n".join(f"{user}:{key}" for key in keys)
+
+
+class Server(pulumi.ComponentResource):
+    """The VM MLflow runs on, and the MLflow admin password it is bootstrapped with."""
+
+    def __init__(self, name: str, args: ServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-kit:gcp:Server", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.address = gcp.compute.Address(
+            f"{name}-ip",
+            region=args.region,
+            address_type="EXTERNAL",
+            network_tier="PREMIUM",
+            labels=args.labels,
+            opts=child,
+        )
+        self.instance = gcp.compute.Instance(
+            f"{name}-instance",
+            zone=args.zone,
+            machine_type=args.machine_type,
+            boot_disk=gcp.compute.InstanceBootDiskArgs(
+                auto_delete=True,
+                initialize_params=gcp.compute.InstanceBootDiskInitializeParamsArgs(
+                    image=IMAGE, size=args.boot_disk_gb, type="pd-balanced", labels=args.labels
+                ),
+            ),
+            network_interfaces=[
+                gcp.compute.InstanceNetworkInterfaceArgs(
+                    subnetwork=args.subnet,
+                    access_configs=[
+                        gcp.compute.InstanceNetworkInterfaceAccessConfigArgs(
+                            nat_ip=self.address.address, network_tier="PREMIUM"
+                        )
+                    ],
+                )
+            ],
+            service_account=gcp.compute.InstanceServiceAccountArgs(
+                email=args.service_account,
+                # Access is limited by the account's IAM roles, as Google recommends,
+                # not by the legacy per-API scopes.
+                scopes=["cloud-platform"],
+            ),
+            shielded_instance_config=gcp.compute.InstanceShieldedInstanceConfigArgs(
+                enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
+            ),
+            # Login by the stack's own keys rather than OS Login: `fab bootstrap` connects as
+            # the configured sshUser with those keys, with no Google identity or IAM binding
+            # per operator. Project-wide keys are blocked so only the listed keys get in.
+            # (An organization policy that enforces OS Login overrides this; then set the
+            # keys in OS Login instead.)
+            metadata={
+                "block-project-ssh-keys": "TRUE",
+                "enable-oslogin": "FALSE",
+                "serial-port-enable": "FALSE",
+                "ssh-keys": ssh_keys_metadata(args.ssh_user, args.ssh_public_keys),
+            },
+            deletion_protection=args.deletion_protection,
+            # Changing the machine type stops the VM; let the update do that.
+            allow_stopping_for_update=True,
+            labels=args.labels,
+            opts=child,
+        )
+        self.admin_password = random.RandomPassword(
+            f"{name}-admin-password",
+            length=ADMIN_PASSWORD_LENGTH,
+            special=True,
+            override_special="-_.~",
+            min_lower=1,
+            min_upper=1,
+            min_numeric=1,
+            opts=child,
+        )
+        self.external_ip = self.address.address
+        self.register_outputs(
+            {
+                "external_ip": self.external_ip,
+                "instance": self.instance.name,
+                "admin_password": pulumi.Output.secret(self.admin_password.result),
+            }
+        )

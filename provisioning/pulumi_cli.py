@@ -2,17 +2,37 @@
 
 Everything that needs Pulumi (stack outputs for bootstrap, test stacks,
 teardown) goes through ``run`` so tests can put a stand-in ``pulumi`` on PATH.
+Every command names its stack explicitly (``--stack``) so that nothing depends
+on which stack happens to be selected in the working directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# What the CLI prints when a stack is missing, depending on backend and command.
+_NO_STACK = re.compile(r"no stack named|stack .* not found|could not find stack", re.I)
+_HAS_RESOURCES = re.compile(r"still has resources", re.I)
+# Failures worth another attempt: throttling, flaky networks, the provider's
+# eventual consistency (a security group still "in use" by an instance that is
+# being terminated), and another update that is about to finish.
+_TRANSIENT = re.compile(
+    r"timed? ?out|timeout|connection (reset|refused)|broken pipe|temporar|try again"
+    r"|throttl|rate ?limit|too many requests|\b429\b|\b50[0234]\b|service unavailable"
+    r"|internal error|RequestLimitExceeded|DependencyViolation|resourceInUseByAnotherResource"
+    r"|InvalidGroup\.InUse|is (still )?in use|currently in use|OperationInProgress"
+    r"|operation in progress|InvalidDBInstanceState|conflict",
+    re.I,
+)
 
 
 class PulumiError(RuntimeError):
@@ -22,6 +42,18 @@ class PulumiError(RuntimeError):
         self.args_list, self.returncode, self.stderr = args, returncode, stderr
         tail = "\n".join(stderr.strip().splitlines()[-15:])
         super().__init__(f"`pulumi {' '.join(args)}` exited {returncode}:\n{tail}")
+
+    @property
+    def stack_missing(self) -> bool:
+        return bool(_NO_STACK.search(self.stderr))
+
+    @property
+    def transient(self) -> bool:
+        return bool(_TRANSIENT.search(self.stderr))
+
+
+class StackNotFound(PulumiError):
+    """The named stack does not exist in the current backend."""
 
 
 def executable() -> str:
@@ -33,8 +65,14 @@ def executable() -> str:
     return found
 
 
-def run(args: list[str], *, cwd: Path = REPO_ROOT, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``pulumi ARGS`` non-interactively in the project directory."""
+def run(
+    args: list[str], *, cwd: Path = REPO_ROOT, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``pulumi ARGS`` non-interactively in the project directory.
+
+    With ``check`` a failure raises PulumiError, or StackNotFound when the CLI
+    says the stack does not exist.
+    """
     env = dict(os.environ, PULUMI_SKIP_UPDATE_CHECK="true")
     result = subprocess.run(
         [executable(), *args, "--non-interactive"],
@@ -45,7 +83,10 @@ def run(args: list[str], *, cwd: Path = REPO_ROOT, check: bool = True) -> subpro
         check=False,
     )
     if check and result.returncode != 0:
-        raise PulumiError(args, result.returncode, result.stderr)
+        error = PulumiError(args, result.returncode, result.stderr)
+        if error.stack_missing:
+            raise StackNotFound(args, result.returncode, result.stderr)
+        raise error
     return result
 
 
@@ -53,3 +94,157 @@ def stack_outputs(stack: str) -> dict:
     """The stack's outputs with secrets revealed (only ever held in memory)."""
     result = run(["stack", "output", "--json", "--show-secrets", "--stack", stack])
     return json.loads(result.stdout or "{}")
+
+
+def with_retries(
+    action: Callable[[int], subprocess.CompletedProcess],
+    *,
+    attempts: int = 4,
+    backoff: float = 5.0,
+    say: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+) -> subprocess.CompletedProcess:
+    """Call ``action(attempt)`` until it succeeds, retrying only transient failures.
+
+    Waits ``backoff``, then twice that, and so on between attempts; the last
+    failure (or the first one that is not transient) is raised.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action(attempt)
+        except PulumiError as error:
+            if isinstance(error, StackNotFound) or not error.transient or attempt == attempts:
+                raise
+            wait = backoff * 2 ** (attempt - 1)
+            last = error.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            say(f"attempt {attempt}/{attempts} failed ({last[0][:200]}); retrying in {wait:.0f}s")
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+# --- stacks -------------------------------------------------------------------
+
+
+def stack_list() -> list[dict]:
+    """Every stack of this project in the current backend (``pulumi stack ls --json``).
+
+    Each entry has at least ``name``; the CLI also reports ``lastUpdate``,
+    ``updateInProgress`` and ``resourceCount`` where the backend knows them.
+    """
+    result = run(["stack", "ls", "--json"])
+    return json.loads(result.stdout or "[]")
+
+
+def stack_init(stack: str) -> None:
+    """Create ``stack`` and make it the selected stack."""
+    run(["stack", "init", stack])
+
+
+def stack_select(stack: str) -> None:
+    run(["stack", "select", stack])
+
+
+def stack_exists(stack: str) -> bool:
+    return any(entry.get("name") == stack for entry in stack_list())
+
+
+def stack_rm(stack: str) -> bool:
+    """Remove an empty stack and its stack file; False when it was already gone.
+
+    Refuses (PulumiError) while the stack still has resources: that is the
+    signal that a destroy did not finish, and ``--force`` would hide it.
+    """
+    try:
+        run(["stack", "rm", "--yes", "--stack", stack])
+    except StackNotFound:
+        return False
+    return True
+
+
+def resource_count(stack: str) -> int | None:
+    """Resources in the stack's state (the stack itself counts for one), None if unknown."""
+    for entry in stack_list():
+        if entry.get("name") == stack:
+            count = entry.get("resourceCount")
+            return None if count is None else int(count)
+    return None
+
+
+# --- config -------------------------------------------------------------------
+
+
+def config_set(stack: str, key: str, value: str, *, secret: bool = False) -> None:
+    """``pulumi config set KEY VALUE`` for ``stack``; lists and maps go in as JSON text."""
+    args = ["config", "set", key, value, "--stack", stack]
+    args.append("--secret" if secret else "--plaintext")
+    run(args)
+
+
+def config_get_all(stack: str) -> dict[str, str]:
+    """The stack's config as ``{"namespace:key": value}``; secrets stay hidden.
+
+    Raises StackNotFound when the stack does not exist.
+    """
+    result = run(["config", "--json", "--stack", stack])
+    raw = json.loads(result.stdout or "{}")
+    values = {}
+    for key, entry in raw.items():
+        if isinstance(entry, dict):
+            if entry.get("secret"):
+                values[key] = "[secret]"
+                continue
+            value = entry.get("objectValue", entry.get("value"))
+        else:
+            value = entry
+        values[key] = value if isinstance(value, str) else json.dumps(value)
+    return values
+
+
+# --- updates ------------------------------------------------------------------
+
+
+def up(stack: str) -> subprocess.CompletedProcess:
+    """Deploy ``stack`` (``pulumi up --yes``); output is shown as it happens."""
+    return _streamed(["up", "--yes", "--skip-preview", "--stack", stack])
+
+
+def destroy(stack: str, *, refresh: bool = False) -> subprocess.CompletedProcess:
+    """Delete every resource of ``stack``; safe to re-run after a partial failure.
+
+    ``refresh`` first reconciles the state with the cloud, so resources that a
+    failed attempt (or someone by hand) already deleted do not stop the run.
+    """
+    args = ["destroy", "--yes", "--skip-preview", "--stack", stack]
+    if refresh:
+        args.append("--refresh")
+    return _streamed(args)
+
+
+def _streamed(args: list[str]) -> subprocess.CompletedProcess:
+    """Run a long pulumi command, echoing its output as it comes and keeping it for errors."""
+    env = dict(os.environ, PULUMI_SKIP_UPDATE_CHECK="true")
+    lines: list[str] = []
+    with subprocess.Popen(
+        [executable(), *args, "--non-interactive"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+        returncode = process.wait()
+    output = "".join(lines)
+    if returncode != 0:
+        # The engine reports resource errors among its progress output.
+        error_type = StackNotFound if _NO_STACK.search(output) else PulumiError
+        raise error_type(args, returncode, output)
+    return subprocess.CompletedProcess(args, returncode, output, "")
+
+
+def has_resources_error(error: PulumiError) -> bool:
+    """The CLI refused ``stack rm`` because the stack still holds resources."""
+    return bool(_HAS_RESOURCES.search(error.stderr))

@@ -1,0 +1,1 @@
+"""The AWS stack: one ComponentResource per concern, wired by deploy.py."""

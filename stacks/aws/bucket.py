@@ -1,0 +1,107 @@
+"""S3 bucket for artifacts: private, owner-enforced, encrypted, TLS-only, versioned."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.aws.policies import tls_only_bucket_policy
+
+
+@dataclass
+class BucketArgs:
+    partition: str
+    versioning: bool
+    #: Days after which replaced or deleted object versions are removed.
+    noncurrent_days: int
+    #: Days after which artifacts themselves expire; 0 keeps them forever.
+    expire_days: int
+    #: Test stacks: let ``pulumi destroy`` empty the bucket.
+    force_destroy: bool
+    tags: dict[str, str]
+
+
+class ArtifactBucket(pulumi.ComponentResource):
+    def __init__(self, name: str, args: BucketArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-server:aws:ArtifactBucket", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.bucket = aws.s3.Bucket(
+            f"{name}-bucket", force_destroy=args.force_destroy, tags=args.tags, opts=child
+        )
+        block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access",
+            bucket=self.bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=self.bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=self.bucket.id,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
+                    "bucket_key_enabled": True,
+                }
+            ],
+            opts=child,
+        )
+        # The policy is a Deny only, but S3 refuses policy changes while the public
+        # access block is being created, so it waits for the block.
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=self.bucket.id,
+            policy=self.bucket.bucket.apply(
+                lambda bucket: json.dumps(tls_only_bucket_policy(bucket, args.partition))
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),
+        )
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=self.bucket.id,
+            versioning_configuration={"status": "Enabled" if args.versioning else "Suspended"},
+            opts=child,
+        )
+        rules = [
+            {
+                "id": "abort-incomplete-uploads",
+                "status": "Enabled",
+                "filter": {},
+                "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+            },
+            {
+                "id": "expire-noncurrent-versions",
+                "status": "Enabled" if args.versioning else "Disabled",
+                "filter": {},
+                "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_days},
+            },
+        ]
+        if args.expire_days:
+            rules.append(
+                {
+                    "id": "expire-artifacts",
+                    "status": "Enabled",
+                    "filter": {},
+                    "expiration": {"days": args.expire_days},
+                }
+            )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=self.bucket.id,
+            rules=rules,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+        )
+        self.name = self.bucket.bucket
+        self.register_outputs({"bucket": self.bucket.bucket, "arn": self.bucket.arn})

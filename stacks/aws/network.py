@@ -1,0 +1,120 @@
+"""VPC with public subnets for the VM and private subnets for the database."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+#: Both subnet tiers span two zones: an RDS subnet group needs two.
+ZONES = 2
+
+
+@dataclass
+class NetworkArgs:
+    cidr: str
+    tags: dict[str, str]
+
+
+def subnet_cidrs(vpc_cidr: str) -> tuple[list[str], list[str]]:
+    """Public and private subnet CIDRs: the first and ninth sixteenths of the VPC."""
+    blocks = list(ipaddress.ip_network(vpc_cidr).subnets(prefixlen_diff=4))
+    return [str(b) for b in blocks[:ZONES]], [str(b) for b in blocks[8 : 8 + ZONES]]
+
+
+class Network(pulumi.ComponentResource):
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-server:aws:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        def tags(suffix: str) -> dict[str, str]:
+            return {**args.tags, "Name": f"{args.tags.get('Name', name)}-{suffix}"}
+
+        zones = aws.get_availability_zones_output(
+            state="available", opts=pulumi.InvokeOutputOptions(parent=self)
+        ).names.apply(_two_zones)
+
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.cidr,
+            enable_dns_support=True,
+            enable_dns_hostnames=True,
+            tags=tags("vpc"),
+            opts=child,
+        )
+        gateway = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=self.vpc.id, tags=tags("igw"), opts=child
+        )
+        public_routes = aws.ec2.RouteTable(
+            f"{name}-public-rt", vpc_id=self.vpc.id, tags=tags("public"), opts=child
+        )
+        aws.ec2.Route(
+            f"{name}-public-default",
+            route_table_id=public_routes.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=gateway.id,
+            opts=child,
+        )
+        # Private subnets get a table of their own with only the VPC-local route,
+        # so nothing added to the main table later can open a path to the internet.
+        private_routes = aws.ec2.RouteTable(
+            f"{name}-private-rt", vpc_id=self.vpc.id, tags=tags("private"), opts=child
+        )
+
+        public_cidrs, private_cidrs = subnet_cidrs(args.cidr)
+        self.public_subnets: list[aws.ec2.Subnet] = []
+        self.private_subnets: list[aws.ec2.Subnet] = []
+        for index in range(ZONES):
+            zone = zones.apply(lambda names, i=index: names[i])
+            public = aws.ec2.Subnet(
+                f"{name}-public-{index}",
+                vpc_id=self.vpc.id,
+                cidr_block=public_cidrs[index],
+                availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags=tags(f"public-{index}"),
+                opts=child,
+            )
+            private = aws.ec2.Subnet(
+                f"{name}-private-{index}",
+                vpc_id=self.vpc.id,
+                cidr_block=private_cidrs[index],
+                availability_zone=zone,
+                map_public_ip_on_launch=False,
+                tags=tags(f"private-{index}"),
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{index}-rt",
+                subnet_id=public.id,
+                route_table_id=public_routes.id,
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-{index}-rt",
+                subnet_id=private.id,
+                route_table_id=private_routes.id,
+                opts=child,
+            )
+            self.public_subnets.append(public)
+            self.private_subnets.append(private)
+        self.internet_gateway = gateway
+
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc.id,
+                "public_subnet_ids": [s.id for s in self.public_subnets],
+                "private_subnet_ids": [s.id for s in self.private_subnets],
+            }
+        )
+
+
+def _two_zones(names: list[str]) -> list[str]:
+    if len(names) < ZONES:
+        raise ValueError(
+            f"the region offers {len(names)} available zone(s) {names}; "
+            f"the database subnet group needs {ZONES}: choose another aws:region"
+        )
+    return names[:ZONES]

@@ -6,12 +6,28 @@ afresh; nothing here leaks into other test directories' runs.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+import pulumi_gcp
 import pytest
+
+#: The pulumi_gcp modules the program uses. They load lazily, and loading one runs the
+#: module-level DeprecationWarning of every deprecated resource it contains (say
+#: compute.MangedSslCertificate), used or not. Load them now, with those ignored, so
+#: that in the tests DeprecationWarning-as-error means "the program used something
+#: deprecated", not "the package was imported".
+GCP_MODULES = ("compute", "sql", "storage", "serviceaccount", "projects", "servicenetworking")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    for _module in GCP_MODULES:
+        hasattr(getattr(pulumi_gcp, _module), "__loaded__")
 
 PROJECT = "mlflow-server"
 GCP_PROJECT = "my-project-123"
@@ -110,15 +126,17 @@ def stack_config(environment: str = "dev", **overrides: Any) -> dict[str, str]:
     return wire
 
 
-def run_program(config: dict[str, str], stack: str = "gcp-dev") -> StackRun:
+def run_program(config: dict[str, str], stack: str | None = None, mocks: RecordingMocks | None = None) -> StackRun:
     """Run ``stacks.program.main`` under fresh mocks and config; raises what it raises.
 
     The program runs inside a ``@pulumi.runtime.test`` function, so an exception
-    inside any ``apply`` (or a resource registration) fails the caller too.
+    inside any ``apply`` (or a resource registration) fails the caller too. Pass
+    ``mocks`` to inspect what was registered when the program fails.
     """
     from stacks.program import main
 
-    mocks = RecordingMocks()
+    mocks = mocks or RecordingMocks()
+    stack = stack or f"gcp-{config.get(PROJECT + ':environment', 'dev')}"
     pulumi.runtime.set_all_config(config, [])
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     run = StackRun(mocks.registered)
@@ -146,3 +164,49 @@ def gcp_stack():
         return run_program(stack_config(environment, **overrides), stack or f"gcp-{environment}")
 
     return run
+
+
+def resource_class(typ: str) -> type | None:
+    """The SDK class behind a type token such as ``gcp:compute/firewall:Firewall``."""
+    if typ == "pulumi:providers:gcp":
+        return pulumi_gcp.Provider
+    package, rest = typ.split(":", 1)
+    if package not in ("gcp", "random") or rest.count(":") != 1:
+        return None
+    module_path, name = rest.split(":")
+    module = {"gcp": "pulumi_gcp", "random": "pulumi_random"}[package]
+    sub = module_path.split("/")[0]
+    return getattr(importlib.import_module(module if sub == "index" else f"{module}.{sub}"), name)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def deprecation_findings(resources: list[Registered]) -> list[str]:
+    """Deprecated resources, and deprecated top-level arguments among recorded inputs.
+
+    The SDK warns about a deprecated argument only when its ``*Args`` class is
+    constructed, not when the same argument is passed to a resource as a keyword,
+    so each resource's recorded inputs are replayed through its ``*Args`` class.
+    """
+    findings = []
+    for resource in resources:
+        cls = resource_class(resource.typ)
+        if cls is None:
+            continue
+        body = inspect.getsource(cls).split("@overload", 1)[0]
+        if "DeprecationWarning" in body:
+            findings.append(f"{resource.typ} is deprecated")
+        args_cls = getattr(inspect.getmodule(cls), cls.__name__ + "Args", None)
+        if args_cls is None:
+            continue
+        known = inspect.signature(args_cls.__init__).parameters
+        kwargs = {_snake(k): v for k, v in resource.inputs.items() if _snake(k) in known}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            args_cls(**kwargs)
+        findings += [
+            f"{resource.typ} {resource.name}: {w.message}" for w in caught if issubclass(w.category, DeprecationWarning)
+        ]
+    return findings

@@ -10,6 +10,7 @@ resource's inputs against them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import re
@@ -17,6 +18,7 @@ import re
 from pulumi._types import input_type_py_to_pulumi_names
 
 
+@functools.cache
 def resource_class(token: str) -> type | None:
     """The Python class for a type token such as ``aws:s3/bucket:Bucket``."""
     package, module, name = token.split(":")
@@ -30,6 +32,7 @@ def resource_class(token: str) -> type | None:
         return None
 
 
+@functools.cache
 def deprecated_resource(cls: type) -> str | None:
     """The deprecation message of a deprecated resource class, or None."""
     source = inspect.getsource(cls._internal_init)
@@ -37,6 +40,7 @@ def deprecated_resource(cls: type) -> str | None:
     return found.group(1) if found else None
 
 
+@functools.cache
 def deprecated_inputs(cls: type) -> dict[str, str]:
     """Wire (camelCase) names of the class's deprecated arguments, with messages."""
     # The Args class is the one the constructor parses keywords into; its name is
@@ -64,7 +68,5 @@ def deprecations(token: str, inputs: dict) -> list[str]:
     if message:
         problems.append(f"{token}: {message}")
     deprecated = deprecated_inputs(cls)
-    problems += [
-        f"{token}.{name}: {deprecated[name]}" for name in inputs if name in deprecated
-    ]
+    problems += [f"{token}.{name}: {deprecated[name]}" for name in inputs if name in deprecated]
     return problems

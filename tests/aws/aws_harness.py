@@ -84,8 +84,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = self.passwords.get(args.name, "x" * int(args.inputs["length"]))
         elif args.typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
-            outputs.update(name=f"{args.name}-abc1234", arn=f"arn:aws:iam::123456789012:{args.name}")
-        elif args.typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
+            outputs.update(
+                name=f"{args.name}-abc1234", arn=f"arn:aws:iam::123456789012:{args.name}"
+            )
+        elif args.typ in (
+            "aws:rds/subnetGroup:SubnetGroup",
+            "aws:rds/parameterGroup:ParameterGroup",
+        ):
             outputs["name"] = f"{args.name}-abc1234"
         elif args.typ == "aws:ec2/keyPair:KeyPair":
             outputs["keyName"] = f"{args.name}-abc1234"
@@ -105,6 +110,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.typ == typ]
+
+    def provider_tags(self) -> dict[str, str]:
+        """The AWS provider's default_tags (provider inputs travel JSON-encoded)."""
+        value = self.one("pulumi:providers:aws").inputs["defaultTags"]
+        return (json.loads(value) if isinstance(value, str) else value)["tags"]
 
     def one(self, typ: str) -> Registered:
         found = self.of_type(typ)

@@ -1,0 +1,220 @@
+"""The local cloud: the services' link, the services, and fresh hosts on demand.
+
+State (PIDs, ports, addresses, generated credentials) is kept in
+``<run dir>/state.json`` (mode 0600) so ``python -m tests.localcloud down``
+can stop everything by PID from another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.localcloud.host import SUBNET_PREFIX, FreshHost, Link, claim_slot
+from tests.localcloud.image import CACHE_ROOT, ensure_image
+from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET, GcsEmulator, Postgres, S3Server
+
+RUNS_ROOT = Path(os.environ.get("MLFLOW_KIT_RUNS", "/var/tmp/mlflow-kit"))
+#: Every local host lives in 10.213.0.0/16; PostgreSQL admits TLS clients from it only.
+GUEST_CIDR = f"{SUBNET_PREFIX}.0.0/16"
+
+
+@dataclass
+class LocalCloud:
+    run_dir: Path
+    tied: bool
+    services_slot: int = 0
+    postgres: Postgres | None = None
+    s3: S3Server | None = None
+    gcs: GcsEmulator | None = None
+    hosts: list[FreshHost] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    image_rootfs: Path | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    def up(cls, *, tied: bool, log=print, run_dir: Path | None = None) -> LocalCloud:
+        """Build (or reuse) the image, start the services; no host yet (see ``new_host``)."""
+        started = time.monotonic()
+        sweep_stale(log)
+        image, build_seconds = ensure_image(log)
+        slot = claim_slot()
+        cloud = cls(run_dir=run_dir or RUNS_ROOT / f"cloud-{slot}", tied=tied, services_slot=slot,
+                    image_rootfs=image)
+        cloud.timings["image_build_s"] = build_seconds
+        try:
+            cloud.run_dir.mkdir(parents=True, exist_ok=True)
+            cloud.run_dir.chmod(0o711)
+            cloud.save()
+            Link(slot).create()
+            address = Link(slot).host_address
+            t = time.monotonic()
+            cloud.postgres = Postgres(address, GUEST_CIDR, cloud.run_dir, tied)
+            cloud.postgres.start()
+            cloud.s3 = S3Server(address, cloud.run_dir, tied)
+            cloud.s3.start()
+            cloud.gcs = GcsEmulator(address, cloud.run_dir, tied)
+            cloud.gcs.start()
+            cloud.timings["services_start_s"] = time.monotonic() - t
+            cloud.save()
+        except BaseException:
+            cloud.down()
+            raise
+        cloud.timings["up_s"] = time.monotonic() - started
+        log(f"local cloud up in {cloud.timings['up_s']:.1f}s (services on {address})")
+        return cloud
+
+    def new_host(self, log=print) -> FreshHost:
+        """A pristine Debian 12 host, booted and answering SSH."""
+        assert self.image_rootfs is not None
+        t = time.monotonic()
+        slot = claim_slot()
+        host = FreshHost(slot, self.run_dir / f"host-{slot}", self.tied)
+        self.hosts.append(host)
+        try:
+            host.create(self.image_rootfs)
+            host.boot()
+        finally:
+            self.save()
+        self.timings["host_ready_s"] = time.monotonic() - t
+        log(f"fresh host {host.name} at {host.address} answering SSH after {self.timings['host_ready_s']:.1f}s")
+        return host
+
+    def remove_host(self, host: FreshHost) -> None:
+        host.destroy()
+        shutil.rmtree(host.run_dir, ignore_errors=True)
+        if host in self.hosts:
+            self.hosts.remove(host)
+        self.save()
+
+    def down(self) -> None:
+        """Stop every process by PID and remove hosts, links, NAT rules and files."""
+        for host in list(self.hosts):
+            host.destroy()
+        self.hosts.clear()
+        for service in (self.gcs, self.s3, self.postgres):
+            if service is not None:
+                service.stop()
+        if self.services_slot:
+            Link(self.services_slot).delete()
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- settings for the kit -------------------------------------------------------------
+
+    def deployment_settings(self, host: FreshHost, backend: str) -> dict:
+        """A ``fab bootstrap --settings`` document for ``host`` with ``backend`` s3 or gcs."""
+        assert self.postgres and self.s3 and self.gcs
+        settings = {
+            "cloud": "local",
+            "environment": "test",
+            "host": host.address,
+            "ssh_user": host.user,
+            "ssh_key_file": str(host.key_file),
+            "known_hosts_file": str(host.known_hosts),
+            "backend_store_uri": self.postgres.uri(),
+            "admin_password": self.admin_password(),
+            "extra_ca_certs": extra_ca_certs(),
+        }
+        if backend == "s3":
+            settings["artifacts_destination"] = f"s3://{BUCKET}/{ARTIFACT_PREFIX}"
+            settings["storage_env"] = {"MLFLOW_S3_ENDPOINT_URL": self.s3.endpoint,
+                                       "AWS_DEFAULT_REGION": "us-east-1"}
+            settings["storage_secret_env"] = {"AWS_ACCESS_KEY_ID": self.s3.access_key,
+                                              "AWS_SECRET_ACCESS_KEY": self.s3.secret_key}
+        elif backend == "gcs":
+            settings["artifacts_destination"] = f"gs://{BUCKET}/{ARTIFACT_PREFIX}"
+            settings["storage_env"] = {"STORAGE_EMULATOR_HOST": self.gcs.endpoint,
+                                       "GOOGLE_CLOUD_PROJECT": "local"}
+        else:
+            raise ValueError(f"backend {backend!r}: allowed s3, gcs")
+        return settings
+
+    def admin_password(self) -> str:
+        path = self.run_dir / "admin_password"
+        if not path.exists():
+            import secrets
+
+            path.write_text(secrets.token_urlsafe(18))
+            path.chmod(0o600)
+        return path.read_text()
+
+    # -- state ----------------------------------------------------------------------------
+
+    def save(self) -> None:
+        state = {
+            "run_dir": str(self.run_dir),
+            "tied": self.tied,
+            "services_slot": self.services_slot,
+            "image_rootfs": str(self.image_rootfs) if self.image_rootfs else None,
+            "postgres": _fields(self.postgres),
+            "s3": _fields(self.s3),
+            "gcs": _fields(self.gcs),
+            "hosts": [{"slot": h.slot, "run_dir": str(h.run_dir), "supervisor_pid": h.supervisor_pid}
+                      for h in self.hosts],
+        }
+        path = self.run_dir / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> LocalCloud:
+        state = json.loads((run_dir / "state.json").read_text())
+        cloud = cls(run_dir=Path(state["run_dir"]), tied=state["tied"],
+                    services_slot=state["services_slot"],
+                    image_rootfs=Path(state["image_rootfs"]) if state["image_rootfs"] else None)
+        if state["postgres"]:
+            cloud.postgres = Postgres(**{**state["postgres"], "run_dir": cloud.run_dir})
+        if state["s3"]:
+            cloud.s3 = S3Server(**{**state["s3"], "run_dir": cloud.run_dir})
+        if state["gcs"]:
+            cloud.gcs = GcsEmulator(**{**state["gcs"], "run_dir": cloud.run_dir})
+        cloud.hosts = [FreshHost(h["slot"], Path(h["run_dir"]), cloud.tied, h["supervisor_pid"])
+                       for h in state["hosts"]]
+        return cloud
+
+
+def sweep_stale(log=print) -> None:
+    """Remove what an earlier run left when it was killed outright (its processes are gone).
+
+    Tied processes die with the process that started them; their links, NAT
+    rules and files stay. A run counts as stale only when none of its PIDs is
+    alive, so a concurrent run is never touched.
+    """
+    from tests.localcloud.procs import alive
+
+    if not RUNS_ROOT.exists():
+        return
+    for state in RUNS_ROOT.glob("*/state.json"):
+        try:
+            cloud = LocalCloud.load(state.parent)
+        except (ValueError, KeyError, OSError):
+            continue
+        pids = [s.pid for s in (cloud.postgres, cloud.s3, cloud.gcs) if s is not None and s.pid]
+        pids += [h.supervisor_pid for h in cloud.hosts if h.supervisor_pid]
+        if cloud.tied and pids and not any(alive(pid) for pid in pids):
+            log(f"removing the remains of a killed local cloud run: {cloud.run_dir}")
+            cloud.down()
+
+
+def _fields(service) -> dict | None:
+    if service is None:
+        return None
+    data = dict(vars(service))
+    data.pop("run_dir", None)
+    return data
+
+
+def extra_ca_certs() -> list[str]:
+    """CA certificates this machine trusts beyond Debian's bundle (e.g. a TLS-intercepting proxy's)."""
+    return sorted(str(p) for p in Path("/usr/local/share/ca-certificates").rglob("*.crt"))
+
+
+__all__ = ["LocalCloud", "RUNS_ROOT", "CACHE_ROOT", "extra_ca_certs"]

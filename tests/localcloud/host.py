@@ -1,0 +1,235 @@
+"""A fresh Debian 12 host: a private copy of the image booted by systemd-nspawn.
+
+The host has its own network namespace (a veth pair: the machine is ``.1``,
+the guest ``.2`` of a /30), its own root filesystem (it cannot see the
+machine's files), real systemd as PID 1 and sshd. ``systemctl reboot`` inside
+it really reboots it: nspawn exits with status 133 and the supervisor boots
+the same root filesystem again, so enabled units come back.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.localcloud.image import LOGIN_USER
+from tests.localcloud.procs import alive, run, spawn, stop, wait_for
+
+NETNS_PREFIX = "mlk-"
+SUBNET_PREFIX = "10.213"
+MAX_SLOTS = 250
+
+
+def claim_slot() -> int:
+    """Claim a free slot by creating its network namespace (atomic: fails if taken)."""
+    for slot in range(1, MAX_SLOTS + 1):
+        result = subprocess.run(["ip", "netns", "add", f"{NETNS_PREFIX}{slot}"],
+                                capture_output=True, check=False)
+        if result.returncode == 0:
+            return slot
+    raise RuntimeError(f"no free local host slot (all {MAX_SLOTS} network namespaces {NETNS_PREFIX}N exist)")
+
+
+@dataclass
+class Link:
+    """A /30 between the machine (``.1``) and a network namespace (``.2``), NATed outwards."""
+
+    slot: int
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.slot}"
+
+    @property
+    def host_address(self) -> str:
+        return f"{SUBNET_PREFIX}.{self.slot}.1"
+
+    @property
+    def guest_address(self) -> str:
+        return f"{SUBNET_PREFIX}.{self.slot}.2"
+
+    @property
+    def cidr(self) -> str:
+        return f"{SUBNET_PREFIX}.{self.slot}.0/30"
+
+    def create(self) -> None:
+        host_if, guest_if = f"mlk{self.slot}h", f"mlk{self.slot}g"
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", guest_if])
+        run(["ip", "link", "set", guest_if, "netns", self.netns])
+        run(["ip", "addr", "add", f"{self.host_address}/30", "dev", host_if])
+        run(["ip", "link", "set", host_if, "up"])
+        ns = ["ip", "netns", "exec", self.netns]
+        run([*ns, "ip", "link", "set", guest_if, "name", "eth0"])
+        run([*ns, "ip", "addr", "add", f"{self.guest_address}/30", "dev", "eth0"])
+        run([*ns, "ip", "link", "set", "eth0", "up"])
+        run([*ns, "ip", "link", "set", "lo", "up"])
+        run([*ns, "ip", "route", "add", "default", "via", self.host_address])
+        # The guest reaches the package registries through the machine, like a VM behind NAT.
+        run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        table = self.netns
+        run(["nft", "add", "table", "ip", table])
+        run(["nft", "add", "chain", "ip", table, "post",
+             "{ type nat hook postrouting priority 100 ; }"])
+        run(["nft", "add", "rule", "ip", table, "post", "ip", "saddr", self.cidr,
+             "oifname", "!=", host_if, "masquerade"])
+
+    def delete(self) -> None:
+        subprocess.run(["nft", "delete", "table", "ip", self.netns], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "delete", f"mlk{self.slot}h"], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, check=False)
+
+
+@dataclass
+class FreshHost:
+    slot: int
+    run_dir: Path
+    tied: bool
+    supervisor_pid: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"mlk-host-{self.slot}"
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.slot}"
+
+    @property
+    def host_address(self) -> str:
+        """The machine's side of the link: where the guest reaches the services."""
+        return f"{SUBNET_PREFIX}.{self.slot}.1"
+
+    @property
+    def address(self) -> str:
+        return f"{SUBNET_PREFIX}.{self.slot}.2"
+
+    @property
+    def cidr(self) -> str:
+        return f"{SUBNET_PREFIX}.{self.slot}.0/30"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.run_dir / "rootfs"
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.run_dir / "known_hosts"
+
+    @property
+    def user(self) -> str:
+        return LOGIN_USER
+
+    # -- creation -------------------------------------------------------------------------
+
+    def create(self, image_rootfs: Path) -> None:
+        """Copy the image and give the copy its own identity, keys and network."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        run(["cp", "-a", "--reflink=auto", str(image_rootfs), str(self.rootfs)])
+        (self.rootfs / "etc/hostname").write_text(self.name + "\n")
+        (self.rootfs / "etc/hosts").write_text(
+            f"127.0.0.1 localhost\n127.0.1.1 {self.name}\n::1 localhost ip6-localhost ip6-loopback\n"
+        )
+        resolv = self.rootfs / "etc/resolv.conf"
+        resolv.unlink(missing_ok=True)
+        resolv.write_text(_host_nameservers())
+        run(["ssh-keygen", "-A", "-f", str(self.rootfs)])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"localcloud-{self.name}",
+             "-f", str(self.key_file)])
+        ssh_dir = self.rootfs / "home" / LOGIN_USER / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(self.key_file.with_suffix(".pub").read_text())
+        run(["chroot", str(self.rootfs), "chown", "-R", f"{LOGIN_USER}:{LOGIN_USER}",
+             f"/home/{LOGIN_USER}/.ssh"])
+        host_key = (self.rootfs / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
+        self.known_hosts.write_text(f"{self.address} {' '.join(host_key)}\n")
+        Link(self.slot).create()
+
+    # -- power ----------------------------------------------------------------------------
+
+    def boot(self) -> None:
+        """Start the host and wait for a real SSH login."""
+        proc = spawn(
+            [sys.executable, "-m", "tests.localcloud.supervise", str(self.rootfs), self.name, self.netns],
+            log=self.run_dir / "console.log", tied=self.tied,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        self.supervisor_pid = proc.pid
+        self.wait_for_login()
+
+    def wait_for_login(self, timeout: float = 90) -> str:
+        """Wait until SSH logs in and systemd has finished booting; return the boot ID."""
+        def login():
+            result = self.ssh("systemctl is-system-running --wait; cat /proc/sys/kernel/random/boot_id",
+                              check=False, timeout=30)
+            lines = result.stdout.split()
+            if result.returncode in (0, 1) and len(lines) == 2:
+                return lines[1]
+            return None
+
+        return wait_for(login, what=f"SSH login to {self.address}", timeout=timeout, interval=0.3)
+
+    def boot_id(self) -> str:
+        return self.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+
+    def reboot(self, timeout: float = 90) -> str:
+        """Reboot from inside (``systemctl reboot``) and wait until it is back; new boot ID."""
+        before = self.boot_id()
+        self.ssh("sudo systemctl reboot", check=False, timeout=15)
+
+        def rebooted():
+            result = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=10)
+            boot = result.stdout.strip()
+            return boot if result.returncode == 0 and boot and boot != before else None
+
+        wait_for(rebooted, what=f"{self.name} back after reboot", timeout=timeout, interval=0.5)
+        return self.wait_for_login(timeout)
+
+    def ssh_argv(self) -> list[str]:
+        return [
+            "ssh", "-i", str(self.key_file),
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+            "-F", "/dev/null", f"{LOGIN_USER}@{self.address}",
+        ]
+
+    def ssh(self, command: str, *, check: bool = True, timeout: float = 600,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([*self.ssh_argv(), command], capture_output=True, text=True,
+                                check=False, timeout=timeout, input=input)
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"{self.address}: `{command}` exited {result.returncode}: {result.stderr.strip()[-2000:]}"
+            )
+        return result
+
+    def running(self) -> bool:
+        return bool(self.supervisor_pid) and alive(self.supervisor_pid)
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Power off, then remove the network namespace, NAT rule and root filesystem."""
+        if self.supervisor_pid:
+            stop(self.supervisor_pid, timeout=30)
+            self.supervisor_pid = 0
+        Link(self.slot).delete()
+        if self.rootfs.exists():
+            # Never follow anything out of the copy: rm stays on this file system.
+            subprocess.run(["rm", "-rf", "--one-file-system", str(self.rootfs)], check=False)
+
+
+def _host_nameservers() -> str:
+    lines = [line for line in Path("/etc/resolv.conf").read_text().splitlines()
+             if line.startswith(("nameserver", "search", "options"))]
+    if not any(line.startswith("nameserver") for line in lines) or any(
+        line.split()[1].startswith("127.") for line in lines if line.startswith("nameserver")
+    ):
+        raise RuntimeError("the machine's /etc/resolv.conf has no nameserver a guest can reach")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,224 @@
+"""PostgreSQL, an S3-compatible server (moto) and a GCS emulator for the guest.
+
+Each listens only on the host's address on the guest's private link, on a
+port free at start time, so two runs on one machine do not collide.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from tests.localcloud.procs import free_port, run, spawn, stop, wait_for
+
+BUCKET = "mlflow-artifacts"
+ARTIFACT_PREFIX = "mlflow"
+DB_NAME = "mlflow"
+DB_USER = "mlflow"
+
+
+def _bin(name: str) -> str:
+    """An executable of this virtualenv (moto_server, gcp-storage-emulator)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def postgres_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), reverse=True)
+    preferred = [p for p in found if "/15/" in p]
+    chosen = (preferred or found or [None])[0]
+    if chosen is None:
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql-15)")
+    return Path(chosen).parent
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL 15 cluster: scram passwords, TLS only over TCP."""
+
+    address: str
+    client_cidr: str
+    run_dir: Path
+    tied: bool
+    port: int = 0
+    password: str = ""
+    pid: int = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "postgres" / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.run_dir / "postgres" / "socket"
+
+    def uri(self, driver: str = "postgresql+psycopg2") -> str:
+        return (
+            f"{driver}://{DB_USER}:{quote(self.password, safe='')}@{self.address}:{self.port}"
+            f"/{DB_NAME}?sslmode=require"
+        )
+
+    def start(self) -> None:
+        base = self.run_dir / "postgres"
+        fresh = not self.data_dir.exists()
+        if fresh:
+            self.socket_dir.mkdir(parents=True)
+            shutil.chown(base, "postgres", "postgres")
+            shutil.chown(self.socket_dir, "postgres", "postgres")
+            base.chmod(0o700)
+            run(
+                [str(postgres_bindir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth-local=peer", "--auth-host=scram-sha-256", "--encoding=UTF8"],
+                user="postgres",
+            )
+            self._tls_certificate()
+            (self.data_dir / "pg_hba.conf").write_text(
+                "# local administration over the private socket; the guest only over TLS\n"
+                "local all postgres peer\n"
+                f"hostssl all all {self.client_cidr} scram-sha-256\n"
+            )
+            self.port = self.port or free_port(self.address)
+            self.password = "pg-" + secrets.token_urlsafe(18) + "@:/?#%"
+        self._spawn()
+        wait_for(self._accepting, what="PostgreSQL", timeout=60)
+        if fresh:
+            # Statements on stdin, so the password never shows in a process list.
+            self.psql(
+                f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{self.password}';\n"
+                f"CREATE DATABASE {DB_NAME} OWNER {DB_USER};\n"
+            )
+
+    def _tls_certificate(self) -> None:
+        cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+             "-subj", f"/CN={self.address}", "-addext", f"subjectAltName=IP:{self.address}",
+             "-keyout", str(key), "-out", str(cert)])
+        for path in (cert, key):
+            shutil.chown(path, "postgres", "postgres")
+        key.chmod(0o600)
+
+    def _spawn(self) -> None:
+        argv = [
+            str(postgres_bindir() / "postgres"), "-D", str(self.data_dir),
+            "-p", str(self.port),
+            "-c", f"listen_addresses={self.address}",
+            "-c", f"unix_socket_directories={self.socket_dir}",
+            "-c", "ssl=on",
+            "-c", "password_encryption=scram-sha-256",
+            "-c", "max_connections=200",
+        ]
+        proc = spawn(argv, log=self.run_dir / "postgres.log", tied=self.tied,
+                     stop_signal=signal.SIGINT, user="postgres")
+        self.pid = proc.pid
+
+    def _accepting(self) -> bool:
+        result = subprocess.run(
+            [str(postgres_bindir() / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.port)],
+            capture_output=True, check=False,
+        )
+        return result.returncode == 0
+
+    def psql(self, sql: str) -> str:
+        result = run(
+            [str(postgres_bindir() / "psql"), "-h", str(self.socket_dir), "-p", str(self.port),
+             "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-At", "-d", "postgres"],
+            input=sql, user="postgres",
+        )
+        return result.stdout
+
+    def stop(self) -> None:
+        if self.pid:
+            # SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected, data is safe.
+            stop(self.pid, signal.SIGINT, timeout=30)
+            self.pid = 0
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@dataclass
+class S3Server:
+    """moto in server mode: an S3-compatible endpoint with the artifact bucket."""
+
+    address: str
+    run_dir: Path
+    tied: bool
+    port: int = 0
+    pid: int = 0
+    access_key: str = "AKIALOCALCLOUDTEST01"
+    secret_key: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def start(self) -> None:
+        self.port = self.port or free_port(self.address)
+        self.secret_key = self.secret_key or secrets.token_urlsafe(30)
+        proc = spawn([_bin("moto_server"), "-H", self.address, "-p", str(self.port)],
+                     log=self.run_dir / "moto.log", tied=self.tied)
+        self.pid = proc.pid
+        client = self.client()
+        wait_for(lambda: client.list_buckets() is not None, what="moto S3 server", timeout=60)
+        client.create_bucket(Bucket=BUCKET)
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+        )
+
+    def stop(self) -> None:
+        if self.pid:
+            stop(self.pid)
+            self.pid = 0
+
+
+@dataclass
+class GcsEmulator:
+    """gcp-storage-emulator with the artifact bucket, storing on disk."""
+
+    address: str
+    run_dir: Path
+    tied: bool
+    port: int = 0
+    pid: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def start(self) -> None:
+        self.port = self.port or free_port(self.address)
+        workdir = self.run_dir / "gcs"
+        workdir.mkdir(parents=True, exist_ok=True)
+        proc = spawn(
+            [_bin("gcp-storage-emulator"), "start", "--host", self.address, "--port", str(self.port),
+             "--default-bucket", BUCKET, "--quiet"],
+            log=self.run_dir / "gcs.log", tied=self.tied, cwd=workdir,
+        )
+        self.pid = proc.pid
+        wait_for(lambda: self.client().bucket(BUCKET).exists(), what="GCS emulator", timeout=60)
+
+    def client(self):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(project="local", credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": self.endpoint})
+
+    def stop(self) -> None:
+        if self.pid:
+            stop(self.pid)
+            self.pid = 0

@@ -26,7 +26,7 @@ _HHMM = r"([01]\d|2[0-3]):[0-5]\d"
 _MAINTENANCE = re.compile(rf"^{_DAY}:{_HHMM}-{_DAY}:{_HHMM}$")
 _BACKUP_WINDOW = re.compile(rf"^{_HHMM}-{_HHMM}$")
 
-#: Per environment class: (instance type, db class, multi-AZ, backup days, deletion protection).
+#: Defaults per environment class; the GCP stack's bucket defaults are the same.
 DEFAULTS = {
     "dev": {
         "instance": "t3.medium",
@@ -34,6 +34,9 @@ DEFAULTS = {
         "multi_az": False,
         "backups": 1,
         "protect": True,
+        "versioning": True,
+        "noncurrent_days": 30,
+        "expire_days": 0,
     },
     "test": {
         "instance": "t3.medium",
@@ -41,6 +44,9 @@ DEFAULTS = {
         "multi_az": False,
         "backups": 0,
         "protect": False,
+        "versioning": False,
+        "noncurrent_days": 30,
+        "expire_days": 7,
     },
     "prod": {
         "instance": "t3.large",
@@ -48,6 +54,9 @@ DEFAULTS = {
         "multi_az": True,
         "backups": 7,
         "protect": True,
+        "versioning": True,
+        "noncurrent_days": 90,
+        "expire_days": 0,
     },
 }
 
@@ -204,9 +213,11 @@ def read_aws(common: CommonSettings) -> AwsSettings:
         db_backup_window=backup_window,
         db_maintenance_window=maintenance,
         deletion_protection=protect,
-        bucket_versioning=config.get_bool("awsBucketVersioning", True),
-        bucket_noncurrent_days=config.get_int("awsBucketNoncurrentDays", 30, 1, 3650),
-        bucket_expire_days=config.get_int("awsBucketExpireDays", 0, 0, 36500),
+        bucket_versioning=config.get_bool("awsBucketVersioning", defaults["versioning"]),
+        bucket_noncurrent_days=config.get_int(
+            "awsBucketNoncurrentDays", defaults["noncurrent_days"], 1, 3650
+        ),
+        bucket_expire_days=config.get_int("awsBucketExpireDays", defaults["expire_days"], 0, 36500),
     )
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from aws_harness import DB_ADDRESS, ELASTIC_IP, RecordingMocks, config, run_stack
 from sqlalchemy.engine import make_url
 
 from stacks import contract
+from stacks.aws.database import backend_store_uri
 
 pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
 
@@ -89,3 +93,16 @@ def test_components_follow_the_house_shape(hostile):
     for resource in hostile.mocks.aws_resources():
         if resource.name not in top_level:
             assert resource.name.split("-")[0] in components, resource.name
+
+
+def test_recorded_stack_output_document_matches_the_contract():
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "stack-output-aws.json"
+    recorded = json.loads(path.read_text())
+    assert sorted(recorded) == sorted(contract.expected_outputs("aws"))
+    assert recorded[contract.CLOUD] == "aws"
+    assert recorded[contract.ARTIFACTS_DESTINATION].startswith("s3://")
+    assert recorded[contract.ARTIFACTS_DESTINATION].endswith("/mlflow-artifacts")
+    url = make_url(recorded[contract.BACKEND_STORE_URI])
+    # The recorded URI is what backend_store_uri() makes of its decoded password.
+    assert backend_store_uri(url.password, url.host) == recorded[contract.BACKEND_STORE_URI]
+    assert len(recorded[contract.ADMIN_PASSWORD]) >= 24

@@ -41,7 +41,9 @@ def lifecycle_rules(args: BucketArgs) -> list[gcp.storage.BucketLifecycleRuleArg
         rules.append(
             gcp.storage.BucketLifecycleRuleArgs(
                 action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
-                condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=args.expire_days, with_state="ANY"),
+                condition=gcp.storage.BucketLifecycleRuleConditionArgs(
+                    age=args.expire_days, with_state="ANY"
+                ),
             )
         )
     return rules
@@ -64,11 +66,17 @@ class ArtifactBucket(pulumi.ComponentResource):
             force_destroy=args.force_destroy,
             # A disposable bucket keeps no soft-deleted copies behind after destroy.
             soft_delete_policy=(
-                gcp.storage.BucketSoftDeletePolicyArgs(retention_duration_seconds=0) if args.force_destroy else None
+                gcp.storage.BucketSoftDeletePolicyArgs(retention_duration_seconds=0)
+                if args.force_destroy
+                else None
             ),
             labels=args.labels,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.name = self.bucket.name
-        self.artifacts_destination = self.bucket.name.apply(lambda n: f"gs://{n}/{ARTIFACTS_PREFIX}")
-        self.register_outputs({"name": self.name, "artifacts_destination": self.artifacts_destination})
+        self.artifacts_destination = self.bucket.name.apply(
+            lambda n: f"gs://{n}/{ARTIFACTS_PREFIX}"
+        )
+        self.register_outputs(
+            {"name": self.name, "artifacts_destination": self.artifacts_destination}
+        )

@@ -14,7 +14,7 @@ USER = "mlflow"
 PORT = 5432
 #: Characters a generated password may use beyond letters and digits: URL-unreserved,
 #: so the password also survives env files and ini files on the VM unquoted.
-PASSWORD_SPECIALS = "-_.~"
+SAFE_SPECIAL_CHARS = "-_.~"
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Database(pulumi.ComponentResource):
             f"{name}-password",
             length=32,
             special=True,
-            override_special=PASSWORD_SPECIALS,
+            override_special=SAFE_SPECIAL_CHARS,
             min_lower=1,
             min_upper=1,
             min_numeric=1,
@@ -80,7 +80,9 @@ class Database(pulumi.ComponentResource):
                 # Protection in the Cloud SQL API too, not only in this program's state.
                 deletion_protection_enabled=args.deletion_protection,
                 retain_backups_on_delete=args.deletion_protection and args.backups,
-                location_preference=gcp.sql.DatabaseInstanceSettingsLocationPreferenceArgs(zone=args.zone),
+                location_preference=gcp.sql.DatabaseInstanceSettingsLocationPreferenceArgs(
+                    zone=args.zone
+                ),
                 ip_configuration=gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs(
                     ipv4_enabled=False,
                     private_network=args.network,
@@ -96,7 +98,9 @@ class Database(pulumi.ComponentResource):
                     ),
                 ),
                 maintenance_window=gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(
-                    day=args.maintenance_day, hour=args.maintenance_hour, update_track=args.update_track
+                    day=args.maintenance_day,
+                    hour=args.maintenance_hour,
+                    update_track=args.update_track,
                 ),
                 database_flags=[
                     gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name=flag, value=value)
@@ -110,7 +114,11 @@ class Database(pulumi.ComponentResource):
         # Database and user go with the instance; deleting them on their own would drop
         # the tracking data (database) or fail on a role that owns objects (user).
         self.database = gcp.sql.Database(
-            f"{name}-db", name=DATABASE, instance=self.instance.name, deletion_policy="ABANDON", opts=child
+            f"{name}-db",
+            name=DATABASE,
+            instance=self.instance.name,
+            deletion_policy="ABANDON",
+            opts=child,
         )
         self.user = gcp.sql.User(
             f"{name}-user",
@@ -124,7 +132,9 @@ class Database(pulumi.ComponentResource):
         self.connection_name = self.instance.connection_name
         self.private_ip = self.instance.private_ip_address
         self.backend_store_uri = pulumi.Output.secret(
-            pulumi.Output.all(self.password.result, self.private_ip).apply(lambda a: backend_store_uri(a[0], a[1]))
+            pulumi.Output.all(self.password.result, self.private_ip).apply(
+                lambda a: backend_store_uri(a[0], a[1])
+            )
         )
         self.register_outputs(
             {

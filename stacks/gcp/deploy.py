@@ -26,20 +26,30 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
     labels = s.labels
     # Every GCP resource goes through this provider, so project, region and zone are
     # the validated ones and default_labels reach every resource that takes labels.
-    provider = gcp.Provider("mlflow-gcp", project=s.project, region=s.region, zone=s.zone, default_labels=labels)
+    provider = gcp.Provider(
+        "mlflow-gcp", project=s.project, region=s.region, zone=s.zone, default_labels=labels
+    )
     opts = pulumi.ResourceOptions(providers=[provider])
     deletable = not s.deletion_protection
 
-    network = Network("mlflow-network", NetworkArgs(s.region, s.subnet_cidr, labels, deletable), opts)
+    network = Network(
+        "mlflow-network", NetworkArgs(s.region, s.subnet_cidr, labels, deletable), opts
+    )
     bucket = ArtifactBucket(
         "mlflow-artifacts",
         BucketArgs(
-            s.bucket_location, s.bucket_versioning, s.bucket_noncurrent_days, s.bucket_expire_days,
-            s.bucket_force_destroy, labels,
+            s.bucket_location,
+            s.bucket_versioning,
+            s.bucket_noncurrent_days,
+            s.bucket_expire_days,
+            s.bucket_force_destroy,
+            labels,
         ),
         opts,
     )
-    identity = Identity("mlflow-identity", IdentityArgs(s.project, s.service_account_id, bucket.name), opts)
+    identity = Identity(
+        "mlflow-identity", IdentityArgs(s.project, s.service_account_id, bucket.name), opts
+    )
     Firewall(
         "mlflow-firewall",
         FirewallArgs(
@@ -55,12 +65,24 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
     database = Database(
         "mlflow-db",
         DatabaseArgs(
-            region=s.region, zone=s.zone, network=network.vpc.id, private_services=network.private_services,
-            tier=s.db_tier, edition=s.db_edition, version=s.db_version, availability=s.db_availability,
-            disk_gb=s.db_disk_gb, backups=s.db_backups, point_in_time_recovery=s.db_point_in_time_recovery,
-            backup_start_time=s.db_backup_start_time, backup_retained=s.db_backup_retained,
-            maintenance_day=s.db_maintenance_day, maintenance_hour=s.db_maintenance_hour,
-            update_track=s.db_update_track, flags=s.db_flags, deletion_protection=s.deletion_protection,
+            region=s.region,
+            zone=s.zone,
+            network=network.vpc.id,
+            private_services=network.private_services,
+            tier=s.db_tier,
+            edition=s.db_edition,
+            version=s.db_version,
+            availability=s.db_availability,
+            disk_gb=s.db_disk_gb,
+            backups=s.db_backups,
+            point_in_time_recovery=s.db_point_in_time_recovery,
+            backup_start_time=s.db_backup_start_time,
+            backup_retained=s.db_backup_retained,
+            maintenance_day=s.db_maintenance_day,
+            maintenance_hour=s.db_maintenance_hour,
+            update_track=s.db_update_track,
+            flags=s.db_flags,
+            deletion_protection=s.deletion_protection,
             labels=labels,
         ),
         opts,
@@ -68,9 +90,15 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
     server = Server(
         "mlflow-vm",
         ServerArgs(
-            region=s.region, zone=s.zone, machine_type=s.machine_type, boot_disk_gb=s.boot_disk_gb,
-            subnet=network.subnet.id, service_account=identity.email, ssh_user=s.common.ssh_user,
-            ssh_public_keys=s.common.ssh_public_keys, deletion_protection=s.deletion_protection,
+            region=s.region,
+            zone=s.zone,
+            machine_type=s.machine_type,
+            boot_disk_gb=s.boot_disk_gb,
+            subnet=network.subnet.id,
+            service_account=identity.email,
+            ssh_user=s.common.ssh_user,
+            ssh_public_keys=s.common.ssh_public_keys,
+            deletion_protection=s.deletion_protection,
             labels=labels,
         ),
         opts,

@@ -39,7 +39,9 @@ class Firewall(pulumi.ComponentResource):
                 target_service_accounts=[args.target_service_account],
                 description=description,
                 log_config=(
-                    gcp.compute.FirewallLogConfigArgs(metadata="EXCLUDE_ALL_METADATA") if args.log else None
+                    gcp.compute.FirewallLogConfigArgs(metadata="EXCLUDE_ALL_METADATA")
+                    if args.log
+                    else None
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )

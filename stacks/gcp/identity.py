@@ -8,7 +8,11 @@ import pulumi
 import pulumi_gcp as gcp
 
 #: Project-level roles the server needs: Cloud SQL connections, its logs and metrics.
-PROJECT_ROLES = ("roles/cloudsql.client", "roles/logging.logWriter", "roles/monitoring.metricWriter")
+PROJECT_ROLES = (
+    "roles/cloudsql.client",
+    "roles/logging.logWriter",
+    "roles/monitoring.metricWriter",
+)
 #: Read, write, list and delete objects; no bucket administration, no IAM changes.
 BUCKET_ROLE = "roles/storage.objectUser"
 

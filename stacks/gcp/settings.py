@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from stacks.config import CommonSettings, ConfigReader, SettingError, cidr, label_value
 
-#: Google's IAP TCP forwarding source range: SSH through ``gcloud compute ssh --tunnel-through-iap``.
+#: Google's IAP TCP forwarding source range (``gcloud compute ssh --tunnel-through-iap``).
 IAP_TCP_FORWARDING_CIDR = "35.235.240.0/20"
 
 POSTGRES_VERSIONS = (14, 15, 16, 17, 18)
@@ -118,24 +118,33 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         )
     region = provider.require("region", "a GCP region such as europe-west1")
     if not _REGION.match(region):
-        raise SettingError(provider.qualified("region"), region, "a GCP region such as europe-west1 or us-central1")
+        raise SettingError(
+            provider.qualified("region"), region, "a GCP region such as europe-west1 or us-central1"
+        )
     zone = provider.require("zone", f"a zone of {region} such as {region}-b")
     if not re.fullmatch(re.escape(region) + r"-[a-z]", zone):
-        raise SettingError(provider.qualified("zone"), zone, f"a zone of region {region}, such as {region}-b")
+        raise SettingError(
+            provider.qualified("zone"), zone, f"a zone of region {region}, such as {region}-b"
+        )
 
     machine_type = reader.get("gcpMachineType", default["MachineType"])
     if not _MACHINE_TYPE.match(machine_type):
         raise SettingError(
-            reader.qualified("gcpMachineType"), machine_type, "a Compute Engine machine type such as e2-small or e2-standard-2"
+            reader.qualified("gcpMachineType"),
+            machine_type,
+            "a Compute Engine machine type such as e2-small or e2-standard-2",
         )
     boot_disk_gb = reader.get_int("gcpBootDiskGb", default["BootDiskGb"], 10, 2000)
-    subnet_cidr = _private_cidr(reader, "gcpSubnetCidr", reader.get("gcpSubnetCidr", "10.20.0.0/24"))
+    subnet_cidr = _private_cidr(
+        reader, "gcpSubnetCidr", reader.get("gcpSubnetCidr", "10.20.0.0/24")
+    )
 
     if not common.ssh_public_keys:
         raise SettingError(
             reader.qualified("sshPublicKeys"),
             [],
-            "at least one OpenSSH public key: the VM ignores project-wide keys, so the login user needs its own",
+            "at least one OpenSSH public key: the VM ignores project-wide keys, "
+            "so the login user needs its own",
         )
     ssh_source = common.ssh_allowed_cidrs or [IAP_TCP_FORWARDING_CIDR]
 
@@ -143,23 +152,35 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
     db_edition = _tier_edition(reader, db_tier)
     if env == "prod" and db_tier in SHARED_CORE_TIERS:
         raise SettingError(
-            reader.qualified("gcpDbTier"), db_tier, "a dedicated-core tier in prod (shared-core tiers have no SLA): " + TIER_ALLOWED
+            reader.qualified("gcpDbTier"),
+            db_tier,
+            "a dedicated-core tier in prod (shared-core tiers have no SLA): " + TIER_ALLOWED,
         )
     db_version = reader.get_int("gcpDbVersion", 16, POSTGRES_VERSIONS[0], POSTGRES_VERSIONS[-1])
-    db_availability = reader.get_choice("gcpDbAvailability", AVAILABILITY, default["DbAvailability"])
+    db_availability = reader.get_choice(
+        "gcpDbAvailability", AVAILABILITY, default["DbAvailability"]
+    )
     db_disk_gb = reader.get_int("gcpDbDiskGb", default["DbDiskGb"], 10, 65536)
 
     db_backups = reader.get_bool("gcpDbBackups", default["DbBackups"])
     if env == "prod" and not db_backups:
-        raise SettingError(reader.qualified("gcpDbBackups"), False, "true in a prod stack (prod keeps backups)")
-    db_pitr = reader.get_bool("gcpDbPointInTimeRecovery", default["DbPointInTimeRecovery"] and db_backups)
+        raise SettingError(
+            reader.qualified("gcpDbBackups"), False, "true in a prod stack (prod keeps backups)"
+        )
+    db_pitr = reader.get_bool(
+        "gcpDbPointInTimeRecovery", default["DbPointInTimeRecovery"] and db_backups
+    )
     if db_pitr and not db_backups:
         raise SettingError(
-            reader.qualified("gcpDbPointInTimeRecovery"), True, "true only together with gcpDbBackups true"
+            reader.qualified("gcpDbPointInTimeRecovery"),
+            True,
+            "true only together with gcpDbBackups true",
         )
     backup_start = reader.get("gcpDbBackupStartTime", "03:00")
     if not _TIME.match(backup_start):
-        raise SettingError(reader.qualified("gcpDbBackupStartTime"), backup_start, "a UTC time HH:MM such as 03:00")
+        raise SettingError(
+            reader.qualified("gcpDbBackupStartTime"), backup_start, "a UTC time HH:MM such as 03:00"
+        )
     backup_retained = reader.get_int("gcpDbBackupRetention", default["DbBackupRetention"], 1, 365)
 
     day, hour = _maintenance_window(reader, reader.get("gcpDbMaintenanceWindow", "sun:04"))
@@ -167,12 +188,16 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
     deletion_protection = reader.get_bool("gcpDeletionProtection", default["DeletionProtection"])
     if env == "test" and deletion_protection:
         raise SettingError(
-            reader.qualified("gcpDeletionProtection"), True, "false in a test stack (test stacks go in one `pulumi destroy`)"
+            reader.qualified("gcpDeletionProtection"),
+            True,
+            "false in a test stack (test stacks go in one `pulumi destroy`)",
         )
 
     bucket_location = _bucket_location(reader, reader.get("gcpBucketLocation", region).upper())
     bucket_versioning = reader.get_bool("gcpBucketVersioning", default["BucketVersioning"])
-    noncurrent_days = reader.get_int("gcpBucketNoncurrentDays", default["BucketNoncurrentDays"], 1, 3650)
+    noncurrent_days = reader.get_int(
+        "gcpBucketNoncurrentDays", default["BucketNoncurrentDays"], 1, 3650
+    )
     expire_days = reader.get_int("gcpBucketExpireDays", default["BucketExpireDays"], 0, 3650)
 
     return GcpSettings(
@@ -251,7 +276,11 @@ def _private_cidr(reader: ConfigReader, key: str, value: str) -> str:
     canonical = cidr(reader.qualified(key), value)
     network = ipaddress.ip_network(canonical)
     if network.version != 4 or not network.is_private or not 16 <= network.prefixlen <= 29:
-        raise SettingError(reader.qualified(key), value, "a private IPv4 range from /16 to /29 such as 10.20.0.0/24")
+        raise SettingError(
+            reader.qualified(key),
+            value,
+            "a private IPv4 range from /16 to /29 such as 10.20.0.0/24",
+        )
     return canonical
 
 
@@ -260,7 +289,9 @@ def _maintenance_window(reader: ConfigReader, value: str) -> tuple[int, int]:
     match = _MAINTENANCE.match(value.lower())
     if not match or match.group(1) not in WEEKDAYS or not 0 <= int(match.group(2)) <= 23:
         raise SettingError(
-            reader.qualified("gcpDbMaintenanceWindow"), value, "a UTC weekday and hour as ddd:hh, such as sun:04"
+            reader.qualified("gcpDbMaintenanceWindow"),
+            value,
+            "a UTC weekday and hour as ddd:hh, such as sun:04",
         )
     return WEEKDAYS.index(match.group(1)) + 1, int(match.group(2))
 
@@ -271,6 +302,9 @@ def _bucket_location(reader: ConfigReader, value: str) -> str:
     raise SettingError(
         reader.qualified("gcpBucketLocation"),
         value,
-        "a region such as EUROPE-WEST1, a multi-region (" + ", ".join(MULTI_REGIONS)
-        + ") or a dual-region (" + ", ".join(DUAL_REGIONS) + ")",
+        "a region such as EUROPE-WEST1, a multi-region ("
+        + ", ".join(MULTI_REGIONS)
+        + ") or a dual-region ("
+        + ", ".join(DUAL_REGIONS)
+        + ")",
     )

@@ -8,6 +8,8 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
+from stacks.gcp.database import SAFE_SPECIAL_CHARS
+
 IMAGE = "debian-cloud/debian-12"
 #: MLflow basic-auth wants at least 12 characters; the kit uses more.
 ADMIN_PASSWORD_LENGTH = 32
@@ -97,7 +99,7 @@ class Server(pulumi.ComponentResource):
             f"{name}-admin-password",
             length=ADMIN_PASSWORD_LENGTH,
             special=True,
-            override_special="-_.~",
+            override_special=SAFE_SPECIAL_CHARS,
             min_lower=1,
             min_upper=1,
             min_numeric=1,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_program, stack_config
+from gcp_harness import run_program, stack_config
 
 pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
 
@@ -55,7 +55,9 @@ def test_prod_keeps_vm_bucket_and_peering(prod):
 
 def test_prod_logs_firewall_hits(prod):
     rules = prod.of_type("gcp:compute/firewall:Firewall")
-    assert rules and all(r.inputs["logConfig"] == {"metadata": "EXCLUDE_ALL_METADATA"} for r in rules)
+    assert rules and all(
+        r.inputs["logConfig"] == {"metadata": "EXCLUDE_ALL_METADATA"} for r in rules
+    )
 
 
 def test_test_stack_goes_in_one_destroy(test_stack):

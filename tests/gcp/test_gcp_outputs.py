@@ -8,11 +8,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from conftest import DB_PRIVATE_IP, NASTY_PASSWORD, STATIC_IP, run_program, stack_config
+from gcp_harness import DB_PRIVATE_IP, NASTY_PASSWORD, STATIC_IP, run_program, stack_config
 from sqlalchemy.engine import make_url
 
 from stacks import contract
-from stacks.gcp.database import PASSWORD_SPECIALS, backend_store_uri
+from stacks.gcp.database import SAFE_SPECIAL_CHARS, backend_store_uri
 
 pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
 
@@ -42,14 +42,26 @@ def test_backend_store_uri_survives_a_password_of_reserved_characters(dev):
     assert parse_qs(parts.query) == {"sslmode": ["require"]}
     assert not parts.fragment
     url = make_url(uri)
-    assert (url.drivername, url.username, url.password) == ("postgresql+psycopg2", "mlflow", NASTY_PASSWORD)
-    assert (url.host, url.port, url.database, dict(url.query)) == (DB_PRIVATE_IP, 5432, "mlflow", {"sslmode": "require"})
+    assert (url.drivername, url.username, url.password) == (
+        "postgresql+psycopg2",
+        "mlflow",
+        NASTY_PASSWORD,
+    )
+    assert (url.host, url.port, url.database, dict(url.query)) == (
+        DB_PRIVATE_IP,
+        5432,
+        "mlflow",
+        {"sslmode": "require"},
+    )
 
 
 def test_generated_passwords_need_no_quoting_anywhere():
     # The real generator only uses URL-unreserved specials, so env and ini files on the VM
     # can hold the password verbatim; the URI is still quoted for any password.
-    assert backend_store_uri("a" + PASSWORD_SPECIALS, "h") == f"postgresql+psycopg2://mlflow:a{PASSWORD_SPECIALS}@h:5432/mlflow?sslmode=require"
+    assert (
+        backend_store_uri("a" + SAFE_SPECIAL_CHARS, "h")
+        == f"postgresql+psycopg2://mlflow:a{SAFE_SPECIAL_CHARS}@h:5432/mlflow?sslmode=require"
+    )
 
 
 def test_outputs_without_domain(dev):
@@ -59,8 +71,14 @@ def test_outputs_without_domain(dev):
     assert outputs[contract.TRACKING_URL] == f"https://{STATIC_IP}"
     assert outputs[contract.SSH_USER] == "mlflow-admin"
     assert outputs[contract.ENVIRONMENT] == "dev"
-    assert outputs[contract.ARTIFACTS_DESTINATION] == "gs://mlflow-artifacts-bucket-a1b2c3d/mlflow-artifacts"
-    assert outputs[contract.DB_CONNECTION_NAME] == "my-project-123:europe-west1:mlflow-db-instance-a1b2c3d"
+    assert (
+        outputs[contract.ARTIFACTS_DESTINATION]
+        == "gs://mlflow-artifacts-bucket-a1b2c3d/mlflow-artifacts"
+    )
+    assert (
+        outputs[contract.DB_CONNECTION_NAME]
+        == "my-project-123:europe-west1:mlflow-db-instance-a1b2c3d"
+    )
     assert outputs[contract.ADMIN_PASSWORD] == NASTY_PASSWORD
 
 
@@ -78,9 +96,20 @@ def test_recorded_stack_output_matches_what_the_program_exports(dev):
     assert recorded[contract.CLOUD] == "gcp"
     assert recorded[contract.ENVIRONMENT] in contract.ENVIRONMENTS
     assert recorded[contract.TRACKING_URL] == f"https://{recorded[contract.HOST]}"
-    assert re.fullmatch(r"gs://[a-z0-9][a-z0-9._-]+/mlflow-artifacts", recorded[contract.ARTIFACTS_DESTINATION])
-    assert re.fullmatch(r"[a-z][a-z0-9-]+:[a-z]+-[a-z]+\d:[a-z0-9-]+", recorded[contract.DB_CONNECTION_NAME])
-    assert re.fullmatch(rf"[A-Za-z0-9{re.escape(PASSWORD_SPECIALS)}]{{32}}", recorded[contract.ADMIN_PASSWORD])
+    assert re.fullmatch(
+        r"gs://[a-z0-9][a-z0-9._-]+/mlflow-artifacts", recorded[contract.ARTIFACTS_DESTINATION]
+    )
+    assert re.fullmatch(
+        r"[a-z][a-z0-9-]+:[a-z]+-[a-z]+\d:[a-z0-9-]+", recorded[contract.DB_CONNECTION_NAME]
+    )
+    assert re.fullmatch(
+        rf"[A-Za-z0-9{re.escape(SAFE_SPECIAL_CHARS)}]{{32}}", recorded[contract.ADMIN_PASSWORD]
+    )
     url = make_url(recorded[contract.BACKEND_STORE_URI])
-    assert (url.drivername, url.username, url.port, url.database) == ("postgresql+psycopg2", "mlflow", 5432, "mlflow")
+    assert (url.drivername, url.username, url.port, url.database) == (
+        "postgresql+psycopg2",
+        "mlflow",
+        5432,
+        "mlflow",
+    )
     assert dict(url.query) == {"sslmode": "require"}

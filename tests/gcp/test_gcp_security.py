@@ -6,7 +6,7 @@ import inspect
 
 import pulumi_gcp as gcp
 import pytest
-from conftest import (
+from gcp_harness import (
     DB_PRIVATE_IP,
     SSH_KEY,
     STATIC_IP,
@@ -91,8 +91,15 @@ def test_ssh_comes_from_listed_cidrs_instead_of_iap():
 
 @pytest.mark.parametrize("environment", ["dev", "test", "prod"])
 def test_postgres_is_never_exposed(environment):
-    run = run_program(stack_config(environment, tlsMode="letsencrypt", domain="mlflow.example.com",
-                                   acmeEmail="ops@example.com", sshAllowedCidrs=["198.51.100.0/28"]))
+    run = run_program(
+        stack_config(
+            environment,
+            tlsMode="letsencrypt",
+            domain="mlflow.example.com",
+            acmeEmail="ops@example.com",
+            sshAllowedCidrs=["198.51.100.0/28"],
+        )
+    )
     for rule in run.of_type(FIREWALL):
         assert 5432 not in ports_of(rule), rule.name
 
@@ -100,7 +107,9 @@ def test_postgres_is_never_exposed(environment):
 def test_port_80_opens_only_for_letsencrypt(dev):
     assert all(80 not in ports_of(rule) for rule in dev.of_type(FIREWALL))
     run = run_program(
-        stack_config("dev", tlsMode="letsencrypt", domain="mlflow.example.com", acmeEmail="ops@example.com")
+        stack_config(
+            "dev", tlsMode="letsencrypt", domain="mlflow.example.com", acmeEmail="ops@example.com"
+        )
     )
     (http,) = [r for r in run.of_type(FIREWALL) if 80 in ports_of(r)]
     assert ports_of(http) == {80}
@@ -176,8 +185,14 @@ def test_storage_grant_is_scoped_to_this_bucket(dev):
 
 def test_project_roles_are_the_minimum_and_none_is_storage(dev):
     roles = {m.inputs["role"] for m in dev.of_type(PROJECT_MEMBER)}
-    assert roles == {"roles/cloudsql.client", "roles/logging.logWriter", "roles/monitoring.metricWriter"}
-    assert all(m.inputs["member"] == f"serviceAccount:{sa_email(dev)}" for m in dev.of_type(PROJECT_MEMBER))
+    assert roles == {
+        "roles/cloudsql.client",
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
+    }
+    assert all(
+        m.inputs["member"] == f"serviceAccount:{sa_email(dev)}" for m in dev.of_type(PROJECT_MEMBER)
+    )
     assert all(m.inputs["project"] == "my-project-123" for m in dev.of_type(PROJECT_MEMBER))
 
 
@@ -231,7 +246,11 @@ def takes_labels(typ: str) -> bool:
 @pytest.mark.parametrize("environment", ["dev", "test", "prod"])
 def test_every_resource_carries_the_stack_labels(environment):
     run = run_program(stack_config(environment, labels={"team": "ml"}))
-    expected = {"team": "ml", contract.LABEL_STACK: f"gcp-{environment}", contract.LABEL_ENVIRONMENT: environment}
+    expected = {
+        "team": "ml",
+        contract.LABEL_STACK: f"gcp-{environment}",
+        contract.LABEL_ENVIRONMENT: environment,
+    }
     if environment == "test":
         expected[contract.LABEL_EXPIRES] = "203001011200"
     labelled = [r for r in run.resources if takes_labels(r.typ)]
@@ -247,7 +266,9 @@ def test_every_resource_carries_the_stack_labels(environment):
 def test_every_gcp_resource_uses_the_validated_provider(dev):
     provider = dev.one("pulumi:providers:gcp")
     assert (provider.inputs["project"], provider.inputs["region"], provider.inputs["zone"]) == (
-        "my-project-123", "europe-west1", "europe-west1-b",
+        "my-project-123",
+        "europe-west1",
+        "europe-west1-b",
     )
     for resource in dev.resources:
         if resource.custom and resource.typ.startswith("gcp:"):
@@ -256,8 +277,14 @@ def test_every_gcp_resource_uses_the_validated_provider(dev):
 
 @pytest.mark.parametrize("environment", ["dev", "test", "prod"])
 def test_no_deprecated_resource_or_argument(environment):
-    run = run_program(stack_config(environment, tlsMode="letsencrypt", domain="mlflow.example.com",
-                                   acmeEmail="ops@example.com"))
+    run = run_program(
+        stack_config(
+            environment,
+            tlsMode="letsencrypt",
+            domain="mlflow.example.com",
+            acmeEmail="ops@example.com",
+        )
+    )
     assert deprecation_findings(run.resources) == []
 
 
@@ -266,8 +293,13 @@ def test_deprecation_checks_can_fail():
     with pytest.raises(DeprecationWarning, match="log_config"):
         gcp.compute.FirewallArgs(network="n", enable_logging=True)
     # The SDK no longer has the deprecated require_ssl at all: ssl_mode replaced it.
-    assert "require_ssl" not in inspect.signature(gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs).parameters
+    assert (
+        "require_ssl"
+        not in inspect.signature(gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs).parameters
+    )
     run = run_program(stack_config("dev"))
     rule = run.of_type(FIREWALL)[0]
     rule.inputs["enableLogging"] = True
-    assert deprecation_findings([rule]) == [f"{FIREWALL} {rule.name}: Deprecated in favor of log_config"]
+    assert deprecation_findings([rule]) == [
+        f"{FIREWALL} {rule.name}: Deprecated in favor of log_config"
+    ]

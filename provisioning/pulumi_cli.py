@@ -16,7 +16,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # What the CLI prints when a stack is missing, depending on backend and command.
@@ -97,13 +99,13 @@ def stack_outputs(stack: str) -> dict:
 
 
 def with_retries(
-    action: Callable[[int], subprocess.CompletedProcess],
+    action: Callable[[int], T],
     *,
     attempts: int = 4,
     backoff: float = 5.0,
     say: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
-) -> subprocess.CompletedProcess:
+) -> T:
     """Call ``action(attempt)`` until it succeeds, retrying only transient failures.
 
     Waits ``backoff``, then twice that, and so on between attempts; the last

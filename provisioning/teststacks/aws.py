@@ -174,7 +174,8 @@ def _iam(aws: Aws, wanted: TagFilter) -> Iterator[Leftover]:
     for page in iam.get_paginator("list_instance_profiles").paginate():
         for profile in page["InstanceProfiles"]:
             name = profile["InstanceProfileName"]
-            tags = _tags(iam.list_instance_profile_tags(InstanceProfileName=name))
+            # GetInstanceProfile carries the tags on every implementation; the listing may not.
+            tags = _tags(iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"])
             if matches(tags, wanted):
                 steps = [
                     f"aws iam remove-role-from-instance-profile --instance-profile-name {name}"

@@ -185,8 +185,15 @@ def destroy_and_remove(stack: str, timing: Timing, say: Say) -> None:
             "it continues where this run stopped."
         ) from error
     say(f"removing stack {stack}")
+
+    def remove(_attempt: int) -> bool:
+        return pulumi_cli.stack_rm(stack)
+
     try:
-        removed = pulumi_cli.stack_rm(stack)
+        # A removal that timed out may have happened: the retry then finds no stack.
+        removed = pulumi_cli.with_retries(
+            remove, attempts=timing.attempts, backoff=timing.backoff, say=say, sleep=timing.sleep
+        )
     except PulumiError as error:
         if pulumi_cli.has_resources_error(error):
             raise TeardownFailed(

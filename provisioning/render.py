@@ -1,0 +1,281 @@
+"""Render the files ``fab bootstrap`` writes onto the VM, from ``templates/``.
+
+``PATHS`` is the layout on the VM; the bootstrap steps import it rather than
+spelling paths themselves. ``context()`` is the only place secrets are revealed:
+what it returns goes straight into ``render()`` and onto the VM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+
+from provisioning.settings import Deployment
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+#: Where everything lives on the VM.
+PATHS = {
+    "conda_root": "/opt/miniforge",
+    "conda_bin": "/opt/miniforge/bin/conda",
+    "mlflow_root": "/opt/mlflow",
+    "envs_dir": "/opt/mlflow/envs",
+    # Symlink to the environment the servers run from.
+    "current_env": "/opt/mlflow/current",
+    # Symlink to the environment being installed; mlflow-migrate.service runs the
+    # schema migration with this one before current is switched to it.
+    "next_env": "/opt/mlflow/next",
+    "bin_dir": "/opt/mlflow/bin",
+    "migrate_script": "/opt/mlflow/bin/mlflow-migrate",
+    "config_dir": "/etc/mlflow",  # root:mlflow 0750
+    "environment_yml": "/etc/mlflow/environment.yml",  # root:root 0644
+    "env_file": "/etc/mlflow/mlflow.env",  # mlflow:mlflow 0600
+    "auth_config": "/etc/mlflow/basic_auth.ini",  # mlflow:mlflow 0600
+    "tls_dir": "/etc/mlflow/tls",
+    "tls_cert": "/etc/mlflow/tls/server.crt",
+    "tls_key": "/etc/mlflow/tls/server.key",
+    "state_dir": "/var/lib/mlflow",  # the mlflow user's home
+    "server_unit": "/etc/systemd/system/mlflow-server@.service",
+    "migrate_unit": "/etc/systemd/system/mlflow-migrate.service",
+    "nginx_site": "/etc/nginx/sites-available/mlflow.conf",
+    "nginx_site_enabled": "/etc/nginx/sites-enabled/mlflow.conf",
+    "letsencrypt_live": "/etc/letsencrypt/live",
+    "acme_webroot": "/var/www/letsencrypt",
+    "certbot_deploy_hook": "/etc/letsencrypt/renewal-hooks/deploy/mlflow-nginx-reload",
+    "system_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
+    "local_ca_dir": "/usr/local/share/ca-certificates",
+}
+USER = "mlflow"
+GROUP = "mlflow"
+SERVER_UNIT_NAME = "mlflow-server@.service"
+MIGRATE_UNIT_NAME = "mlflow-migrate.service"
+
+#: Template name -> (destination path on the VM, owner, group, mode).
+FILES = {
+    "environment.yml.j2": (PATHS["environment_yml"], "root", "root", 0o644),
+    "mlflow.env.j2": (PATHS["env_file"], USER, GROUP, 0o600),
+    "basic_auth.ini.j2": (PATHS["auth_config"], USER, GROUP, 0o600),
+    "mlflow-server@.service.j2": (PATHS["server_unit"], "root", "root", 0o644),
+    "mlflow-migrate.service.j2": (PATHS["migrate_unit"], "root", "root", 0o644),
+    "mlflow-migrate.py": (PATHS["migrate_script"], "root", "root", 0o755),
+    "nginx-mlflow.conf.j2": (PATHS["nginx_site"], "root", "root", 0o644),
+    "certbot-deploy-hook.sh.j2": (PATHS["certbot_deploy_hook"], "root", "root", 0o755),
+}
+
+#: Storage client packages (conda-forge names) per artifact URI scheme.
+STORAGE_PACKAGES = {"s3": ("boto3",), "gs": ("google-cloud-storage",)}
+
+
+class RenderError(Exception):
+    """A template could not be rendered; the message names template, line and cause."""
+
+    def __init__(self, template: str, line: int | None, detail: str):
+        self.template, self.line, self.detail = template, line, detail
+        where = f"{template}, line {line}" if line else template
+        super().__init__(f"cannot render {where}: {detail}")
+
+
+# --------------------------------------------------------------------------- escaping
+
+
+def systemd_env_quote(value: str) -> str:
+    """Quote ``value`` for a systemd ``EnvironmentFile=`` line (systemd >= 239).
+
+    Inside double quotes systemd unescapes exactly ``\\ " $ ` `` and keeps any other
+    backslash, as a POSIX shell does; it expands neither ``$VAR`` nor ``%``
+    specifiers in an environment file. The same text is therefore also correct
+    when a shell sources the file.
+    """
+    if any(ch in value for ch in "\n\r\0"):
+        raise ValueError("environment values must be a single line without NUL")
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", value) + '"'
+
+
+def ini_value(value: str) -> str:
+    """Escape ``value`` for configparser's default BasicInterpolation (``%`` -> ``%%``)."""
+    if any(ch in value for ch in "\n\r\0"):
+        raise ValueError("ini values must be a single line")
+    if value != value.strip():
+        raise ValueError("ini values cannot keep leading or trailing whitespace")
+    return value.replace("%", "%%")
+
+
+def systemd_arg(value: str) -> str:
+    """One ``ExecStart=`` argument, double-quoted, with ``%`` and ``$`` made literal."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - config files, not HTML
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["systemd_env_quote"] = systemd_env_quote
+    env.filters["ini_value"] = ini_value
+    env.filters["systemd_arg"] = systemd_arg
+    return env
+
+
+_ENV = _environment()
+
+
+def template_names() -> list[str]:
+    """Every template file in templates/."""
+    return sorted(p.name for p in TEMPLATES_DIR.iterdir() if p.is_file())
+
+
+def render(name: str, context: dict[str, Any]) -> str:
+    """Render ``templates/<name>`` with ``context``; raise RenderError naming the problem."""
+    try:
+        template = _ENV.get_template(name)
+    except jinja2.TemplateNotFound:
+        raise RenderError(name, None, f"no such template in {TEMPLATES_DIR}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(name, exc.lineno, f"syntax error: {exc.message}") from None
+    try:
+        return template.render(context)
+    except jinja2.UndefinedError as exc:
+        raise RenderError(name, _template_line(exc, template), _undefined_detail(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise RenderError(name, _template_line(exc, template), str(exc)) from None
+
+
+def _template_line(exc: BaseException, template: jinja2.Template) -> int | None:
+    """The template line the exception was raised from (jinja compiles to Python code)."""
+    filename = template.filename
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            try:
+                line = template.get_corresponding_lineno(tb.tb_lineno)
+            except Exception:  # noqa: BLE001 - the line is a courtesy
+                line = None
+        tb = tb.tb_next
+    return line
+
+
+def _undefined_detail(exc: jinja2.UndefinedError) -> str:
+    message = str(exc.message or exc)
+    match = re.match(r"'([^']+)' is undefined", message)
+    if match:
+        return f"undefined variable {match.group(1)!r}"
+    match = re.match(r"'.+' has no attribute '([^']+)'", message)
+    if match:
+        return f"undefined variable attribute {match.group(1)!r} ({message})"
+    return message
+
+
+# --------------------------------------------------------------------------- context
+
+
+def env_hash(environment_yml: str) -> str:
+    """Name of the conda env directory for this environment.yml content."""
+    return hashlib.sha256(environment_yml.encode()).hexdigest()[:16]
+
+
+def env_dir(environment_yml: str) -> str:
+    """``/opt/mlflow/envs/<hash>`` for this environment.yml content."""
+    return f"{PATHS['envs_dir']}/{env_hash(environment_yml)}"
+
+
+def tls_paths(deployment: Deployment) -> tuple[str, str]:
+    """Certificate and key paths nginx reads for this deployment's TLS mode."""
+    if deployment.tls_mode == "letsencrypt":
+        live = f"{PATHS['letsencrypt_live']}/{deployment.domain}"
+        return f"{live}/fullchain.pem", f"{live}/privkey.pem"
+    return PATHS["tls_cert"], PATHS["tls_key"]
+
+
+def server_names(deployment: Deployment) -> list[str]:
+    """Names nginx answers to: the public host, the tracking URL's host, the ACME domain."""
+    names = [deployment.public_host, urlsplit(deployment.tracking_url).hostname or ""]
+    if deployment.domain and deployment.tls_mode == "letsencrypt":
+        names.append(deployment.domain)
+    return [n for n in dict.fromkeys(names) if n]
+
+
+def allowed_hosts(deployment: Deployment) -> list[str]:
+    """Host header values the server accepts: the public names, with and without port."""
+    hosts: list[str] = []
+    for name in server_names(deployment):
+        host = f"[{name}]" if ":" in name else name
+        hosts += [host, f"{host}:443"]
+    tracking = urlsplit(deployment.tracking_url)
+    if tracking.port is not None:
+        hosts.append(tracking.netloc)
+    # nginx's health checks and operators on the VM itself.
+    hosts += ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"]
+    return list(dict.fromkeys(hosts))
+
+
+def context(
+    deployment: Deployment,
+    *,
+    server_ports: list[int],
+    flask_secret_key: str,
+    job_execution: bool,
+) -> dict[str, Any]:
+    """Every variable the templates use, for one deployment.
+
+    ``server_ports`` are the loopback ports of the ``mlflow-server@<port>`` instances;
+    ``flask_secret_key`` is the key kept on the VM (or ``deployment.flask_secret_key``);
+    ``job_execution`` is whether this VM runs MLflow's job runner.
+    """
+    if not server_ports:
+        raise ValueError("server_ports must name at least one port")
+    for port in server_ports:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+            raise ValueError(f"server port {port!r} is not an integer from 1024 to 65535")
+    if len(set(server_ports)) != len(server_ports):
+        raise ValueError(f"server ports {server_ports!r} repeat a port")
+    scheme = deployment.artifact_scheme
+    tls_cert, tls_key = tls_paths(deployment)
+    return {
+        "paths": dict(PATHS),
+        "server_unit_name": SERVER_UNIT_NAME,
+        "migrate_unit_name": MIGRATE_UNIT_NAME,
+        "user": USER,
+        "group": GROUP,
+        "cloud": deployment.cloud,
+        "environment": deployment.environment,
+        "public_host": deployment.public_host,
+        "tracking_url": deployment.tracking_url,
+        "server_names": server_names(deployment),
+        "allowed_hosts": allowed_hosts(deployment),
+        "cors_allowed_origins": [deployment.tracking_url],
+        "server_ports": list(server_ports),
+        "python_version": deployment.python_version,
+        "mlflow_version": deployment.mlflow_version,
+        "storage_packages": list(STORAGE_PACKAGES[scheme]),
+        "artifact_mode": deployment.artifact_mode,
+        "artifacts_destination": deployment.artifacts_destination,
+        "backend_store_uri": deployment.backend_store_uri.reveal(),
+        "admin_username": deployment.admin_username,
+        "admin_password": deployment.admin_password.reveal(),
+        "flask_secret_key": flask_secret_key,
+        "job_execution": bool(job_execution),
+        "storage_env": dict(sorted(deployment.storage_env.items())),
+        "storage_secret_env": {
+            k: v.reveal() for k, v in sorted(deployment.storage_secret_env.items())
+        },
+        "ca_bundle": PATHS["system_ca_bundle"] if deployment.extra_ca_certs else None,
+        "tls_mode": deployment.tls_mode,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "domain": deployment.domain,
+        "acme_email": deployment.acme_email,
+    }

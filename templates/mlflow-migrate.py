@@ -1,0 +1,84 @@
+"""Upgrade the MLflow schemas of the backend database (installed by fab bootstrap).
+
+Run by mlflow-migrate.service with the python of the environment about to go live.
+Reads the tracking URI from MLFLOW_BACKEND_STORE_URI and the auth database URI from
+the basic-auth config (MLFLOW_AUTH_CONFIG_PATH), so no URI ever appears in argv.
+
+The tracking schema is upgraded first: MLflow treats a database holding only the
+auth tables as "not empty" and would skip creating its initial tables. The auth
+schema keeps its own Alembic version table (alembic_version_auth), so both can share
+one database. On Postgres both run under one session-level advisory lock, so two
+bootstraps (or an operator and a bootstrap) never migrate at once.
+
+Exit status 0: both schemas are at head. 1: a migration failed (its error on
+stderr). 2: the environment is incomplete.
+"""
+
+import os
+import sys
+
+#: pg_advisory_lock key: any constant int64 shared by every run; this is "mlflowmg".
+LOCK_KEY = 0x6D6C666C6F776D67
+
+
+def fail(status, message):
+    print(f"mlflow-migrate: {message}", file=sys.stderr)
+    return status
+
+
+def run_click(command, args, what):
+    """Run a click command in this process; return an error message or None."""
+    import click
+
+    try:
+        command.main(args=args, standalone_mode=False, prog_name=what)
+    except click.ClickException as exc:
+        return f"{what} failed: {exc.format_message()}"
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            return f"{what} failed with exit status {exc.code}"
+    except Exception as exc:  # noqa: BLE001 - report the migration's own error
+        return f"{what} failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def main():
+    uri = os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    if not uri:
+        return fail(2, "MLFLOW_BACKEND_STORE_URI is not set (is the EnvironmentFile readable?)")
+    if not os.environ.get("MLFLOW_AUTH_CONFIG_PATH"):
+        return fail(2, "MLFLOW_AUTH_CONFIG_PATH is not set")
+
+    import sqlalchemy
+    from mlflow.db import upgrade as tracking_upgrade
+    from mlflow.server.auth.config import read_auth_config
+    from mlflow.server.auth.db.cli import upgrade as auth_upgrade
+
+    try:
+        auth_uri = read_auth_config().database_uri
+    except Exception as exc:  # noqa: BLE001
+        return fail(2, f"cannot read the auth config: {type(exc).__name__}: {exc}")
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as lock:
+            if engine.dialect.name == "postgresql":
+                print("mlflow-migrate: waiting for the migration lock", file=sys.stderr)
+                lock.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
+                lock.commit()
+            error = run_click(tracking_upgrade, [uri], "tracking schema upgrade")
+            if error is None:
+                error = run_click(auth_upgrade, ["--url", auth_uri], "auth schema upgrade")
+            # Closing the connection releases the session-level lock.
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        return fail(1, f"cannot take the migration lock: {type(exc).__name__}: {exc}")
+    finally:
+        engine.dispose()
+    if error:
+        return fail(1, error)
+    print("mlflow-migrate: tracking and auth schemas are up to date", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,6 +32,7 @@ class DatabaseArgs:
     point_in_time_recovery: bool
     backup_start_time: str
     backup_retained: int
+    log_retention_days: int
     maintenance_day: int
     maintenance_hour: int
     update_track: str
@@ -92,7 +93,7 @@ class Database(pulumi.ComponentResource):
                     enabled=args.backups,
                     point_in_time_recovery_enabled=args.point_in_time_recovery,
                     start_time=args.backup_start_time,
-                    transaction_log_retention_days=7 if args.point_in_time_recovery else None,
+                    transaction_log_retention_days=args.log_retention_days or None,
                     backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
                         retained_backups=args.backup_retained, retention_unit="COUNT"
                     ),

@@ -78,6 +78,7 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
             point_in_time_recovery=s.db_point_in_time_recovery,
             backup_start_time=s.db_backup_start_time,
             backup_retained=s.db_backup_retained,
+            log_retention_days=s.db_log_retention_days,
             maintenance_day=s.db_maintenance_day,
             maintenance_hour=s.db_maintenance_hour,
             update_track=s.db_update_track,

@@ -63,6 +63,9 @@ class GcpSettings:
     db_point_in_time_recovery: bool
     db_backup_start_time: str
     db_backup_retained: int
+    #: Days of transaction logs for point-in-time recovery (0 without it); Cloud SQL
+    #: wants fewer days of logs than retained backups, and at most 7 on Enterprise.
+    db_log_retention_days: int
     db_maintenance_day: int
     db_maintenance_hour: int
     db_update_track: str
@@ -182,6 +185,13 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
             reader.qualified("gcpDbBackupStartTime"), backup_start, "a UTC time HH:MM such as 03:00"
         )
     backup_retained = reader.get_int("gcpDbBackupRetention", default["DbBackupRetention"], 1, 365)
+    if db_pitr and backup_retained < 2:
+        raise SettingError(
+            reader.qualified("gcpDbBackupRetention"),
+            backup_retained,
+            "at least 2 with point-in-time recovery (transaction logs are kept for fewer days "
+            "than backups)",
+        )
 
     day, hour = _maintenance_window(reader, reader.get("gcpDbMaintenanceWindow", "sun:04"))
 
@@ -218,6 +228,7 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         db_point_in_time_recovery=db_pitr,
         db_backup_start_time=backup_start,
         db_backup_retained=backup_retained,
+        db_log_retention_days=min(7, backup_retained - 1) if db_pitr else 0,
         db_maintenance_day=day,
         db_maintenance_hour=hour,
         # prod takes maintenance updates after they have run elsewhere first.

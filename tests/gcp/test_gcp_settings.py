@@ -204,6 +204,13 @@ BAD_VALUES = [
         "together with gcpDbBackups",
     ),
     (
+        "prod",
+        {"gcpDbBackupRetention": "1"},
+        "mlflow-server:gcpDbBackupRetention",
+        "1",
+        "at least 2 with point-in-time recovery",
+    ),
+    (
         "dev",
         {"gcpDbBackupStartTime": "25:00"},
         "mlflow-server:gcpDbBackupStartTime",
@@ -258,3 +265,10 @@ def test_bad_value_fails_before_any_resource(environment, overrides, key, value,
     assert value in message
     assert allowed in message
     assert mocks.registered == []
+
+
+def test_transaction_logs_are_kept_fewer_days_than_backups():
+    assert settings_for("prod").db_log_retention_days == 7
+    short = settings_for("dev", gcpDbPointInTimeRecovery="true", gcpDbBackupRetention="3")
+    assert short.db_log_retention_days == 2
+    assert settings_for("dev").db_log_retention_days == 0

@@ -43,7 +43,7 @@ def test_example_stack_file_deploys(path):
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
-def test_every_key_in_an_example_is_commented(path):
+def test_every_key_group_in_an_example_starts_with_a_comment(path):
     lines = path.read_text().splitlines()
     body = lines[lines.index("config:") + 1 :]
     previous = ""

@@ -425,7 +425,7 @@ def check_backend_store_uri(uri: str) -> tuple[str, str | None]:
     note = None
     scheme, sep, rest = uri.partition("://")
     if not sep:
-        raise SettingsError(key, uri, shape, secret=True)
+        raise SettingsError(key, uri, f"a URI with scheme {BACKEND_SCHEME}://; {shape}", True)
     if scheme in REWRITTEN_SCHEMES:
         note = (
             f"{key}: scheme {scheme}:// rewritten to {BACKEND_SCHEME}:// "

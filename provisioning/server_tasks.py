@@ -1,1 +1,152 @@
-"""Fabric tasks (see provisioning/tasks.py)."""
+"""Fabric tasks that run against the MLflow host: bootstrap, status, logs, restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from provisioning import facts, pulumi_cli
+from provisioning.connection import connect
+from provisioning.remote import PreflightError, RemoteError, Runner
+from provisioning.render import PATHS
+from provisioning.settings import Deployment, SettingsError, deployment_from_file, deployment_from_outputs
+from provisioning.steps import bootstrap as converge
+from provisioning.steps import endpoints, health_gate
+
+
+def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
+    """Settings from ``--stack`` outputs or a ``--settings`` file; ``-H user@host`` overrides the host."""
+    if bool(stack) == bool(settings):
+        raise Exit("give exactly one of --stack NAME or --settings FILE.yaml", code=2)
+    overrides = {}
+    host = getattr(c, "host", None)
+    if host:
+        overrides["host"] = host
+        if getattr(c, "user", None):
+            overrides["ssh_user"] = c.user
+        if getattr(c, "port", None):
+            overrides["ssh_port"] = int(c.port)
+    try:
+        if stack:
+            return deployment_from_outputs(pulumi_cli.stack_outputs(stack), overrides or None)
+        deployment = deployment_from_file(settings)
+        return dataclasses.replace(deployment, **overrides) if overrides else deployment
+    except SettingsError as error:
+        raise Exit(f"settings: {error}", code=2) from error
+    except pulumi_cli.PulumiError as error:
+        raise Exit(str(error), code=2) from error
+
+
+def _connection(deployment: Deployment):
+    return connect(host=deployment.host, user=deployment.ssh_user, port=deployment.ssh_port,
+                   key_file=deployment.ssh_key_file,
+                   known_hosts_file=getattr(deployment, "known_hosts_file", None))
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+@task(help={
+    "stack": "Pulumi stack whose outputs describe the host (pulumi stack output --show-secrets)",
+    "settings": "YAML settings file, for hosts Pulumi did not create (see provisioning/settings.example.yaml)",
+})
+def bootstrap(c, stack=None, settings=None):
+    """Turn a fresh Debian 12 host into a TLS, authenticated MLflow tracking server.
+
+    Every step checks the host first and changes only what differs, printing
+    ok or changed and its duration; a second run reports zero changes and
+    restarts nothing. Secrets go to the host only as 0600 files.
+
+    Examples:
+      fab bootstrap --stack dev
+      fab -H admin@203.0.113.10 bootstrap --settings onprem.yaml
+    """
+    deployment = load_deployment(c, stack, settings)
+    started = time.monotonic()
+    with _connection(deployment) as conn:
+        runner = Runner(conn, out=_print)
+        try:
+            changes = converge(runner, deployment)
+        except (RemoteError, PreflightError) as error:
+            raise Exit(f"bootstrap of {deployment.host} stopped: {error}", code=1) from error
+    _print(f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "
+           f"{changes} changed, {len(runner.reports) - changes} ok")
+    _print(f"tracking URL: {deployment.tracking_url}  (user {deployment.admin_username})")
+
+
+@task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
+def status(c, stack=None, settings=None):
+    """Show the server's state: units, MLflow version, uptime, /health, database and artifact store.
+
+    Example:
+      fab status --stack dev
+    """
+    deployment = load_deployment(c, stack, settings)
+    with _connection(deployment) as conn:
+        runner = Runner(conn, out=_print)
+        rows = status_rows(runner, deployment)
+    width = max(len(k) for k, _ in rows)
+    print(f"{deployment.host}")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+def status_rows(runner: Runner, deployment: Deployment) -> list[tuple[str, str]]:
+    instances = facts.parse_server_instances(runner.run(facts.UNITS, sudo=False).stdout)
+    units = ", ".join(f"{port}:{state}" for port, state in sorted(instances.items())) or "none"
+    version = runner.run(f"{PATHS['current_env']}/bin/python -c 'import mlflow; print(mlflow.__version__)'",
+                         sudo=False, check=False).stdout.strip() or "not installed"
+    since = ""
+    if instances:
+        first = min(instances)
+        show = facts.parse_systemctl_show(runner.run(
+            f"systemctl show -p ActiveEnterTimestamp mlflow-server@{first}.service", sudo=False).stdout)
+        since = show.get("ActiveEnterTimestamp", "")
+    health = runner.run("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health",
+                        sudo=False, check=False).stdout.strip()
+    rows = [("units", units), ("mlflow", version), ("up since", since or "-"),
+            ("/health via nginx", health or "no answer")]
+    for what, host, port in endpoints(deployment):
+        ok = runner.run(f"timeout 5 bash -c '</dev/tcp/{host}/{port}'", sudo=False, check=False).exited == 0
+        rows.append((what, f"{host}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
+    return rows
+
+
+@task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host",
+            "lines": "how many journal lines (default 100)", "follow": "keep following the journal"})
+def logs(c, stack=None, settings=None, lines=100, follow=False):
+    """Print the MLflow servers' journal (all instances).
+
+    Example:
+      fab logs --stack dev --lines 50 --follow
+    """
+    deployment = load_deployment(c, stack, settings)
+    command = f"journalctl -u 'mlflow-server@*' -u mlflow-migrate.service -n {int(lines)} --no-pager"
+    with _connection(deployment) as conn:
+        if follow:
+            conn.sudo(command + " -f", pty=True, hide=False)
+        else:
+            result = conn.run(f"sudo -n {command}", hide=True, warn=True)
+            sys.stdout.write(result.stdout)
+
+
+@task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
+def restart(c, stack=None, settings=None):
+    """Restart every MLflow server instance, then wait for /health and a client smoke check.
+
+    Example:
+      fab restart --stack dev
+    """
+    deployment = load_deployment(c, stack, settings)
+    with _connection(deployment) as conn:
+        runner = Runner(conn, out=_print)
+        try:
+            runner.step("restart", lambda: (runner.run("systemctl restart 'mlflow-server@*'") and True))
+            runner.step("health gate", lambda: health_gate(runner, deployment))
+        except RemoteError as error:
+            raise Exit(str(error), code=1) from error

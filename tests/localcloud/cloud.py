@@ -16,7 +16,15 @@ from pathlib import Path
 
 from tests.localcloud.host import SUBNET_PREFIX, FreshHost, Link, claim_slot
 from tests.localcloud.image import CACHE_ROOT, ensure_image
-from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET, GcsEmulator, Postgres, S3Server
+from tests.localcloud.services import (
+    ARTIFACT_PREFIX,
+    BUCKET,
+    FileServer,
+    GcsEmulator,
+    Postgres,
+    S3Server,
+)
+from tests.standin.conda_installer import build_installer
 
 RUNS_ROOT = Path(os.environ.get("MLFLOW_KIT_RUNS", "/var/tmp/mlflow-kit"))
 #: Every local host lives in 10.213.0.0/16; PostgreSQL admits TLS clients from it only.
@@ -31,6 +39,7 @@ class LocalCloud:
     postgres: Postgres | None = None
     s3: S3Server | None = None
     gcs: GcsEmulator | None = None
+    files: FileServer | None = None
     hosts: list[FreshHost] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     image_rootfs: Path | None = None
@@ -60,6 +69,9 @@ class LocalCloud:
             cloud.s3.start()
             cloud.gcs = GcsEmulator(address, cloud.run_dir, tied)
             cloud.gcs.start()
+            cloud.files = FileServer(address, cloud.run_dir, tied)
+            cloud.files.start()
+            build_installer(cloud.files.directory)
             cloud.timings["services_start_s"] = time.monotonic() - t
             cloud.save()
         except BaseException:
@@ -97,7 +109,7 @@ class LocalCloud:
         for host in list(self.hosts):
             host.destroy()
         self.hosts.clear()
-        for service in (self.gcs, self.s3, self.postgres):
+        for service in (self.files, self.gcs, self.s3, self.postgres):
             if service is not None:
                 service.stop()
         if self.services_slot:
@@ -109,7 +121,8 @@ class LocalCloud:
 
     def deployment_settings(self, host: FreshHost, backend: str) -> dict:
         """A ``fab bootstrap --settings`` document for ``host`` with ``backend`` s3 or gcs."""
-        assert self.postgres and self.s3 and self.gcs
+        assert self.postgres and self.s3 and self.gcs and self.files
+        installer, installer_sha256 = build_installer(self.files.directory)
         settings = {
             "cloud": "local",
             "environment": "test",
@@ -120,6 +133,9 @@ class LocalCloud:
             "backend_store_uri": self.postgres.uri(),
             "admin_password": self.admin_password(),
             "extra_ca_certs": extra_ca_certs(),
+            # Conda channels cannot be reached here: a stand-in installer, named as such.
+            "miniforge_url": self.files.url(installer.name),
+            "miniforge_sha256": installer_sha256,
         }
         if backend == "s3":
             settings["artifacts_destination"] = f"s3://{BUCKET}/{ARTIFACT_PREFIX}"
@@ -155,6 +171,7 @@ class LocalCloud:
             "postgres": _fields(self.postgres),
             "s3": _fields(self.s3),
             "gcs": _fields(self.gcs),
+            "files": _fields(self.files),
             "hosts": [{"slot": h.slot, "run_dir": str(h.run_dir), "supervisor_pid": h.supervisor_pid}
                       for h in self.hosts],
         }
@@ -176,6 +193,8 @@ class LocalCloud:
             cloud.s3 = S3Server(**{**state["s3"], "run_dir": cloud.run_dir})
         if state["gcs"]:
             cloud.gcs = GcsEmulator(**{**state["gcs"], "run_dir": cloud.run_dir})
+        if state.get("files"):
+            cloud.files = FileServer(**{**state["files"], "run_dir": cloud.run_dir})
         cloud.hosts = [FreshHost(h["slot"], Path(h["run_dir"]), cloud.tied, h["supervisor_pid"])
                        for h in state["hosts"]]
         return cloud
@@ -197,7 +216,7 @@ def sweep_stale(log=print) -> None:
             cloud = LocalCloud.load(state.parent)
         except (ValueError, KeyError, OSError):
             continue
-        pids = [s.pid for s in (cloud.postgres, cloud.s3, cloud.gcs) if s is not None and s.pid]
+        pids = [s.pid for s in (cloud.postgres, cloud.s3, cloud.gcs, cloud.files) if s is not None and s.pid]
         pids += [h.supervisor_pid for h in cloud.hosts if h.supervisor_pid]
         if cloud.tied and pids and not any(alive(pid) for pid in pids):
             log(f"removing the remains of a killed local cloud run: {cloud.run_dir}")

@@ -222,3 +222,38 @@ class GcsEmulator:
         if self.pid:
             stop(self.pid)
             self.pid = 0
+
+
+@dataclass
+class FileServer:
+    """Plain HTTP serving one directory (the Miniforge installer stand-in) to the guest."""
+
+    address: str
+    run_dir: Path
+    tied: bool
+    port: int = 0
+    pid: int = 0
+
+    @property
+    def directory(self) -> Path:
+        return self.run_dir / "files"
+
+    def url(self, name: str) -> str:
+        return f"http://{self.address}:{self.port}/{name}"
+
+    def start(self) -> None:
+        import urllib.request
+
+        self.port = self.port or free_port(self.address)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        proc = spawn([sys.executable, "-m", "http.server", "--bind", self.address,
+                      "--directory", str(self.directory), str(self.port)],
+                     log=self.run_dir / "files.log", tied=self.tied)
+        self.pid = proc.pid
+        wait_for(lambda: urllib.request.urlopen(self.url(""), timeout=2).status == 200,  # noqa: S310
+                 what="file server", timeout=30)
+
+    def stop(self) -> None:
+        if self.pid:
+            stop(self.pid)
+            self.pid = 0

@@ -1,0 +1,74 @@
+"""Suite-wide fixtures: isolation from the user's own SSH and cloud config, tiers, the local cloud."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+TIERS = ("unit", "service", "e2e")
+#: Set by .ci/run: a machine that cannot run the local cloud fails instead of skipping.
+REQUIRE_LOCALCLOUD = os.environ.get("MLFLOW_KIT_REQUIRE_LOCALCLOUD") == "1"
+_CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "PULUMI_", "MLFLOW_TRACKING_")
+
+
+def pytest_collection_modifyitems(items):
+    # Tests without a tier marker are unit tests.
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_from_user_config(monkeypatch, tmp_path_factory):
+    """Keep the user's ~/.ssh/config, cloud credentials and Pulumi login out of every test."""
+    for name in list(os.environ):
+        if name.startswith(_CLOUD_ENV_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
+    empty = tmp_path_factory.getbasetemp() / "empty-config"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "aws-credentials"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(empty / "gcloud"))
+    monkeypatch.setenv("PULUMI_HOME", str(empty / "pulumi"))
+
+
+def localcloud_unavailable() -> str | None:
+    """Why this machine cannot run the local cloud, or None when it can."""
+    if os.geteuid() != 0:
+        return "the local cloud needs root (network namespaces, systemd-nspawn)"
+    for tool in ("debootstrap", "systemd-nspawn", "ip", "nft", "openssl", "ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (make test installs it)"
+    if not Path("/dev/net/tun").exists() and not Path("/proc/sys/net/ipv4/ip_forward").exists():
+        return "no network stack for namespaces"
+    return None
+
+
+@pytest.fixture(scope="session")
+def local_cloud():
+    """PostgreSQL, S3 and GCS stand-ins for the whole session, stopped by PID at the end."""
+    reason = localcloud_unavailable()
+    if reason:
+        if REQUIRE_LOCALCLOUD:
+            pytest.fail(f"cannot run the local cloud: {reason}")
+        pytest.skip(f"cannot run the local cloud: {reason}")
+    from tests.localcloud.cloud import LocalCloud
+
+    cloud = LocalCloud.up(tied=True)
+    try:
+        yield cloud
+    finally:
+        cloud.down()
+
+
+@pytest.fixture
+def fresh_host(local_cloud):
+    """A pristine Debian 12 host for one test, removed afterwards."""
+    host = local_cloud.new_host()
+    try:
+        yield host
+    finally:
+        local_cloud.remove_host(host)

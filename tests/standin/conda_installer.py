@@ -1,0 +1,110 @@
+"""A stand-in for the Miniforge installer, because conda channels cannot be reached here.
+
+``build_installer(path)`` writes ``not-conda-standin-installer.sh``: like
+Miniforge's installer it takes ``-b -p PREFIX`` and leaves ``PREFIX/bin/conda``.
+That ``conda`` is NOT conda: it understands exactly the commands the kit issues
+(``conda env create --quiet --prefix P --file F`` and ``conda --version``) and
+builds the environment from the same environment.yml with ``python3 -m venv``
+and pip, mapping conda-forge package names to their PyPI names. Everything
+else in the bootstrap is the production path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+INSTALLER_NAME = "not-conda-standin-installer.sh"
+
+FAKE_CONDA = r'''#!/usr/bin/python3
+"""Stand-in for conda (tests only): builds environments with venv and pip."""
+import os, subprocess, sys
+
+PIP_NAMES = {"psycopg2": "psycopg2-binary"}
+SKIP = {"pip"}
+
+
+def parse(path):
+    conda, pip, section = [], [], None
+    for raw in open(path):
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        if not line.startswith(" "):
+            section = line.strip().rstrip(":")
+            continue
+        item = line.strip()
+        if section != "dependencies" or not item.startswith("- "):
+            continue
+        item = item[2:].strip()
+        if item == "pip:":
+            section = "dependencies"
+            continue
+        if line.startswith("      - ") or line.startswith("    - ") and pip_block(raw):
+            pip.append(item)
+        else:
+            conda.append(item)
+    return conda, pip
+
+
+def pip_block(raw):
+    return raw.startswith("      ")
+
+
+def main(argv):
+    if argv[:1] == ["--version"]:
+        print("conda 0.0 (not conda: a venv-and-pip stand-in for tests)")
+        return 0
+    if argv[:2] != ["env", "create"]:
+        print(f"stand-in conda: unsupported command {argv}", file=sys.stderr)
+        return 2
+    args = dict(zip(argv[2::1], argv[3::1]))
+    prefix, envfile = args.get("--prefix"), args.get("--file")
+    if not prefix or not envfile:
+        print("stand-in conda: env create needs --prefix and --file", file=sys.stderr)
+        return 2
+    conda, pip = parse(envfile)
+    want_python = next((c.split("=", 1)[1] for c in conda if c.startswith("python=")), None)
+    have = "%d.%d" % sys.version_info[:2]
+    if want_python and not have.startswith(want_python):
+        print(f"stand-in conda: python={want_python} requested, only {have} available", file=sys.stderr)
+        return 1
+    packages = [PIP_NAMES.get(c, c) for c in conda if not c.startswith("python=") and c not in SKIP]
+    subprocess.run([sys.executable, "-m", "venv", prefix], check=True)
+    subprocess.run([f"{prefix}/bin/pip", "install", "--quiet", "--disable-pip-version-check",
+                    *packages, *pip], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+INSTALLER = """#!/bin/bash
+# not-conda-standin-installer.sh: a TEST STAND-IN for the Miniforge installer.
+# Installs PREFIX/bin/conda, which builds environments with venv and pip.
+set -euo pipefail
+prefix=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -b) shift ;;
+    -p) prefix="$2"; shift 2 ;;
+    *) echo "stand-in installer: unsupported option $1" >&2; exit 2 ;;
+  esac
+done
+[ -n "$prefix" ] || { echo "stand-in installer: -p PREFIX is required" >&2; exit 2; }
+mkdir -p "$prefix/bin"
+cat > "$prefix/bin/conda" <<'CONDA_STANDIN'
+@FAKE_CONDA@
+CONDA_STANDIN
+chmod 755 "$prefix/bin/conda"
+echo "installed the conda stand-in into $prefix"
+"""
+
+
+def build_installer(directory: Path) -> tuple[Path, str]:
+    """Write the installer into ``directory``; return its path and sha256."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / INSTALLER_NAME
+    path.write_text(INSTALLER.replace("@FAKE_CONDA@", FAKE_CONDA.strip("\n")))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()

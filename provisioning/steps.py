@@ -94,7 +94,7 @@ def trust_extra_ca_certs(runner: Runner, paths: list[str] | tuple[str, ...]) -> 
 
 
 def system_packages(runner: Runner) -> tuple[bool, str]:
-    query = facts.PACKAGES.format(packages=" ".join(SYSTEM_PACKAGES))
+    query = facts.PACKAGES.replace("{packages}", " ".join(SYSTEM_PACKAGES))
     installed = facts.parse_installed_packages(runner.run(query, sudo=False).stdout)
     missing = [p for p in SYSTEM_PACKAGES if p not in installed]
     if not missing:

@@ -131,6 +131,7 @@ _EC2_COMMANDS = {
     "key-pair": "aws ec2 delete-key-pair --key-pair-id {id}",
     "snapshot": "aws ec2 delete-snapshot --snapshot-id {id}",
     "natgateway": "aws ec2 delete-nat-gateway --nat-gateway-id {id}",
+    "internet-gateway": "aws ec2 delete-internet-gateway --internet-gateway-id {id}",
 }
 
 

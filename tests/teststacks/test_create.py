@@ -110,3 +110,14 @@ def test_bad_ttl_is_refused_before_anything_is_created(example_dir, pulumi_stand
         stack_tasks.test_stack(Context(), cloud="gcp", ttl="3 weeks", config=[])
     assert raised.value.code == 2 and "TTL" in raised.value.message
     assert pulumi_standin.calls() == []
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "aws"])
+def test_the_shipped_example_stack_files_plan_a_test_stack(cloud):
+    if not create.example_file(cloud).is_file():
+        pytest.skip(f"{create.example_file(cloud)} does not exist")
+    plan = create.plan(cloud, "4h", now=NOW, who="ci")
+    assert plan.source == create.example_file(cloud)
+    assert plan.config["mlflow-server:expiresAt"] == "202501311200"  # not the file's own
+    assert plan.config["mlflow-server:cloud"] == cloud
+    assert json.loads(plan.config["mlflow-server:httpsAllowedCidrs"])

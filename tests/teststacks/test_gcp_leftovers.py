@@ -48,14 +48,16 @@ def test_each_leftover_has_the_gcloud_command_that_removes_it():
         item.kind: item.remove_command
         for item in gcp.find(http, PROJECT, teardown.stack_filter(STACK))
     }
+    zone, region, quiet = (
+        "--zone europe-west1-b",
+        "--region europe-west1",
+        f"--project {PROJECT} --quiet",
+    )
     assert commands == {
-        "compute instance": "gcloud compute instances delete mlflow-vm-5d1c2e7 --zone europe-west1-b"
-        f" --project {PROJECT} --quiet",
-        "compute disk": "gcloud compute disks delete mlflow-vm-5d1c2e7 --zone europe-west1-b"
-        f" --project {PROJECT} --quiet",
-        "compute address": "gcloud compute addresses delete mlflow-ip-91f0aa --region europe-west1"
-        f" --project {PROJECT} --quiet",
-        "sql instance": f"gcloud sql instances delete mlflow-db-0b9e4f1 --project {PROJECT} --quiet",
+        "compute instance": f"gcloud compute instances delete mlflow-vm-5d1c2e7 {zone} {quiet}",
+        "compute disk": f"gcloud compute disks delete mlflow-vm-5d1c2e7 {zone} {quiet}",
+        "compute address": f"gcloud compute addresses delete mlflow-ip-91f0aa {region} {quiet}",
+        "sql instance": f"gcloud sql instances delete mlflow-db-0b9e4f1 {quiet}",
         "storage bucket": "gcloud storage rm --recursive gs://mlflow-artifacts-3c4d5e",
     }
 

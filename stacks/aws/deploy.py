@@ -85,6 +85,8 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
             ssh_public_keys=common.ssh_public_keys,
             termination_protection=s.deletion_protection,
             tags=s.tags("vm"),
+            session_manager=s.session_manager,
+            region=s.region,
         ),
         pulumi.ResourceOptions(providers=[provider], depends_on=[network.internet_gateway]),
     )

@@ -27,9 +27,28 @@ class VmArgs:
     #: Prod: the instance cannot be terminated until this is switched off.
     termination_protection: bool
     tags: dict[str, str]
+    #: Session Manager needs its agent, which Debian's images do not ship.
+    session_manager: bool = False
+    region: str = "us-east-1"
 
 
-def cloud_config(ssh_user: str, keys: list[str]) -> str:
+def ssm_agent_commands(region: str) -> list[str]:
+    """Install the SSM agent from AWS's regional distribution bucket (not in Debian)."""
+    url = (
+        f"https://s3.{region}.amazonaws.com/amazon-ssm-{region}"
+        "/latest/debian_amd64/amazon-ssm-agent.deb"
+    )
+    return [
+        f"curl -fsSL --retry 5 -o /run/amazon-ssm-agent.deb {url}",
+        "dpkg -i /run/amazon-ssm-agent.deb",
+        "rm -f /run/amazon-ssm-agent.deb",
+        "systemctl enable --now amazon-ssm-agent",
+    ]
+
+
+def cloud_config(
+    ssh_user: str, keys: list[str], session_manager: bool = False, region: str = "us-east-1"
+) -> str:
     """cloud-init user data: the login user with sudo and every listed key."""
     if ssh_user == DEBIAN_DEFAULT_USER:
         document = {"users": ["default"], "ssh_authorized_keys": keys}
@@ -47,6 +66,8 @@ def cloud_config(ssh_user: str, keys: list[str]) -> str:
                 },
             ]
         }
+    if session_manager:
+        document["runcmd"] = ssm_agent_commands(region)
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
 
 
@@ -90,7 +111,9 @@ class Vm(pulumi.ComponentResource):
                 "volume_size": args.root_volume_gb,
                 "delete_on_termination": True,
             },
-            user_data=cloud_config(args.ssh_user, args.ssh_public_keys),
+            user_data=cloud_config(
+                args.ssh_user, args.ssh_public_keys, args.session_manager, args.region
+            ),
             disable_api_termination=args.termination_protection,
             monitoring=False,
             volume_tags=tags("root"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from aws_harness import TEST_EXPIRY, config, run_stack
 
 from stacks import contract
@@ -92,6 +93,19 @@ def test_session_manager_opens_no_ssh_port_and_grants_ssm():
     assert 22 not in ports
     attachment = run.mocks.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs
     assert attachment["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    # Debian's images ship no SSM agent: cloud-init installs it from the region's bucket.
+    commands = yaml.safe_load(run.mocks.one("aws:ec2/instance:Instance").inputs["userData"])[
+        "runcmd"
+    ]
+    assert any(
+        "https://s3.eu-central-1.amazonaws.com/amazon-ssm-eu-central-1/" in c for c in commands
+    )
+    assert "systemctl enable --now amazon-ssm-agent" in commands
+
+
+def test_ssh_by_cidr_installs_no_ssm_agent():
+    user_data = run_stack(config()).mocks.one("aws:ec2/instance:Instance").inputs["userData"]
+    assert "runcmd" not in yaml.safe_load(user_data)
 
 
 def test_letsencrypt_opens_port_80_from_the_https_cidrs_only():
@@ -120,8 +134,6 @@ def test_user_data_creates_the_login_user_with_every_key():
     run = run_stack(config(sshUser="ops", sshPublicKeys=json.dumps(keys)))
     user_data = run.mocks.one("aws:ec2/instance:Instance").inputs["userData"]
     assert user_data.startswith("#cloud-config\n")
-    import yaml
-
     document = yaml.safe_load(user_data)
     (user,) = [u for u in document["users"] if isinstance(u, dict)]
     assert user["name"] == "ops" and user["ssh_authorized_keys"] == keys

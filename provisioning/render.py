@@ -74,9 +74,13 @@ STORAGE_PACKAGES = {"s3": ("boto3",), "gs": ("google-cloud-storage",)}
 class RenderError(Exception):
     """A template could not be rendered; the message names template, line and cause."""
 
-    def __init__(self, template: str, line: int | None, detail: str):
+    def __init__(self, template: str, line: int | None, detail: str, source: str | None = None):
+        #: ``source`` is the template the line is in, when an included one.
         self.template, self.line, self.detail = template, line, detail
-        where = f"{template}, line {line}" if line else template
+        self.source = source or template
+        where = template if self.source == template else f"{template} (in {self.source})"
+        if line:
+            where += f", line {line}"
         super().__init__(f"cannot render {where}: {detail}")
 
 
@@ -148,24 +152,27 @@ def render(name: str, context: dict[str, Any]) -> str:
     try:
         return template.render(context)
     except jinja2.UndefinedError as exc:
-        raise RenderError(name, _template_line(exc, template), _undefined_detail(exc)) from None
+        source, line = _template_position(exc)
+        raise RenderError(name, line, _undefined_detail(exc), source) from None
     except (ValueError, TypeError) as exc:
-        raise RenderError(name, _template_line(exc, template), str(exc)) from None
+        source, line = _template_position(exc)
+        raise RenderError(name, line, str(exc), source) from None
 
 
-def _template_line(exc: BaseException, template: jinja2.Template) -> int | None:
-    """The template line the exception was raised from (jinja compiles to Python code)."""
-    filename = template.filename
-    line = None
+def _template_position(exc: BaseException) -> tuple[str | None, int | None]:
+    """Innermost template and line the exception came from.
+
+    Jinja rewrites the traceback of a render error so that its frames carry the
+    template's file name and line number, so the last such frame is the answer.
+    """
+    source = line = None
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
-            try:
-                line = template.get_corresponding_lineno(tb.tb_lineno)
-            except Exception:  # noqa: BLE001 - the line is a courtesy
-                line = None
+        path = Path(tb.tb_frame.f_code.co_filename)
+        if path.parent == TEMPLATES_DIR:
+            source, line = path.name, tb.tb_lineno
         tb = tb.tb_next
-    return line
+    return source, line
 
 
 def _undefined_detail(exc: jinja2.UndefinedError) -> str:

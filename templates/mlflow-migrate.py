@@ -10,8 +10,8 @@ schema keeps its own Alembic version table (alembic_version_auth), so both can s
 one database. On Postgres both run under one session-level advisory lock, so two
 bootstraps (or an operator and a bootstrap) never migrate at once.
 
-Exit status 0: both schemas are at head. 1: a migration failed (its error on
-stderr). 2: the environment is incomplete.
+Exit status 0: both schemas are at head. 1: the database is unreachable or a
+migration failed (its error on stderr). 2: the environment is incomplete.
 """
 
 import os
@@ -42,14 +42,8 @@ def run_click(command, args, what):
     return None
 
 
-def main():
-    uri = os.environ.get("MLFLOW_BACKEND_STORE_URI")
-    if not uri:
-        return fail(2, "MLFLOW_BACKEND_STORE_URI is not set (is the EnvironmentFile readable?)")
-    if not os.environ.get("MLFLOW_AUTH_CONFIG_PATH"):
-        return fail(2, "MLFLOW_AUTH_CONFIG_PATH is not set")
-
-    import sqlalchemy
+def migrate(uri):
+    """Upgrade the tracking schema, then the auth schema; return an error message or None."""
     from mlflow.db import upgrade as tracking_upgrade
     from mlflow.server.auth.config import read_auth_config
     from mlflow.server.auth.db.cli import upgrade as auth_upgrade
@@ -57,7 +51,23 @@ def main():
     try:
         auth_uri = read_auth_config().database_uri
     except Exception as exc:  # noqa: BLE001
-        return fail(2, f"cannot read the auth config: {type(exc).__name__}: {exc}")
+        return f"cannot read the auth config: {type(exc).__name__}: {exc}"
+    error = run_click(tracking_upgrade, [uri], "tracking schema upgrade")
+    if error is None:
+        error = run_click(auth_upgrade, ["--url", auth_uri], "auth schema upgrade")
+    return error
+
+
+def main():
+    uri = os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    if not uri:
+        return fail(2, "MLFLOW_BACKEND_STORE_URI is not set (is the EnvironmentFile readable?)")
+    if not os.environ.get("MLFLOW_AUTH_CONFIG_PATH"):
+        return fail(2, "MLFLOW_AUTH_CONFIG_PATH is not set")
+
+    # Only SQLAlchemy before the lock is taken: an unreachable database fails in
+    # a second, not after importing all of MLflow.
+    import sqlalchemy
 
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
     try:
@@ -66,9 +76,7 @@ def main():
                 print("mlflow-migrate: waiting for the migration lock", file=sys.stderr)
                 lock.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
                 lock.commit()
-            error = run_click(tracking_upgrade, [uri], "tracking schema upgrade")
-            if error is None:
-                error = run_click(auth_upgrade, ["--url", auth_uri], "auth schema upgrade")
+            error = migrate(uri)
             # Closing the connection releases the session-level lock.
     except sqlalchemy.exc.SQLAlchemyError as exc:
         return fail(1, f"cannot take the migration lock: {type(exc).__name__}: {exc}")

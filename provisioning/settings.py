@@ -651,7 +651,11 @@ def deployment_from_file(path: str | os.PathLike) -> Deployment:
             "settings file", str(path), f"a readable file ({exc.strerror})"
         ) from None
     except yaml.YAMLError as exc:
-        raise SettingsError("settings file", str(path), f"valid YAML ({exc})") from None
+        # Not str(exc): it quotes the offending line, which may hold a secret.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise SettingsError("settings file", str(path), f"valid YAML ({problem}{where})") from None
     if not isinstance(document, Mapping):
         raise SettingsError("settings file", str(path), "a YAML mapping of settings")
     _check_keys(document, "settings file")

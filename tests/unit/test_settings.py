@@ -515,6 +515,15 @@ def test_bad_secret_indirections_are_named(tmp_path, monkeypatch, value, expecte
     assert expected in str(raised.value)
 
 
+def test_yaml_errors_do_not_quote_the_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("host: h\nadmin_password: sup3r: s3cret: [\n")
+    with pytest.raises(SettingsError) as raised:
+        deployment_from_file(path)
+    assert "line 2" in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
 @pytest.mark.parametrize("text", ["- a list\n", "host: [unclosed\n", ""])
 def test_settings_file_must_be_a_yaml_mapping(tmp_path, text):
     path = tmp_path / "s.yaml"

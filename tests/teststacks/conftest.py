@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.teststacks import standin_pulumi
+from teststacks import standin_pulumi
 
 HERE = Path(__file__).resolve().parent
 RECORDED = HERE / "recorded"

@@ -8,7 +8,7 @@ from invoke.exceptions import Exit
 
 from provisioning import stack_tasks
 from provisioning.teststacks import gcp, teardown
-from tests.teststacks.recorded_gcp import RecordedSession
+from teststacks.recorded_gcp import RecordedSession
 
 pytestmark = pytest.mark.unit
 STACK = "test-alice-202501310800"

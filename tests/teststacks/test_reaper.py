@@ -10,7 +10,7 @@ from invoke import Context
 from provisioning import stack_tasks
 from provisioning.teststacks import aws as aws_api
 from provisioning.teststacks import reaper
-from tests.teststacks.aws_leaks import REGION, aws_stack_config, leak_stack
+from teststacks.aws_leaks import REGION, aws_stack_config, leak_stack
 
 NOW = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 PAST, FUTURE = "202001010000", "209901010000"

@@ -11,8 +11,8 @@ from invoke.exceptions import Exit
 
 from provisioning import stack_tasks
 from provisioning.teststacks import aws as aws_api
-from tests.teststacks.aws_leaks import REGION, aws_stack_config, leak_stack
-from tests.teststacks.conftest import REPO
+from teststacks.aws_leaks import REGION, aws_stack_config, leak_stack
+from teststacks.conftest import REPO
 
 pytestmark = pytest.mark.service
 STACK = "test-ci-7"

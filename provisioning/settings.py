@@ -181,6 +181,8 @@ class Deployment:
     admin_password: Secret
     ssh_port: int = 22
     ssh_key_file: str | None = None
+    #: When set, the host key must be listed in this file (unknown keys are refused).
+    known_hosts_file: str | None = None
     #: The name users reach. Default: ``domain`` with Let's Encrypt, else ``host``.
     public_host: str | None = None
     #: Default: ``https://<public_host>``.
@@ -245,7 +247,9 @@ REQUIRED_KEYS = tuple(
 SECRET_FIELDS = frozenset({"backend_store_uri", "admin_password", "flask_secret_key"})
 #: Fields whose values are local file paths; a settings file's relative paths are
 #: resolved against the settings file's directory.
-PATH_FIELDS = frozenset({"ssh_key_file", "tls_cert_file", "tls_key_file", "extra_ca_certs"})
+PATH_FIELDS = frozenset(
+    {"ssh_key_file", "known_hosts_file", "tls_cert_file", "tls_key_file", "extra_ca_certs"}
+)
 
 
 # --------------------------------------------------------------------------- validation
@@ -265,6 +269,7 @@ def _validate(d: Deployment) -> None:
         raise SettingsError("ssh_user", d.ssh_user, "a POSIX login name such as 'debian'")
     _check_int("ssh_port", d.ssh_port, 1, 65535)
     _check_optional_str(d, "ssh_key_file")
+    _check_optional_str(d, "known_hosts_file")
     _check_choice("cloud", d.cloud, CLOUDS)
     _check_choice("environment", d.environment, ENVIRONMENTS)
 

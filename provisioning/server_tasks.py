@@ -44,7 +44,8 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
 def _connection(deployment: Deployment):
     return connect(host=deployment.host, user=deployment.ssh_user, port=deployment.ssh_port,
                    key_file=deployment.ssh_key_file,
-                   known_hosts_file=deployment.known_hosts_file)
+                   known_hosts_file=deployment.known_hosts_file,
+                   proxy_command=deployment.ssh_proxy_command)
 
 
 def _print(line: str) -> None:

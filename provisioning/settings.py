@@ -45,7 +45,7 @@ MIN_ADMIN_PASSWORD = 12  # mlflow.server.auth refuses shorter admin passwords
 MIN_FLASK_SECRET_KEY = 16
 MAX_SERVER_INSTANCES = 64
 
-DEFAULT_MLFLOW_VERSION = "3.17.2"
+DEFAULT_MLFLOW_VERSION = contract.DEFAULT_MLFLOW_VERSION
 DEFAULT_PYTHON_VERSION = "3.11"
 MINIFORGE_RELEASE = "25.3.1-0"
 DEFAULT_MINIFORGE_URL = (
@@ -183,6 +183,9 @@ class Deployment:
     ssh_key_file: str | None = None
     #: When set, the host key must be listed in this file (unknown keys are refused).
     known_hosts_file: str | None = None
+    #: An SSH ProxyCommand, for hosts reached through GCP IAP or AWS Session Manager, e.g.
+    #: ``gcloud compute start-iap-tunnel VM 22 --listen-on-stdin --zone Z``.
+    ssh_proxy_command: str | None = None
     #: The name users reach. Default: ``domain`` with Let's Encrypt, else ``host``.
     public_host: str | None = None
     #: Default: ``https://<public_host>``.
@@ -270,6 +273,7 @@ def _validate(d: Deployment) -> None:
     _check_int("ssh_port", d.ssh_port, 1, 65535)
     _check_optional_str(d, "ssh_key_file")
     _check_optional_str(d, "known_hosts_file")
+    _check_optional_str(d, "ssh_proxy_command")
     _check_choice("cloud", d.cloud, CLOUDS)
     _check_choice("environment", d.environment, ENVIRONMENTS)
 

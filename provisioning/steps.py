@@ -315,6 +315,8 @@ def server_units(runner: Runner, ports: list[int], restart: bool, unit_changed: 
             changed = True
         state = present.get(port)
         if state != "active":
+            # A unit that hit its start limit stays failed until reset.
+            runner.run(f"systemctl reset-failed {unit} 2>/dev/null || true")
             runner.run(f"systemctl restart {unit}")
             changed = True
             actions.append(f"started {port}")
@@ -386,6 +388,10 @@ def bootstrap(runner: Runner, deployment: Deployment) -> int:
     runner.step("miniforge", lambda: miniforge(runner, deployment))
     resources = runner.resources
     instances = deployment.server_instances or facts.server_instances_for(resources)
+    if deployment.job_execution:
+        # MLflow's job runner schedules periodic jobs in every server process that runs
+        # it; one instance keeps each job scheduled once.
+        instances = 1
     ports = [FIRST_SERVER_PORT + i for i in range(instances)]
     key_holder = {}
 

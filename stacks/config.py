@@ -175,9 +175,9 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
     """Read and validate the settings both clouds share."""
     cloud = reader.get_choice("cloud", contract.CLOUDS, None)
     environment = reader.get_choice("environment", contract.ENVIRONMENTS, None)
-    mlflow_version = reader.get("mlflowVersion", "3.5.1")
+    mlflow_version = reader.get("mlflowVersion", contract.DEFAULT_MLFLOW_VERSION)
     if not _VERSION.match(mlflow_version):
-        raise SettingError(reader.qualified("mlflowVersion"), mlflow_version, "a pinned version such as 3.5.1")
+        raise SettingError(reader.qualified("mlflowVersion"), mlflow_version, "a pinned version such as 3.17.2")
     https = reader.get_cidrs("httpsAllowedCidrs", required=True)
     ssh = reader.get_cidrs("sshAllowedCidrs", [])
     keys = reader.get_list("sshPublicKeys", [])

@@ -32,6 +32,8 @@ CLOUD_OUTPUTS = {"gcp": (DB_CONNECTION_NAME,), "aws": ()}
 SECRET_OUTPUTS = frozenset({BACKEND_STORE_URI, ADMIN_PASSWORD})
 
 CLOUDS = ("gcp", "aws")
+#: The MLflow version the kit installs and tests, unless a setting pins another.
+DEFAULT_MLFLOW_VERSION = "3.17.2"
 ENVIRONMENTS = ("dev", "test", "prod")
 
 # Every resource a stack creates carries these labels (GCP) or tags (AWS), so

@@ -6,9 +6,16 @@ from fabric import Config, Connection
 from paramiko import RejectPolicy
 
 
-def connect(*, host: str, user: str, port: int = 22, key_file: str | None = None,
-            known_hosts_file: str | None = None, proxy_command: str | None = None,
-            timeout: float = 15) -> Connection:
+def connect(
+    *,
+    host: str,
+    user: str,
+    port: int = 22,
+    key_file: str | None = None,
+    known_hosts_file: str | None = None,
+    proxy_command: str | None = None,
+    timeout: float = 15,
+) -> Connection:
     """A Fabric connection to ``user@host``.
 
     With ``known_hosts_file`` the host key must be listed there (unknown keys
@@ -20,8 +27,15 @@ def connect(*, host: str, user: str, port: int = 22, key_file: str | None = None
     if key_file:
         connect_kwargs["key_filename"] = [key_file]
     # A string gateway is an OpenSSH-style ProxyCommand (IAP tunnel, SSM session).
-    conn = Connection(host=host, user=user, port=port, config=config, gateway=proxy_command,
-                      connect_kwargs=connect_kwargs, connect_timeout=timeout)
+    conn = Connection(
+        host=host,
+        user=user,
+        port=port,
+        config=config,
+        gateway=proxy_command,
+        connect_kwargs=connect_kwargs,
+        connect_timeout=timeout,
+    )
     if known_hosts_file:
         conn.client.load_host_keys(known_hosts_file)
         conn.client.set_missing_host_key_policy(RejectPolicy())

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 OS_RELEASE = "cat /etc/os-release"
 RESOURCES = "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; df -Pk / | awk 'NR==2 {print $4}'"
 PACKAGES = "dpkg-query -W -f='${Package} ${db:Status-Status}\\n' {packages} 2>/dev/null || true"
-UNITS = ("systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' || true")
+UNITS = "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' || true"
 
 
 def parse_os_release(text: str) -> dict[str, str]:

@@ -96,8 +96,16 @@ class Runner:
     def changes(self) -> int:
         return sum(1 for report in self.reports if report.changed)
 
-    def run(self, command: str, *, sudo: bool = True, check: bool = True, user: str | None = None,
-            stdin: str | None = None, timeout: float | None = None):
+    def run(
+        self,
+        command: str,
+        *,
+        sudo: bool = True,
+        check: bool = True,
+        user: str | None = None,
+        stdin: str | None = None,
+        timeout: float | None = None,
+    ):
         """Run ``command`` through ``sh -c`` (as root by default); raise RemoteError on failure."""
         wrapped = command
         if user:
@@ -105,22 +113,35 @@ class Runner:
         elif sudo:
             wrapped = f"sudo -n sh -c {shlex.quote(command)}"
         result = self.conn.run(
-            wrapped, hide=True, warn=True, pty=False, timeout=timeout,
+            wrapped,
+            hide=True,
+            warn=True,
+            pty=False,
+            timeout=timeout,
             in_stream=io.StringIO(stdin) if stdin is not None else False,
         )
         if check and result.exited != 0:
-            raise RemoteError(self.host, self.current, command, result.exited,
-                              result.stderr or result.stdout)
+            raise RemoteError(
+                self.host, self.current, command, result.exited, result.stderr or result.stdout
+            )
         return result
 
     def file_state(self, path: str) -> FileState:
         q = shlex.quote(path)
-        result = self.run(f"if [ -e {q} ]; then stat -c '%a %U %G' {q} && sha256sum {q}; "
-                          f"else echo missing; fi")
+        result = self.run(
+            f"if [ -e {q} ]; then stat -c '%a %U %G' {q} && sha256sum {q}; else echo missing; fi"
+        )
         return parse_file_state(result.stdout)
 
-    def ensure_file(self, path: str, content: str | bytes, *, mode: str, owner: str = "root",
-                    group: str = "root") -> bool:
+    def ensure_file(
+        self,
+        path: str,
+        content: str | bytes,
+        *,
+        mode: str,
+        owner: str = "root",
+        group: str = "root",
+    ) -> bool:
         """Make ``path`` hold exactly ``content`` with ``mode``/``owner``; True if it changed."""
         data = content.encode() if isinstance(content, str) else content
         want = hashlib.sha256(data).hexdigest()
@@ -128,7 +149,9 @@ class Runner:
         if state.exists and state.sha256 == want:
             if (state.mode, state.owner, state.group) == (mode.zfill(4), owner, group):
                 return False
-            self.run(f"chown {owner}:{group} {shlex.quote(path)} && chmod {mode} {shlex.quote(path)}")
+            self.run(
+                f"chown {owner}:{group} {shlex.quote(path)} && chmod {mode} {shlex.quote(path)}"
+            )
             return True
         # Upload into a directory only the login user can read, then install atomically
         # with the final mode, so a secret is never readable by others even for a moment.

@@ -13,7 +13,12 @@ from provisioning import facts, pulumi_cli
 from provisioning.connection import connect
 from provisioning.remote import PreflightError, RemoteError, Runner
 from provisioning.render import PATHS
-from provisioning.settings import Deployment, SettingsError, deployment_from_file, deployment_from_outputs
+from provisioning.settings import (
+    Deployment,
+    SettingsError,
+    deployment_from_file,
+    deployment_from_outputs,
+)
 from provisioning.steps import bootstrap as converge
 from provisioning.steps import endpoints, health_gate
 
@@ -42,20 +47,26 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
 
 
 def _connection(deployment: Deployment):
-    return connect(host=deployment.host, user=deployment.ssh_user, port=deployment.ssh_port,
-                   key_file=deployment.ssh_key_file,
-                   known_hosts_file=deployment.known_hosts_file,
-                   proxy_command=deployment.ssh_proxy_command)
+    return connect(
+        host=deployment.host,
+        user=deployment.ssh_user,
+        port=deployment.ssh_port,
+        key_file=deployment.ssh_key_file,
+        known_hosts_file=deployment.known_hosts_file,
+        proxy_command=deployment.ssh_proxy_command,
+    )
 
 
 def _print(line: str) -> None:
     print(line, flush=True)
 
 
-@task(help={
-    "stack": "Pulumi stack whose outputs describe the host (pulumi stack output --show-secrets)",
-    "settings": "YAML settings file, for hosts Pulumi did not create (see provisioning/settings.example.yaml)",
-})
+@task(
+    help={
+        "stack": "Pulumi stack whose outputs describe the host (pulumi stack output --show-secrets)",
+        "settings": "YAML settings file, for hosts Pulumi did not create (see provisioning/settings.example.yaml)",
+    }
+)
 def bootstrap(c, stack=None, settings=None):
     """Turn a fresh Debian 12 host into a TLS, authenticated MLflow tracking server.
 
@@ -75,8 +86,10 @@ def bootstrap(c, stack=None, settings=None):
             changes = converge(runner, deployment)
         except (RemoteError, PreflightError) as error:
             raise Exit(f"bootstrap of {deployment.host} stopped: {error}", code=1) from error
-    _print(f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "
-           f"{changes} changed, {len(runner.reports) - changes} ok")
+    _print(
+        f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "
+        f"{changes} changed, {len(runner.reports) - changes} ok"
+    )
     _print(f"tracking URL: {deployment.tracking_url}  (user {deployment.admin_username})")
 
 
@@ -100,26 +113,51 @@ def status(c, stack=None, settings=None):
 def status_rows(runner: Runner, deployment: Deployment) -> list[tuple[str, str]]:
     instances = facts.parse_server_instances(runner.run(facts.UNITS, sudo=False).stdout)
     units = ", ".join(f"{port}:{state}" for port, state in sorted(instances.items())) or "none"
-    version = runner.run(f"{PATHS['current_env']}/bin/python -c 'import mlflow; print(mlflow.__version__)'",
-                         sudo=False, check=False).stdout.strip() or "not installed"
+    version = (
+        runner.run(
+            f"{PATHS['current_env']}/bin/python -c 'import mlflow; print(mlflow.__version__)'",
+            sudo=False,
+            check=False,
+        ).stdout.strip()
+        or "not installed"
+    )
     since = ""
     if instances:
         first = min(instances)
-        show = facts.parse_systemctl_show(runner.run(
-            f"systemctl show -p ActiveEnterTimestamp mlflow-server@{first}.service", sudo=False).stdout)
+        show = facts.parse_systemctl_show(
+            runner.run(
+                f"systemctl show -p ActiveEnterTimestamp mlflow-server@{first}.service", sudo=False
+            ).stdout
+        )
         since = show.get("ActiveEnterTimestamp", "")
-    health = runner.run("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health",
-                        sudo=False, check=False).stdout.strip()
-    rows = [("units", units), ("mlflow", version), ("up since", since or "-"),
-            ("/health via nginx", health or "no answer")]
+    health = runner.run(
+        "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health", sudo=False, check=False
+    ).stdout.strip()
+    rows = [
+        ("units", units),
+        ("mlflow", version),
+        ("up since", since or "-"),
+        ("/health via nginx", health or "no answer"),
+    ]
     for what, host, port in endpoints(deployment):
-        ok = runner.run(f"timeout 5 bash -c '</dev/tcp/{host}/{port}'", sudo=False, check=False).exited == 0
+        ok = (
+            runner.run(
+                f"timeout 5 bash -c '</dev/tcp/{host}/{port}'", sudo=False, check=False
+            ).exited
+            == 0
+        )
         rows.append((what, f"{host}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
     return rows
 
 
-@task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host",
-            "lines": "how many journal lines (default 100)", "follow": "keep following the journal"})
+@task(
+    help={
+        "stack": "Pulumi stack of the host",
+        "settings": "YAML settings file of the host",
+        "lines": "how many journal lines (default 100)",
+        "follow": "keep following the journal",
+    }
+)
 def logs(c, stack=None, settings=None, lines=100, follow=False):
     """Print the MLflow servers' journal (all instances).
 
@@ -127,7 +165,9 @@ def logs(c, stack=None, settings=None, lines=100, follow=False):
       fab logs --stack dev --lines 50 --follow
     """
     deployment = load_deployment(c, stack, settings)
-    command = f"journalctl -u 'mlflow-server@*' -u mlflow-migrate.service -n {int(lines)} --no-pager"
+    command = (
+        f"journalctl -u 'mlflow-server@*' -u mlflow-migrate.service -n {int(lines)} --no-pager"
+    )
     with _connection(deployment) as conn:
         if follow:
             conn.sudo(command + " -f", pty=True, hide=False)
@@ -147,7 +187,9 @@ def restart(c, stack=None, settings=None):
     with _connection(deployment) as conn:
         runner = Runner(conn, out=_print)
         try:
-            runner.step("restart", lambda: (runner.run("systemctl restart 'mlflow-server@*'") and True))
+            runner.step(
+                "restart", lambda: runner.run("systemctl restart 'mlflow-server@*'") and True
+            )
             runner.step("health gate", lambda: health_gate(runner, deployment))
         except RemoteError as error:
             raise Exit(str(error), code=1) from error

@@ -35,7 +35,9 @@ def preflight(runner: Runner, deployment: Deployment) -> tuple[bool, str]:
     """Supported OS, sudo, disk, and the database and storage endpoints reachable. Changes nothing."""
     sudo = runner.run("true", check=False)
     if sudo.exited != 0:
-        raise PreflightError(f"[{runner.host}] {runner.conn.user} cannot run sudo without a password")
+        raise PreflightError(
+            f"[{runner.host}] {runner.conn.user} cannot run sudo without a password"
+        )
     release = facts.parse_os_release(runner.run(facts.OS_RELEASE, sudo=False).stdout)
     if release.get("ID") != "debian" or release.get("VERSION_ID") != "12":
         raise PreflightError(
@@ -54,7 +56,10 @@ def preflight(runner: Runner, deployment: Deployment) -> tuple[bool, str]:
                 "(check the address, the port and the firewall between them)"
             )
     runner.resources = resources
-    return False, f"Debian 12, {resources.cores} cores, {resources.memory_mb} MB, {resources.free_disk_mb} MB free"
+    return (
+        False,
+        f"Debian 12, {resources.cores} cores, {resources.memory_mb} MB, {resources.free_disk_mb} MB free",
+    )
 
 
 def endpoints(deployment: Deployment) -> list[tuple[str, str, int]]:
@@ -64,8 +69,13 @@ def endpoints(deployment: Deployment) -> list[tuple[str, str, int]]:
     for key in ("MLFLOW_S3_ENDPOINT_URL", "STORAGE_EMULATOR_HOST"):
         if key in deployment.storage_env:
             url = urlsplit(deployment.storage_env[key])
-            found.append(("the artifact store", url.hostname or "",
-                          url.port or (443 if url.scheme == "https" else 80)))
+            found.append(
+                (
+                    "the artifact store",
+                    url.hostname or "",
+                    url.port or (443 if url.scheme == "https" else 80),
+                )
+            )
     return found
 
 
@@ -86,8 +96,9 @@ def trust_extra_ca_certs(runner: Runner, paths: list[str] | tuple[str, ...]) -> 
         changed = True
     if paths:
         # pip uses its own bundle unless told to use the system one.
-        changed |= runner.ensure_file("/etc/pip.conf",
-                                      f"[global]\ncert = {PATHS['system_ca_bundle']}\n", mode="0644")
+        changed |= runner.ensure_file(
+            "/etc/pip.conf", f"[global]\ncert = {PATHS['system_ca_bundle']}\n", mode="0644"
+        )
     if changed:
         runner.run("update-ca-certificates")
     return changed
@@ -100,11 +111,16 @@ def system_packages(runner: Runner) -> tuple[bool, str]:
     if not missing:
         return False, ""
     # policy-rc.d keeps apt from starting nginx with Debian's default site on port 80.
-    runner.run("printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d")
+    runner.run(
+        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d"
+    )
     try:
         runner.run("DEBIAN_FRONTEND=noninteractive apt-get update -q", timeout=900)
-        runner.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-                   + " ".join(missing), timeout=1800)
+        runner.run(
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+            + " ".join(missing),
+            timeout=1800,
+        )
     finally:
         runner.run("rm -f /usr/sbin/policy-rc.d", check=False)
     return True, "installed " + " ".join(missing)
@@ -113,8 +129,10 @@ def system_packages(runner: Runner) -> tuple[bool, str]:
 def service_user(runner: Runner) -> bool:
     changed = False
     if runner.run(f"id -u {USER}", check=False, sudo=False).exited != 0:
-        runner.run(f"useradd --system --user-group --home-dir {PATHS['state_dir']} "
-                   f"--shell /usr/sbin/nologin {USER}")
+        runner.run(
+            f"useradd --system --user-group --home-dir {PATHS['state_dir']} "
+            f"--shell /usr/sbin/nologin {USER}"
+        )
         changed = True
     for path, owner, group, mode in (
         (PATHS["config_dir"], "root", GROUP, "750"),
@@ -143,8 +161,10 @@ def miniforge(runner: Runner, deployment: Deployment) -> bool:
     tmp = runner.run("mktemp -d").stdout.strip()
     installer = f"{tmp}/miniforge.sh"
     try:
-        runner.run(f"curl -fsSL --retry 3 -o {installer} {shlex.quote(deployment.miniforge_url)}",
-                   timeout=900)
+        runner.run(
+            f"curl -fsSL --retry 3 -o {installer} {shlex.quote(deployment.miniforge_url)}",
+            timeout=900,
+        )
         runner.run(f"echo '{deployment.miniforge_sha256}  {installer}' | sha256sum -c --quiet -")
         runner.run(f"bash {installer} -b -p {root}", timeout=1800)
     finally:
@@ -161,7 +181,9 @@ def conda_env_commands(prefix: str) -> list[str]:
     ]
 
 
-def conda_environment(runner: Runner, environment_yml: str, deployment: Deployment) -> tuple[bool, str]:
+def conda_environment(
+    runner: Runner, environment_yml: str, deployment: Deployment
+) -> tuple[bool, str]:
     """The environment for this environment.yml, built once; ``next`` points at it."""
     changed = runner.ensure_file(PATHS["environment_yml"], environment_yml, mode="0644")
     prefix = env_dir(environment_yml)
@@ -170,8 +192,10 @@ def conda_environment(runner: Runner, environment_yml: str, deployment: Deployme
         env = ""
         if deployment.extra_ca_certs:
             bundle = PATHS["system_ca_bundle"]
-            env = (f"env SSL_CERT_FILE={bundle} REQUESTS_CA_BUNDLE={bundle} PIP_CERT={bundle} "
-                   f"CONDA_SSL_VERIFY={bundle} ")
+            env = (
+                f"env SSL_CERT_FILE={bundle} REQUESTS_CA_BUNDLE={bundle} PIP_CERT={bundle} "
+                f"CONDA_SSL_VERIFY={bundle} "
+            )
         for command in conda_env_commands(prefix):
             runner.run(env + command, timeout=3600)
         changed = True
@@ -220,10 +244,17 @@ def migrate(runner: Runner, deployment: Deployment, env_name: str) -> tuple[bool
         return False, ""
     result = runner.run("systemctl start mlflow-migrate.service", check=False, timeout=3600)
     if result.exited != 0:
-        journal = runner.run(f"journalctl -u mlflow-migrate.service -n {JOURNAL_LINES} --no-pager "
-                             "-o cat", check=False).stdout
-        raise RemoteError(runner.host, runner.current, "systemctl start mlflow-migrate.service",
-                          result.exited, journal)
+        journal = runner.run(
+            f"journalctl -u mlflow-migrate.service -n {JOURNAL_LINES} --no-pager -o cat",
+            check=False,
+        ).stdout
+        raise RemoteError(
+            runner.host,
+            runner.current,
+            "systemctl start mlflow-migrate.service",
+            result.exited,
+            journal,
+        )
     runner.run(f"install -m 0644 -o {USER} -g {GROUP} /dev/null {marker}")
     return True, f"schema at MLflow {deployment.mlflow_version}"
 
@@ -238,7 +269,9 @@ def tls_certificate(runner: Runner, deployment: Deployment) -> tuple[bool, str]:
     if deployment.tls_mode == "letsencrypt":
         return letsencrypt(runner, deployment)
     names = self_signed_names(deployment)
-    current = runner.run(f"openssl x509 -in {cert} -noout -ext subjectAltName 2>/dev/null || true").stdout
+    current = runner.run(
+        f"openssl x509 -in {cert} -noout -ext subjectAltName 2>/dev/null || true"
+    ).stdout
     if current and all(entry in current for entry in names_in_openssl_form(names)):
         return False, "self-signed"
     san = ",".join(names)
@@ -270,7 +303,9 @@ def letsencrypt(runner: Runner, deployment: Deployment) -> tuple[bool, str]:
     runner.run(f"install -d {PATHS['acme_webroot']}")
     runner.run(
         f"certbot certonly --webroot -w {PATHS['acme_webroot']} -d {shlex.quote(deployment.domain)} "
-        f"-m {shlex.quote(deployment.acme_email)} --agree-tos --non-interactive", timeout=600)
+        f"-m {shlex.quote(deployment.acme_email)} --agree-tos --non-interactive",
+        timeout=600,
+    )
     return True, "letsencrypt"
 
 
@@ -298,7 +333,9 @@ def nginx_site(runner: Runner, ctx: dict, certificate_changed: bool) -> tuple[bo
 # --------------------------------------------------------------------------- servers
 
 
-def server_units(runner: Runner, ports: list[int], restart: bool, unit_changed: bool) -> tuple[bool, str]:
+def server_units(
+    runner: Runner, ports: list[int], restart: bool, unit_changed: bool
+) -> tuple[bool, str]:
     """mlflow-server@PORT for exactly ``ports``: enabled, running, restarted only if told."""
     if unit_changed:
         runner.run("systemctl daemon-reload")
@@ -310,7 +347,10 @@ def server_units(runner: Runner, ports: list[int], restart: bool, unit_changed: 
         actions.append(f"stopped {port}")
     for port in ports:
         unit = f"mlflow-server@{port}.service"
-        if runner.run(f"systemctl is-enabled {unit}", check=False, sudo=False).stdout.strip() != "enabled":
+        if (
+            runner.run(f"systemctl is-enabled {unit}", check=False, sudo=False).stdout.strip()
+            != "enabled"
+        ):
             runner.run(f"systemctl enable {unit}")
             changed = True
         state = present.get(port)
@@ -336,19 +376,31 @@ def health_gate(runner: Runner, deployment: Deployment) -> tuple[bool, str]:
         if code == "200":
             break
         if time.monotonic() > deadline:
-            raise RemoteError(runner.host, runner.current, check, 1,
-                              f"/health answered {code or 'nothing'} after {HEALTH_TIMEOUT_S}s\n"
-                              + server_journal(runner))
+            raise RemoteError(
+                runner.host,
+                runner.current,
+                check,
+                1,
+                f"/health answered {code or 'nothing'} after {HEALTH_TIMEOUT_S}s\n"
+                + server_journal(runner),
+            )
         time.sleep(1)
     # The client reads the credentials from its stdin, never from its command line.
     result = runner.run(
         f"{PATHS['current_env']}/bin/python -c {shlex.quote(SMOKE_SCRIPT)}",
-        sudo=False, check=False, stdin=f"{deployment.admin_username}\n{deployment.admin_password.reveal()}\n",
+        sudo=False,
+        check=False,
+        stdin=f"{deployment.admin_username}\n{deployment.admin_password.reveal()}\n",
         timeout=300,
     )
     if result.exited != 0 or "smoke ok" not in result.stdout:
-        raise RemoteError(runner.host, runner.current, "MLflow client smoke check", result.exited,
-                          (result.stderr or result.stdout) + "\n" + server_journal(runner))
+        raise RemoteError(
+            runner.host,
+            runner.current,
+            "MLflow client smoke check",
+            result.exited,
+            (result.stderr or result.stdout) + "\n" + server_journal(runner),
+        )
     return False, result.stdout.strip().splitlines()[-1]
 
 
@@ -372,8 +424,9 @@ print(f"smoke ok: logged and read back a metric in experiment {experiment_id}")
 
 
 def server_journal(runner: Runner) -> str:
-    return runner.run(f"journalctl -u 'mlflow-server@*' -n {JOURNAL_LINES} --no-pager -o short-iso",
-                      check=False).stdout
+    return runner.run(
+        f"journalctl -u 'mlflow-server@*' -n {JOURNAL_LINES} --no-pager -o short-iso", check=False
+    ).stdout
 
 
 # --------------------------------------------------------------------------- the whole bootstrap
@@ -400,8 +453,12 @@ def bootstrap(runner: Runner, deployment: Deployment) -> int:
         return changed
 
     runner.step("flask secret key", secret_key)
-    ctx = context(deployment, server_ports=ports, flask_secret_key=key_holder["key"],
-                  job_execution=deployment.job_execution)
+    ctx = context(
+        deployment,
+        server_ports=ports,
+        flask_secret_key=key_holder["key"],
+        job_execution=deployment.job_execution,
+    )
     environment_yml = render("environment.yml.j2", ctx)
     env_holder = {}
 
@@ -413,9 +470,19 @@ def bootstrap(runner: Runner, deployment: Deployment) -> int:
     changed_config: list[str] = []
 
     def configuration():
-        changed_config.extend(config_files(runner, ctx, (
-            "mlflow.env.j2", "basic_auth.ini.j2", "mlflow-migrate.py",
-            "mlflow-server@.service.j2", "mlflow-migrate.service.j2")))
+        changed_config.extend(
+            config_files(
+                runner,
+                ctx,
+                (
+                    "mlflow.env.j2",
+                    "basic_auth.ini.j2",
+                    "mlflow-migrate.py",
+                    "mlflow-server@.service.j2",
+                    "mlflow-migrate.service.j2",
+                ),
+            )
+        )
         if changed_config:
             runner.run("systemctl daemon-reload")
         return bool(changed_config), ", ".join(changed_config)
@@ -429,12 +496,15 @@ def bootstrap(runner: Runner, deployment: Deployment) -> int:
         return switched["env"], f"env {env_holder['name']}" if switched["env"] else ""
 
     runner.step("activate environment", activate)
-    restart = switched["env"] or any(n in changed_config for n in (
-        "mlflow.env.j2", "basic_auth.ini.j2", "mlflow-server@.service.j2"))
-    runner.step("mlflow servers", lambda: server_units(
-        runner, ports, restart, "mlflow-server@.service.j2" in changed_config))
+    restart = switched["env"] or any(
+        n in changed_config
+        for n in ("mlflow.env.j2", "basic_auth.ini.j2", "mlflow-server@.service.j2")
+    )
+    runner.step(
+        "mlflow servers",
+        lambda: server_units(runner, ports, restart, "mlflow-server@.service.j2" in changed_config),
+    )
     certificate = runner.step("tls certificate", lambda: tls_certificate(runner, deployment))
     runner.step("nginx", lambda: nginx_site(runner, ctx, certificate.changed))
     runner.step("health gate", lambda: health_gate(runner, deployment))
     return runner.changes
-

@@ -27,7 +27,9 @@ _LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SSH_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
+_SSH_KEY = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"
+)
 
 
 class SettingError(ValueError):
@@ -94,7 +96,9 @@ class ConfigReader:
         try:
             value = self._config.get_object(key)
         except Exception as error:  # pulumi raises a plain Exception on bad JSON
-            raise SettingError(self.qualified(key), self._config.get(key), "valid JSON/YAML") from error
+            raise SettingError(
+                self.qualified(key), self._config.get(key), "valid JSON/YAML"
+            ) from error
         return default if value is None else value
 
     def get_list(self, key: str, default: list[str] | None = None) -> list[str]:
@@ -106,15 +110,17 @@ class ConfigReader:
     def get_secret(self, key: str) -> pulumi.Output[str] | None:
         return self._config.get_secret(key)
 
-    def get_cidrs(self, key: str, default: list[str] | None = None, required: bool = False) -> list[str]:
+    def get_cidrs(
+        self, key: str, default: list[str] | None = None, required: bool = False
+    ) -> list[str]:
         """A list of CIDRs in canonical form; ``required`` refuses an empty list."""
         cidrs = self.get_list(key, default)
         if required and not cidrs:
             raise SettingError(
                 self.qualified(key),
                 cidrs,
-                "a non-empty list of CIDRs such as [\"203.0.113.0/24\"] "
-                "(\"0.0.0.0/0\" opens the service to the whole internet and must be set explicitly)",
+                'a non-empty list of CIDRs such as ["203.0.113.0/24"] '
+                '("0.0.0.0/0" opens the service to the whole internet and must be set explicitly)',
             )
         return [cidr(self.qualified(key), item) for item in cidrs]
 
@@ -177,25 +183,39 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
     environment = reader.get_choice("environment", contract.ENVIRONMENTS, None)
     mlflow_version = reader.get("mlflowVersion", contract.DEFAULT_MLFLOW_VERSION)
     if not _VERSION.match(mlflow_version):
-        raise SettingError(reader.qualified("mlflowVersion"), mlflow_version, "a pinned version such as 3.17.2")
+        raise SettingError(
+            reader.qualified("mlflowVersion"), mlflow_version, "a pinned version such as 3.17.2"
+        )
     https = reader.get_cidrs("httpsAllowedCidrs", required=True)
     ssh = reader.get_cidrs("sshAllowedCidrs", [])
     keys = reader.get_list("sshPublicKeys", [])
     for key in keys:
         if not _SSH_KEY.match(key.strip()):
-            raise SettingError(reader.qualified("sshPublicKeys"), key[:40], "OpenSSH public keys (ssh-ed25519, ssh-rsa, ecdsa-sha2-*)")
+            raise SettingError(
+                reader.qualified("sshPublicKeys"),
+                key[:40],
+                "OpenSSH public keys (ssh-ed25519, ssh-rsa, ecdsa-sha2-*)",
+            )
     ssh_user = reader.get("sshUser", "mlflow-admin")
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", ssh_user) or ssh_user in ("root", "mlflow"):
-        raise SettingError(reader.qualified("sshUser"), ssh_user, "a Linux user name other than root and mlflow")
+        raise SettingError(
+            reader.qualified("sshUser"), ssh_user, "a Linux user name other than root and mlflow"
+        )
     tls_mode = reader.get_choice("tlsMode", TLS_MODES, "self-signed")
     domain = reader.get("domain")
     if domain is not None and not _DOMAIN.match(domain):
-        raise SettingError(reader.qualified("domain"), domain, "a lowercase DNS name such as mlflow.example.com")
+        raise SettingError(
+            reader.qualified("domain"), domain, "a lowercase DNS name such as mlflow.example.com"
+        )
     acme_email = reader.get("acmeEmail")
     if acme_email is not None and not _EMAIL.match(acme_email):
         raise SettingError(reader.qualified("acmeEmail"), acme_email, "an email address")
     if tls_mode == "letsencrypt" and (domain is None or acme_email is None):
-        raise SettingError(reader.qualified("tlsMode"), tls_mode, "letsencrypt only with both domain and acmeEmail set")
+        raise SettingError(
+            reader.qualified("tlsMode"),
+            tls_mode,
+            "letsencrypt only with both domain and acmeEmail set",
+        )
     labels = reader.get_object("labels", {})
     if not isinstance(labels, dict):
         raise SettingError(reader.qualified("labels"), labels, "a map of label names to values")
@@ -204,18 +224,29 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
             raise SettingError(
                 reader.qualified("labels"),
                 {name: value},
-                "names of lowercase letters, digits, '-' and '_' starting with a letter; values of the same characters, at most 63",
+                "names of lowercase letters, digits, '-' and '_' starting with a letter; "
+                "values of the same characters, at most 63",
             )
         if str(name).startswith("mlflow-kit-"):
-            raise SettingError(reader.qualified("labels"), name, "names not starting with mlflow-kit- (reserved for the kit)")
+            raise SettingError(
+                reader.qualified("labels"),
+                name,
+                "names not starting with mlflow-kit- (reserved for the kit)",
+            )
     expires_at = reader.get("expiresAt")
     if expires_at is not None:
         try:
             datetime.strptime(expires_at, contract.EXPIRES_FORMAT).replace(tzinfo=UTC)
         except ValueError as error:
-            raise SettingError(reader.qualified("expiresAt"), expires_at, "a UTC time as YYYYMMDDhhmm") from error
+            raise SettingError(
+                reader.qualified("expiresAt"), expires_at, "a UTC time as YYYYMMDDhhmm"
+            ) from error
     if environment == "test" and expires_at is None:
-        raise SettingError(reader.qualified("expiresAt"), None, "a UTC time as YYYYMMDDhhmm: test stacks must expire (fab test-stack sets it)")
+        raise SettingError(
+            reader.qualified("expiresAt"),
+            None,
+            "a UTC time as YYYYMMDDhhmm: test stacks must expire (fab test-stack sets it)",
+        )
     world = [c for c in https + ssh if c in WORLD_CIDRS]
     return CommonSettings(
         cloud=cloud,

@@ -11,7 +11,7 @@ SSH_USER = "ssh_user"
 TRACKING_URL = "tracking_url"
 BACKEND_STORE_URI = "backend_store_uri"
 ARTIFACTS_DESTINATION = "artifacts_destination"
-ADMIN_PASSWORD = "admin_password"
+ADMIN_PASSWORD = "admin_password"  # noqa: S105 - an output name, not a password
 DB_CONNECTION_NAME = "db_connection_name"
 ENVIRONMENT = "environment"
 

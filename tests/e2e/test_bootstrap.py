@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,11 +18,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 def fab(*args: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``fab`` as a user does, from the repository root."""
-    result = subprocess.run([str(Path(sys.executable).parent / "fab"), *args], cwd=REPO,
-                            capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "fab"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"fab {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"fab {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -34,8 +41,10 @@ def write_settings(path: Path, settings: dict) -> Path:
 
 
 def main_pids(host) -> dict[str, str]:
-    out = host.ssh("for u in $(systemctl list-units --plain --no-legend 'mlflow-server@*' | awk '{print $1}');"
-                   " do echo $u $(systemctl show -p MainPID --value $u); done").stdout
+    out = host.ssh(
+        "for u in $(systemctl list-units --plain --no-legend 'mlflow-server@*' | awk '{print $1}');"
+        " do echo $u $(systemctl show -p MainPID --value $u); done"
+    ).stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
@@ -50,16 +59,27 @@ def deployed(request, local_cloud, tmp_path_factory):
         if backend == "gcs":
             interrupt_midway(path, host)
         first = fab("bootstrap", "--settings", str(path))
-        yield {"host": host, "settings": settings, "path": path, "backend": backend, "first": first,
-               "cloud": local_cloud}
+        yield {
+            "host": host,
+            "settings": settings,
+            "path": path,
+            "backend": backend,
+            "first": first,
+            "cloud": local_cloud,
+        }
     finally:
         local_cloud.remove_host(host)
 
 
 def interrupt_midway(path: Path, host) -> None:
     """Start a bootstrap and kill it while the conda environment is being built."""
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "fab"), "bootstrap", "--settings", str(path)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "fab"), "bootstrap", "--settings", str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if host.ssh("ls /opt/mlflow/envs 2>/dev/null | head -1", check=False).stdout.strip():
@@ -69,7 +89,10 @@ def interrupt_midway(path: Path, host) -> None:
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     # The remote half of the build dies with its SSH session, as with a dropped connection.
-    host.ssh("sudo pkill -f 'conda env create' || true; sudo pkill -f '/pip install' || true", check=False)
+    host.ssh(
+        "sudo pkill -f 'conda env create' || true; sudo pkill -f '/pip install' || true",
+        check=False,
+    )
     assert host.ssh("test -e /opt/mlflow/current && echo yes || echo no").stdout.strip() == "no"
 
 
@@ -102,11 +125,27 @@ def test_second_bootstrap_changes_nothing_and_restarts_nothing(deployed):
 
 
 def test_api_without_credentials_answers_401(deployed, client_env):
-    response = requests.get(f"{client_env['url']}/api/2.0/mlflow/experiments/search?max_results=1",
-                            verify=client_env["cert"], timeout=30)
+    response = requests.get(
+        f"{client_env['url']}/api/2.0/mlflow/experiments/search?max_results=1",
+        verify=client_env["cert"],
+        timeout=30,
+    )
     assert response.status_code == 401
-    plain = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
-                            f"http://{deployed['host'].address}:5001/health"], capture_output=True, text=True)
+    plain = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            f"http://{deployed['host'].address}:5001/health",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert plain.stdout != "200"  # the servers listen on loopback only
 
 
@@ -124,8 +163,9 @@ def log_everything(name: str) -> dict:
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
         mlflow.log_text("hello artifact", "notes/hello.txt")
         model = LogisticRegression().fit(x, y)
-        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=name,
-                                        input_example=x[:1])
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name, input_example=x[:1]
+        )
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "name": name}
 
 
@@ -137,7 +177,13 @@ def read_back(logged: dict) -> None:
     run = client.get_run(logged["run_id"])
     assert run.data.params["C"] == "1.0"
     history = client.get_metric_history(logged["run_id"], "loss")
-    assert [round(m.value, 3) for m in sorted(history, key=lambda m: m.step)] == [1.0, 0.5, 0.333, 0.25, 0.2]
+    assert [round(m.value, 3) for m in sorted(history, key=lambda m: m.step)] == [
+        1.0,
+        0.5,
+        0.333,
+        0.25,
+        0.2,
+    ]
     text = mlflow.artifacts.load_text(f"runs:/{logged['run_id']}/notes/hello.txt")
     assert text == "hello artifact"
     versions = client.search_model_versions(f"name='{logged['name']}'")
@@ -177,7 +223,12 @@ def test_client_logs_registers_loads_and_survives_faults(deployed, client_env):
 
 def healthy(client_env) -> bool:
     try:
-        return requests.get(f"{client_env['url']}/health", verify=client_env["cert"], timeout=5).status_code == 200
+        return (
+            requests.get(
+                f"{client_env['url']}/health", verify=client_env["cert"], timeout=5
+            ).status_code
+            == 200
+        )
     except requests.RequestException:
         return False
 
@@ -196,17 +247,27 @@ def test_secrets_stay_out_of_process_lists_logs_and_readable_files(deployed):
     from urllib.parse import unquote, urlsplit
 
     db_password = unquote(urlsplit(settings["backend_store_uri"]).password)
-    secrets_ = [db_password, settings["admin_password"],
-                *settings.get("storage_secret_env", {}).values()]
-    assert host.ssh("sudo stat -c '%a %U %G' /etc/mlflow/mlflow.env").stdout.split() == ["600", "mlflow", "mlflow"]
-    assert host.ssh("sudo stat -c '%a %U' /etc/mlflow/basic_auth.ini").stdout.split() == ["600", "mlflow"]
+    secrets_ = [
+        db_password,
+        settings["admin_password"],
+        *settings.get("storage_secret_env", {}).values(),
+    ]
+    assert host.ssh("sudo stat -c '%a %U %G' /etc/mlflow/mlflow.env").stdout.split() == [
+        "600",
+        "mlflow",
+        "mlflow",
+    ]
+    assert host.ssh("sudo stat -c '%a %U' /etc/mlflow/basic_auth.ini").stdout.split() == [
+        "600",
+        "mlflow",
+    ]
     processes = host.ssh("ps -eo args").stdout
     journal = host.ssh("sudo journalctl --no-pager -o cat").stdout
     # World-readable files written since the host was created: none may hold a secret.
     # The patterns travel on stdin into a 0600 file, never on a command line.
     readable = host.ssh(
         "sudo sh -c 'umask 077; cat > /root/kit-patterns; find / -xdev -type f -perm -o=r "
-        "-newer /etc/hostname -size -1M -not -path \"/proc/*\" -print0 2>/dev/null "
+        '-newer /etc/hostname -size -1M -not -path "/proc/*" -print0 2>/dev/null '
         "| xargs -0 -r grep -l -F -f /root/kit-patterns 2>/dev/null; rm -f /root/kit-patterns; true'",
         input="\n".join(secrets_) + "\n",
     ).stdout
@@ -222,24 +283,37 @@ def test_secrets_stay_out_of_process_lists_logs_and_readable_files(deployed):
     ("change", "expected"),
     [
         (lambda s: s.pop("backend_store_uri"), "backend_store_uri"),
-        (lambda s: s.update(backend_store_uri="postgresql+psycopg2://mlflow@:notaport/mlflow"),
-         "backend_store_uri"),
-        (lambda s: s.update(backend_store_uri=s["backend_store_uri"].replace(
-            s["backend_store_uri"].split("@")[1].split("/")[0], "10.213.0.9:5432")),
-         "the database at 10.213.0.9:5432 is not reachable"),
+        (
+            lambda s: s.update(backend_store_uri="postgresql+psycopg2://mlflow@:notaport/mlflow"),
+            "backend_store_uri",
+        ),
+        (
+            lambda s: s.update(
+                backend_store_uri=s["backend_store_uri"].replace(
+                    s["backend_store_uri"].split("@")[1].split("/")[0], "10.213.0.9:5432"
+                )
+            ),
+            "the database at 10.213.0.9:5432 is not reachable",
+        ),
     ],
     ids=["missing-key", "malformed-uri", "unreachable-database"],
 )
-def test_bad_settings_fail_before_changing_the_host(local_cloud, fresh_host, tmp_path, change, expected):
+def test_bad_settings_fail_before_changing_the_host(
+    local_cloud, fresh_host, tmp_path, change, expected
+):
     settings = local_cloud.deployment_settings(fresh_host, "s3")
     change(settings)
     path = write_settings(tmp_path / "bad.yaml", settings)
-    before = fresh_host.ssh("sudo find /etc /opt /var/lib -xdev -newer /etc/hostname 2>/dev/null | sort").stdout
+    before = fresh_host.ssh(
+        "sudo find /etc /opt /var/lib -xdev -newer /etc/hostname 2>/dev/null | sort"
+    ).stdout
 
     result = fab("bootstrap", "--settings", str(path), check=False, timeout=300)
 
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr, result.stdout + result.stderr
-    after = fresh_host.ssh("sudo find /etc /opt /var/lib -xdev -newer /etc/hostname 2>/dev/null | sort").stdout
+    after = fresh_host.ssh(
+        "sudo find /etc /opt /var/lib -xdev -newer /etc/hostname 2>/dev/null | sort"
+    ).stdout
     assert after == before
     assert fresh_host.ssh("id mlflow >/dev/null 2>&1 && echo yes || echo no").stdout.strip() == "no"

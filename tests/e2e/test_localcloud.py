@@ -69,16 +69,25 @@ def test_guest_reaches_postgres_over_tls_and_both_object_stores(local_cloud, fre
 
 
 def test_guest_installs_from_the_package_registry_with_the_extra_ca_certs(fresh_host):
-    with connect(host=fresh_host.address, user=fresh_host.user, key_file=str(fresh_host.key_file),
-                 known_hosts_file=str(fresh_host.known_hosts)) as conn:
+    with connect(
+        host=fresh_host.address,
+        user=fresh_host.user,
+        key_file=str(fresh_host.key_file),
+        known_hosts_file=str(fresh_host.known_hosts),
+    ) as conn:
         runner = Runner(conn)
-        first = runner.step("ca certificates", lambda: trust_extra_ca_certs(runner, extra_ca_certs()))
-        again = runner.step("ca certificates", lambda: trust_extra_ca_certs(runner, extra_ca_certs()))
+        first = runner.step(
+            "ca certificates", lambda: trust_extra_ca_certs(runner, extra_ca_certs())
+        )
+        again = runner.step(
+            "ca certificates", lambda: trust_extra_ca_certs(runner, extra_ca_certs())
+        )
     assert first.changed == bool(extra_ca_certs())
     assert not again.changed
     result = fresh_host.ssh(
         "python3 -m venv /tmp/v && /tmp/v/bin/pip download --no-deps -q -d /tmp/d six && ls /tmp/d",
-        check=False, timeout=300,
+        check=False,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "six-" in result.stdout
@@ -93,7 +102,10 @@ def test_a_second_host_is_pristine(local_cloud):
         local_cloud.remove_host(first)
     second = local_cloud.new_host()
     try:
-        assert second.ssh("test -e /etc/kit-marker && echo present || echo absent").stdout.strip() == "absent"
+        assert (
+            second.ssh("test -e /etc/kit-marker && echo present || echo absent").stdout.strip()
+            == "absent"
+        )
     finally:
         local_cloud.remove_host(second)
 
@@ -103,9 +115,20 @@ def test_interrupting_a_test_run_leaves_nothing_running(tmp_path):
     run_dir = tmp_path / "interrupted"
     env = dict(os.environ, MLFLOW_KIT_INTERRUPT_RUN_DIR=str(run_dir))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(REPO / "tests/e2e/interrupt_target.py")],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(REPO / "tests/e2e/interrupt_target.py"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     ready = run_dir / "ready"
     deadline = time.monotonic() + 180
@@ -115,8 +138,11 @@ def test_interrupting_a_test_run_leaves_nothing_running(tmp_path):
     state = json.loads((run_dir / "state.json").read_text())
     pids = [state[s]["pid"] for s in ("postgres", "s3", "gcs")]
     pids += [h["supervisor_pid"] for h in state["hosts"]]
-    nspawn = subprocess.run(["pgrep", "-f", f"--machine=mlk-host-{state['hosts'][0]['slot']}"],
-                            capture_output=True, text=True).stdout.split()
+    nspawn = subprocess.run(
+        ["pgrep", "-f", f"--machine=mlk-host-{state['hosts'][0]['slot']}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert pids and nspawn and all(alive(pid) for pid in pids)
 
     proc.send_signal(signal.SIGINT)

@@ -53,8 +53,12 @@ class LocalCloud:
         sweep_stale(log)
         image, build_seconds = ensure_image(log)
         slot = claim_slot()
-        cloud = cls(run_dir=run_dir or RUNS_ROOT / f"cloud-{slot}", tied=tied, services_slot=slot,
-                    image_rootfs=image)
+        cloud = cls(
+            run_dir=run_dir or RUNS_ROOT / f"cloud-{slot}",
+            tied=tied,
+            services_slot=slot,
+            image_rootfs=image,
+        )
         cloud.timings["image_build_s"] = build_seconds
         try:
             cloud.run_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +98,9 @@ class LocalCloud:
         finally:
             self.save()
         self.timings["host_ready_s"] = time.monotonic() - t
-        log(f"fresh host {host.name} at {host.address} answering SSH after {self.timings['host_ready_s']:.1f}s")
+        log(
+            f"fresh host {host.name} at {host.address} answering SSH after {self.timings['host_ready_s']:.1f}s"
+        )
         return host
 
     def remove_host(self, host: FreshHost) -> None:
@@ -139,14 +145,20 @@ class LocalCloud:
         }
         if backend == "s3":
             settings["artifacts_destination"] = f"s3://{BUCKET}/{ARTIFACT_PREFIX}"
-            settings["storage_env"] = {"MLFLOW_S3_ENDPOINT_URL": self.s3.endpoint,
-                                       "AWS_DEFAULT_REGION": "us-east-1"}
-            settings["storage_secret_env"] = {"AWS_ACCESS_KEY_ID": self.s3.access_key,
-                                              "AWS_SECRET_ACCESS_KEY": self.s3.secret_key}
+            settings["storage_env"] = {
+                "MLFLOW_S3_ENDPOINT_URL": self.s3.endpoint,
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+            settings["storage_secret_env"] = {
+                "AWS_ACCESS_KEY_ID": self.s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+            }
         elif backend == "gcs":
             settings["artifacts_destination"] = f"gs://{BUCKET}/{ARTIFACT_PREFIX}"
-            settings["storage_env"] = {"STORAGE_EMULATOR_HOST": self.gcs.endpoint,
-                                       "GOOGLE_CLOUD_PROJECT": "local"}
+            settings["storage_env"] = {
+                "STORAGE_EMULATOR_HOST": self.gcs.endpoint,
+                "GOOGLE_CLOUD_PROJECT": "local",
+            }
         else:
             raise ValueError(f"backend {backend!r}: allowed s3, gcs")
         return settings
@@ -172,8 +184,10 @@ class LocalCloud:
             "s3": _fields(self.s3),
             "gcs": _fields(self.gcs),
             "files": _fields(self.files),
-            "hosts": [{"slot": h.slot, "run_dir": str(h.run_dir), "supervisor_pid": h.supervisor_pid}
-                      for h in self.hosts],
+            "hosts": [
+                {"slot": h.slot, "run_dir": str(h.run_dir), "supervisor_pid": h.supervisor_pid}
+                for h in self.hosts
+            ],
         }
         path = self.run_dir / "state.json"
         tmp = path.with_suffix(".tmp")
@@ -184,9 +198,12 @@ class LocalCloud:
     @classmethod
     def load(cls, run_dir: Path) -> LocalCloud:
         state = json.loads((run_dir / "state.json").read_text())
-        cloud = cls(run_dir=Path(state["run_dir"]), tied=state["tied"],
-                    services_slot=state["services_slot"],
-                    image_rootfs=Path(state["image_rootfs"]) if state["image_rootfs"] else None)
+        cloud = cls(
+            run_dir=Path(state["run_dir"]),
+            tied=state["tied"],
+            services_slot=state["services_slot"],
+            image_rootfs=Path(state["image_rootfs"]) if state["image_rootfs"] else None,
+        )
         if state["postgres"]:
             cloud.postgres = Postgres(**{**state["postgres"], "run_dir": cloud.run_dir})
         if state["s3"]:
@@ -195,8 +212,10 @@ class LocalCloud:
             cloud.gcs = GcsEmulator(**{**state["gcs"], "run_dir": cloud.run_dir})
         if state.get("files"):
             cloud.files = FileServer(**{**state["files"], "run_dir": cloud.run_dir})
-        cloud.hosts = [FreshHost(h["slot"], Path(h["run_dir"]), cloud.tied, h["supervisor_pid"])
-                       for h in state["hosts"]]
+        cloud.hosts = [
+            FreshHost(h["slot"], Path(h["run_dir"]), cloud.tied, h["supervisor_pid"])
+            for h in state["hosts"]
+        ]
         return cloud
 
 
@@ -216,7 +235,11 @@ def sweep_stale(log=print) -> None:
             cloud = LocalCloud.load(state.parent)
         except (ValueError, KeyError, OSError):
             continue
-        pids = [s.pid for s in (cloud.postgres, cloud.s3, cloud.gcs, cloud.files) if s is not None and s.pid]
+        pids = [
+            s.pid
+            for s in (cloud.postgres, cloud.s3, cloud.gcs, cloud.files)
+            if s is not None and s.pid
+        ]
         pids += [h.supervisor_pid for h in cloud.hosts if h.supervisor_pid]
         if cloud.tied and pids and not any(alive(pid) for pid in pids):
             log(f"removing the remains of a killed local cloud run: {cloud.run_dir}")

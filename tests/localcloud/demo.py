@@ -18,14 +18,31 @@ def main(settings_path: str) -> int:
     settings = yaml.safe_load(Path(settings_path).read_text())
     host = settings["host"]
     cert = Path(settings_path).with_name("demo-server.crt")
-    ssh = ["ssh", "-i", settings["ssh_key_file"], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-F", "/dev/null",
-           f"{settings['ssh_user']}@{host}", "sudo cat /etc/mlflow/tls/server.crt"]
+    ssh = [
+        "ssh",
+        "-i",
+        settings["ssh_key_file"],
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-F",
+        "/dev/null",
+        f"{settings['ssh_user']}@{host}",
+        "sudo cat /etc/mlflow/tls/server.crt",
+    ]
     cert.write_text(subprocess.run(ssh, capture_output=True, text=True, check=True).stdout)
     url = f"https://{host}"
-    os.environ.update(MLFLOW_TRACKING_URI=url, MLFLOW_TRACKING_USERNAME="admin",
-                      MLFLOW_TRACKING_PASSWORD=settings["admin_password"],
-                      MLFLOW_TRACKING_SERVER_CERT_PATH=str(cert))
+    os.environ.update(
+        MLFLOW_TRACKING_URI=url,
+        MLFLOW_TRACKING_USERNAME="admin",
+        MLFLOW_TRACKING_PASSWORD=settings["admin_password"],
+        MLFLOW_TRACKING_SERVER_CERT_PATH=str(cert),
+    )
     run_id = log_sample_experiment()
     print()
     print(f"MLflow is up:     {url}   (self-signed certificate: {cert})")
@@ -62,9 +79,12 @@ def log_sample_experiment() -> str:
         axis.set_xscale("log")
         axis.set(xlabel="C", ylabel="test accuracy")
         mlflow.log_figure(figure, "accuracy_vs_C.png")
-        mlflow.sklearn.log_model(model, name="model", registered_model_name="demo-classifier",
-                                 input_example=x_test[:2])
-    print(f"logged run {run.info.run_id}: accuracy {accuracies[-1]:.3f}, plot, model demo-classifier")
+        mlflow.sklearn.log_model(
+            model, name="model", registered_model_name="demo-classifier", input_example=x_test[:2]
+        )
+    print(
+        f"logged run {run.info.run_id}: accuracy {accuracies[-1]:.3f}, plot, model demo-classifier"
+    )
     return run.info.run_id
 
 

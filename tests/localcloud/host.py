@@ -9,7 +9,6 @@ the same root filesystem again, so enabled units come back.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,11 +25,14 @@ MAX_SLOTS = 250
 def claim_slot() -> int:
     """Claim a free slot by creating its network namespace (atomic: fails if taken)."""
     for slot in range(1, MAX_SLOTS + 1):
-        result = subprocess.run(["ip", "netns", "add", f"{NETNS_PREFIX}{slot}"],
-                                capture_output=True, check=False)
+        result = subprocess.run(
+            ["ip", "netns", "add", f"{NETNS_PREFIX}{slot}"], capture_output=True, check=False
+        )
         if result.returncode == 0:
             return slot
-    raise RuntimeError(f"no free local host slot (all {MAX_SLOTS} network namespaces {NETNS_PREFIX}N exist)")
+    raise RuntimeError(
+        f"no free local host slot (all {MAX_SLOTS} network namespaces {NETNS_PREFIX}N exist)"
+    )
 
 
 @dataclass
@@ -71,14 +73,42 @@ class Link:
         run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         table = self.netns
         run(["nft", "add", "table", "ip", table])
-        run(["nft", "add", "chain", "ip", table, "post",
-             "{ type nat hook postrouting priority 100 ; }"])
-        run(["nft", "add", "rule", "ip", table, "post", "ip", "saddr", self.cidr,
-             "oifname", "!=", host_if, "masquerade"])
+        run(
+            [
+                "nft",
+                "add",
+                "chain",
+                "ip",
+                table,
+                "post",
+                "{ type nat hook postrouting priority 100 ; }",
+            ]
+        )
+        run(
+            [
+                "nft",
+                "add",
+                "rule",
+                "ip",
+                table,
+                "post",
+                "ip",
+                "saddr",
+                self.cidr,
+                "oifname",
+                "!=",
+                host_if,
+                "masquerade",
+            ]
+        )
 
     def delete(self) -> None:
-        subprocess.run(["nft", "delete", "table", "ip", self.netns], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "delete", f"mlk{self.slot}h"], capture_output=True, check=False)
+        subprocess.run(
+            ["nft", "delete", "table", "ip", self.netns], capture_output=True, check=False
+        )
+        subprocess.run(
+            ["ip", "link", "delete", f"mlk{self.slot}h"], capture_output=True, check=False
+        )
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, check=False)
 
 
@@ -140,13 +170,33 @@ class FreshHost:
         resolv.unlink(missing_ok=True)
         resolv.write_text(_host_nameservers())
         run(["ssh-keygen", "-A", "-f", str(self.rootfs)])
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"localcloud-{self.name}",
-             "-f", str(self.key_file)])
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"localcloud-{self.name}",
+                "-f",
+                str(self.key_file),
+            ]
+        )
         ssh_dir = self.rootfs / "home" / LOGIN_USER / ".ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         (ssh_dir / "authorized_keys").write_text(self.key_file.with_suffix(".pub").read_text())
-        run(["chroot", str(self.rootfs), "chown", "-R", f"{LOGIN_USER}:{LOGIN_USER}",
-             f"/home/{LOGIN_USER}/.ssh"])
+        run(
+            [
+                "chroot",
+                str(self.rootfs),
+                "chown",
+                "-R",
+                f"{LOGIN_USER}:{LOGIN_USER}",
+                f"/home/{LOGIN_USER}/.ssh",
+            ]
+        )
         host_key = (self.rootfs / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
         self.known_hosts.write_text(f"{self.address} {' '.join(host_key)}\n")
         Link(self.slot).create()
@@ -156,8 +206,16 @@ class FreshHost:
     def boot(self) -> None:
         """Start the host and wait for a real SSH login."""
         proc = spawn(
-            [sys.executable, "-m", "tests.localcloud.supervise", str(self.rootfs), self.name, self.netns],
-            log=self.run_dir / "console.log", tied=self.tied,
+            [
+                sys.executable,
+                "-m",
+                "tests.localcloud.supervise",
+                str(self.rootfs),
+                self.name,
+                self.netns,
+            ],
+            log=self.run_dir / "console.log",
+            tied=self.tied,
             cwd=Path(__file__).resolve().parents[2],
         )
         self.supervisor_pid = proc.pid
@@ -165,9 +223,13 @@ class FreshHost:
 
     def wait_for_login(self, timeout: float = 90) -> str:
         """Wait until SSH logs in and systemd has finished booting; return the boot ID."""
+
         def login():
-            result = self.ssh("systemctl is-system-running --wait; cat /proc/sys/kernel/random/boot_id",
-                              check=False, timeout=30)
+            result = self.ssh(
+                "systemctl is-system-running --wait; cat /proc/sys/kernel/random/boot_id",
+                check=False,
+                timeout=30,
+            )
             lines = result.stdout.split()
             if result.returncode in (0, 1) and len(lines) == 2:
                 return lines[1]
@@ -193,16 +255,35 @@ class FreshHost:
 
     def ssh_argv(self) -> list[str]:
         return [
-            "ssh", "-i", str(self.key_file),
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-            "-F", "/dev/null", f"{LOGIN_USER}@{self.address}",
+            "ssh",
+            "-i",
+            str(self.key_file),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            "-F",
+            "/dev/null",
+            f"{LOGIN_USER}@{self.address}",
         ]
 
-    def ssh(self, command: str, *, check: bool = True, timeout: float = 600,
-            input: str | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([*self.ssh_argv(), command], capture_output=True, text=True,
-                                check=False, timeout=timeout, input=input)
+    def ssh(
+        self, command: str, *, check: bool = True, timeout: float = 600, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [*self.ssh_argv(), command],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            input=input,
+        )
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"{self.address}: `{command}` exited {result.returncode}: {result.stderr.strip()[-2000:]}"
@@ -226,8 +307,11 @@ class FreshHost:
 
 
 def _host_nameservers() -> str:
-    lines = [line for line in Path("/etc/resolv.conf").read_text().splitlines()
-             if line.startswith(("nameserver", "search", "options"))]
+    lines = [
+        line
+        for line in Path("/etc/resolv.conf").read_text().splitlines()
+        if line.startswith(("nameserver", "search", "options"))
+    ]
     if not any(line.startswith("nameserver") for line in lines) or any(
         line.split()[1].startswith("127.") for line in lines if line.startswith("nameserver")
     ):

@@ -85,7 +85,9 @@ def ensure_image(log=print) -> tuple[Path, float]:
         if (image_dir() / "complete").exists():
             return target, 0.0
         started = time.monotonic()
-        log(f"building the Debian 12 image with debootstrap into {image_dir()} (about a minute, once)")
+        log(
+            f"building the Debian 12 image with debootstrap into {image_dir()} (about a minute, once)"
+        )
         shutil.rmtree(image_dir(), ignore_errors=True)
         building = image_dir().with_name(image_dir().name + ".building")
         shutil.rmtree(building, ignore_errors=True)
@@ -109,7 +111,18 @@ def ensure_image(log=print) -> tuple[Path, float]:
 
 def _configure(rootfs: Path) -> None:
     chroot = ["chroot", str(rootfs)]
-    run([*chroot, "useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", LOGIN_USER])
+    run(
+        [
+            *chroot,
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            "--groups",
+            "sudo",
+            LOGIN_USER,
+        ]
+    )
     sudoers = rootfs / "etc/sudoers.d/90-cloud-init-users"
     sudoers.write_text(f"{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL\n")
     sudoers.chmod(0o440)

@@ -7,7 +7,6 @@ port free at start time, so two runs on one machine do not collide.
 from __future__ import annotations
 
 import glob
-import os
 import secrets
 import shutil
 import signal
@@ -75,8 +74,16 @@ class Postgres:
             shutil.chown(self.socket_dir, "postgres", "postgres")
             base.chmod(0o700)
             run(
-                [str(postgres_bindir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth-local=peer", "--auth-host=scram-sha-256", "--encoding=UTF8"],
+                [
+                    str(postgres_bindir() / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth-local=peer",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                ],
                 user="postgres",
             )
             self._tls_certificate()
@@ -98,39 +105,89 @@ class Postgres:
 
     def _tls_certificate(self) -> None:
         cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
-        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-             "-subj", f"/CN={self.address}", "-addext", f"subjectAltName=IP:{self.address}",
-             "-keyout", str(key), "-out", str(cert)])
+        run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "30",
+                "-subj",
+                f"/CN={self.address}",
+                "-addext",
+                f"subjectAltName=IP:{self.address}",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ]
+        )
         for path in (cert, key):
             shutil.chown(path, "postgres", "postgres")
         key.chmod(0o600)
 
     def _spawn(self) -> None:
         argv = [
-            str(postgres_bindir() / "postgres"), "-D", str(self.data_dir),
-            "-p", str(self.port),
-            "-c", f"listen_addresses={self.address}",
-            "-c", f"unix_socket_directories={self.socket_dir}",
-            "-c", "ssl=on",
-            "-c", "password_encryption=scram-sha-256",
-            "-c", "max_connections=200",
+            str(postgres_bindir() / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            f"listen_addresses={self.address}",
+            "-c",
+            f"unix_socket_directories={self.socket_dir}",
+            "-c",
+            "ssl=on",
+            "-c",
+            "password_encryption=scram-sha-256",
+            "-c",
+            "max_connections=200",
         ]
-        proc = spawn(argv, log=self.run_dir / "postgres.log", tied=self.tied,
-                     stop_signal=signal.SIGINT, user="postgres")
+        proc = spawn(
+            argv,
+            log=self.run_dir / "postgres.log",
+            tied=self.tied,
+            stop_signal=signal.SIGINT,
+            user="postgres",
+        )
         self.pid = proc.pid
 
     def _accepting(self) -> bool:
         result = subprocess.run(
-            [str(postgres_bindir() / "pg_isready"), "-h", str(self.socket_dir), "-p", str(self.port)],
-            capture_output=True, check=False,
+            [
+                str(postgres_bindir() / "pg_isready"),
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+            ],
+            capture_output=True,
+            check=False,
         )
         return result.returncode == 0
 
     def psql(self, sql: str) -> str:
         result = run(
-            [str(postgres_bindir() / "psql"), "-h", str(self.socket_dir), "-p", str(self.port),
-             "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-At", "-d", "postgres"],
-            input=sql, user="postgres",
+            [
+                str(postgres_bindir() / "psql"),
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-d",
+                "postgres",
+            ],
+            input=sql,
+            user="postgres",
         )
         return result.stdout
 
@@ -164,8 +221,11 @@ class S3Server:
     def start(self) -> None:
         self.port = self.port or free_port(self.address)
         self.secret_key = self.secret_key or secrets.token_urlsafe(30)
-        proc = spawn([_bin("moto_server"), "-H", self.address, "-p", str(self.port)],
-                     log=self.run_dir / "moto.log", tied=self.tied)
+        proc = spawn(
+            [_bin("moto_server"), "-H", self.address, "-p", str(self.port)],
+            log=self.run_dir / "moto.log",
+            tied=self.tied,
+        )
         self.pid = proc.pid
         client = self.client()
         wait_for(lambda: client.list_buckets() is not None, what="moto S3 server", timeout=60)
@@ -175,8 +235,11 @@ class S3Server:
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
         )
 
     def stop(self) -> None:
@@ -204,9 +267,20 @@ class GcsEmulator:
         workdir = self.run_dir / "gcs"
         workdir.mkdir(parents=True, exist_ok=True)
         proc = spawn(
-            [_bin("gcp-storage-emulator"), "start", "--host", self.address, "--port", str(self.port),
-             "--default-bucket", BUCKET, "--quiet"],
-            log=self.run_dir / "gcs.log", tied=self.tied, cwd=workdir,
+            [
+                _bin("gcp-storage-emulator"),
+                "start",
+                "--host",
+                self.address,
+                "--port",
+                str(self.port),
+                "--default-bucket",
+                BUCKET,
+                "--quiet",
+            ],
+            log=self.run_dir / "gcs.log",
+            tied=self.tied,
+            cwd=workdir,
         )
         self.pid = proc.pid
         wait_for(lambda: self.client().bucket(BUCKET).exists(), what="GCS emulator", timeout=60)
@@ -215,8 +289,11 @@ class GcsEmulator:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(project="local", credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": self.endpoint})
+        return storage.Client(
+            project="local",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.endpoint},
+        )
 
     def stop(self) -> None:
         if self.pid:
@@ -246,12 +323,26 @@ class FileServer:
 
         self.port = self.port or free_port(self.address)
         self.directory.mkdir(parents=True, exist_ok=True)
-        proc = spawn([sys.executable, "-m", "http.server", "--bind", self.address,
-                      "--directory", str(self.directory), str(self.port)],
-                     log=self.run_dir / "files.log", tied=self.tied)
+        proc = spawn(
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                "--bind",
+                self.address,
+                "--directory",
+                str(self.directory),
+                str(self.port),
+            ],
+            log=self.run_dir / "files.log",
+            tied=self.tied,
+        )
         self.pid = proc.pid
-        wait_for(lambda: urllib.request.urlopen(self.url(""), timeout=2).status == 200,  # noqa: S310
-                 what="file server", timeout=30)
+        wait_for(
+            lambda: urllib.request.urlopen(self.url(""), timeout=2).status == 200,  # noqa: S310
+            what="file server",
+            timeout=30,
+        )
 
     def stop(self) -> None:
         if self.pid:

@@ -36,15 +36,24 @@ def main(rootfs: str, machine: str, netns: str) -> int:
         print(f"supervise: boot {boots} of {machine}", flush=True)
         child = subprocess.Popen(
             [
-                "systemd-nspawn", "--boot", f"--directory={rootfs}", f"--machine={machine}",
-                "--register=no", "--keep-unit", f"--network-namespace-path=/run/netns/{netns}",
-                "--resolv-conf=off", "--link-journal=no", "--console=read-only",
+                "systemd-nspawn",
+                "--boot",
+                f"--directory={rootfs}",
+                f"--machine={machine}",
+                "--register=no",
+                "--keep-unit",
+                f"--network-namespace-path=/run/netns/{netns}",
+                "--resolv-conf=off",
+                "--link-journal=no",
+                "--console=read-only",
             ],
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent(signal.SIGTERM),
         )
         status = child.wait()
-        print(f"supervise: nspawn exited {status} after {time.monotonic() - started:.1f}s", flush=True)
+        print(
+            f"supervise: nspawn exited {status} after {time.monotonic() - started:.1f}s", flush=True
+        )
         if status != REBOOT_STATUS:
             return 0 if stopping else status
     return 0

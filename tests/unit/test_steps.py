@@ -17,9 +17,15 @@ URI = "postgresql+psycopg2://mlflow:p%40ss@10.0.0.5:5432/mlflow?sslmode=require"
 
 
 def deployment(**changes) -> Deployment:
-    values = dict(host="203.0.113.10", ssh_user="admin", cloud="gcp", environment="dev",
-                  backend_store_uri=URI, artifacts_destination="gs://bucket/mlflow",
-                  admin_password="a-long-admin-password")
+    values = dict(
+        host="203.0.113.10",
+        ssh_user="admin",
+        cloud="gcp",
+        environment="dev",
+        backend_store_uri=URI,
+        artifacts_destination="gs://bucket/mlflow",
+        admin_password="a-long-admin-password",
+    )
     values.update(changes)
     return Deployment(**values)
 
@@ -82,16 +88,24 @@ def test_parsers_read_recorded_output():
     assert facts.parse_os_release(OS_RELEASE)["VERSION_ID"] == "12"
     assert facts.parse_resources("2\n4030000\n20480000\n") == facts.Resources(2, 3935, 20000)
     assert facts.parse_installed_packages(
-        "nginx installed\nopenssl installed\ncurl not-installed\nbzip2 config-files\n") == {"nginx", "openssl"}
+        "nginx installed\nopenssl installed\ncurl not-installed\nbzip2 config-files\n"
+    ) == {"nginx", "openssl"}
     assert facts.parse_server_instances(LIST_UNITS) == {5001: "active", 5002: "failed"}
     assert parse_file_state("missing").exists is False
     state = parse_file_state("600 mlflow mlflow\nabc123  /etc/mlflow/mlflow.env\n")
     assert (state.mode, state.owner, state.sha256) == ("0600", "mlflow", "abc123")
 
 
-@pytest.mark.parametrize(("cores", "memory_mb", "expected"), [
-    (1, 1024, 1), (2, 2048, 2), (2, 1000, 1), (4, 16000, 4), (32, 64000, 8),
-])
+@pytest.mark.parametrize(
+    ("cores", "memory_mb", "expected"),
+    [
+        (1, 1024, 1),
+        (2, 2048, 2),
+        (2, 1000, 1),
+        (4, 16000, 4),
+        (32, 64000, 8),
+    ],
+)
 def test_server_instances_follow_cores_and_memory(cores, memory_mb, expected):
     assert facts.server_instances_for(facts.Resources(cores, memory_mb, 10000)) == expected
 
@@ -108,12 +122,18 @@ def test_conda_commands_are_exact():
 
 
 def test_miniforge_downloads_verifies_the_pinned_sha_then_installs():
-    host = ScriptedHost().on(r"test -x /opt/miniforge/bin/conda", exited=1).on(r"mktemp -d", "/tmp/tmp.x\n")
+    host = (
+        ScriptedHost()
+        .on(r"test -x /opt/miniforge/bin/conda", exited=1)
+        .on(r"mktemp -d", "/tmp/tmp.x\n")
+    )
     d = deployment()
     assert steps.miniforge(runner_for(host), d) is True
     curl = host.ran(r"curl ")[0]
     assert d.miniforge_url in curl and "-o /tmp/tmp.x/miniforge.sh" in curl
-    assert host.ran(re.escape(f"echo '{d.miniforge_sha256}  /tmp/tmp.x/miniforge.sh' | sha256sum -c"))
+    assert host.ran(
+        re.escape(f"echo '{d.miniforge_sha256}  /tmp/tmp.x/miniforge.sh' | sha256sum -c")
+    )
     assert host.ran(r"bash /tmp/tmp.x/miniforge.sh -b -p /opt/miniforge")
     assert host.ran(r"rm -rf /tmp/tmp.x")
 
@@ -138,9 +158,15 @@ def test_migration_runs_the_unit_once_per_version_and_environment():
 
 
 def test_failed_migration_stops_with_its_own_error_and_leaves_the_marker_unwritten():
-    host = (ScriptedHost().on(r"test -e /var/lib/mlflow/migrated-", exited=1)
-            .on(r"systemctl start mlflow-migrate", exited=1)
-            .on(r"journalctl -u mlflow-migrate", "alembic.util.exc.CommandError: Can't locate revision\n"))
+    host = (
+        ScriptedHost()
+        .on(r"test -e /var/lib/mlflow/migrated-", exited=1)
+        .on(r"systemctl start mlflow-migrate", exited=1)
+        .on(
+            r"journalctl -u mlflow-migrate",
+            "alembic.util.exc.CommandError: Can't locate revision\n",
+        )
+    )
     with pytest.raises(RemoteError) as error:
         steps.migrate(runner_for(host), deployment(), "envhash")
     message = str(error.value)
@@ -154,12 +180,14 @@ def test_failed_migration_stops_with_its_own_error_and_leaves_the_marker_unwritt
 
 def test_service_user_and_directories_already_right_change_nothing():
     host = ScriptedHost()
-    for path, owner, group, mode in (("/etc/mlflow ", "root", "mlflow", "750"),
-                                     ("/etc/mlflow/tls ", "root", "mlflow", "750"),
-                                     ("/var/lib/mlflow ", "mlflow", "mlflow", "750"),
-                                     ("/opt/mlflow ", "root", "root", "755"),
-                                     ("/opt/mlflow/envs ", "root", "root", "755"),
-                                     ("/opt/mlflow/bin ", "root", "root", "755")):
+    for path, owner, group, mode in (
+        ("/etc/mlflow ", "root", "mlflow", "750"),
+        ("/etc/mlflow/tls ", "root", "mlflow", "750"),
+        ("/var/lib/mlflow ", "mlflow", "mlflow", "750"),
+        ("/opt/mlflow ", "root", "root", "755"),
+        ("/opt/mlflow/envs ", "root", "root", "755"),
+        ("/opt/mlflow/bin ", "root", "root", "755"),
+    ):
         host.on(re.escape(f"stat -c '%a %U %G' {path}"), f"{mode} {owner} {group}\n")
     assert steps.service_user(runner_for(host)) is False
     assert not host.ran(r"useradd|install -d")
@@ -192,16 +220,24 @@ def test_unchanged_file_is_not_uploaded():
     content = "KEY=value\n"
     digest = hashlib.sha256(content.encode()).hexdigest()
     host = ScriptedHost().on(r"stat -c", f"600 mlflow mlflow\n{digest}  /etc/mlflow/mlflow.env\n")
-    assert runner_for(host).ensure_file("/etc/mlflow/mlflow.env", content, mode="0600",
-                                        owner="mlflow", group="mlflow") is False
+    assert (
+        runner_for(host).ensure_file(
+            "/etc/mlflow/mlflow.env", content, mode="0600", owner="mlflow", group="mlflow"
+        )
+        is False
+    )
     assert host.uploads == []
 
 
 def test_changed_secret_file_is_uploaded_over_sftp_and_installed_0600():
     host = ScriptedHost().on(r"stat -c", "missing\n").on(r"^mktemp -d$", "/tmp/tmp.y\n")
-    secret = "MLFLOW_AUTH_ADMIN_PASSWORD=\"s3cret-value\"\n"
-    assert runner_for(host).ensure_file("/etc/mlflow/mlflow.env", secret, mode="0600",
-                                        owner="mlflow", group="mlflow") is True
+    secret = 'MLFLOW_AUTH_ADMIN_PASSWORD="s3cret-value"\n'
+    assert (
+        runner_for(host).ensure_file(
+            "/etc/mlflow/mlflow.env", secret, mode="0600", owner="mlflow", group="mlflow"
+        )
+        is True
+    )
     assert host.uploads == [secret.encode()]
     assert host.ran(r"install -D -m 0600 -o mlflow -g mlflow /tmp/tmp.y/upload")
     assert not any("s3cret-value" in c for c in host.commands)
@@ -210,7 +246,9 @@ def test_changed_secret_file_is_uploaded_over_sftp_and_installed_0600():
 def test_running_servers_are_not_restarted_when_nothing_they_read_changed():
     host = ScriptedHost().on(r"list-units", LIST_UNITS.replace("failed failed", "active running"))
     host.on(r"is-enabled", "enabled\n")
-    assert steps.server_units(runner_for(host), [5001, 5002], restart=False, unit_changed=False) == (False, "")
+    assert steps.server_units(
+        runner_for(host), [5001, 5002], restart=False, unit_changed=False
+    ) == (False, "")
     assert not host.ran(r"systemctl (restart|enable|disable)")
 
 
@@ -235,13 +273,24 @@ def preflight_host(**answers) -> ScriptedHost:
     return host
 
 
-@pytest.mark.parametrize(("answers", "message"), [
-    ({r"^true$": ("", 1)}, "cannot run sudo without a password"),
-    ({r"cat /etc/os-release": ('PRETTY_NAME="Ubuntu 22.04"\nID=ubuntu\nVERSION_ID="22.04"\n', 0)},
-     "unsupported OS 'Ubuntu 22.04'"),
-    ({r"nproc": ("2\n4030000\n1024\n", 0)}, "only 1 MB free on /"),
-    ({r"/dev/tcp/10\.0\.0\.5/5432": ("", 1)}, "the database at 10.0.0.5:5432 is not reachable"),
-], ids=["no-sudo", "wrong-os", "no-disk", "database-unreachable"])
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ({r"^true$": ("", 1)}, "cannot run sudo without a password"),
+        (
+            {
+                r"cat /etc/os-release": (
+                    'PRETTY_NAME="Ubuntu 22.04"\nID=ubuntu\nVERSION_ID="22.04"\n',
+                    0,
+                )
+            },
+            "unsupported OS 'Ubuntu 22.04'",
+        ),
+        ({r"nproc": ("2\n4030000\n1024\n", 0)}, "only 1 MB free on /"),
+        ({r"/dev/tcp/10\.0\.0\.5/5432": ("", 1)}, "the database at 10.0.0.5:5432 is not reachable"),
+    ],
+    ids=["no-sudo", "wrong-os", "no-disk", "database-unreachable"],
+)
 def test_preflight_fails_naming_what_is_wrong_and_changes_nothing(answers, message):
     host = preflight_host(**answers)
     with pytest.raises(PreflightError, match=re.escape(message)):
@@ -251,7 +300,10 @@ def test_preflight_fails_naming_what_is_wrong_and_changes_nothing(answers, messa
 
 def test_preflight_checks_the_storage_endpoint_when_one_is_set():
     host = preflight_host(**{r"/dev/tcp/10\.0\.0\.6/9000": ("", 1)})
-    d = deployment(cloud="local", artifacts_destination="s3://bucket/prefix",
-                   storage_env={"MLFLOW_S3_ENDPOINT_URL": "http://10.0.0.6:9000"})
+    d = deployment(
+        cloud="local",
+        artifacts_destination="s3://bucket/prefix",
+        storage_env={"MLFLOW_S3_ENDPOINT_URL": "http://10.0.0.6:9000"},
+    )
     with pytest.raises(PreflightError, match="the artifact store at 10.0.0.6:9000"):
         steps.preflight(runner_for(host), d)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -35,6 +36,7 @@ from provisioning.doctor_tasks import doctor
 from stacks import contract
 from stacks.aws.policies import artifact_access_policy, tls_only_bucket_policy
 from stacks.aws.settings import ARTIFACTS_PREFIX
+from tests.localcloud.procs import die_with_parent
 
 REGION = "us-east-1"
 ALL_BLOCKS = dict.fromkeys(aws_doctor.PUBLIC_ACCESS_FLAGS, True)
@@ -62,6 +64,8 @@ def moto_endpoint():
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Stopped with the test run even when pytest itself is killed.
+        preexec_fn=die_with_parent(signal.SIGTERM),
     )
     try:
         deadline = time.monotonic() + 20

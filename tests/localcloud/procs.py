@@ -14,7 +14,7 @@ from pathlib import Path
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(sig: int):
+def die_with_parent(sig: int):
     def setup() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
@@ -48,7 +48,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent(stop_signal) if tied else None,
+            preexec_fn=die_with_parent(stop_signal) if tied else None,
             user=user,
             cwd=cwd,
             env=env,

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from tests.localcloud.procs import _die_with_parent
+from tests.localcloud.procs import die_with_parent
 
 REBOOT_STATUS = 133
 
@@ -48,7 +48,7 @@ def main(rootfs: str, machine: str, netns: str) -> int:
                 "--console=read-only",
             ],
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent(signal.SIGTERM),
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         status = child.wait()
         print(

@@ -15,7 +15,7 @@ import pytest
 from provisioning.connection import connect
 from provisioning.remote import Runner
 from provisioning.steps import trust_extra_ca_certs
-from tests.localcloud.cloud import extra_ca_certs
+from tests.localcloud.cloud import RUNS_ROOT, extra_ca_certs
 from tests.localcloud.procs import alive
 
 pytestmark = pytest.mark.e2e
@@ -110,9 +110,10 @@ def test_a_second_host_is_pristine(local_cloud):
         local_cloud.remove_host(second)
 
 
-def test_interrupting_a_test_run_leaves_nothing_running(tmp_path):
+def test_interrupting_a_test_run_leaves_nothing_running():
     """SIGINT to a pytest run that holds a local cloud: every process stops, links go."""
-    run_dir = tmp_path / "interrupted"
+    # Under the runs root: PostgreSQL runs as its own user and must reach its directory.
+    run_dir = RUNS_ROOT / f"interrupted-{os.getpid()}"
     env = dict(os.environ, MLFLOW_KIT_INTERRUPT_RUN_DIR=str(run_dir))
     proc = subprocess.Popen(
         [
@@ -139,7 +140,7 @@ def test_interrupting_a_test_run_leaves_nothing_running(tmp_path):
     pids = [state[s]["pid"] for s in ("postgres", "s3", "gcs")]
     pids += [h["supervisor_pid"] for h in state["hosts"]]
     nspawn = subprocess.run(
-        ["pgrep", "-f", f"--machine=mlk-host-{state['hosts'][0]['slot']}"],
+        ["pgrep", "-f", f"machine=mlk-host-{state['hosts'][0]['slot']} "],
         capture_output=True,
         text=True,
     ).stdout.split()

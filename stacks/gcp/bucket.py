@@ -53,7 +53,7 @@ class ArtifactBucket(pulumi.ComponentResource):
     """A bucket no ACL or public grant can open; only IAM on the bucket grants access."""
 
     def __init__(self, name: str, args: BucketArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-kit:gcp:ArtifactBucket", name, None, opts)
+        super().__init__("mlflow-server:gcp:ArtifactBucket", name, None, opts)
 
         self.bucket = gcp.storage.Bucket(
             f"{name}-bucket",

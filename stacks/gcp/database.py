@@ -53,7 +53,7 @@ class Database(pulumi.ComponentResource):
     """A Postgres instance reachable only from the VPC, refusing unencrypted connections."""
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-kit:gcp:Database", name, None, opts)
+        super().__init__("mlflow-server:gcp:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
         self.password = random.RandomPassword(

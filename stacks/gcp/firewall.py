@@ -25,7 +25,7 @@ class Firewall(pulumi.ComponentResource):
     """One ingress rule per port group, each scoped to the server's service account."""
 
     def __init__(self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-kit:gcp:Firewall", name, None, opts)
+        super().__init__("mlflow-server:gcp:Firewall", name, None, opts)
         self.rules: dict[str, gcp.compute.Firewall] = {}
 
         def allow(purpose: str, ports: list[str], sources: list[str], description: str) -> None:

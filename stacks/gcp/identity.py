@@ -29,7 +29,7 @@ class Identity(pulumi.ComponentResource):
     object access on the artifact bucket only, never a project-wide storage role."""
 
     def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-kit:gcp:Identity", name, None, opts)
+        super().__init__("mlflow-server:gcp:Identity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
         self.account = gcp.serviceaccount.Account(

@@ -25,7 +25,7 @@ class Network(pulumi.ComponentResource):
     regional subnet, and private services access so Cloud SQL gets a private IP."""
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-kit:gcp:Network", name, None, opts)
+        super().__init__("mlflow-server:gcp:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
         self.vpc = gcp.compute.Network(

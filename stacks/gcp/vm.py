@@ -38,7 +38,7 @@ class Server(pulumi.ComponentResource):
     """The VM MLflow runs on, and the MLflow admin password it is bootstrapped with."""
 
     def __init__(self, name: str, args: ServerArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-kit:gcp:Server", name, None, opts)
+        super().__init__("mlflow-server:gcp:Server", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
         self.address = gcp.compute.Address(

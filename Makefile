@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR := /var/tmp/mlflow-kit/demo
 DEMO_SETTINGS := $(DEMO_DIR)-settings.yaml
+DEMO_CERT := $(dir $(DEMO_DIR))demo-server.crt
 
 .PHONY: demo demo-down test unit lint system-packages venv bench
 
@@ -37,7 +38,7 @@ demo: venv
 
 demo-down:
 	@if [ -x $(PY) ]; then $(SUDO) env PYTHONPATH=. $(PY) -m tests.localcloud down --run-dir $(DEMO_DIR); fi
-	@$(SUDO) rm -f $(DEMO_SETTINGS)
+	@$(SUDO) rm -f $(DEMO_SETTINGS) $(DEMO_CERT)
 
 bench: venv
 	$(SUDO) env PYTHONPATH=. $(PY) bench/localcloud

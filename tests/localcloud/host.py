@@ -94,7 +94,9 @@ class Link:
                 "post",
                 "ip",
                 "saddr",
-                self.cidr,
+                # Only the guest's traffic: the machine's own address on the link must
+                # keep its source when it talks to itself (PostgreSQL's pg_hba sees it).
+                self.guest_address,
                 "oifname",
                 "!=",
                 host_if,

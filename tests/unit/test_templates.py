@@ -359,6 +359,8 @@ def test_basic_auth_ini_round_trips_the_uri(tmp_path, monkeypatch, ctx):
     assert config.default_permission == "READ"
     assert config.admin_username == "admin"
     assert config.admin_password == ADMIN_PASSWORD
+    # Without the credential cache every request pays a PBKDF2 hash: a few requests/s.
+    assert config.auth_cache_ttl_seconds > 0
 
 
 # --------------------------------------------------------------------------- systemd

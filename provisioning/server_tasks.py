@@ -110,6 +110,22 @@ def status(c, stack=None, settings=None):
         print(f"  {key:<{width}}  {value}")
 
 
+def restart_servers(runner: Runner) -> tuple[bool, str]:
+    instances = facts.parse_server_instances(runner.run(facts.UNITS, sudo=False).stdout)
+    if not instances:
+        raise RemoteError(
+            runner.host,
+            runner.current,
+            facts.UNITS,
+            1,
+            "no mlflow-server@ units on this host: run fab bootstrap first",
+        )
+    units = " ".join(f"mlflow-server@{port}.service" for port in sorted(instances))
+    runner.run(f"systemctl reset-failed {units} 2>/dev/null || true")
+    runner.run(f"systemctl restart {units}")
+    return True, f"restarted {len(instances)} instance(s)"
+
+
 def status_rows(runner: Runner, deployment: Deployment) -> list[tuple[str, str]]:
     instances = facts.parse_server_instances(runner.run(facts.UNITS, sudo=False).stdout)
     units = ", ".join(f"{port}:{state}" for port, state in sorted(instances.items())) or "none"
@@ -187,9 +203,7 @@ def restart(c, stack=None, settings=None):
     with _connection(deployment) as conn:
         runner = Runner(conn, out=_print)
         try:
-            runner.step(
-                "restart", lambda: runner.run("systemctl restart 'mlflow-server@*'") and True
-            )
+            runner.step("restart", lambda: restart_servers(runner))
             runner.step("health gate", lambda: health_gate(runner, deployment))
         except RemoteError as error:
             raise Exit(str(error), code=1) from error

@@ -325,3 +325,22 @@ def test_bad_settings_fail_before_changing_the_host(
     ).stdout
     assert after == before
     assert fresh_host.ssh("id mlflow >/dev/null 2>&1 && echo yes || echo no").stdout.strip() == "no"
+
+
+def test_day_two_tasks_status_logs_and_restart(deployed):
+    path = str(deployed["path"])
+    status = fab("status", "--settings", path).stdout
+    assert "5001:active" in status
+    assert "3.17.2" in status
+    assert "/health via nginx   200" in status
+    assert "the database" in status and "reachable" in status and "UNREACHABLE" not in status
+
+    logs = fab("logs", "--settings", path, "--lines", "5").stdout
+    assert "mlflow" in logs.lower() or "uvicorn" in logs.lower()
+
+    before = main_pids(deployed["host"])
+    restarted = fab("restart", "--settings", path).stdout
+    assert "smoke ok" in restarted
+    after = main_pids(deployed["host"])
+    assert set(after) == set(before)
+    assert all(after[unit] != before[unit] for unit in before)

@@ -307,3 +307,20 @@ def test_preflight_checks_the_storage_endpoint_when_one_is_set():
     )
     with pytest.raises(PreflightError, match="the artifact store at 10.0.0.6:9000"):
         steps.preflight(runner_for(host), d)
+
+
+def test_restart_restarts_exactly_the_instances_present():
+    from provisioning.server_tasks import restart_servers
+
+    host = ScriptedHost().on(r"list-units", LIST_UNITS)
+    assert restart_servers(runner_for(host)) == (True, "restarted 2 instance(s)")
+    assert host.ran(
+        r"^systemctl restart mlflow-server@5001.service mlflow-server@5002.service$"
+    )
+
+
+def test_restart_on_a_host_without_the_kit_says_to_bootstrap_first():
+    from provisioning.server_tasks import restart_servers
+
+    with pytest.raises(RemoteError, match="run fab bootstrap first"):
+        restart_servers(runner_for(ScriptedHost()))

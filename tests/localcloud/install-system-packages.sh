@@ -2,7 +2,7 @@
 # Debian packages the kit's tests and the local demo need. Idempotent: installs only what is missing.
 set -euo pipefail
 packages=(
-  python3 python3-venv make curl ca-certificates openssl openssh-client
+  python3 python3-venv make curl ca-certificates openssl openssh-client procps
   debootstrap systemd-container iproute2 nftables
   postgresql-15 nginx-light
 )

@@ -126,21 +126,17 @@ class FreshHost:
         return f"mlk-host-{self.slot}"
 
     @property
-    def netns(self) -> str:
-        return f"{NETNS_PREFIX}{self.slot}"
+    def link(self) -> Link:
+        return Link(self.slot)
 
     @property
-    def host_address(self) -> str:
-        """The machine's side of the link: where the guest reaches the services."""
-        return f"{SUBNET_PREFIX}.{self.slot}.1"
+    def netns(self) -> str:
+        return self.link.netns
 
     @property
     def address(self) -> str:
-        return f"{SUBNET_PREFIX}.{self.slot}.2"
-
-    @property
-    def cidr(self) -> str:
-        return f"{SUBNET_PREFIX}.{self.slot}.0/30"
+        """The host's own address, as a VM's would be."""
+        return self.link.guest_address
 
     @property
     def rootfs(self) -> Path:
@@ -201,7 +197,7 @@ class FreshHost:
         )
         host_key = (self.rootfs / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
         self.known_hosts.write_text(f"{self.address} {' '.join(host_key)}\n")
-        Link(self.slot).create()
+        self.link.create()
 
     # -- power ----------------------------------------------------------------------------
 
@@ -302,7 +298,7 @@ class FreshHost:
         if self.supervisor_pid:
             stop(self.supervisor_pid, timeout=30)
             self.supervisor_pid = 0
-        Link(self.slot).delete()
+        self.link.delete()
         if self.rootfs.exists():
             # Never follow anything out of the copy: rm stays on this file system.
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.rootfs)], check=False)

@@ -203,20 +203,31 @@ class Postgres:
 
 
 @dataclass
-class S3Server:
-    """moto in server mode: an S3-compatible endpoint with the artifact bucket."""
+class _Served:
+    """A stand-in server on the local cloud's address: a free port, stopped by PID."""
 
     address: str
     run_dir: Path
     tied: bool
     port: int = 0
     pid: int = 0
-    access_key: str = "AKIALOCALCLOUDTEST01"
-    secret_key: str = ""
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.address}:{self.port}"
+
+    def stop(self) -> None:
+        if self.pid:
+            stop(self.pid)
+            self.pid = 0
+
+
+@dataclass
+class S3Server(_Served):
+    """moto in server mode: an S3-compatible endpoint with the artifact bucket."""
+
+    access_key: str = "AKIALOCALCLOUDTEST01"
+    secret_key: str = ""
 
     def start(self) -> None:
         self.port = self.port or free_port(self.address)
@@ -242,25 +253,10 @@ class S3Server:
             aws_secret_access_key=self.secret_key,
         )
 
-    def stop(self) -> None:
-        if self.pid:
-            stop(self.pid)
-            self.pid = 0
-
 
 @dataclass
-class GcsEmulator:
+class GcsEmulator(_Served):
     """gcp-storage-emulator with the artifact bucket, storing on disk."""
-
-    address: str
-    run_dir: Path
-    tied: bool
-    port: int = 0
-    pid: int = 0
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.address}:{self.port}"
 
     def start(self) -> None:
         self.port = self.port or free_port(self.address)
@@ -295,21 +291,10 @@ class GcsEmulator:
             client_options={"api_endpoint": self.endpoint},
         )
 
-    def stop(self) -> None:
-        if self.pid:
-            stop(self.pid)
-            self.pid = 0
-
 
 @dataclass
-class FileServer:
+class FileServer(_Served):
     """Plain HTTP serving one directory (the Miniforge installer stand-in) to the guest."""
-
-    address: str
-    run_dir: Path
-    tied: bool
-    port: int = 0
-    pid: int = 0
 
     @property
     def directory(self) -> Path:
@@ -343,8 +328,3 @@ class FileServer:
             what="file server",
             timeout=30,
         )
-
-    def stop(self) -> None:
-        if self.pid:
-            stop(self.pid)
-            self.pid = 0

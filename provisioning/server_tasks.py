@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from pathlib import Path
 
+import yaml
 from fabric import task
 from invoke.exceptions import Exit
 
@@ -14,6 +16,7 @@ from provisioning.connection import connect
 from provisioning.remote import PreflightError, RemoteError, Runner
 from provisioning.render import PATHS
 from provisioning.settings import (
+    PATH_FIELDS,
     Deployment,
     SettingsError,
     deployment_from_file,
@@ -24,26 +27,47 @@ from provisioning.steps import endpoints, health_gate
 
 
 def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
-    """Settings from ``--stack`` outputs or a ``--settings`` file; ``-H user@host`` overrides the host."""
-    if bool(stack) == bool(settings):
-        raise Exit("give exactly one of --stack NAME or --settings FILE.yaml", code=2)
-    overrides = {}
+    """The deployment from ``--stack`` outputs, a ``--settings`` file, or both.
+
+    With both, the file holds what the stack cannot know (ssh_key_file,
+    ssh_proxy_command, extra_ca_certs, TLS files, ...) on top of the outputs.
+    ``fab -H user@host`` overrides the host (and the user, when it names one).
+    """
+    if not stack and not settings:
+        raise Exit("give --stack NAME, --settings FILE.yaml, or both", code=2)
+    overrides: dict = {}
     host = getattr(c, "host", None)
     if host:
         overrides["host"] = host
-        if getattr(c, "user", None):
+        if "@" in str(getattr(c, "original_host", "")):
             overrides["ssh_user"] = c.user
         if getattr(c, "port", None):
             overrides["ssh_port"] = int(c.port)
     try:
         if stack:
+            if settings:
+                overrides = {**settings_overrides(Path(settings)), **overrides}
             return deployment_from_outputs(pulumi_cli.stack_outputs(stack), overrides or None)
         deployment = deployment_from_file(settings)
         return dataclasses.replace(deployment, **overrides) if overrides else deployment
     except SettingsError as error:
         raise Exit(f"settings: {error}", code=2) from error
-    except pulumi_cli.PulumiError as error:
+    except (pulumi_cli.PulumiError, OSError, yaml.YAMLError) as error:
         raise Exit(str(error), code=2) from error
+
+
+def settings_overrides(path: Path) -> dict:
+    """A settings file's keys as overrides; relative file paths resolve against its folder."""
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise SettingsError(str(path), type(data).__name__, "a mapping of setting names to values")
+    for key in PATH_FIELDS & data.keys():
+        value = data[key]
+        if isinstance(value, str):
+            data[key] = str((path.parent / Path(value).expanduser()).resolve())
+        elif isinstance(value, list):
+            data[key] = [str((path.parent / Path(v).expanduser()).resolve()) for v in value]
+    return data
 
 
 def _connection(deployment: Deployment):
@@ -64,7 +88,8 @@ def _print(line: str) -> None:
 @task(
     help={
         "stack": "Pulumi stack whose outputs describe the host (pulumi stack output --show-secrets)",
-        "settings": "YAML settings file, for hosts Pulumi did not create (see provisioning/settings.example.yaml)",
+        "settings": "YAML settings file: the whole deployment for hosts Pulumi did not create, "
+        "or, with --stack, what the stack cannot know (ssh_key_file, ssh_proxy_command, ...)",
     }
 )
 def bootstrap(c, stack=None, settings=None):
@@ -76,6 +101,7 @@ def bootstrap(c, stack=None, settings=None):
 
     Examples:
       fab bootstrap --stack dev
+      fab bootstrap --stack dev --settings access.yaml   # ssh_key_file, ssh_proxy_command
       fab -H admin@203.0.113.10 bootstrap --settings onprem.yaml
     """
     deployment = load_deployment(c, stack, settings)

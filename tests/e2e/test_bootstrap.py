@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +18,9 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def fab(*args: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess:
+def fab(
+    *args: str, timeout: float = 1800, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``fab`` as a user does, from the repository root."""
     result = subprocess.run(
         [str(Path(sys.executable).parent / "fab"), *args],
@@ -25,6 +29,7 @@ def fab(*args: str, timeout: float = 1800, check: bool = True) -> subprocess.Com
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -344,3 +349,50 @@ def test_day_two_tasks_status_logs_and_restart(deployed):
     after = main_pids(deployed["host"])
     assert set(after) == set(before)
     assert all(after[unit] != before[unit] for unit in before)
+
+
+def test_the_same_deployment_from_stack_outputs_changes_nothing(deployed, tmp_path):
+    """``fab bootstrap --stack`` reads the outputs through the pulumi CLI (a stand-in here)."""
+    settings = deployed["settings"]
+    outputs = {
+        "cloud": settings["cloud"],
+        "host": settings["host"],
+        "ssh_user": settings["ssh_user"],
+        "tracking_url": f"https://{settings['host']}",
+        "backend_store_uri": settings["backend_store_uri"],
+        "artifacts_destination": settings["artifacts_destination"],
+        "admin_password": settings["admin_password"],
+        "environment": settings["environment"],
+    }
+    access = {k: v for k, v in settings.items() if k not in outputs}
+    state = tmp_path / "pulumi-state.json"
+    state.write_text(
+        json.dumps({"stacks": {"e2e": {"config": {}, "resources": 9, "outputs": outputs}}})
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    standin = REPO / "tests/teststacks/standin_pulumi.py"
+    (bin_dir / "pulumi").write_text(f'#!/bin/sh\nexec {sys.executable} {standin} "$@"\n')
+    (bin_dir / "pulumi").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", STANDIN_PULUMI_STATE=str(state))
+
+    result = fab(
+        "bootstrap",
+        "--stack",
+        "e2e",
+        "--settings",
+        str(write_settings(tmp_path / "access.yaml", access)),
+        env=env,
+    )
+
+    assert " 0 changed" in result.stdout, result.stdout
+    calls = json.loads(state.read_text())["calls"]
+    assert [
+        "stack",
+        "output",
+        "--json",
+        "--show-secrets",
+        "--stack",
+        "e2e",
+        "--non-interactive",
+    ] in calls

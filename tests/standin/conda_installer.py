@@ -25,30 +25,28 @@ SKIP = {"pip"}
 
 
 def parse(path):
-    conda, pip, section = [], [], None
+    """(conda packages, pip packages) of an environment.yml's dependencies."""
+    conda, pip, section, pip_indent = [], [], None, None
     for raw in open(path):
         line = raw.split("#", 1)[0].rstrip()
         if not line.strip():
             continue
-        if not line.startswith(" "):
-            section = line.strip().rstrip(":")
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            section, pip_indent = line.strip().rstrip(":"), None
             continue
         item = line.strip()
         if section != "dependencies" or not item.startswith("- "):
             continue
         item = item[2:].strip()
         if item == "pip:":
-            section = "dependencies"
-            continue
-        if line.startswith("      - ") or line.startswith("    - ") and pip_block(raw):
+            pip_indent = indent
+        elif pip_indent is not None and indent > pip_indent:
             pip.append(item)
         else:
+            pip_indent = None
             conda.append(item)
     return conda, pip
-
-
-def pip_block(raw):
-    return raw.startswith("      ")
 
 
 def main(argv):

@@ -1,0 +1,46 @@
+"""The conda stand-in reads the kit's own environment.yml the way conda would."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioning.render import context, render
+from provisioning.settings import Deployment
+from tests.standin.conda_installer import FAKE_CONDA
+
+
+@pytest.fixture(scope="module")
+def parse():
+    namespace: dict = {}
+    exec(FAKE_CONDA.split('if __name__ == "__main__":')[0], namespace)  # noqa: S102
+    return namespace["parse"]
+
+
+@pytest.mark.parametrize(
+    ("destination", "client"),
+    [("s3://bucket/p", "boto3"), ("gs://bucket/p", "google-cloud-storage")],
+)
+def test_conda_and_pip_packages_of_the_rendered_environment(parse, tmp_path, destination, client):
+    deployment = Deployment(
+        host="h",
+        ssh_user="u",
+        cloud="local",
+        environment="test",
+        backend_store_uri="postgresql+psycopg2://a:b@db:5432/d",
+        artifacts_destination=destination,
+        admin_password="x" * 14,
+    )
+    path = tmp_path / "environment.yml"
+    path.write_text(
+        render(
+            "environment.yml.j2",
+            context(
+                deployment, server_ports=[5001], flask_secret_key="k" * 32, job_execution=False
+            ),
+        )
+    )
+
+    conda, pip = parse(str(path))
+
+    assert conda == ["python=3.11", "pip", "psycopg2", client]
+    assert pip == [f"mlflow[auth]=={deployment.mlflow_version}"]

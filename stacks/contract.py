@@ -45,6 +45,11 @@ LABEL_ENVIRONMENT = "mlflow-kit-env"
 #: UTC expiry of a test stack as ``YYYYMMDDhhmm`` (digits only, label-safe).
 LABEL_EXPIRES = "mlflow-kit-expires"
 EXPIRES_FORMAT = "%Y%m%d%H%M"
+#: Appended to the description of resources that take a description but no labels
+#: (GCP networks, firewall rules, service accounts), so the leftover check finds them
+#: too; ``{stack}`` is the stack's label value. The brackets keep stack ``a`` from
+#: matching stack ``a-b``.
+DESCRIPTION_MARKER = "[" + LABEL_STACK + "={stack}]"
 
 
 def expected_outputs(cloud: str) -> tuple[str, ...]:

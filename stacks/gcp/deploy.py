@@ -33,7 +33,9 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
     deletable = not s.deletion_protection
 
     network = Network(
-        "mlflow-network", NetworkArgs(s.region, s.subnet_cidr, labels, deletable), opts
+        "mlflow-network",
+        NetworkArgs(s.region, s.subnet_cidr, labels, deletable, s.common.stack),
+        opts,
     )
     bucket = ArtifactBucket(
         "mlflow-artifacts",
@@ -48,7 +50,9 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
         opts,
     )
     identity = Identity(
-        "mlflow-identity", IdentityArgs(s.project, s.service_account_id, bucket.name), opts
+        "mlflow-identity",
+        IdentityArgs(s.project, s.service_account_id, bucket.name, s.common.stack),
+        opts,
     )
     Firewall(
         "mlflow-firewall",
@@ -59,6 +63,7 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
             ssh_cidrs=s.ssh_source_cidrs,
             open_http=s.common.tls_mode == "letsencrypt",
             log=s.common.is_prod,
+            stack=s.common.stack,
         ),
         opts,
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.gcp.marker import described
+
 
 @dataclass
 class FirewallArgs:
@@ -19,6 +21,8 @@ class FirewallArgs:
     ssh_cidrs: list[str]
     open_http: bool
     log: bool
+    #: The stack name, marked in each rule's description (firewall rules take no labels).
+    stack: str
 
 
 class Firewall(pulumi.ComponentResource):
@@ -37,7 +41,7 @@ class Firewall(pulumi.ComponentResource):
                 allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=ports)],
                 source_ranges=sources,
                 target_service_accounts=[args.target_service_account],
-                description=description,
+                description=described(description, args.stack),
                 log_config=(
                     gcp.compute.FirewallLogConfigArgs(metadata="EXCLUDE_ALL_METADATA")
                     if args.log

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.gcp.marker import described
+
 #: Project-level roles the server needs: Cloud SQL connections, its logs and metrics.
 PROJECT_ROLES = (
     "roles/cloudsql.client",
@@ -22,6 +24,8 @@ class IdentityArgs:
     project: str
     account_id: str
     bucket: pulumi.Input[str]
+    #: The stack name, marked in the account's description (accounts take no labels).
+    stack: str
 
 
 class Identity(pulumi.ComponentResource):
@@ -36,7 +40,7 @@ class Identity(pulumi.ComponentResource):
             f"{name}-sa",
             account_id=args.account_id,
             display_name="MLflow tracking server",
-            description="Identity of the MLflow tracking server VM",
+            description=described("Identity of the MLflow tracking server VM", args.stack),
             opts=child,
         )
         self.email = self.account.email

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.gcp.marker import described
+
 #: Prefix length of the range Google's service producers (Cloud SQL) allocate from.
 PRIVATE_SERVICES_PREFIX = 20
 
@@ -18,6 +20,8 @@ class NetworkArgs:
     labels: dict[str, str]
     #: Remove the Cloud SQL peering on destroy so the VPC can go in the same run.
     deletable: bool
+    #: The stack name, marked in the descriptions of resources that take no labels.
+    stack: str
 
 
 class Network(pulumi.ComponentResource):
@@ -27,13 +31,17 @@ class Network(pulumi.ComponentResource):
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-server:gcp:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # GCP sets a network's or subnet's description only at creation; a changed one
+        # would replace the VPC (and the database's peering with it) in a running stack.
+        # New stacks get the marked description; existing ones keep theirs.
+        create_only = pulumi.ResourceOptions(parent=self, ignore_changes=["description"])
 
         self.vpc = gcp.compute.Network(
             f"{name}-vpc",
             auto_create_subnetworks=False,
             routing_mode="REGIONAL",
-            description="MLflow tracking server network",
-            opts=child,
+            description=described("MLflow tracking server network", args.stack),
+            opts=create_only,
         )
         self.subnet = gcp.compute.Subnetwork(
             f"{name}-subnet",
@@ -42,7 +50,8 @@ class Network(pulumi.ComponentResource):
             ip_cidr_range=args.subnet_cidr,
             # The VM reaches Google APIs (GCS, Cloud SQL Admin) without leaving Google's network.
             private_ip_google_access=True,
-            opts=child,
+            description=described("MLflow tracking server subnet", args.stack),
+            opts=create_only,
         )
         self.private_services_range = gcp.compute.GlobalAddress(
             f"{name}-psa-range",

@@ -1,0 +1,16 @@
+"""The stack marker for resources that have a description but cannot carry labels."""
+
+from __future__ import annotations
+
+from stacks import contract
+from stacks.config import label_value
+
+
+def marker(stack: str) -> str:
+    """The text that names ``stack`` in a description (stacks/contract.py)."""
+    return contract.DESCRIPTION_MARKER.format(stack=label_value(stack))
+
+
+def described(text: str, stack: str) -> str:
+    """``text`` followed by the stack marker, so teardown can find the resource."""
+    return f"{text} {marker(stack)}"

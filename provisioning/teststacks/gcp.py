@@ -11,6 +11,14 @@ The index is eventually consistent: a resource deleted a moment ago can still
 be listed for a few minutes, so callers poll before calling something a leftover
 (see ``teardown.verify``). Labels are matched exactly here, because the query's
 ``:`` operator matches words, and stack names are made of words.
+
+Resources that cannot carry labels (networks, subnets, firewall rules, the
+service account) carry the stack in their description instead
+(``contract.DESCRIPTION_MARKER``). Looking for one stack therefore also searches
+descriptions for the marker, keeps only results whose description contains the
+exact marker (a stack ``a-b`` matches the words of stack ``a``), and merges them
+with the labelled ones. Resources with neither (IAM grants, the Service Networking
+peering, Cloud SQL databases and users) go with their parents and are not searched.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from provisioning.teststacks.leftovers import CannotRemove, Leftover
+from stacks import contract
 
 ASSET_API = "https://cloudasset.googleapis.com/v1"
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
@@ -27,8 +36,10 @@ SQL_API = "https://sqladmin.googleapis.com/v1"
 STORAGE_API = "https://storage.googleapis.com/storage/v1"
 SECRETS_API = "https://secretmanager.googleapis.com/v1"
 TIMEOUT = 60
-# Removal order for orphans: a VM holds disks and addresses until it is gone.
+# Removal order for orphans: a VM holds disks and addresses until it is gone; a
+# network goes last, after the subnet and everything else attached to it.
 _ORDER = ("compute instance", "sql instance", "storage bucket")
+_LAST = ("compute subnetwork", "compute network")
 
 #: Label filter: label key -> required value, or None for "any value".
 LabelFilter = dict[str, str | None]
@@ -66,17 +77,40 @@ def query_for(wanted: LabelFilter) -> str:
     )
 
 
+def description_query(marker: str) -> str:
+    """A phrase query for ``marker``; it matches words, so results need checking."""
+    return f'description:"{marker.strip("[]")}"'
+
+
+def marked_stack(wanted: LabelFilter) -> str | None:
+    """The stack whose description marker to look for too, when ``wanted`` is one stack.
+
+    Other label conditions (environment, expiry) cannot be checked on a resource
+    that has no labels, so only a filter on the stack label alone qualifies.
+    """
+    if set(wanted) == {contract.LABEL_STACK}:
+        return wanted[contract.LABEL_STACK]
+    return None
+
+
 def find(http, project: str, wanted: LabelFilter) -> list[Leftover]:
-    """Every resource in ``project`` whose labels match ``wanted`` exactly."""
-    found = []
+    """Every resource in ``project`` whose labels match ``wanted`` exactly, and, when
+    ``wanted`` names one stack, every resource whose description carries its marker."""
+    found: dict[str, Leftover] = {}
     for result in search(http, project, query_for(wanted)):
         labels = result.get("labels", {}) or {}
         if all(
             key in labels and (value is None or labels[key] == value)
             for key, value in wanted.items()
         ):
-            found.append(leftover(result, project))
-    return sorted(found, key=_removal_rank)
+            found.setdefault(result["name"], leftover(result, project))
+    stack = marked_stack(wanted)
+    if stack is not None:
+        marker = contract.DESCRIPTION_MARKER.format(stack=stack)
+        for result in search(http, project, description_query(marker)):
+            if marker in (result.get("description") or ""):
+                found.setdefault(result["name"], leftover(result, project))
+    return sorted(found.values(), key=_removal_rank)
 
 
 def leftover(result: dict[str, Any], project: str) -> Leftover:
@@ -99,6 +133,9 @@ def leftover(result: dict[str, Any], project: str) -> Leftover:
         command = f"gcloud storage rm --recursive gs://{short}"
     elif asset_type == "secretmanager.googleapis.com/Secret":
         command = f"gcloud secrets delete {short} {proj} --quiet"
+    elif asset_type == "iam.googleapis.com/ServiceAccount":
+        account = (result.get("additionalAttributes") or {}).get("email") or short
+        command = f"gcloud iam service-accounts delete {account} {proj} --quiet"
     else:
         command = f"# no removal command known for {asset_type}; delete {full_name} in the console"
     return Leftover(
@@ -123,6 +160,9 @@ def _compute_command(kind: str, short: str, parts: list[str], proj: str) -> str:
         "Snapshot": "snapshots",
         "ForwardingRule": "forwarding-rules",
         "InstanceTemplate": "instance-templates",
+        "Firewall": "firewall-rules",
+        "Network": "networks",
+        "Subnetwork": "networks subnets",
     }.get(kind)
     if collection is None:
         return f"# no removal command known for compute {kind}; delete {'/'.join(parts)}"
@@ -142,7 +182,12 @@ def _words(kind: str) -> str:
 
 
 def _removal_rank(item: Leftover) -> tuple[int, str]:
-    rank = _ORDER.index(item.kind) if item.kind in _ORDER else len(_ORDER)
+    if item.kind in _ORDER:
+        rank = _ORDER.index(item.kind)
+    elif item.kind in _LAST:
+        rank = len(_ORDER) + 1 + _LAST.index(item.kind)
+    else:
+        rank = len(_ORDER)
     return rank, item.name
 
 

@@ -258,5 +258,7 @@ def teardown(
         destroy_and_remove(stack, timing, say)
     finder = finder or target.finder()
     label = f"{contract.LABEL_STACK}={stack_label(stack)}"
-    say(f"checking {finder.cloud} for resources labelled {label}")
+    # GCP resources that take no labels carry the same text in their description.
+    marked = " or so marked in their description" if finder.cloud == "gcp" else ""
+    say(f"checking {finder.cloud} for resources labelled {label}{marked}")
     return verify(finder, stack_filter(stack), timing, say)

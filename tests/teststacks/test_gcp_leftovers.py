@@ -13,6 +13,8 @@ from teststacks.recorded_gcp import RecordedSession
 pytestmark = pytest.mark.unit
 STACK = "test-alice-202501310800"
 PROJECT = "mlflow-ci-1234"
+LABEL_QUERY = f"labels.mlflow-kit-stack:{STACK}"
+DESCRIPTION_QUERY = f'description:"mlflow-kit-stack={STACK}"'
 
 
 def gcp_config(environment="test"):
@@ -37,8 +39,8 @@ def test_search_follows_pages_and_matches_the_stack_label_exactly():
     ]
     # the bucket of stack "<STACK>-b" matched the word query but is not this stack's
     assert all(item.stack == STACK for item in found)
-    assert len([r for r in http.requests if r[0] == "GET"]) == 2
-    assert http.requests[0][2]["query"] == f"labels.mlflow-kit-stack:{STACK}"
+    queries = [r[2]["query"] for r in http.requests if r[0] == "GET"]
+    assert queries == [LABEL_QUERY, LABEL_QUERY, DESCRIPTION_QUERY]
     assert found[0].kind == "compute instance"  # the VM goes first: it holds disk and address
 
 
@@ -60,6 +62,58 @@ def test_each_leftover_has_the_gcloud_command_that_removes_it():
         "sql instance": f"gcloud sql instances delete mlflow-db-0b9e4f1 {quiet}",
         "storage bucket": "gcloud storage rm --recursive gs://mlflow-artifacts-3c4d5e",
     }
+
+
+def test_resources_without_labels_are_found_by_the_marker_in_their_description():
+    http = RecordedSession("gcp_search_stack_unlabelled.json")
+    found = gcp.find(http, PROJECT, teardown.stack_filter(STACK))
+    # Removal order: the network last, after its firewall rule, address and subnet; the
+    # address is both labelled and marked, and listed once.
+    assert [(item.kind, item.name) for item in found] == [
+        ("iam service-account", "104276339150387716512"),
+        ("compute firewall", "mlflow-firewall-https-5e2a9c1"),
+        ("compute global-address", "mlflow-network-psa-range-2f6b8d1"),
+        ("compute subnetwork", "mlflow-network-subnet-4d7e0b9"),
+        ("compute network", "mlflow-network-vpc-8c1f3a2"),
+    ]
+    # Stack "<STACK>-b" has the same words in its marker, but not the exact marker.
+    assert not [item for item in found if item.name.endswith("77aa01")]
+    queries = [r[2] for r in http.requests if r[0] == "GET"]
+    assert [q["query"] for q in queries] == [LABEL_QUERY, DESCRIPTION_QUERY, DESCRIPTION_QUERY]
+    assert queries[-1]["pageToken"]  # the description search follows pages too
+
+
+def test_each_marked_leftover_has_the_gcloud_command_that_removes_it():
+    http = RecordedSession("gcp_search_stack_unlabelled.json")
+    commands = {
+        item.name: item.remove_command
+        for item in gcp.find(http, PROJECT, teardown.stack_filter(STACK))
+    }
+    quiet = f"--project {PROJECT} --quiet"
+    account = "mlflow-test-alice-2025013108@mlflow-ci-1234.iam.gserviceaccount.com"
+    assert commands == {
+        "mlflow-firewall-https-5e2a9c1": (
+            f"gcloud compute firewall-rules delete mlflow-firewall-https-5e2a9c1 {quiet}"
+        ),
+        "mlflow-network-psa-range-2f6b8d1": (
+            f"gcloud compute addresses delete mlflow-network-psa-range-2f6b8d1 --global {quiet}"
+        ),
+        "104276339150387716512": f"gcloud iam service-accounts delete {account} {quiet}",
+        "mlflow-network-subnet-4d7e0b9": (
+            "gcloud compute networks subnets delete mlflow-network-subnet-4d7e0b9 "
+            f"--region europe-west1 {quiet}"
+        ),
+        "mlflow-network-vpc-8c1f3a2": (
+            f"gcloud compute networks delete mlflow-network-vpc-8c1f3a2 {quiet}"
+        ),
+    }
+
+
+def test_descriptions_are_searched_only_for_one_stack():
+    """Environment and expiry cannot be checked on a resource without labels."""
+    assert gcp.marked_stack(teardown.stack_filter(STACK)) == STACK
+    assert gcp.marked_stack({"mlflow-kit-env": "test", "mlflow-kit-expires": None}) is None
+    assert gcp.marked_stack({"mlflow-kit-stack": STACK, "mlflow-kit-env": "test"}) is None
 
 
 @pytest.fixture
@@ -92,6 +146,23 @@ def test_fab_teardown_gcp_lists_leftovers_and_exits_nonzero(pulumi_standin, reco
         assert name in out
     assert "gcloud sql instances delete mlflow-db-0b9e4f1" in out
     assert "mlflow-artifacts-77aa01" not in out
+
+
+def test_fab_teardown_gcp_reports_leaked_resources_without_labels(
+    pulumi_standin, recorded_gcp, capsys
+):
+    pulumi_standin.add_stack(STACK, gcp_config())
+    recorded_gcp("gcp_search_stack_unlabelled.json")
+    with pytest.raises(Exit) as raised:
+        stack_tasks.teardown(Context(), stack=STACK)
+    assert raised.value.code == 1
+    out = capsys.readouterr().out
+    assert "NOT CLEAN: 5 resource(s)" in out
+    assert "gcp compute firewall mlflow-firewall-https-5e2a9c1 in global" in out
+    assert "gcloud compute firewall-rules delete mlflow-firewall-https-5e2a9c1" in out
+    assert "gcp compute network mlflow-network-vpc-8c1f3a2 in global" in out
+    assert "gcloud compute networks delete mlflow-network-vpc-8c1f3a2" in out
+    assert "77aa01" not in out  # the near-miss stack's firewall rule and network
 
 
 def test_fab_teardown_gcp_clean(pulumi_standin, recorded_gcp, capsys):

@@ -7,7 +7,9 @@ programs). Nothing here lists resource types: every registered custom resource
 is resolved to its SDK class, and if the class's constructor takes ``labels``
 or ``tags``, the resource must end up with the stack, environment and expiry
 labels, either in its own inputs or through its provider's
-``default_labels`` / ``default_tags``.
+``default_labels`` / ``default_tags``. A GCP resource whose class takes a
+``description`` but no ``labels`` must carry the stack marker
+(``contract.DESCRIPTION_MARKER``) in its description instead.
 """
 
 from __future__ import annotations
@@ -92,6 +94,12 @@ def label_param(cls: type) -> str | None:
     return next((name for name in LABEL_PARAMS if name in parameters), None)
 
 
+def marks_description(cls: type) -> bool:
+    """True when the constructor takes a description but no labels: the marker goes there."""
+    parameters = inspect.signature(cls._internal_init).parameters
+    return "description" in parameters and label_param(cls) is None
+
+
 def as_dict(value) -> dict:
     if isinstance(value, str):
         value = json.loads(value)
@@ -169,6 +177,62 @@ def test_every_labellable_resource_carries_the_kits_labels(cloud):
 )
 def test_label_support_is_read_from_the_sdk_classes(typ, param):
     assert label_param(resource_class(typ)) == param
+
+
+def unmarked(resources, marker: str) -> tuple[set[str], list[str]]:
+    """Types that take a description but no labels, and those of them missing ``marker``."""
+    checked, missing = set(), []
+    for resource in resources:
+        if not resource.custom or resource.typ.startswith("pulumi:providers:"):
+            continue
+        if resource.typ in NESTED_LABELS or not marks_description(resource_class(resource.typ)):
+            continue
+        checked.add(resource.typ)
+        description = resource.inputs.get("description") or ""
+        if marker not in description:
+            missing.append(f"{resource.typ} {resource.name}: {description!r}")
+    return checked, missing
+
+
+def test_every_gcp_resource_without_labels_marks_the_stack_in_its_description():
+    if not (STACKS / "gcp" / "deploy.py").exists():
+        pytest.skip("stacks/gcp/deploy.py does not exist yet: no gcp program to check")
+    resources, _ = run_gcp()
+    marker = contract.DESCRIPTION_MARKER.format(stack=label_value(STACK))
+    checked, missing = unmarked(resources, marker)
+    assert not missing, f"descriptions without {marker}:\n" + "\n".join(missing)
+    # The network and its firewall rules must be among those checked, or this test
+    # has silently stopped seeing them.
+    assert {"gcp:compute/network:Network", "gcp:compute/firewall:Firewall"} <= checked, (
+        f"checked only {sorted(checked)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("typ", "marked"),
+    [
+        ("gcp:compute/firewall:Firewall", True),
+        ("gcp:serviceaccount/account:Account", True),
+        ("gcp:compute/instance:Instance", False),  # takes labels
+        ("gcp:sql/user:User", False),  # takes neither
+    ],
+)
+def test_description_marking_is_read_from_the_sdk_classes(typ, marked):
+    assert marks_description(resource_class(typ)) is marked
+
+
+def test_a_description_without_the_marker_is_caught():
+    class Fake:
+        typ, name, custom = "gcp:compute/network:Network", "leaky", True
+        inputs = {"description": "MLflow tracking server network [mlflow-kit-stack=other]"}
+
+    marker = contract.DESCRIPTION_MARKER.format(stack="s")
+    assert unmarked([Fake], marker) == (
+        {Fake.typ},
+        [f"{Fake.typ} leaky: {Fake.inputs['description']!r}"],
+    )
+    Fake.inputs = {"description": f"MLflow tracking server network {marker}"}
+    assert unmarked([Fake], marker) == ({Fake.typ}, [])
 
 
 def test_a_resource_without_labels_is_caught():

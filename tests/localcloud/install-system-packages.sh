@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   python3 python3-venv make curl ca-certificates openssl openssh-client procps
-  debootstrap systemd-container iproute2 nftables
+  systemd debootstrap systemd-container iproute2 nftables
   postgresql-15 nginx-light
 )
 missing=()

@@ -23,7 +23,7 @@ from provisioning.settings import (
     deployment_from_outputs,
 )
 from provisioning.steps import bootstrap as converge
-from provisioning.steps import endpoints, health_gate
+from provisioning.steps import endpoints, health_code, health_gate, reachable
 
 
 def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
@@ -172,9 +172,7 @@ def status_rows(runner: Runner, deployment: Deployment) -> list[tuple[str, str]]
             ).stdout
         )
         since = show.get("ActiveEnterTimestamp", "")
-    health = runner.run(
-        "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health", sudo=False, check=False
-    ).stdout.strip()
+    health = health_code(runner)
     rows = [
         ("units", units),
         ("mlflow", version),
@@ -182,12 +180,7 @@ def status_rows(runner: Runner, deployment: Deployment) -> list[tuple[str, str]]
         ("/health via nginx", health or "no answer"),
     ]
     for what, host, port in endpoints(deployment):
-        ok = (
-            runner.run(
-                f"timeout 5 bash -c '</dev/tcp/{host}/{port}'", sudo=False, check=False
-            ).exited
-            == 0
-        )
+        ok = reachable(runner, host, port)
         rows.append((what, f"{host}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
     return rows
 
@@ -212,7 +205,7 @@ def logs(c, stack=None, settings=None, lines=100, follow=False):
     )
     with _connection(deployment) as conn:
         if follow:
-            conn.sudo(command + " -f", pty=True, hide=False)
+            conn.run(f"sudo -n {command} -f", pty=True, hide=False, warn=True)
         else:
             result = conn.run(f"sudo -n {command}", hide=True, warn=True)
             sys.stdout.write(result.stdout)

@@ -25,6 +25,7 @@ FIRST_SERVER_PORT = 5001
 KIT_CA_DIR = f"{PATHS['local_ca_dir']}/mlflow-kit"
 FLASK_KEY_FILE = f"{PATHS['config_dir']}/flask-secret-key"
 HEALTH_TIMEOUT_S = 180
+HEALTH_CHECK = "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health"
 JOURNAL_LINES = 40
 
 
@@ -49,8 +50,7 @@ def preflight(runner: Runner, deployment: Deployment) -> tuple[bool, str]:
             f"[{runner.host}] only {resources.free_disk_mb} MB free on /: at least {MIN_FREE_DISK_MB} MB needed"
         )
     for what, host, port in endpoints(deployment):
-        probe = runner.run(f"timeout 5 bash -c '</dev/tcp/{host}/{port}'", sudo=False, check=False)
-        if probe.exited != 0:
+        if not reachable(runner, host, port):
             raise PreflightError(
                 f"[{runner.host}] {what} at {host}:{port} is not reachable from the host "
                 "(check the address, the port and the firewall between them)"
@@ -60,6 +60,17 @@ def preflight(runner: Runner, deployment: Deployment) -> tuple[bool, str]:
         False,
         f"Debian 12, {resources.cores} cores, {resources.memory_mb} MB, {resources.free_disk_mb} MB free",
     )
+
+
+def reachable(runner: Runner, host: str, port: int) -> bool:
+    """Whether the host opens a TCP connection to ``host:port`` within 5 s."""
+    probe = f"timeout 5 bash -c '</dev/tcp/{host}/{port}'"
+    return runner.run(probe, sudo=False, check=False).exited == 0
+
+
+def health_code(runner: Runner) -> str:
+    """The HTTP status /health answers through nginx on the host ("" when nothing answers)."""
+    return runner.run(HEALTH_CHECK, sudo=False, check=False).stdout.strip()
 
 
 def endpoints(deployment: Deployment) -> list[tuple[str, str, int]]:
@@ -370,16 +381,15 @@ def server_units(
 def health_gate(runner: Runner, deployment: Deployment) -> tuple[bool, str]:
     """/health through nginx, then the MLflow client logs a metric and reads it back."""
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    check = "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health"
     while True:
-        code = runner.run(check, sudo=False, check=False).stdout.strip()
+        code = health_code(runner)
         if code == "200":
             break
         if time.monotonic() > deadline:
             raise RemoteError(
                 runner.host,
                 runner.current,
-                check,
+                HEALTH_CHECK,
                 1,
                 f"/health answered {code or 'nothing'} after {HEALTH_TIMEOUT_S}s\n"
                 + server_journal(runner),

@@ -1,13 +1,41 @@
-"""Reading host state: each fact is a command plus a pure parser tested on recorded output."""
+"""Reading host state: each fact is a command plus a pure parser, tested on recorded output.
+
+A fact's command exits 0 whenever it can read what it asks for (absence is an
+answer, not an error), so ``Host.read`` treats any other exit as a failure of
+the host. Steps read facts first and change only what differs.
+"""
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-OS_RELEASE = "cat /etc/os-release"
-RESOURCES = "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; df -Pk / | awk 'NR==2 {print $4}'"
-PACKAGES = "dpkg-query -W -f='${Package} ${db:Status-Status}\\n' {packages} 2>/dev/null || true"
-UNITS = "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' || true"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fact(Generic[T]):
+    command: str
+    parse: Callable[[str], T]
+    #: Read as root (most of the kit's state is not readable by the login user).
+    sudo: bool = True
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def parse_yes(text: str) -> bool:
+    return text.strip() == "yes"
+
+
+def parse_text(text: str) -> str:
+    return text.strip()
+
+
+def parse_words(text: str) -> list[str]:
+    return text.split()
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -63,12 +91,156 @@ def parse_systemctl_show(text: str) -> dict[str, str]:
     return values
 
 
-def server_instances_for(resources: Resources) -> int:
-    """One single-worker server per core, as memory allows (about 400 MB each), 1 to 8.
+@dataclass(frozen=True)
+class FileState:
+    exists: bool
+    sha256: str = ""
+    mode: str = ""
+    owner: str = ""
+    group: str = ""
 
-    Separate single-worker processes behind nginx keep each upstream connection
-    on its own socket: uvicorn with ``--workers`` above 1 shares one listening
-    socket and adds about 40 ms per request on reused connections (DESIGN.md).
-    """
-    by_memory = max(1, (resources.memory_mb - 512) // 400)
-    return max(1, min(resources.cores, by_memory, 8))
+
+def parse_file_state(output: str) -> FileState:
+    """Parse ``stat -c '%a %U %G'`` then ``sha256sum`` output; ``missing`` when absent."""
+    text = output.strip()
+    if not text or text == "missing":
+        return FileState(exists=False)
+    lines = text.splitlines()
+    mode, owner, group = lines[0].split()
+    digest = lines[1].split()[0] if len(lines) > 1 else ""
+    return FileState(True, digest, mode.zfill(4), owner, group)
+
+
+@dataclass(frozen=True)
+class PathState:
+    """Mode (octal digits as stat prints them), owner and group of a path, or absent."""
+
+    exists: bool
+    mode: str = ""
+    owner: str = ""
+    group: str = ""
+
+
+def parse_path_state(text: str) -> PathState:
+    words = text.split()
+    if len(words) != 3:
+        return PathState(exists=False)
+    return PathState(True, *words)
+
+
+# --------------------------------------------------------------------------- facts
+
+OS_RELEASE = Fact("cat /etc/os-release", parse_os_release, sudo=False)
+RESOURCES = Fact(
+    "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; df -Pk / | awk 'NR==2 {print $4}'",
+    parse_resources,
+    sudo=False,
+)
+#: Whether the login user may run sudo without a password (asked without sudo).
+PASSWORDLESS_SUDO = Fact("sudo -n true 2>/dev/null && echo yes || echo no", parse_yes, sudo=False)
+SERVER_INSTANCES = Fact(
+    "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' || true",
+    parse_server_instances,
+    sudo=False,
+)
+
+
+def installed_packages(packages: tuple[str, ...]) -> Fact[set[str]]:
+    names = " ".join(shlex.quote(p) for p in packages)
+    return Fact(
+        f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {names} 2>/dev/null || true",
+        parse_installed_packages,
+        sudo=False,
+    )
+
+
+def user_exists(name: str) -> Fact[bool]:
+    return Fact(
+        f"id -u {shlex.quote(name)} >/dev/null 2>&1 && echo yes || echo no", parse_yes, False
+    )
+
+
+def path_state(path: str) -> Fact[PathState]:
+    q = shlex.quote(path)
+    return Fact(f"stat -c '%a %U %G' {q} 2>/dev/null || echo missing", parse_path_state)
+
+
+def file_state(path: str) -> Fact[FileState]:
+    q = shlex.quote(path)
+    return Fact(
+        f"if [ -e {q} ]; then stat -c '%a %U %G' {q} && sha256sum {q}; else echo missing; fi",
+        parse_file_state,
+    )
+
+
+def exists(path: str) -> Fact[bool]:
+    return Fact(f"test -e {shlex.quote(path)} && echo yes || echo no", parse_yes)
+
+
+def executable(path: str) -> Fact[bool]:
+    return Fact(f"test -x {shlex.quote(path)} && echo yes || echo no", parse_yes)
+
+
+def symlink_target(link: str) -> Fact[str]:
+    """Where ``link`` points ("" when it is no symlink)."""
+    return Fact(f"readlink {shlex.quote(link)} || true", parse_text)
+
+
+def directory_listing(path: str) -> Fact[list[str]]:
+    return Fact(f"ls {shlex.quote(path)} 2>/dev/null || true", parse_words)
+
+
+def file_text(path: str) -> Fact[str]:
+    """A file's content, stripped ("" when absent); for small files such as keys."""
+    return Fact(f"cat {shlex.quote(path)} 2>/dev/null || true", parse_text)
+
+
+def certificate_names(path: str) -> Fact[str]:
+    """The subjectAltName extension of a PEM certificate as openssl prints it ("" if none)."""
+    q = shlex.quote(path)
+    return Fact(f"openssl x509 -in {q} -noout -ext subjectAltName 2>/dev/null || true", parse_text)
+
+
+def unit_enabled(unit: str) -> Fact[str]:
+    """``enabled``, ``disabled``, ... ("" for a unit systemd does not know)."""
+    return Fact(f"systemctl is-enabled {unit} 2>/dev/null || true", parse_text, sudo=False)
+
+
+def unit_active(unit: str) -> Fact[str]:
+    return Fact(f"systemctl is-active {unit} || true", parse_text, sudo=False)
+
+
+def unit_properties(unit: str, *names: str) -> Fact[dict[str, str]]:
+    props = " ".join(f"-p {name}" for name in names)
+    return Fact(f"systemctl show {props} {unit}", parse_systemctl_show, sudo=False)
+
+
+def tcp_open(host: str, port: int) -> Fact[bool]:
+    """Whether the host opens a TCP connection to ``host:port`` within 5 s."""
+    return Fact(
+        f"timeout 5 bash -c '</dev/tcp/{host}/{int(port)}' 2>/dev/null && echo yes || echo no",
+        parse_yes,
+        sudo=False,
+    )
+
+
+#: The HTTP status /health answers through nginx on the host ("000" when nothing answers).
+HEALTH_CODE = Fact(
+    "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health || true",
+    parse_text,
+    sudo=False,
+)
+
+
+def python_module_version(python: str, module: str) -> Fact[str]:
+    """``module.__version__`` as seen by ``python`` ("" when it cannot be imported)."""
+    code = shlex.quote(f"import {module}; print({module}.__version__)")
+    return Fact(f"{python} -c {code} 2>/dev/null || true", parse_text, sudo=False)
+
+
+def journal(units: str, lines: int, output: str = "short-iso") -> Fact[str]:
+    """The last ``lines`` journal lines of ``units`` (``-u A -u B`` arguments)."""
+    return Fact(
+        f"journalctl {units} -n {int(lines)} --no-pager -o {output} 2>/dev/null || true",
+        parse_text,
+    )

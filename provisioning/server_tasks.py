@@ -11,10 +11,9 @@ import yaml
 from fabric import task
 from invoke.exceptions import Exit
 
-from provisioning import facts, pulumi_cli
+from provisioning import plays, pulumi_cli
 from provisioning.connection import connect
-from provisioning.remote import PreflightError, RemoteError, Runner
-from provisioning.render import PATHS
+from provisioning.play import Play
 from provisioning.settings import (
     PATH_FIELDS,
     Deployment,
@@ -22,8 +21,7 @@ from provisioning.settings import (
     deployment_from_file,
     deployment_from_outputs,
 )
-from provisioning.steps import bootstrap as converge
-from provisioning.steps import endpoints, health_code, health_gate, reachable
+from provisioning.transport import Host, PreflightError, RemoteError
 
 
 def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
@@ -107,14 +105,14 @@ def bootstrap(c, stack=None, settings=None):
     deployment = load_deployment(c, stack, settings)
     started = time.monotonic()
     with _connection(deployment) as conn:
-        runner = Runner(conn, out=_print)
+        play = Play(Host(conn), out=_print)
         try:
-            changes = converge(runner, deployment)
+            plays.bootstrap(play, deployment)
         except (RemoteError, PreflightError) as error:
             raise Exit(f"bootstrap of {deployment.host} stopped: {error}", code=1) from error
     _print(
         f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "
-        f"{changes} changed, {len(runner.reports) - changes} ok"
+        f"{play.changes} changed, {len(play.reports) - play.changes} ok"
     )
     _print(f"tracking URL: {deployment.tracking_url}  (user {deployment.admin_username})")
 
@@ -128,61 +126,11 @@ def status(c, stack=None, settings=None):
     """
     deployment = load_deployment(c, stack, settings)
     with _connection(deployment) as conn:
-        runner = Runner(conn, out=_print)
-        rows = status_rows(runner, deployment)
+        rows = plays.status(Host(conn), deployment)
     width = max(len(k) for k, _ in rows)
     print(f"{deployment.host}")
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-
-
-def restart_servers(runner: Runner) -> tuple[bool, str]:
-    instances = facts.parse_server_instances(runner.run(facts.UNITS, sudo=False).stdout)
-    if not instances:
-        raise RemoteError(
-            runner.host,
-            runner.current,
-            facts.UNITS,
-            1,
-            "no mlflow-server@ units on this host: run fab bootstrap first",
-        )
-    units = " ".join(f"mlflow-server@{port}.service" for port in sorted(instances))
-    runner.run(f"systemctl reset-failed {units} 2>/dev/null || true")
-    runner.run(f"systemctl restart {units}")
-    return True, f"restarted {len(instances)} instance(s)"
-
-
-def status_rows(runner: Runner, deployment: Deployment) -> list[tuple[str, str]]:
-    instances = facts.parse_server_instances(runner.run(facts.UNITS, sudo=False).stdout)
-    units = ", ".join(f"{port}:{state}" for port, state in sorted(instances.items())) or "none"
-    version = (
-        runner.run(
-            f"{PATHS['current_env']}/bin/python -c 'import mlflow; print(mlflow.__version__)'",
-            sudo=False,
-            check=False,
-        ).stdout.strip()
-        or "not installed"
-    )
-    since = ""
-    if instances:
-        first = min(instances)
-        show = facts.parse_systemctl_show(
-            runner.run(
-                f"systemctl show -p ActiveEnterTimestamp mlflow-server@{first}.service", sudo=False
-            ).stdout
-        )
-        since = show.get("ActiveEnterTimestamp", "")
-    health = health_code(runner)
-    rows = [
-        ("units", units),
-        ("mlflow", version),
-        ("up since", since or "-"),
-        ("/health via nginx", health or "no answer"),
-    ]
-    for what, host, port in endpoints(deployment):
-        ok = reachable(runner, host, port)
-        rows.append((what, f"{host}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
-    return rows
 
 
 @task(
@@ -220,9 +168,7 @@ def restart(c, stack=None, settings=None):
     """
     deployment = load_deployment(c, stack, settings)
     with _connection(deployment) as conn:
-        runner = Runner(conn, out=_print)
         try:
-            runner.step("restart", lambda: restart_servers(runner))
-            runner.step("health gate", lambda: health_gate(runner, deployment))
+            plays.restart(Play(Host(conn), out=_print), deployment)
         except RemoteError as error:
             raise Exit(str(error), code=1) from error

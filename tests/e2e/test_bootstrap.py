@@ -91,7 +91,8 @@ def interrupt_midway(path: Path, host) -> None:
             break
         time.sleep(1)
     time.sleep(5)
-    proc.send_signal(signal.SIGINT)
+    # As when the operator's machine dies: no chance to clean up on either side.
+    proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     # The remote half of the build dies with its SSH session, as with a dropped connection.
     host.ssh(

@@ -23,9 +23,8 @@ import pytest
 import yaml
 
 from provisioning import render as render_module
+from provisioning.layout import FILES, PATHS
 from provisioning.render import (
-    FILES,
-    PATHS,
     RenderError,
     context,
     env_dir,
@@ -94,8 +93,8 @@ def ctx(pem_dir) -> dict:
 def test_every_template_is_installed_somewhere():
     partials = {"hardening.conf.j2"}
     assert set(template_names()) == set(FILES) | partials
-    for dest, _owner, _group, _mode in FILES.values():
-        assert dest in PATHS.values()
+    for file in FILES.values():
+        assert file.path in PATHS.values()
 
 
 @pytest.mark.parametrize(("cloud", "artifact_mode", "tls_mode"), MATRIX)
@@ -400,7 +399,7 @@ def unit_root(tmp_path, system_units) -> Path:
 
 def install_units(root: Path, ctx: dict, edit=lambda name, text: text) -> None:
     for template in UNITS:
-        dest = Path(FILES[template][0])
+        dest = Path(FILES[template].path)
         (root / dest.relative_to("/")).write_text(edit(dest.name, render(template, ctx)))
 
 

@@ -1,0 +1,75 @@
+"""The plays: each one short ordering function over the steps, read top to bottom."""
+
+from __future__ import annotations
+
+from provisioning import facts, handlers
+from provisioning.layout import PATHS, SERVER_FILES
+from provisioning.play import Play
+from provisioning.render import context, render
+from provisioning.settings import Deployment
+from provisioning.steps import (
+    conda,
+    configuration,
+    database,
+    health,
+    packages,
+    preflight,
+    proxy,
+    servers,
+)
+from provisioning.transport import Host
+
+
+def bootstrap(play: Play, d: Deployment) -> None:
+    """Converge the host to ``d``: a TLS, authenticated MLflow server, proven by the health gate.
+
+    The new environment is migrated before the servers switch to it, so a failed
+    migration leaves the old server running; servers and nginx restart or reload
+    only for what changed (provisioning.handlers).
+    """
+    resources = play.step("preflight", preflight.check, d)
+    play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
+    play.step("system packages", packages.system_packages)
+    play.step("mlflow user and directories", configuration.service_user)
+    play.step("miniforge", conda.miniforge, d)
+    ports = servers.ports_for(d, resources)
+    flask_key = play.step("flask secret key", configuration.flask_secret_key, d)
+    ctx = context(d, server_ports=ports, flask_secret_key=flask_key, job_execution=d.job_execution)
+    env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
+    changed = play.step("configuration files", configuration.install, ctx, SERVER_FILES)
+    play.step("schema migration", database.migrate, d, env)
+    changed |= play.step("activate environment", conda.activate, env)
+    play.step("mlflow servers", servers.converge, ports, handlers.actions_for(changed))
+    changed |= play.step("tls certificate", proxy.certificate, d)
+    play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
+    play.step("health gate", health.gate, d)
+
+
+def restart(play: Play, d: Deployment) -> None:
+    """Restart every server instance, then prove the server works."""
+    play.step("restart", servers.restart_all)
+    play.step("health gate", health.gate, d)
+
+
+def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
+    """Rows of (what, state) describing the server; reads only."""
+    instances = host.read(facts.SERVER_INSTANCES)
+    units = ", ".join(f"{port}:{state}" for port, state in sorted(instances.items())) or "none"
+    version = host.read(facts.python_module_version(f"{PATHS['current_env']}/bin/python", "mlflow"))
+    since = ""
+    if instances:
+        show = host.read(
+            facts.unit_properties(servers.unit(min(instances)), "ActiveEnterTimestamp")
+        )
+        since = show.get("ActiveEnterTimestamp", "")
+    health_code = host.read(facts.HEALTH_CODE)
+    rows = [
+        ("units", units),
+        ("mlflow", version or "not installed"),
+        ("up since", since or "-"),
+        ("/health via nginx", health_code or "no answer"),
+    ]
+    for what, address, port in preflight.endpoints(d):
+        ok = host.read(facts.tcp_open(address, port))
+        rows.append((what, f"{address}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
+    return rows

@@ -1,0 +1,80 @@
+"""Facts: pure parsers on recorded output, and the sizing rules read from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioning import facts
+from provisioning.steps import conda, servers
+
+OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
+LIST_UNITS = (
+    "mlflow-server@5001.service loaded active running MLflow tracking server (port 5001)\n"
+    "mlflow-server@5002.service loaded failed failed MLflow tracking server (port 5002)\n"
+)
+
+
+def test_parsers_read_recorded_output():
+    assert facts.parse_os_release(OS_RELEASE)["VERSION_ID"] == "12"
+    assert facts.parse_resources("2\n4030000\n20480000\n") == facts.Resources(2, 3935, 20000)
+    assert facts.parse_installed_packages(
+        "nginx installed\nopenssl installed\ncurl not-installed\nbzip2 config-files\n"
+    ) == {"nginx", "openssl"}
+    assert facts.parse_server_instances(LIST_UNITS) == {5001: "active", 5002: "failed"}
+    assert facts.parse_file_state("missing").exists is False
+    state = facts.parse_file_state("600 mlflow mlflow\nabc123  /etc/mlflow/mlflow.env\n")
+    assert (state.mode, state.owner, state.sha256) == ("0600", "mlflow", "abc123")
+    assert facts.parse_path_state("750 root mlflow\n") == facts.PathState(
+        True, "750", "root", "mlflow"
+    )
+    assert facts.parse_path_state("missing\n") == facts.PathState(False)
+    assert facts.parse_systemctl_show("ActiveEnterTimestamp=Sun 2026-11-29 20:11:29 UTC\n") == {
+        "ActiveEnterTimestamp": "Sun 2026-11-29 20:11:29 UTC"
+    }
+    assert facts.parse_yes("yes\n") is True and facts.parse_yes("no\n") is False
+
+
+def test_fact_commands_answer_absence_with_exit_0():
+    # Every fact says "no" or prints nothing rather than failing, so Host.read can treat a
+    # failing fact as a broken host.
+    for fact in (
+        facts.exists("/x"),
+        facts.executable("/x"),
+        facts.user_exists("mlflow"),
+        facts.tcp_open("10.0.0.5", 5432),
+    ):
+        assert fact.command.endswith("&& echo yes || echo no")
+    for fact in (
+        facts.symlink_target("/x"),
+        facts.file_text("/x"),
+        facts.directory_listing("/x"),
+        facts.certificate_names("/x"),
+        facts.unit_enabled("nginx"),
+        facts.unit_active("nginx"),
+        facts.HEALTH_CODE,
+        facts.SERVER_INSTANCES,
+        facts.installed_packages(("nginx",)),
+    ):
+        assert fact.command.endswith("|| true")
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory_mb", "expected"),
+    [
+        (1, 1024, 1),
+        (2, 2048, 2),
+        (2, 1000, 1),
+        (4, 16000, 4),
+        (32, 64000, 8),
+    ],
+)
+def test_server_instances_follow_cores_and_memory(cores, memory_mb, expected):
+    assert servers.instances_for(facts.Resources(cores, memory_mb, 10000)) == expected
+
+
+def test_conda_commands_are_exact():
+    assert conda.conda_env_commands("/opt/mlflow/envs/0123abcd") == [
+        "/opt/miniforge/bin/conda env create --quiet --prefix /opt/mlflow/envs/0123abcd "
+        "--file /etc/mlflow/environment.yml",
+        "touch /opt/mlflow/envs/0123abcd/.kit-complete",
+    ]

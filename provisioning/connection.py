@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from fabric import Config, Connection
 from paramiko import RejectPolicy
+from paramiko.ssh_exception import (
+    AuthenticationException,
+    BadHostKeyException,
+    NoValidConnectionsError,
+    SSHException,
+)
 
 
 def connect(
@@ -40,3 +49,39 @@ def connect(
         conn.client.load_host_keys(known_hosts_file)
         conn.client.set_missing_host_key_policy(RejectPolicy())
     return conn
+
+
+#: How long a fresh VM may take before sshd answers, and before its keys are installed.
+SSH_READY_TIMEOUT_S = 180
+AUTH_READY_TIMEOUT_S = 45
+
+
+def open_when_ready(
+    conn: Connection,
+    note: Callable[[str], None] = lambda _m: None,
+    timeout: float = SSH_READY_TIMEOUT_S,
+) -> None:
+    """Open ``conn``, retrying while the host boots: sshd not listening yet, or the login key
+    not installed yet (cloud-init, Google's guest agent). A host key that is unknown or
+    changed is never retried.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            conn.open()
+            return
+        except BadHostKeyException:
+            raise
+        except AuthenticationException as error:
+            retry, limit = error, AUTH_READY_TIMEOUT_S
+        except SSHException as error:
+            if "known_hosts" in str(error) or "host key" in str(error).lower():
+                raise
+            retry, limit = error, timeout
+        except (NoValidConnectionsError, OSError, EOFError) as error:
+            retry, limit = error, timeout
+        waited = time.monotonic() - started
+        if waited > limit:
+            raise retry
+        note(f"waiting for SSH on {conn.host}:{conn.port} ({type(retry).__name__}, {waited:.0f}s)")
+        time.sleep(3)

@@ -128,6 +128,24 @@ def parse_path_state(text: str) -> PathState:
     return PathState(True, *words)
 
 
+def parse_cloud_init_status(text: str) -> str:
+    """``cloud-init status`` -> running, done, error, disabled, ... ("" without cloud-init)."""
+    for line in text.splitlines():
+        if line.startswith("status:"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+def parse_processes(text: str) -> list[tuple[int, str]]:
+    """``PID NAME`` lines -> [(pid, name)]."""
+    found = []
+    for line in text.splitlines():
+        pid, _, name = line.strip().partition(" ")
+        if pid.isdigit():
+            found.append((int(pid), name.strip()))
+    return found
+
+
 # --------------------------------------------------------------------------- facts
 
 OS_RELEASE = Fact("cat /etc/os-release", parse_os_release, sudo=False)
@@ -142,6 +160,22 @@ SERVER_INSTANCES = Fact(
     "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' || true",
     parse_server_instances,
     sudo=False,
+)
+
+
+CLOUD_INIT_STATUS = Fact("cloud-init status 2>/dev/null || true", parse_cloud_init_status)
+#: apt's and dpkg's lock files: whoever has one open is installing or updating.
+APT_LOCKS = (
+    "/var/lib/dpkg/lock-frontend",
+    "/var/lib/dpkg/lock",
+    "/var/lib/apt/lists/lock",
+    "/var/cache/apt/archives/lock",
+)
+APT_LOCK_HOLDERS = Fact(
+    "for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -qE ' -> ("
+    + "|".join(APT_LOCKS)
+    + ')$\' && echo "${p#/proc/} $(cat $p/comm 2>/dev/null)"; done; true',
+    parse_processes,
 )
 
 

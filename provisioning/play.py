@@ -53,6 +53,7 @@ class Play:
         self.host = host
         self.out = out
         self.reports: list[StepReport] = []
+        host.note = lambda message: out(f"[{host.name}] {host.step:<28} ... {message}")
 
     def step(self, name: str, function: Callable[..., Outcome[T]], *args: Any) -> T:
         """Run ``function(host, *args)`` as the step ``name``; return its outcome's value."""

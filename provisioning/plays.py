@@ -28,6 +28,7 @@ def bootstrap(play: Play, d: Deployment) -> None:
     only for what changed (provisioning.handlers).
     """
     resources = play.step("preflight", preflight.check, d)
+    play.step("first boot", packages.first_boot)
     play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
     play.step("system packages", packages.system_packages)
     play.step("mlflow user and directories", configuration.service_user)

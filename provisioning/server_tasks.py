@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 from fabric import task
 from invoke.exceptions import Exit
+from paramiko.ssh_exception import SSHException
 
 from provisioning import plays, pulumi_cli
-from provisioning.connection import connect
+from provisioning.connection import connect, open_when_ready
+from provisioning.hostlock import HostBusy, host_lock
 from provisioning.play import Play
 from provisioning.settings import (
     PATH_FIELDS,
@@ -68,8 +73,17 @@ def settings_overrides(path: Path) -> dict:
     return data
 
 
-def _connection(deployment: Deployment):
-    return connect(
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+@contextmanager
+def on_host(deployment: Deployment, task: str, *, lock: bool = True):
+    """A play on the deployment's host, once SSH answers; with the host's lock for tasks that change it.
+
+    Failures end as ``Exit`` with the host, the step and the cause, never a traceback.
+    """
+    conn = connect(
         host=deployment.host,
         user=deployment.ssh_user,
         port=deployment.ssh_port,
@@ -77,10 +91,24 @@ def _connection(deployment: Deployment):
         known_hosts_file=deployment.known_hosts_file,
         proxy_command=deployment.ssh_proxy_command,
     )
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
+    with conn:
+        play = Play(Host(conn), out=_print)
+        try:
+            open_when_ready(conn, play.host.note)
+        except (SSHException, OSError, EOFError) as error:
+            where = f"{deployment.ssh_user}@{deployment.host}:{deployment.ssh_port}"
+            raise Exit(f"{task}: cannot log in to {where} over SSH: {error}", code=1) from error
+        try:
+            if lock:
+                who = f"fab {task} by {getpass.getuser()}@{socket.gethostname()} since {time.strftime('%H:%M:%S %Z')}"
+                with host_lock(play.host, who):
+                    yield play
+            else:
+                yield play
+        except HostBusy as error:
+            raise Exit(str(error), code=1) from error
+        except (RemoteError, PreflightError) as error:
+            raise Exit(f"{task} of {deployment.host} stopped: {error}", code=1) from error
 
 
 @task(
@@ -104,12 +132,8 @@ def bootstrap(c, stack=None, settings=None):
     """
     deployment = load_deployment(c, stack, settings)
     started = time.monotonic()
-    with _connection(deployment) as conn:
-        play = Play(Host(conn), out=_print)
-        try:
-            plays.bootstrap(play, deployment)
-        except (RemoteError, PreflightError) as error:
-            raise Exit(f"bootstrap of {deployment.host} stopped: {error}", code=1) from error
+    with on_host(deployment, "bootstrap") as play:
+        plays.bootstrap(play, deployment)
     _print(
         f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "
         f"{play.changes} changed, {len(play.reports) - play.changes} ok"
@@ -125,8 +149,8 @@ def status(c, stack=None, settings=None):
       fab status --stack dev
     """
     deployment = load_deployment(c, stack, settings)
-    with _connection(deployment) as conn:
-        rows = plays.status(Host(conn), deployment)
+    with on_host(deployment, "status", lock=False) as play:
+        rows = plays.status(play.host, deployment)
     width = max(len(k) for k, _ in rows)
     print(f"{deployment.host}")
     for key, value in rows:
@@ -151,12 +175,11 @@ def logs(c, stack=None, settings=None, lines=100, follow=False):
     command = (
         f"journalctl -u 'mlflow-server@*' -u mlflow-migrate.service -n {int(lines)} --no-pager"
     )
-    with _connection(deployment) as conn:
+    with on_host(deployment, "logs", lock=False) as play:
         if follow:
-            conn.run(f"sudo -n {command} -f", pty=True, hide=False, warn=True)
+            play.host.conn.run(f"sudo -n {command} -f", pty=True, hide=False, warn=True)
         else:
-            result = conn.run(f"sudo -n {command}", hide=True, warn=True)
-            sys.stdout.write(result.stdout)
+            sys.stdout.write(play.host.run(command).stdout)
 
 
 @task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
@@ -167,8 +190,5 @@ def restart(c, stack=None, settings=None):
       fab restart --stack dev
     """
     deployment = load_deployment(c, stack, settings)
-    with _connection(deployment) as conn:
-        try:
-            plays.restart(Play(Host(conn), out=_print), deployment)
-        except RemoteError as error:
-            raise Exit(str(error), code=1) from error
+    with on_host(deployment, "restart") as play:
+        plays.restart(play, deployment)

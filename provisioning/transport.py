@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import shlex
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
+
+from invoke.exceptions import CommandTimedOut
 
 if TYPE_CHECKING:
     from fabric import Connection
@@ -45,6 +48,8 @@ class Host:
         self.conn = conn
         #: Set by the play before each step, so errors name the step.
         self.step = step
+        #: Progress of long operations ("still waiting for ..."); the play prints it.
+        self.note: Callable[[str], None] = lambda _message: None
 
     @property
     def name(self) -> str:
@@ -70,14 +75,17 @@ class Host:
             wrapped = f"sudo -n -u {shlex.quote(user)} sh -c {shlex.quote(command)}"
         elif sudo:
             wrapped = f"sudo -n sh -c {shlex.quote(command)}"
-        result = self.conn.run(
-            wrapped,
-            hide=True,
-            warn=True,
-            pty=False,
-            timeout=timeout,
-            in_stream=io.StringIO(stdin) if stdin is not None else False,
-        )
+        try:
+            result = self.conn.run(
+                wrapped,
+                hide=True,
+                warn=True,
+                pty=False,
+                timeout=timeout,
+                in_stream=io.StringIO(stdin) if stdin is not None else False,
+            )
+        except CommandTimedOut as timed_out:
+            raise self.error(command, -1, f"no result within {timed_out.timeout:.0f}s") from None
         if check and result.exited != 0:
             raise self.error(command, result.exited, result.stderr or result.stdout)
         return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from provisioning import facts, files
+from provisioning import facts, files, jobs
 from provisioning.layout import ACTIVE_ENVIRONMENT, PATHS
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import env_dir
@@ -26,56 +26,75 @@ class Environment:
         return self.prefix.rsplit("/", 1)[-1]
 
 
+def miniforge_script(deployment: Deployment) -> str:
+    """Download the pinned installer, refuse it unless its sha256 matches, install."""
+    root = PATHS["conda_root"]
+    return (
+        f"set -e; rm -rf {root}; tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; "
+        f'curl -fsSL --retry 3 -o "$tmp/miniforge.sh" {shlex.quote(deployment.miniforge_url)}; '
+        f'echo "{deployment.miniforge_sha256}  $tmp/miniforge.sh" | sha256sum -c --quiet -; '
+        f'bash "$tmp/miniforge.sh" -b -p {root}'
+    )
+
+
 def miniforge(host: Host, deployment: Deployment) -> Outcome[None]:
     """Install Miniforge once, from the pinned URL, verified by the pinned sha256."""
     if host.read(facts.executable(PATHS["conda_bin"])):
         return unchanged("already installed")
-    root = PATHS["conda_root"]
-    host.run(f"rm -rf {root}")  # a half-finished earlier install
-    tmp = host.run("mktemp -d").stdout.strip()
-    installer = f"{tmp}/miniforge.sh"
-    try:
-        host.run(
-            f"curl -fsSL --retry 3 -o {installer} {shlex.quote(deployment.miniforge_url)}",
-            timeout=900,
-        )
-        host.run(f"echo '{deployment.miniforge_sha256}  {installer}' | sha256sum -c --quiet -")
-        host.run(f"bash {installer} -b -p {root}", timeout=1800)
-    finally:
-        host.run(f"rm -rf {tmp}", check=False)
-    return changed("installed, sha256 verified")
+    how = jobs.run_job(
+        host,
+        "miniforge",
+        miniforge_script(deployment),
+        timeout=2700,
+        description="Miniforge install",
+    )
+    if not host.read(facts.executable(PATHS["conda_bin"])):
+        raise host.error("Miniforge install", 1, f"{PATHS['conda_bin']} missing after the install")
+    return changed(f"installed, sha256 verified ({how})")
 
 
-def conda_env_commands(prefix: str) -> list[str]:
-    """The exact conda commands that build the server's environment at ``prefix``."""
+def build_script(prefix: str) -> str:
+    """The exact commands that build the server's environment at ``prefix``, marked when complete."""
     conda = PATHS["conda_bin"]
-    return [
-        f"{conda} env create --quiet --prefix {prefix} --file {PATHS['environment_yml']}",
-        f"touch {prefix}/{COMPLETE_MARKER}",
-    ]
+    return (
+        f"set -e; rm -rf {prefix}; "
+        f"{conda} env create --quiet --prefix {prefix} --file {PATHS['environment_yml']}; "
+        f"touch {prefix}/{COMPLETE_MARKER}"
+    )
 
 
 def environment(host: Host, environment_yml: str, deployment: Deployment) -> Outcome[Environment]:
-    """The environment for this environment.yml, built once; ``next`` points at it."""
+    """The environment for this environment.yml, built once; ``next`` points at it.
+
+    The build runs as its own unit (provisioning.jobs): an operator's dropped
+    connection neither kills it nor, on the next run, starts a second one.
+    """
     env = Environment(env_dir(environment_yml))
     any_changed = files.ensure_file(host, PATHS["environment_yml"], environment_yml, mode="0644")
-    built = False
-    if not host.read(facts.exists(f"{env.prefix}/{COMPLETE_MARKER}")):
-        host.run(f"rm -rf {env.prefix}")  # an interrupted earlier build
-        prefix = ""
+    built = ""
+    complete = f"{env.prefix}/{COMPLETE_MARKER}"
+    if not host.read(facts.exists(complete)):
+        ca = {}
         if deployment.extra_ca_certs:
             bundle = PATHS["system_ca_bundle"]
-            prefix = (
-                f"env SSL_CERT_FILE={bundle} REQUESTS_CA_BUNDLE={bundle} PIP_CERT={bundle} "
-                f"CONDA_SSL_VERIFY={bundle} "
-            )
-        for command in conda_env_commands(env.prefix):
-            host.run(prefix + command, timeout=3600)
-        built = True
-    any_changed |= built
+            ca = {
+                k: bundle
+                for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CONDA_SSL_VERIFY")
+            }
+        built = jobs.run_job(
+            host,
+            f"conda-{env.name}",
+            build_script(env.prefix),
+            timeout=3600,
+            description=f"MLflow environment {env.name}",
+            env=ca,
+        )
+        if not host.read(facts.exists(complete)):
+            raise host.error("conda env create", 1, f"{env.prefix} incomplete after its build")
+    any_changed |= bool(built)
     any_changed |= files.ensure_symlink(host, PATHS["next_env"], env.prefix)
     if any_changed:
-        return changed(f"env {env.name}" + (" built" if built else ""), env)
+        return changed(f"env {env.name}" + (f" built ({built})" if built else ""), env)
     return unchanged(f"env {env.name}", env)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from provisioning import facts, files, handlers
+from provisioning import facts, files, handlers, jobs
 from provisioning.layout import NGINX_UNIT_NAME, PATHS, TLS_CERTIFICATE
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.settings import Deployment
 from provisioning.steps.configuration import install_files
+from provisioning.steps.packages import apt_install_script
 from provisioning.transport import Host
 
 NGINX_FILES = ("nginx-mlflow.conf.j2",)
@@ -66,7 +67,13 @@ def _letsencrypt(host: Host, deployment: Deployment) -> Outcome[frozenset[str]]:
     live = f"{PATHS['letsencrypt_live']}/{deployment.domain}/fullchain.pem"
     if host.read(facts.exists(live)):
         return unchanged("letsencrypt, certificate present", frozenset())
-    host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q certbot", timeout=900)
+    jobs.run_job(
+        host,
+        "apt",
+        apt_install_script(["certbot"]),
+        timeout=900,
+        description="apt-get install certbot",
+    )
     host.run(f"install -d {PATHS['acme_webroot']}")
     host.run(
         f"certbot certonly --webroot -w {PATHS['acme_webroot']} -d {shlex.quote(deployment.domain)} "

@@ -20,4 +20,8 @@ def test_a_pinned_known_hosts_file_refuses_unknown_keys(tmp_path):
 def test_the_users_ssh_config_is_never_read():
     conn = connect(host="203.0.113.10", user="admin", key_file="/k")
     assert conn.config.load_ssh_configs is False
-    assert conn.connect_kwargs == {"look_for_keys": False, "allow_agent": False, "key_filename": ["/k"]}
+    assert conn.connect_kwargs == {
+        "look_for_keys": False,
+        "allow_agent": False,
+        "key_filename": ["/k"],
+    }

@@ -72,9 +72,10 @@ def test_server_instances_follow_cores_and_memory(cores, memory_mb, expected):
     assert servers.instances_for(facts.Resources(cores, memory_mb, 10000)) == expected
 
 
-def test_conda_commands_are_exact():
-    assert conda.conda_env_commands("/opt/mlflow/envs/0123abcd") == [
+def test_conda_build_is_exact():
+    assert conda.build_script("/opt/mlflow/envs/0123abcd") == (
+        "set -e; rm -rf /opt/mlflow/envs/0123abcd; "
         "/opt/miniforge/bin/conda env create --quiet --prefix /opt/mlflow/envs/0123abcd "
-        "--file /etc/mlflow/environment.yml",
-        "touch /opt/mlflow/envs/0123abcd/.kit-complete",
-    ]
+        "--file /etc/mlflow/environment.yml; "
+        "touch /opt/mlflow/envs/0123abcd/.kit-complete"
+    )

@@ -26,6 +26,7 @@ from tests.unit.test_step_cases import BASE
 
 BOOTSTRAP_STEPS = [
     "preflight",
+    "first boot",
     "ca certificates",
     "system packages",
     "mlflow user and directories",

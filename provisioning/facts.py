@@ -55,8 +55,16 @@ class Resources:
 
 
 def parse_resources(text: str) -> Resources:
-    cores, mem_kb, disk_kb = (int(v) for v in text.split()[:3])
-    return Resources(cores, mem_kb // 1024, disk_kb // 1024)
+    """nproc, MemTotal (kB), free kB on /, and the cgroup memory limit (bytes or ``max``).
+
+    A container's /proc/meminfo shows the machine's memory; its limit is the cgroup's.
+    """
+    words = text.split()
+    cores, mem_kb, disk_kb = (int(v) for v in words[:3])
+    memory_mb = mem_kb // 1024
+    if len(words) > 3 and words[3].isdigit():
+        memory_mb = min(memory_mb, int(words[3]) // (1024 * 1024))
+    return Resources(cores, memory_mb, disk_kb // 1024)
 
 
 def parse_installed_packages(text: str) -> set[str]:
@@ -80,6 +88,41 @@ def parse_server_instances(text: str) -> dict[int, str]:
         if port.isdigit() and len(parts) >= 3:
             instances[int(port)] = parts[2]
     return instances
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One mlflow-server@PORT unit and, when it runs, what its process was started with."""
+
+    port: int
+    state: str
+    pid: int = 0
+    #: The interpreter the process runs (``/opt/mlflow/envs/<name>/bin/python``).
+    interpreter: str = ""
+    #: MLFLOW_KIT_CONFIG in the process's environment (the config digest it started with).
+    config: str = ""
+
+    def environment(self, envs_dir: str) -> str:
+        """The name of the environment the process runs ("" when not one of ``envs_dir``)."""
+        prefix = envs_dir.rstrip("/") + "/"
+        if not self.interpreter.startswith(prefix):
+            return ""
+        return self.interpreter[len(prefix) :].split("/", 1)[0]
+
+
+def parse_instances(text: str) -> dict[int, Instance]:
+    """``UNIT STATE PID INTERPRETER CONFIG`` lines ("-" for unknown) -> {port: Instance}."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 5 or not parts[0].startswith("mlflow-server@"):
+            continue
+        port = parts[0].removeprefix("mlflow-server@").removesuffix(".service")
+        if not port.isdigit() or not parts[2].isdigit():
+            continue
+        interpreter, config = (p if p != "-" else "" for p in parts[3:5])
+        found[int(port)] = Instance(int(port), parts[1], int(parts[2]), interpreter, config)
+    return found
 
 
 def parse_systemctl_show(text: str) -> dict[str, str]:
@@ -150,12 +193,25 @@ def parse_processes(text: str) -> list[tuple[int, str]]:
 
 OS_RELEASE = Fact("cat /etc/os-release", parse_os_release, sudo=False)
 RESOURCES = Fact(
-    "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; df -Pk / | awk 'NR==2 {print $4}'",
+    "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; df -Pk / | awk 'NR==2 {print $4}'; "
+    "cat /sys/fs/cgroup/memory.max 2>/dev/null || echo max",
     parse_resources,
     sudo=False,
 )
 #: Whether the login user may run sudo without a password (asked without sudo).
 PASSWORDLESS_SUDO = Fact("sudo -n true 2>/dev/null && echo yes || echo no", parse_yes, sudo=False)
+#: Every mlflow-server@ unit with its state and, when running, what its main process was
+#: started with: the environment's interpreter and the config digest in its environment.
+INSTANCES = Fact(
+    "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' "
+    "| while read -r unit _load active _rest; do "
+    'pid=$(systemctl show -p MainPID --value "$unit"); exe=-; config=-; '
+    'if [ "$pid" != 0 ] && [ -r "/proc/$pid/environ" ]; then '
+    "exe=$(tr '\\0' '\\n' < /proc/$pid/cmdline | head -n 1); "
+    "config=$(tr '\\0' '\\n' < /proc/$pid/environ | sed -n 's/^MLFLOW_KIT_CONFIG=//p'); fi; "
+    'echo "$unit $active $pid ${exe:--} ${config:--}"; done; true',
+    parse_instances,
+)
 SERVER_INSTANCES = Fact(
     "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' || true",
     parse_server_instances,
@@ -254,6 +310,25 @@ def tcp_open(host: str, port: int) -> Fact[bool]:
     return Fact(
         f"timeout 5 bash -c '</dev/tcp/{host}/{int(port)}' 2>/dev/null && echo yes || echo no",
         parse_yes,
+        sudo=False,
+    )
+
+
+def instance_health(port: int) -> Fact[str]:
+    """The HTTP status one instance's /health answers on loopback ("000" when nothing answers)."""
+    return Fact(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{int(port)}/health"
+        " || true",
+        parse_text,
+        sudo=False,
+    )
+
+
+def upstream_connections(port: int) -> Fact[int]:
+    """Established connections to one instance (from nginx), by ``ss``."""
+    return Fact(
+        f"ss -Htn state established '( dport = :{int(port)} )' | wc -l",
+        lambda text: int(text.strip() or 0),
         sudo=False,
     )
 

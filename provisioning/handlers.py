@@ -35,6 +35,17 @@ def notified(item: str):
     raise KeyError(f"{item!r} is neither a managed file nor managed state")
 
 
+def inputs_of(service: str) -> tuple[str, ...]:
+    """The templates whose change restarts ``service``: what it reads at start."""
+    return tuple(
+        name
+        for name, file in FILES.items()
+        if file.notifies is not None
+        and file.notifies.action == "restart"
+        and file.notifies.service == service
+    )
+
+
 def actions_for(changed: Iterable[str]) -> Actions:
     """What to do about the ``changed`` managed items (template names or state names)."""
     restart, reload, daemon_reload = set(), set(), False

@@ -36,6 +36,7 @@ PATHS = {
     "server_unit": "/etc/systemd/system/mlflow-server@.service",
     "migrate_unit": "/etc/systemd/system/mlflow-migrate.service",
     "nginx_site": "/etc/nginx/sites-available/mlflow.conf",
+    "nginx_upstream": "/etc/nginx/mlflow-upstream.conf",
     "nginx_site_enabled": "/etc/nginx/sites-enabled/mlflow.conf",
     "nginx_default_site": "/etc/nginx/sites-enabled/default",
     "letsencrypt_live": "/etc/letsencrypt/live",
@@ -100,6 +101,9 @@ FILES = {
     "mlflow-migrate.service.j2": ManagedFile(PATHS["migrate_unit"], "root", "root", 0o644),
     "mlflow-migrate.py": ManagedFile(PATHS["migrate_script"], "root", "root", 0o755),
     "nginx-mlflow.conf.j2": ManagedFile(PATHS["nginx_site"], "root", "root", 0o644, RELOAD_NGINX),
+    "nginx-upstream.conf.j2": ManagedFile(
+        PATHS["nginx_upstream"], "root", "root", 0o644, RELOAD_NGINX
+    ),
     # Run by certbot after a renewal; it reloads nginx itself.
     "certbot-deploy-hook.sh.j2": ManagedFile(PATHS["certbot_deploy_hook"], "root", "root", 0o755),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisioning import facts, handlers
+from provisioning import facts
 from provisioning.layout import PATHS, SERVER_FILES
 from provisioning.play import Play
 from provisioning.render import context, render
@@ -24,24 +24,25 @@ def bootstrap(play: Play, d: Deployment) -> None:
     """Converge the host to ``d``: a TLS, authenticated MLflow server, proven by the health gate.
 
     The new environment is migrated before the servers switch to it, so a failed
-    migration leaves the old server running; servers and nginx restart or reload
-    only for what changed (provisioning.handlers).
+    migration leaves the old server running. Each instance restarts, one at a
+    time, when what it was started with differs from what it should run; nginx
+    reloads for what changed (provisioning.handlers).
     """
     resources = play.step("preflight", preflight.check, d)
+    ports = servers.ports_for(d, resources)
     play.step("first boot", packages.first_boot)
     play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
     play.step("system packages", packages.system_packages)
     play.step("mlflow user and directories", configuration.service_user)
     play.step("miniforge", conda.miniforge, d)
-    ports = servers.ports_for(d, resources)
     flask_key = play.step("flask secret key", configuration.flask_secret_key, d)
     ctx = context(d, server_ports=ports, flask_secret_key=flask_key, job_execution=d.job_execution)
     env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
-    changed = play.step("configuration files", configuration.install, ctx, SERVER_FILES)
+    play.step("configuration files", configuration.install, ctx, SERVER_FILES)
     play.step("schema migration", database.migrate, d, env)
-    changed |= play.step("activate environment", conda.activate, env)
-    play.step("mlflow servers", servers.converge, ports, handlers.actions_for(changed))
-    changed |= play.step("tls certificate", proxy.certificate, d)
+    play.step("activate environment", conda.activate, env)
+    play.step("mlflow servers", servers.converge, ctx, env)
+    changed = play.step("tls certificate", proxy.certificate, d)
     play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
     play.step("health gate", health.gate, d)
 

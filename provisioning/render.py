@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import jinja2
 
+from provisioning import sizing
+from provisioning.handlers import inputs_of
 from provisioning.layout import GROUP, MIGRATE_UNIT_NAME, PATHS, SERVER_UNIT_NAME, USER
 from provisioning.settings import Deployment
 
@@ -204,7 +206,9 @@ def context(
         raise ValueError(f"server ports {server_ports!r} repeat a port")
     scheme = deployment.artifact_scheme
     tls_cert, tls_key = tls_paths(deployment)
-    return {
+    max_connections = deployment.db_max_connections or sizing.DEFAULT_DB_MAX_CONNECTIONS
+    pool = sizing.pool_for(max_connections, len(server_ports), job_execution)
+    ctx = {
         "paths": dict(PATHS),
         "server_unit_name": SERVER_UNIT_NAME,
         "migrate_unit_name": MIGRATE_UNIT_NAME,
@@ -238,4 +242,28 @@ def context(
         "tls_key": tls_key,
         "domain": deployment.domain,
         "acme_email": deployment.acme_email,
+        "db_max_connections": max_connections,
+        "db_pool_size": pool.size,
+        "db_max_overflow": pool.max_overflow,
+        "instance_memory_high_mb": sizing.INSTANCE_MEMORY_HIGH_MB,
+        "instance_memory_max_mb": sizing.INSTANCE_MEMORY_MAX_MB,
+        # Instances a rolling restart has taken out of nginx's upstream for now.
+        "down_ports": [],
+        "config_digest": "",
     }
+    ctx["config_digest"] = config_digest(ctx)
+    return ctx
+
+
+def config_digest(ctx: dict[str, Any]) -> str:
+    """Everything the server instances read at start, as one digest.
+
+    The env file carries it (MLFLOW_KIT_CONFIG), so each running instance's
+    environment records what it was started with; a later bootstrap restarts
+    exactly the instances whose record differs, even after an interrupted run.
+    """
+    blank = {**ctx, "config_digest": ""}
+    digest = hashlib.sha256()
+    for name in inputs_of(SERVER_UNIT_NAME):
+        digest.update(render(name, blank).encode())
+    return digest.hexdigest()[:16]

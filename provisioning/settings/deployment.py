@@ -61,6 +61,8 @@ class Deployment:
     #: None: sized from the VM at bootstrap time.
     server_instances: int | None = None
     job_execution: bool = False
+    #: The database's connection limit (max_connections); None: PostgreSQL's default, 100.
+    db_max_connections: int | None = None
     #: None: generated on the VM once and kept there.
     flask_secret_key: Secret | None = None
     db_connection_name: str | None = None

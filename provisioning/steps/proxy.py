@@ -13,7 +13,7 @@ from provisioning.steps.configuration import install_files
 from provisioning.steps.packages import apt_install_script
 from provisioning.transport import Host
 
-NGINX_FILES = ("nginx-mlflow.conf.j2",)
+NGINX_FILES = ("nginx-upstream.conf.j2", "nginx-mlflow.conf.j2")
 LETSENCRYPT_FILES = ("certbot-deploy-hook.sh.j2",)
 
 

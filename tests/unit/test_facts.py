@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from provisioning import facts
-from provisioning.steps import conda, servers
+from provisioning.steps import conda
 
 OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
 LIST_UNITS = (
@@ -17,6 +17,9 @@ LIST_UNITS = (
 def test_parsers_read_recorded_output():
     assert facts.parse_os_release(OS_RELEASE)["VERSION_ID"] == "12"
     assert facts.parse_resources("2\n4030000\n20480000\n") == facts.Resources(2, 3935, 20000)
+    # In a container the cgroup's limit is the memory there is, not the machine's.
+    assert facts.parse_resources("2\n24000000\n20480000\n2147483648\n") == facts.Resources(2, 2048, 20000)
+    assert facts.parse_resources("2\n4030000\n20480000\nmax\n") == facts.Resources(2, 3935, 20000)
     assert facts.parse_installed_packages(
         "nginx installed\nopenssl installed\ncurl not-installed\nbzip2 config-files\n"
     ) == {"nginx", "openssl"}
@@ -32,6 +35,24 @@ def test_parsers_read_recorded_output():
         "ActiveEnterTimestamp": "Sun 2026-11-29 20:11:29 UTC"
     }
     assert facts.parse_yes("yes\n") is True and facts.parse_yes("no\n") is False
+
+
+def test_instances_record_what_each_process_was_started_with():
+    text = (
+        "mlflow-server@5001.service active 812 /opt/mlflow/envs/0123456789abcdef/bin/python 5a5a5a5a5a5a5a5a\n"
+        "mlflow-server@5002.service failed 0 - -\n"
+        "garbage line\n"
+    )
+    found = facts.parse_instances(text)
+    assert found == {
+        5001: facts.Instance(
+            5001, "active", 812, "/opt/mlflow/envs/0123456789abcdef/bin/python", "5a5a5a5a5a5a5a5a"
+        ),
+        5002: facts.Instance(5002, "failed"),
+    }
+    assert found[5001].environment("/opt/mlflow/envs") == "0123456789abcdef"
+    assert found[5002].environment("/opt/mlflow/envs") == ""
+    assert facts.Instance(5003, "active", 9, "/usr/bin/python3").environment("/opt/mlflow/envs") == ""
 
 
 def test_fact_commands_answer_absence_with_exit_0():
@@ -56,20 +77,6 @@ def test_fact_commands_answer_absence_with_exit_0():
         facts.installed_packages(("nginx",)),
     ):
         assert fact.command.endswith("|| true")
-
-
-@pytest.mark.parametrize(
-    ("cores", "memory_mb", "expected"),
-    [
-        (1, 1024, 1),
-        (2, 2048, 2),
-        (2, 1000, 1),
-        (4, 16000, 4),
-        (32, 64000, 8),
-    ],
-)
-def test_server_instances_follow_cores_and_memory(cores, memory_mb, expected):
-    assert servers.instances_for(facts.Resources(cores, memory_mb, 10000)) == expected
 
 
 def test_conda_build_is_exact():

@@ -33,6 +33,7 @@ CASES = [
     ("basic_auth.ini", "basic_auth.ini.j2", {}),
     ("environment.yml", "environment.yml.j2", {}),
     ("nginx-mlflow.conf", "nginx-mlflow.conf.j2", {}),
+    ("nginx-upstream.conf", "nginx-upstream.conf.j2", {}),
     ("nginx-mlflow.conf.letsencrypt", "nginx-mlflow.conf.j2", {
         "tls_mode": "letsencrypt", "domain": "mlflow.example.com", "acme_email": "ops@example.com"}),
     ("certbot-deploy-hook.sh", "certbot-deploy-hook.sh.j2", {

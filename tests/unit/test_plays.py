@@ -19,7 +19,8 @@ from provisioning.layout import (
     SYSTEM_SERVICES,
     TLS_CERTIFICATE,
 )
-from provisioning.render import render
+from provisioning.handlers import inputs_of
+from provisioning.render import config_digest, render
 from provisioning.settings import Deployment
 from provisioning.steps.conda import Environment
 from tests.unit.test_step_cases import BASE
@@ -71,16 +72,16 @@ def record_bootstrap(deployment: Deployment, **changes) -> RecordingPlay:
 
 
 @pytest.mark.parametrize(
-    ("changes", "daemon_reload", "servers_restart", "nginx_reloads"),
+    ("changes", "daemon_reload", "nginx_reloads"),
     [
-        ({}, False, False, False),
-        ({"files": ["mlflow.env.j2"]}, False, True, False),
-        ({"files": ["basic_auth.ini.j2"]}, False, True, False),
-        ({"files": ["mlflow-server@.service.j2"]}, True, True, False),
-        ({"files": ["mlflow-migrate.service.j2"]}, True, False, False),
-        ({"files": ["mlflow-migrate.py"]}, False, False, False),
-        ({"activated": [ACTIVE_ENVIRONMENT]}, False, True, False),
-        ({"certificate": [TLS_CERTIFICATE]}, False, False, True),
+        ({}, False, False),
+        ({"files": ["mlflow.env.j2"]}, False, False),
+        ({"files": ["basic_auth.ini.j2"]}, False, False),
+        ({"files": ["mlflow-server@.service.j2"]}, True, False),
+        ({"files": ["mlflow-migrate.service.j2"]}, True, False),
+        ({"files": ["mlflow-migrate.py"]}, False, False),
+        ({"activated": [ACTIVE_ENVIRONMENT]}, False, False),
+        ({"certificate": [TLS_CERTIFICATE]}, False, True),
     ],
     ids=[
         "nothing-changed",
@@ -93,19 +94,44 @@ def record_bootstrap(deployment: Deployment, **changes) -> RecordingPlay:
         "certificate-changed",
     ],
 )
-def test_bootstrap_order_and_what_each_change_restarts(
-    changes, daemon_reload, servers_restart, nginx_reloads
-):
+def test_bootstrap_order_and_what_each_change_reloads(changes, daemon_reload, nginx_reloads):
     recording = record_bootstrap(Deployment(**BASE), **changes)
 
     assert [name for name, _f, _a in recording.steps] == BOOTSTRAP_STEPS
     installed = handlers.actions_for(recording.values["configuration files"])
     assert installed.daemon_reload is daemon_reload
-    ports, actions = recording.args("mlflow servers")
-    assert ports == [5001, 5002]
-    assert actions.restarts(SERVER_UNIT_NAME) is servers_restart
     _ctx, _names, changed = recording.args("nginx")
     assert handlers.actions_for(changed).reloads(NGINX_UNIT_NAME) is nginx_reloads
+
+
+def test_servers_converge_to_the_activated_environment_and_the_digest_of_their_inputs():
+    recording = record_bootstrap(Deployment(**BASE))
+    ctx, env = recording.args("mlflow servers")
+    assert env == recording.values["conda environment"]
+    assert ctx["server_ports"] == [5001, 5002]
+    assert ctx["config_digest"] == config_digest(ctx)
+
+
+@pytest.mark.parametrize(
+    ("change", "restarts"),
+    [
+        ({"admin_password": "another-long-password"}, True),  # env file
+        ({"storage_env": {"AWS_DEFAULT_REGION": "eu-west-1"}}, True),  # env file
+        ({"tracking_url": "https://mlflow.example.com"}, True),  # unit: --allowed-hosts
+        ({"db_max_connections": 50}, True),  # env file: pool sizes
+        ({"tls_mode": "letsencrypt", "domain": "m.example.com", "acme_email": "a@example.com"}, True),
+        ({"mlflow_version": "3.18.0"}, False),  # a new environment, switched on its own
+    ],
+)
+def test_what_the_servers_read_is_in_their_digest(change, restarts):
+    base = record_bootstrap(Deployment(**BASE)).args("mlflow servers")[0]["config_digest"]
+    other = record_bootstrap(Deployment(**{**BASE, **change})).args("mlflow servers")[0]
+    assert (other["config_digest"] != base) is restarts
+    assert inputs_of(SERVER_UNIT_NAME) == (
+        "mlflow.env.j2",
+        "basic_auth.ini.j2",
+        "mlflow-server@.service.j2",
+    )
 
 
 def test_the_migration_runs_with_the_new_environment_before_it_is_activated():

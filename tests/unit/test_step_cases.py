@@ -6,7 +6,9 @@ exact transcript (each command as a prompt shows it, with the host's recorded
 answer) and either the outcome or the error. Argument tokens: ``$deployment``,
 ``$context`` (the render context of that deployment), ``{$environment: PREFIX}``,
 ``{$actions: [changed items]}``, ``{$set: [...]}``. In answers and uploads,
-``{sha256 of TEMPLATE}`` stands for the digest of that template as rendered, and
+``{sha256 of TEMPLATE}`` stands for the digest of that template as rendered
+(``{sha256 of TEMPLATE server_ports=5001,5002 down_ports=}`` with those context
+values instead), ``{config digest}`` for the digest of what the servers read, and
 in commands ``{smoke script}`` for the health gate's client script, quoted.
 """
 
@@ -42,7 +44,7 @@ BASE = {
 PORTS = [5001, 5002]
 FLASK_KEY = "k" * 64
 ERRORS = {"PreflightError": transport.PreflightError, "RemoteError": transport.RemoteError}
-_SHA = re.compile(r"\{sha256 of ([^}]+)\}")
+_SHA = re.compile(r"\{sha256 of ([^}\s]+)((?: \w+=[\d,]*)*)\}")
 
 
 def deployment_for(case: dict) -> Deployment:
@@ -50,7 +52,8 @@ def deployment_for(case: dict) -> Deployment:
 
 
 def context_for(deployment: Deployment) -> dict:
-    return context(deployment, server_ports=PORTS, flask_secret_key=FLASK_KEY, job_execution=False)
+    ports = PORTS[: deployment.server_instances or len(PORTS)]
+    return context(deployment, server_ports=ports, flask_secret_key=FLASK_KEY, job_execution=False)
 
 
 def resolve(value, deployment: Deployment, ctx: dict):
@@ -73,14 +76,18 @@ def resolve(value, deployment: Deployment, ctx: dict):
 
 def expand(transcript: list[dict], ctx: dict) -> list[dict]:
     def digest(match: re.Match) -> str:
-        return hashlib.sha256(render(match.group(1), ctx).encode()).hexdigest()
+        values = dict(ctx)
+        for setting in match.group(2).split():
+            key, _, numbers = setting.partition("=")
+            values[key] = [int(n) for n in numbers.split(",") if n]
+        return hashlib.sha256(render(match.group(1), values).encode()).hexdigest()
 
     out = []
     for entry in transcript:
         entry = dict(entry)
         for key in ("stdout", "sha256"):
             if isinstance(entry.get(key), str):
-                entry[key] = _SHA.sub(digest, entry[key])
+                entry[key] = _SHA.sub(digest, entry[key]).replace("{config digest}", ctx["config_digest"])
         if "run" in entry:
             entry["run"] = entry["run"].replace("{smoke script}", shlex.quote(SMOKE_SCRIPT))
         out.append(entry)

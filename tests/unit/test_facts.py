@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from provisioning import facts
 from provisioning.steps import conda
 
@@ -18,7 +16,9 @@ def test_parsers_read_recorded_output():
     assert facts.parse_os_release(OS_RELEASE)["VERSION_ID"] == "12"
     assert facts.parse_resources("2\n4030000\n20480000\n") == facts.Resources(2, 3935, 20000)
     # In a container the cgroup's limit is the memory there is, not the machine's.
-    assert facts.parse_resources("2\n24000000\n20480000\n2147483648\n") == facts.Resources(2, 2048, 20000)
+    assert facts.parse_resources("2\n24000000\n20480000\n2147483648\n") == facts.Resources(
+        2, 2048, 20000
+    )
     assert facts.parse_resources("2\n4030000\n20480000\nmax\n") == facts.Resources(2, 3935, 20000)
     assert facts.parse_installed_packages(
         "nginx installed\nopenssl installed\ncurl not-installed\nbzip2 config-files\n"
@@ -52,7 +52,9 @@ def test_instances_record_what_each_process_was_started_with():
     }
     assert found[5001].environment("/opt/mlflow/envs") == "0123456789abcdef"
     assert found[5002].environment("/opt/mlflow/envs") == ""
-    assert facts.Instance(5003, "active", 9, "/usr/bin/python3").environment("/opt/mlflow/envs") == ""
+    assert (
+        facts.Instance(5003, "active", 9, "/usr/bin/python3").environment("/opt/mlflow/envs") == ""
+    )
 
 
 def test_fact_commands_answer_absence_with_exit_0():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from provisioning import facts, handlers, plays
+from provisioning.handlers import inputs_of
 from provisioning.layout import (
     ACTIVE_ENVIRONMENT,
     FILES,
@@ -19,7 +20,6 @@ from provisioning.layout import (
     SYSTEM_SERVICES,
     TLS_CERTIFICATE,
 )
-from provisioning.handlers import inputs_of
 from provisioning.render import config_digest, render
 from provisioning.settings import Deployment
 from provisioning.steps.conda import Environment
@@ -119,7 +119,10 @@ def test_servers_converge_to_the_activated_environment_and_the_digest_of_their_i
         ({"storage_env": {"AWS_DEFAULT_REGION": "eu-west-1"}}, True),  # env file
         ({"tracking_url": "https://mlflow.example.com"}, True),  # unit: --allowed-hosts
         ({"db_max_connections": 50}, True),  # env file: pool sizes
-        ({"tls_mode": "letsencrypt", "domain": "m.example.com", "acme_email": "a@example.com"}, True),
+        (
+            {"tls_mode": "letsencrypt", "domain": "m.example.com", "acme_email": "a@example.com"},
+            True,
+        ),
         ({"mlflow_version": "3.18.0"}, False),  # a new environment, switched on its own
     ],
 )

@@ -72,4 +72,6 @@ def test_explicit_instances_beyond_the_database_are_refused_before_anything_chan
 
 
 def test_job_execution_runs_one_instance():
-    assert servers.ports_for(deployment(job_execution=True), facts.Resources(8, 32000, 9999)) == [5001]
+    assert servers.ports_for(deployment(job_execution=True), facts.Resources(8, 32000, 9999)) == [
+        5001
+    ]

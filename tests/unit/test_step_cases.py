@@ -87,7 +87,9 @@ def expand(transcript: list[dict], ctx: dict) -> list[dict]:
         entry = dict(entry)
         for key in ("stdout", "sha256"):
             if isinstance(entry.get(key), str):
-                entry[key] = _SHA.sub(digest, entry[key]).replace("{config digest}", ctx["config_digest"])
+                entry[key] = _SHA.sub(digest, entry[key]).replace(
+                    "{config digest}", ctx["config_digest"]
+                )
         if "run" in entry:
             entry["run"] = entry["run"].replace("{smoke script}", shlex.quote(SMOKE_SCRIPT))
         out.append(entry)

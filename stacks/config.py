@@ -17,16 +17,11 @@ from typing import Any
 
 import pulumi
 
-from stacks import contract
+from stacks import contract, rules
 
 PROJECT = "mlflow-server"
 WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
-TLS_MODES = ("self-signed", "provided", "letsencrypt")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
-_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+TLS_MODES = rules.TLS_MODES
 _SSH_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"
 )
@@ -177,15 +172,24 @@ def label_value(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
+def _ruled(reader: ConfigReader, key: str, check, value):
+    """``check(value)`` (a stacks/rules.py rule), its violation named by ``key``."""
+    try:
+        return check(value)
+    except rules.RuleViolation as error:
+        raise SettingError(reader.qualified(key), error.value, error.allowed) from error
+
+
 def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
     """Read and validate the settings both clouds share."""
     cloud = reader.get_choice("cloud", contract.CLOUDS, None)
     environment = reader.get_choice("environment", contract.ENVIRONMENTS, None)
-    mlflow_version = reader.get("mlflowVersion", contract.DEFAULT_MLFLOW_VERSION)
-    if not _VERSION.match(mlflow_version):
-        raise SettingError(
-            reader.qualified("mlflowVersion"), mlflow_version, "a pinned version such as 3.17.2"
-        )
+    mlflow_version = _ruled(
+        reader,
+        "mlflowVersion",
+        rules.mlflow_version,
+        reader.get("mlflowVersion", contract.DEFAULT_MLFLOW_VERSION),
+    )
     https = reader.get_cidrs("httpsAllowedCidrs", required=True)
     ssh = reader.get_cidrs("sshAllowedCidrs", [])
     keys = reader.get_list("sshPublicKeys", [])
@@ -196,43 +200,17 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
                 key[:40],
                 "OpenSSH public keys (ssh-ed25519, ssh-rsa, ecdsa-sha2-*)",
             )
-    ssh_user = reader.get("sshUser", "mlflow-admin")
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", ssh_user) or ssh_user in ("root", "mlflow"):
-        raise SettingError(
-            reader.qualified("sshUser"), ssh_user, "a Linux user name other than root and mlflow"
-        )
-    tls_mode = reader.get_choice("tlsMode", TLS_MODES, "self-signed")
+    ssh_user = _ruled(reader, "sshUser", rules.login_user, reader.get("sshUser", "mlflow-admin"))
+    tls_mode = _ruled(reader, "tlsMode", rules.tls_mode, reader.get("tlsMode", "self-signed"))
     domain = reader.get("domain")
-    if domain is not None and not _DOMAIN.match(domain):
-        raise SettingError(
-            reader.qualified("domain"), domain, "a lowercase DNS name such as mlflow.example.com"
-        )
+    if domain is not None:
+        _ruled(reader, "domain", rules.domain, domain)
     acme_email = reader.get("acmeEmail")
-    if acme_email is not None and not _EMAIL.match(acme_email):
-        raise SettingError(reader.qualified("acmeEmail"), acme_email, "an email address")
-    if tls_mode == "letsencrypt" and (domain is None or acme_email is None):
-        raise SettingError(
-            reader.qualified("tlsMode"),
-            tls_mode,
-            "letsencrypt only with both domain and acmeEmail set",
-        )
-    labels = reader.get_object("labels", {})
-    if not isinstance(labels, dict):
-        raise SettingError(reader.qualified("labels"), labels, "a map of label names to values")
-    for name, value in labels.items():
-        if not _LABEL.match(str(name)) or not _LABEL_VALUE.match(str(value)):
-            raise SettingError(
-                reader.qualified("labels"),
-                {name: value},
-                "names of lowercase letters, digits, '-' and '_' starting with a letter; "
-                "values of the same characters, at most 63",
-            )
-        if str(name).startswith("mlflow-kit-"):
-            raise SettingError(
-                reader.qualified("labels"),
-                name,
-                "names not starting with mlflow-kit- (reserved for the kit)",
-            )
+    if acme_email is not None:
+        _ruled(reader, "acmeEmail", rules.email, acme_email)
+    if tls_mode == "letsencrypt":
+        _ruled(reader, "tlsMode", lambda _: rules.letsencrypt_needs(domain, acme_email), tls_mode)
+    labels = _ruled(reader, "labels", rules.labels, reader.get_object("labels", {}))
     expires_at = reader.get("expiresAt")
     if expires_at is not None:
         try:
@@ -260,7 +238,7 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
         tls_mode=tls_mode,
         domain=domain,
         acme_email=acme_email,
-        labels={str(k): str(v) for k, v in labels.items()},
+        labels=labels,
         expires_at=expires_at,
         world_open=world,
     )

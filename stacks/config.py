@@ -17,7 +17,7 @@ from typing import Any
 
 import pulumi
 
-from stacks import contract, rules
+from stacks import contract, naming, rules
 
 PROJECT = "mlflow-server"
 WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
@@ -160,16 +160,11 @@ class CommonSettings:
     def resource_labels(self) -> dict[str, str]:
         """User labels plus the kit's own stack/environment/expiry labels."""
         labels = dict(self.labels)
-        labels[contract.LABEL_STACK] = label_value(self.stack)
+        labels[contract.LABEL_STACK] = naming.stack_label(self.stack)
         labels[contract.LABEL_ENVIRONMENT] = self.environment
         if self.expires_at:
             labels[contract.LABEL_EXPIRES] = self.expires_at
         return labels
-
-
-def label_value(text: str) -> str:
-    """``text`` in the character set GCP allows for label values."""
-    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
 def _ruled(reader: ConfigReader, key: str, check, value):

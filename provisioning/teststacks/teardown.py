@@ -26,8 +26,8 @@ from provisioning.pulumi_cli import PulumiError, StackNotFound
 from provisioning.teststacks import aws as aws_api
 from provisioning.teststacks import gcp as gcp_api
 from provisioning.teststacks.leftovers import Leftover
-from stacks import contract
-from stacks.config import PROJECT, label_value
+from stacks import contract, naming
+from stacks.config import PROJECT
 
 Say = Callable[[str], None]
 
@@ -138,7 +138,7 @@ class Target:
 
 def stack_label(stack: str) -> str:
     """The label value a stack's resources carry (``pulumi.get_stack()`` has no org prefix)."""
-    return label_value(stack.rsplit("/", 1)[-1])
+    return naming.stack_label(stack.rsplit("/", 1)[-1])
 
 
 def stack_filter(stack: str) -> dict[str, str | None]:

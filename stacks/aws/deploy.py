@@ -51,7 +51,7 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
             backup_window=s.db_backup_window,
             maintenance_window=s.db_maintenance_window,
             deletion_protection=s.deletion_protection,
-            final_snapshot_identifier=s.final_snapshot_identifier,
+            final_snapshot_stack=s.final_snapshot_stack,
             tags=s.tags("database"),
         ),
         opts,

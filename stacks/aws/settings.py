@@ -11,7 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from stacks.config import CommonSettings, ConfigReader, SettingError, label_value
+from stacks.config import CommonSettings, ConfigReader, SettingError
 
 ARTIFACTS_PREFIX = "mlflow-artifacts"
 SSH_ACCESS = ("cidrs", "session-manager")
@@ -95,12 +95,9 @@ class AwsSettings:
         return self.common.is_test
 
     @property
-    def final_snapshot_identifier(self) -> str | None:
-        """Snapshot name taken when the database is deleted (prod only)."""
-        if not self.common.is_prod:
-            return None
-        stem = re.sub(r"-+", "-", label_value(self.common.stack)).strip("-_").replace("_", "-")
-        return f"mlflow-{stem or 'stack'}-final"[:255]
+    def final_snapshot_stack(self) -> str | None:
+        """The stack name the final snapshot is named after (prod only), None to skip it."""
+        return self.common.stack if self.common.is_prod else None
 
     def tags(self, name: str) -> dict[str, str]:
         """Explicit tags for one resource: the stack's labels plus a Name tag."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from aws_harness import TEST_EXPIRY, config, run_stack
+from aws_harness import RANDOM_HEX, TEST_EXPIRY, config, run_stack
 
 from stacks import contract
 
@@ -31,7 +31,7 @@ def test_prod_database_is_protected_snapshotted_multi_az_and_backed_up(prod):
     db = rds(prod)
     assert db["deletionProtection"] is True
     assert db["skipFinalSnapshot"] is False
-    assert db["finalSnapshotIdentifier"] == "mlflow-aws-prod-final"
+    assert db["finalSnapshotIdentifier"] == f"mlflow-aws-prod-final-{RANDOM_HEX}"
     assert db["multiAz"] is True
     assert db["backupRetentionPeriod"] == 7
     assert db["deleteAutomatedBackups"] is False

@@ -26,6 +26,8 @@ class DatabaseArgs:
     storage_gb: int
     postgres_version: str
     multi_az: bool
+    #: Only for the one update that moves to a new major version (applied immediately).
+    allow_major_version_upgrade: bool
     backup_retention_days: int
     backup_window: str
     maintenance_window: str
@@ -108,6 +110,10 @@ class Database(pulumi.ComponentResource):
             backup_window=args.backup_window,
             maintenance_window=args.maintenance_window,
             auto_minor_version_upgrade=True,
+            # Off, RDS refuses a changed major version ("The AllowMajorVersionUpgrade flag
+            # must be present..."), so a version bump never slips into an update unnoticed.
+            allow_major_version_upgrade=args.allow_major_version_upgrade,
+            apply_immediately=args.allow_major_version_upgrade,
             copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection,
             skip_final_snapshot=not prod_like,

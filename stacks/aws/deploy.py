@@ -47,6 +47,7 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
             storage_gb=s.db_storage_gb,
             postgres_version=s.postgres_version,
             multi_az=s.db_multi_az,
+            allow_major_version_upgrade=s.db_allow_major_version_upgrade,
             backup_retention_days=s.db_backup_retention_days,
             backup_window=s.db_backup_window,
             maintenance_window=s.db_maintenance_window,

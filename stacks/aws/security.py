@@ -52,7 +52,6 @@ class Security(pulumi.ComponentResource):
         ports.append(("ssh", SSH, args.ssh_cidrs))
         for label, port, cidrs in ports:
             for index, cidr in enumerate(cidrs):
-                family = {"cidr_ipv6": cidr} if ":" in cidr else {"cidr_ipv4": cidr}
                 aws.vpc.SecurityGroupIngressRule(
                     f"{name}-vm-{label}-{index}",
                     security_group_id=self.vm.id,
@@ -61,8 +60,9 @@ class Security(pulumi.ComponentResource):
                     to_port=port,
                     description=f"{label} from {cidr}",
                     tags=tags(f"vm-{label}-{index}"),
+                    # IPv4 only: stacks/config.py refuses IPv6 sources (the VPC has none).
+                    cidr_ipv4=cidr,
                     opts=child,
-                    **family,
                 )
 
         # The VM reaches package mirrors, S3 and the SSM endpoints over HTTP(S),

@@ -15,7 +15,7 @@ ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
 AMI_ID = "ami-0debian12fake0001"
 ELASTIC_IP = "203.0.113.10"
 DB_ADDRESS = "database-instance-abc1234.cxyz.eu-central-1.rds.amazonaws.com"
-SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheAwsStackTests operator@example"
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uga2V5IGZvciB0aGUgYXdzIHN0YWNrIHRlc3Rz operator@example"
 HTTPS_CIDR = "203.0.113.0/24"
 SSH_CIDR = "198.51.100.7/32"
 

@@ -128,8 +128,8 @@ def test_self_signed_opens_no_port_80():
 
 def test_user_data_creates_the_login_user_with_every_key():
     keys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFirstKey a@example",
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISecondKey b@example",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZpcnN0IGtleS4uLi4uLi4uLi4uLi4uLi4uLi4uLi4u a@example",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY29uZCBrZXkuLi4uLi4uLi4uLi4uLi4uLi4uLi4u b@example",
     ]
     run = run_stack(config(sshUser="ops", sshPublicKeys=json.dumps(keys)))
     user_data = run.mocks.one("aws:ec2/instance:Instance").inputs["userData"]

@@ -314,9 +314,7 @@ def test_restart_restarts_exactly_the_instances_present():
 
     host = ScriptedHost().on(r"list-units", LIST_UNITS)
     assert restart_servers(runner_for(host)) == (True, "restarted 2 instance(s)")
-    assert host.ran(
-        r"^systemctl restart mlflow-server@5001.service mlflow-server@5002.service$"
-    )
+    assert host.ran(r"^systemctl restart mlflow-server@5001.service mlflow-server@5002.service$")
 
 
 def test_restart_on_a_host_without_the_kit_says_to_bootstrap_first():

@@ -15,6 +15,7 @@ from stacks.aws.security import Security, SecurityArgs
 from stacks.aws.settings import read_aws
 from stacks.aws.vm import Vm, VmArgs
 from stacks.config import CommonSettings
+from stacks.providers import provider_options
 
 
 def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
@@ -23,7 +24,12 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
     if common.is_prod and not s.db_multi_az:
         pulumi.log.warn("prod database without Multi-AZ, by explicit awsDbMultiAz=false")
     # Every AWS resource goes through this provider, so each carries the stack's tags.
-    provider = aws.Provider("aws", region=s.region, default_tags={"tags": common.resource_labels()})
+    options = provider_options("aws")
+    if "assume_roles" in options:
+        options["assume_roles"] = [aws.ProviderAssumeRoleArgs(**r) for r in options["assume_roles"]]
+    provider = aws.Provider(
+        "aws", region=s.region, default_tags={"tags": common.resource_labels()}, **options
+    )
     opts = pulumi.ResourceOptions(providers=[provider])
 
     network = Network("network", NetworkArgs(s.vpc_cidr, s.tags("network")), opts)

@@ -233,6 +233,16 @@ class CommonSettings:
     def is_test(self) -> bool:
         return self.environment == "test"
 
+    def server_outputs(self) -> dict[str, pulumi.Output]:
+        """The contract's SERVER_OUTPUTS: settings of the server that bootstrap applies."""
+        values = {
+            contract.MLFLOW_VERSION: self.mlflow_version,
+            contract.TLS_MODE: self.tls_mode,
+            contract.DOMAIN: self.domain or "",
+            contract.ACME_EMAIL: self.acme_email or "",
+        }
+        return {name: pulumi.Output.from_input(value) for name, value in values.items()}
+
     def resource_labels(self) -> dict[str, str]:
         """User labels plus the kit's own stack/environment/expiry labels."""
         labels = dict(self.labels)

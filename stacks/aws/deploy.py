@@ -111,4 +111,9 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
         ),
         contract.ADMIN_PASSWORD: pulumi.Output.secret(admin_password.result),
         contract.ENVIRONMENT: pulumi.Output.from_input(common.environment),
+        contract.VM_ID: vm.instance.id,
+        contract.VM_ZONE: vm.instance.availability_zone,
+        contract.REGION: pulumi.Output.from_input(s.region),
+        contract.SSH_ACCESS: pulumi.Output.from_input(s.ssh_access),
+        **common.server_outputs(),
     }

@@ -127,4 +127,12 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
         contract.ADMIN_PASSWORD: pulumi.Output.secret(server.admin_password.result),
         contract.DB_CONNECTION_NAME: database.connection_name,
         contract.ENVIRONMENT: pulumi.Output.from_input(s.common.environment),
+        contract.VM_ID: server.instance.name,
+        contract.VM_ZONE: pulumi.Output.from_input(s.zone),
+        contract.REGION: pulumi.Output.from_input(s.region),
+        contract.GCP_PROJECT: pulumi.Output.from_input(s.project),
+        contract.SSH_ACCESS: pulumi.Output.from_input(
+            "cidrs" if s.common.ssh_allowed_cidrs else "iap"
+        ),
+        **s.common.server_outputs(),
     }

@@ -23,6 +23,10 @@ from stacks import contract, keys, naming, rules
 
 PROJECT = keys.PROJECT
 WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
+#: Let's Encrypt validates HTTP-01 from addresses it does not publish, so port 80
+#: must be open to everyone in letsencrypt mode; nginx answers there only the
+#: challenge and a redirect to HTTPS (templates/nginx-mlflow.conf.j2).
+ACME_HTTP_SOURCES = ["0.0.0.0/0"]
 TLS_MODES = rules.TLS_MODES
 _SSH_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from stacks.config import ACME_HTTP_SOURCES
+
 HTTPS, HTTP, SSH, POSTGRES = 443, 80, 22, 5432
 
 
@@ -16,7 +18,7 @@ class SecurityArgs:
     https_cidrs: list[str]
     #: Empty when SSH is off (Session Manager): then no rule for port 22 exists at all.
     ssh_cidrs: list[str]
-    #: Let's Encrypt's HTTP-01 challenge needs port 80 from the same CIDRs as HTTPS.
+    #: Let's Encrypt's HTTP-01 challenge needs port 80 from anywhere (ACME_HTTP_SOURCES).
     open_http: bool
     tags: dict[str, str]
 
@@ -48,7 +50,7 @@ class Security(pulumi.ComponentResource):
 
         ports = [("https", HTTPS, args.https_cidrs)]
         if args.open_http:
-            ports.append(("http", HTTP, args.https_cidrs))
+            ports.append(("http", HTTP, ACME_HTTP_SOURCES))
         ports.append(("ssh", SSH, args.ssh_cidrs))
         for label, port, cidrs in ports:
             for index, cidr in enumerate(cidrs):

@@ -108,13 +108,16 @@ def test_ssh_by_cidr_installs_no_ssm_agent():
     assert "runcmd" not in yaml.safe_load(user_data)
 
 
-def test_letsencrypt_opens_port_80_from_the_https_cidrs_only():
+def test_letsencrypt_opens_port_80_to_the_world_and_nothing_else():
     run = run_stack(
         config(tlsMode="letsencrypt", domain="mlflow.example.com", acmeEmail="ops@example.com")
     )
     rules = run.mocks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
     http = [r.inputs for r in rules if r.inputs["fromPort"] == 80]
-    assert [r["cidrIpv4"] for r in http] == ["203.0.113.0/24"]
+    # Let's Encrypt validates from unpublished addresses: port 80 must be open to all.
+    assert [(r["cidrIpv4"], r["toPort"], r["ipProtocol"]) for r in http] == [
+        ("0.0.0.0/0", 80, "tcp")
+    ]
     assert run.outputs[contract.HOST] == "mlflow.example.com"
     assert run.outputs[contract.TRACKING_URL] == "https://mlflow.example.com"
 

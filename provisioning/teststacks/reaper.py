@@ -19,7 +19,7 @@ from provisioning.teststacks import naming
 from provisioning.teststacks.leftovers import Leftover
 from provisioning.teststacks.teardown import Finder, read_config
 from stacks import contract
-from stacks.config import PROJECT
+from stacks.keys import PROJECT
 from stacks.naming import stack_label
 
 

@@ -15,7 +15,7 @@ from fabric import task
 from invoke.exceptions import Exit
 from paramiko.ssh_exception import SSHException
 
-from provisioning import plays, pulumi_cli
+from provisioning import plays, pulumi_cli, stack_access
 from provisioning.connection import connect, open_when_ready
 from provisioning.hostlock import HostBusy, host_lock
 from provisioning.play import Play
@@ -33,7 +33,9 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
     """The deployment from ``--stack`` outputs, a ``--settings`` file, or both.
 
     With both, the file holds what the stack cannot know (ssh_key_file,
-    ssh_proxy_command, extra_ca_certs, TLS files, ...) on top of the outputs.
+    extra_ca_certs, TLS files, ...) on top of the outputs; the SSH tunnel (IAP or
+    Session Manager) and the server settings the stack holds come from the outputs
+    (provisioning.stack_access), unless the file says otherwise.
     ``fab -H user@host`` overrides the host (and the user, when it names one).
     """
     if not stack and not settings:
@@ -50,10 +52,12 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
         if stack:
             if settings:
                 overrides = {**settings_overrides(Path(settings)), **overrides}
-            return deployment_from_outputs(pulumi_cli.stack_outputs(stack), overrides or None)
+            outputs = pulumi_cli.stack_outputs(stack)
+            derived = stack_access.stack_overrides(outputs, overrides)
+            return deployment_from_outputs(outputs, derived or None)
         deployment = deployment_from_file(settings)
         return dataclasses.replace(deployment, **overrides) if overrides else deployment
-    except SettingsError as error:
+    except (SettingsError, stack_access.StackAccessError) as error:
         raise Exit(f"settings: {error}", code=2) from error
     except (pulumi_cli.PulumiError, OSError, yaml.YAMLError) as error:
         raise Exit(str(error), code=2) from error

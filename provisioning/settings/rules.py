@@ -19,7 +19,6 @@ from stacks import contract
 CLOUDS = ("gcp", "aws", "local")
 ENVIRONMENTS = contract.ENVIRONMENTS
 ARTIFACT_MODES = ("proxied", "direct")
-TLS_MODES = ("self-signed", "provided", "letsencrypt")
 #: Artifact URI schemes each cloud may use; ``local`` stands in for either cloud.
 ARTIFACT_SCHEMES = {"gcp": ("gs",), "aws": ("s3",), "local": ("s3", "gs")}
 BACKEND_SCHEME = "postgresql+psycopg2"
@@ -62,7 +61,6 @@ RESERVED_ENV = frozenset(
 )
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,3})?$")
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 DNS_NAME = re.compile(
@@ -70,7 +68,6 @@ DNS_NAME = re.compile(
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 USERNAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$")
 
@@ -179,14 +176,6 @@ def check_artifacts_destination(cloud: str, value: str) -> None:
         raise SettingsError("artifacts_destination", value, allowed)
     if not BUCKET.fullmatch(parts.netloc) or "//" in parts.path:
         raise SettingsError("artifacts_destination", value, allowed + " with a valid bucket name")
-
-
-def is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def check_pem_file(name: str, path: Any, marker: str, context: str = "") -> None:

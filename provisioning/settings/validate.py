@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -11,8 +10,6 @@ from urllib.parse import urlsplit
 from provisioning.settings.rules import (
     ARTIFACT_MODES,
     CLOUDS,
-    DNS_NAME,
-    EMAIL,
     ENVIRONMENTS,
     MAX_SERVER_INSTANCES,
     MIN_ADMIN_PASSWORD,
@@ -20,9 +17,7 @@ from provisioning.settings.rules import (
     MINIFORGE_URL_SCHEMES,
     PYTHON_VERSION,
     SHA256,
-    TLS_MODES,
     USERNAME,
-    VERSION,
     check_artifacts_destination,
     check_backend_store_uri,
     check_choice,
@@ -32,10 +27,10 @@ from provisioning.settings.rules import (
     check_pem_file,
     check_printable,
     check_tracking_url,
-    is_ip,
     url_host,
 )
-from provisioning.settings.secret import Secret, SettingsError
+from provisioning.settings.secret import MISSING, Secret, SettingsError
+from stacks import rules
 
 if TYPE_CHECKING:
     from provisioning.settings.deployment import Deployment
@@ -53,8 +48,7 @@ def validate(d: Deployment) -> None:
     _require_str(d, "host")
     check_host("host", d.host)
     _require_str(d, "ssh_user")
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}\$?", d.ssh_user):
-        raise SettingsError("ssh_user", d.ssh_user, "a POSIX login name such as 'debian'")
+    _rule("ssh_user", rules.login_user, d.ssh_user)
     check_int("ssh_port", d.ssh_port, 1, 65535)
     _check_optional_str(d, "ssh_key_file")
     _check_optional_str(d, "known_hosts_file")
@@ -62,7 +56,7 @@ def validate(d: Deployment) -> None:
     check_choice("cloud", d.cloud, CLOUDS)
     check_choice("environment", d.environment, ENVIRONMENTS)
 
-    check_choice("tls_mode", d.tls_mode, TLS_MODES)
+    _rule("tls_mode", rules.tls_mode, d.tls_mode)
     _check_tls(d)
 
     if d.public_host is None:
@@ -98,8 +92,7 @@ def validate(d: Deployment) -> None:
 
     check_choice("artifact_mode", d.artifact_mode, ARTIFACT_MODES)
     _require_str(d, "mlflow_version")
-    if not VERSION.fullmatch(d.mlflow_version):
-        raise SettingsError("mlflow_version", d.mlflow_version, "a pinned version X.Y.Z")
+    _rule("mlflow_version", rules.mlflow_version, d.mlflow_version)
     _require_str(d, "python_version")
     if not PYTHON_VERSION.fullmatch(d.python_version):
         raise SettingsError("python_version", d.python_version, "a Python 3 version like 3.11")
@@ -160,16 +153,23 @@ def _check_tls(d: Deployment) -> None:
         ):
             check_pem_file(name, getattr(d, name), marker, "with tls_mode 'provided'")
     elif d.tls_mode == "letsencrypt":
-        if not isinstance(d.domain, str) or not DNS_NAME.fullmatch(d.domain) or is_ip(d.domain):
-            raise SettingsError(
-                "domain", d.domain, "a DNS name pointing at the host (tls_mode 'letsencrypt')"
-            )
-        if not isinstance(d.acme_email, str) or not EMAIL.fullmatch(d.acme_email):
-            raise SettingsError(
-                "acme_email", d.acme_email, "an e-mail address for Let's Encrypt notices"
-            )
+        for key, value in (("domain", d.domain), ("acme_email", d.acme_email)):
+            if value is None:
+                raise SettingsError(key, MISSING, "set, with tls_mode 'letsencrypt'")
     for name in ("tls_cert_file", "tls_key_file", "domain", "acme_email"):
         _check_optional_str(d, name)
+    if d.domain is not None:
+        _rule("domain", rules.domain, d.domain)
+    if d.acme_email is not None:
+        _rule("acme_email", rules.email, d.acme_email)
+
+
+def _rule(key: str, rule, value: Any) -> None:
+    """Apply a rule shared with the stack settings (stacks/rules.py), naming the key."""
+    try:
+        rule(value)
+    except rules.RuleViolation as violation:
+        raise SettingsError(key, violation.value, violation.allowed) from None
 
 
 def _check_miniforge(d: Deployment) -> None:

@@ -224,6 +224,9 @@ INVALID = [
     ({"host": None}, "host"),
     ({"ssh_user": ""}, "ssh_user"),
     ({"ssh_user": "root; rm"}, "ssh_user"),
+    # The same rule as the stack's sshUser (stacks/rules.py): never root or the server's user.
+    ({"ssh_user": "root"}, "ssh_user"),
+    ({"ssh_user": "mlflow"}, "ssh_user"),
     ({"ssh_port": 0}, "ssh_port"),
     ({"ssh_port": 65536}, "ssh_port"),
     ({"ssh_port": "22"}, "ssh_port"),

@@ -77,19 +77,6 @@ def parse_installed_packages(text: str) -> set[str]:
     return installed
 
 
-def parse_server_instances(text: str) -> dict[int, str]:
-    """``systemctl list-units`` lines for mlflow-server@PORT.service -> {port: active state}."""
-    instances = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts or not parts[0].startswith("mlflow-server@"):
-            continue
-        port = parts[0].removeprefix("mlflow-server@").removesuffix(".service")
-        if port.isdigit() and len(parts) >= 3:
-            instances[int(port)] = parts[2]
-    return instances
-
-
 @dataclass(frozen=True)
 class Instance:
     """One mlflow-server@PORT unit and, when it runs, what its process was started with."""
@@ -123,6 +110,16 @@ def parse_instances(text: str) -> dict[int, Instance]:
         interpreter, config = (p if p != "-" else "" for p in parts[3:5])
         found[int(port)] = Instance(int(port), parts[1], int(parts[2]), interpreter, config)
     return found
+
+
+def parse_environment_versions(text: str) -> dict[str, str]:
+    """``.../envs/<name>/lib/python3.X/site-packages/mlflow-<version>.dist-info`` -> {name: version}."""
+    versions = {}
+    for line in text.split():
+        parts = line.rstrip("/").split("/")
+        if len(parts) > 6 and parts[-1].startswith("mlflow-") and parts[-1].endswith(".dist-info"):
+            versions[parts[-5]] = parts[-1].removeprefix("mlflow-").removesuffix(".dist-info")
+    return versions
 
 
 def parse_systemctl_show(text: str) -> dict[str, str]:
@@ -211,11 +208,6 @@ INSTANCES = Fact(
     "config=$(tr '\\0' '\\n' < /proc/$pid/environ | sed -n 's/^MLFLOW_KIT_CONFIG=//p'); fi; "
     'echo "$unit $active $pid ${exe:--} ${config:--}"; done; true',
     parse_instances,
-)
-SERVER_INSTANCES = Fact(
-    "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' || true",
-    parse_server_instances,
-    sudo=False,
 )
 
 
@@ -341,10 +333,18 @@ HEALTH_CODE = Fact(
 )
 
 
-def python_module_version(python: str, module: str) -> Fact[str]:
-    """``module.__version__`` as seen by ``python`` ("" when it cannot be imported)."""
-    code = shlex.quote(f"import {module}; print({module}.__version__)")
-    return Fact(f"{python} -c {code} 2>/dev/null || true", parse_text, sudo=False)
+def environment_versions(envs_dir: str) -> Fact[dict[str, str]]:
+    """The MLflow version installed in each environment under ``envs_dir``."""
+    return Fact(
+        f"ls -d {envs_dir}/*/lib/python3*/site-packages/mlflow-*.dist-info 2>/dev/null || true",
+        parse_environment_versions,
+        sudo=False,
+    )
+
+
+def env_file_value(path: str, name: str) -> Fact[str]:
+    """One double-quoted value of a systemd environment file ("" when absent)."""
+    return Fact(f"sed -n 's/^{name}=\"\\(.*\\)\"$/\\1/p' {path} 2>/dev/null || true", parse_text)
 
 
 def journal(units: str, lines: int, output: str = "short-iso") -> Fact[str]:

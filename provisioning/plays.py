@@ -54,22 +54,35 @@ def restart(play: Play, d: Deployment) -> None:
 
 
 def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
-    """Rows of (what, state) describing the server; reads only."""
-    instances = host.read(facts.SERVER_INSTANCES)
-    units = ", ".join(f"{port}:{state}" for port, state in sorted(instances.items())) or "none"
-    version = host.read(facts.python_module_version(f"{PATHS['current_env']}/bin/python", "mlflow"))
-    since = ""
-    if instances:
-        show = host.read(
-            facts.unit_properties(servers.unit(min(instances)), "ActiveEnterTimestamp")
+    """Rows of (what, state) describing the server; reads only.
+
+    Each instance is described by what its process runs (environment, MLflow
+    version, config digest), not by what is on disk: a restart still pending shows.
+    """
+    instances = host.read(facts.INSTANCES)
+    units = ", ".join(f"{port}:{i.state}" for port, i in sorted(instances.items())) or "none"
+    versions = host.read(facts.environment_versions(PATHS["envs_dir"]))
+    current = host.read(facts.symlink_target(PATHS["current_env"])).rsplit("/", 1)[-1]
+    configured = host.read(facts.env_file_value(PATHS["env_file"], "MLFLOW_KIT_CONFIG"))
+    rows = [("units", units)]
+    for port, instance in sorted(instances.items()):
+        if instance.state != "active":
+            rows.append((f"instance {port}", instance.state))
+            continue
+        env = instance.environment(PATHS["envs_dir"])
+        since = host.read(facts.unit_properties(servers.unit(port), "ActiveEnterTimestamp"))
+        pending = env != current or instance.config != configured
+        rows.append(
+            (
+                f"instance {port}",
+                f"MLflow {versions.get(env, '?')}, env {env or '?'}, up since "
+                f"{since.get('ActiveEnterTimestamp') or '-'}"
+                + (" (restart pending: run fab bootstrap)" if pending else ""),
+            )
         )
-        since = show.get("ActiveEnterTimestamp", "")
-    health_code = host.read(facts.HEALTH_CODE)
-    rows = [
-        ("units", units),
-        ("mlflow", version or "not installed"),
-        ("up since", since or "-"),
-        ("/health via nginx", health_code or "no answer"),
+    rows += [
+        ("mlflow on disk", f"{versions.get(current, 'not installed')} (env {current or '-'})"),
+        ("/health via nginx", host.read(facts.HEALTH_CODE) or "no answer"),
     ]
     for what, address, port in preflight.endpoints(d):
         ok = host.read(facts.tcp_open(address, port))

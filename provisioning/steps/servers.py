@@ -106,10 +106,10 @@ def converge(host: Host, ctx: dict, env: Environment) -> Outcome[None]:
 
 def restart_all(host: Host) -> Outcome[None]:
     """Restart every instance present, one at a time, without turning a request away."""
-    ports = sorted(set(host.read(facts.SERVER_INSTANCES)) - {SURGE_PORT})
+    ports = sorted(set(host.read(facts.INSTANCES)) - {SURGE_PORT})
     if not ports:
         raise host.error(
-            facts.SERVER_INSTANCES.command,
+            facts.INSTANCES.command,
             1,
             "no mlflow-server@ units on this host: run fab bootstrap first",
         )

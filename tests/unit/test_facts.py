@@ -6,10 +6,6 @@ from provisioning import facts
 from provisioning.steps import conda
 
 OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
-LIST_UNITS = (
-    "mlflow-server@5001.service loaded active running MLflow tracking server (port 5001)\n"
-    "mlflow-server@5002.service loaded failed failed MLflow tracking server (port 5002)\n"
-)
 
 
 def test_parsers_read_recorded_output():
@@ -23,7 +19,6 @@ def test_parsers_read_recorded_output():
     assert facts.parse_installed_packages(
         "nginx installed\nopenssl installed\ncurl not-installed\nbzip2 config-files\n"
     ) == {"nginx", "openssl"}
-    assert facts.parse_server_instances(LIST_UNITS) == {5001: "active", 5002: "failed"}
     assert facts.parse_file_state("missing").exists is False
     state = facts.parse_file_state("600 mlflow mlflow\nabc123  /etc/mlflow/mlflow.env\n")
     assert (state.mode, state.owner, state.sha256) == ("0600", "mlflow", "abc123")
@@ -35,6 +30,17 @@ def test_parsers_read_recorded_output():
         "ActiveEnterTimestamp": "Sun 2026-11-29 20:11:29 UTC"
     }
     assert facts.parse_yes("yes\n") is True and facts.parse_yes("no\n") is False
+
+
+def test_environment_versions_name_each_environment():
+    listing = (
+        "/opt/mlflow/envs/0123456789abcdef/lib/python3.11/site-packages/mlflow-3.17.2.dist-info\n"
+        "/opt/mlflow/envs/fedcba9876543210/lib/python3.11/site-packages/mlflow-3.18.0.dist-info\n"
+    )
+    assert facts.parse_environment_versions(listing) == {
+        "0123456789abcdef": "3.17.2",
+        "fedcba9876543210": "3.18.0",
+    }
 
 
 def test_instances_record_what_each_process_was_started_with():
@@ -75,10 +81,13 @@ def test_fact_commands_answer_absence_with_exit_0():
         facts.unit_enabled("nginx"),
         facts.unit_active("nginx"),
         facts.HEALTH_CODE,
-        facts.SERVER_INSTANCES,
         facts.installed_packages(("nginx",)),
+        facts.environment_versions("/opt/mlflow/envs"),
+        facts.env_file_value("/etc/mlflow/mlflow.env", "MLFLOW_KIT_CONFIG"),
     ):
         assert fact.command.endswith("|| true")
+    for fact in (facts.INSTANCES, facts.APT_LOCK_HOLDERS):
+        assert fact.command.endswith("; true")
 
 
 def test_conda_build_is_exact():

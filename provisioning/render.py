@@ -232,6 +232,7 @@ def context(
         "admin_password": deployment.admin_password.reveal(),
         "flask_secret_key": flask_secret_key,
         "job_execution": bool(job_execution),
+        "telemetry": deployment.telemetry,
         "storage_env": dict(sorted(deployment.storage_env.items())),
         "storage_secret_env": {
             k: v.reveal() for k, v in sorted(deployment.storage_secret_env.items())

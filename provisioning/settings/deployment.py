@@ -61,6 +61,8 @@ class Deployment:
     #: None: sized from the VM at bootstrap time.
     server_instances: int | None = None
     job_execution: bool = False
+    #: MLflow's usage telemetry from the server and the kit's own client (off unless set).
+    telemetry: bool = False
     #: The database's connection limit (max_connections); None: PostgreSQL's default, 100.
     db_max_connections: int | None = None
     #: None: generated on the VM once and kept there.

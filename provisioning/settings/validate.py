@@ -105,6 +105,8 @@ def validate(d: Deployment) -> None:
         check_int("server_instances", d.server_instances, 1, MAX_SERVER_INSTANCES)
     if not isinstance(d.job_execution, bool):
         raise SettingsError("job_execution", d.job_execution, "true or false")
+    if not isinstance(d.telemetry, bool):
+        raise SettingsError("telemetry", d.telemetry, "true or false")
     if d.db_max_connections is not None:
         check_int("db_max_connections", d.db_max_connections, 20, 100_000)
     if d.flask_secret_key is not None:

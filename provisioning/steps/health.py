@@ -53,6 +53,8 @@ def smoke_input(deployment: Deployment) -> str:
     """What the smoke client reads on stdin: credentials, and the storage client's settings
     (with direct artifacts the client itself writes to the bucket)."""
     env = dict(deployment.storage_env)
+    if not deployment.telemetry:
+        env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     env.update({k: v.reveal() for k, v in deployment.storage_secret_env.items()})
     return json.dumps(
         {

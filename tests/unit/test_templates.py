@@ -278,6 +278,9 @@ def test_env_file_round_trips_every_secret(tmp_path, pem_dir):
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "4",
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "3",
         "MLFLOW_KIT_CONFIG": ctx["config_digest"],
+        # No usage telemetry unless the settings turn it on.
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
         "AWS_SECRET_ACCESS_KEY": NASTY_ENV_VALUES["dollar"] + "'\"\\",
         "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
         "AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
@@ -613,3 +616,12 @@ def test_migrate_script_needs_its_environment(tmp_path):
     result = run_migrate(tmp_path, {})
     assert result.returncode == 2
     assert "MLFLOW_BACKEND_STORE_URI" in result.stderr
+
+
+def test_telemetry_is_off_unless_the_settings_turn_it_on(pem_dir):
+    off = parse_env_file(render("mlflow.env.j2", make_context(make_deployment(pem_dir))))
+    assert off["MLFLOW_DISABLE_TELEMETRY"] == "true" and off["DO_NOT_TRACK"] == "true"
+    on = parse_env_file(
+        render("mlflow.env.j2", make_context(make_deployment(pem_dir, telemetry=True)))
+    )
+    assert "MLFLOW_DISABLE_TELEMETRY" not in on and "DO_NOT_TRACK" not in on

@@ -13,10 +13,16 @@ from pathlib import Path
 import yaml
 from fabric import task
 from invoke.exceptions import Exit
-from paramiko.ssh_exception import SSHException
+from paramiko.ssh_exception import BadHostKeyException, SSHException
 
 from provisioning import plays, pulumi_cli, stack_access
-from provisioning.connection import connect, open_when_ready
+from provisioning.connection import (
+    UnknownHostKey,
+    changed_host_key_message,
+    connect,
+    kit_known_hosts,
+    open_when_ready,
+)
 from provisioning.hostlock import HostBusy, host_lock
 from provisioning.play import Play
 from provisioning.settings import (
@@ -77,12 +83,16 @@ def settings_overrides(path: Path) -> dict:
     return data
 
 
+#: How long a VM may serve its image's host key before its first boot installs the pinned one.
+PINNED_KEY_GRACE_S = 90
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
 
 @contextmanager
-def on_host(deployment: Deployment, task: str, *, lock: bool = True):
+def on_host(deployment: Deployment, task: str, *, lock: bool = True, accept_new_host_key=False):
     """A play on the deployment's host, once SSH answers; with the host's lock for tasks that change it.
 
     Failures end as ``Exit`` with the host, the step and the cause, never a traceback.
@@ -93,12 +103,25 @@ def on_host(deployment: Deployment, task: str, *, lock: bool = True):
         port=deployment.ssh_port,
         key_file=deployment.ssh_key_file,
         known_hosts_file=deployment.known_hosts_file,
+        host_key=deployment.ssh_host_key,
+        accept_new_host_key=accept_new_host_key,
         proxy_command=deployment.ssh_proxy_command,
     )
     with conn:
         play = Play(Host(conn), out=_print)
+        # A stack's pinned key is installed by the VM's first boot: wait for it a little.
+        grace = PINNED_KEY_GRACE_S if deployment.ssh_host_key else 0
         try:
-            open_when_ready(conn, play.host.note)
+            open_when_ready(conn, play.host.note, pinned_key_grace=grace)
+        except UnknownHostKey as error:
+            raise Exit(f"{task}: {error}", code=1) from error
+        except BadHostKeyException as error:
+            known = (
+                "the ssh_host_key setting"
+                if deployment.ssh_host_key
+                else deployment.known_hosts_file or str(kit_known_hosts())
+            )
+            raise Exit(f"{task}: {changed_host_key_message(error, known)}", code=1) from error
         except (SSHException, OSError, EOFError) as error:
             where = f"{deployment.ssh_user}@{deployment.host}:{deployment.ssh_port}"
             raise Exit(f"{task}: cannot log in to {where} over SSH: {error}", code=1) from error
@@ -120,9 +143,11 @@ def on_host(deployment: Deployment, task: str, *, lock: bool = True):
         "stack": "Pulumi stack whose outputs describe the host (pulumi stack output --show-secrets)",
         "settings": "YAML settings file: the whole deployment for hosts Pulumi did not create, "
         "or, with --stack, what the stack cannot know (ssh_key_file, ssh_proxy_command, ...)",
+        "accept-new-host-key": "first contact with a host whose key nothing vouches for yet: "
+        "record the key it offers in the kit's known_hosts (check its fingerprint first)",
     }
 )
-def bootstrap(c, stack=None, settings=None):
+def bootstrap(c, stack=None, settings=None, accept_new_host_key=False):
     """Turn a fresh Debian 12 host into a TLS, authenticated MLflow tracking server.
 
     Every step checks the host first and changes only what differs, printing
@@ -132,11 +157,11 @@ def bootstrap(c, stack=None, settings=None):
     Examples:
       fab bootstrap --stack dev
       fab bootstrap --stack dev --settings access.yaml   # ssh_key_file, ssh_proxy_command
-      fab -H admin@203.0.113.10 bootstrap --settings onprem.yaml
+      fab -H admin@203.0.113.10 bootstrap --settings onprem.yaml --accept-new-host-key
     """
     deployment = load_deployment(c, stack, settings)
     started = time.monotonic()
-    with on_host(deployment, "bootstrap") as play:
+    with on_host(deployment, "bootstrap", accept_new_host_key=accept_new_host_key) as play:
         plays.bootstrap(play, deployment)
     _print(
         f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "

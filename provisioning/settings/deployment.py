@@ -37,6 +37,9 @@ class Deployment:
     ssh_key_file: str | None = None
     #: When set, the host key must be listed in this file (unknown keys are refused).
     known_hosts_file: str | None = None
+    #: The host's SSH public key (``ssh-ed25519 AAAA...``), e.g. the stack's
+    #: ``ssh_host_key`` output; pinned, so no other key is accepted.
+    ssh_host_key: str | None = None
     #: An SSH ProxyCommand, for hosts reached through GCP IAP or AWS Session Manager, e.g.
     #: ``gcloud compute start-iap-tunnel VM 22 --listen-on-stdin --zone Z``.
     ssh_proxy_command: str | None = None

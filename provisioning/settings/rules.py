@@ -6,6 +6,7 @@ secret) and what is allowed. Standard library only.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -62,6 +63,13 @@ RESERVED_ENV = frozenset(
     }
 )
 
+PUBLIC_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+)
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,3})?$")
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -243,3 +251,16 @@ def check_tracking_url(url: str) -> str:
     if port is not None and not 1 <= port <= 65535:
         raise SettingsError("tracking_url", url, allowed)
     return url.rstrip("/")
+
+
+def check_public_key(value: Any) -> bool:
+    """An OpenSSH public key line whose blob names the same key type."""
+    parts = value.split() if isinstance(value, str) else []
+    if len(parts) < 2 or parts[0] not in PUBLIC_KEY_TYPES:
+        return False
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        return False
+    kind = parts[0].encode()
+    return blob[:4] == len(kind).to_bytes(4, "big") and blob[4 : 4 + len(kind)] == kind

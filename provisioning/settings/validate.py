@@ -26,6 +26,7 @@ from provisioning.settings.rules import (
     check_int,
     check_pem_file,
     check_printable,
+    check_public_key,
     check_tracking_url,
     url_host,
 )
@@ -52,6 +53,10 @@ def validate(d: Deployment) -> None:
     check_int("ssh_port", d.ssh_port, 1, 65535)
     _check_optional_str(d, "ssh_key_file")
     _check_optional_str(d, "known_hosts_file")
+    if d.ssh_host_key is not None and not check_public_key(d.ssh_host_key):
+        raise SettingsError(
+            "ssh_host_key", d.ssh_host_key, "an OpenSSH public key such as 'ssh-ed25519 AAAA...'"
+        )
     _check_optional_str(d, "ssh_proxy_command")
     check_choice("cloud", d.cloud, CLOUDS)
     check_choice("environment", d.environment, ENVIRONMENTS)

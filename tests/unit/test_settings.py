@@ -558,7 +558,7 @@ def test_example_settings_file_documents_every_key_and_loads(tmp_path, monkeypat
 
 
 def test_settings_package_imports_only_stdlib_and_yaml():
-    allowed = {"__future__", "dataclasses", "ipaddress", "logging", "os", "re", "collections",
+    allowed = {"__future__", "base64", "dataclasses", "ipaddress", "logging", "os", "re", "collections",
                "pathlib", "typing", "urllib", "yaml", "stacks"}  # fmt: skip
     for module in Path(settings_module.__file__).parent.glob("*.py"):
         for line in module.read_text().splitlines():

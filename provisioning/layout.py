@@ -27,6 +27,7 @@ PATHS = {
     "environment_yml": "/etc/mlflow/environment.yml",  # root:root 0644
     "env_file": "/etc/mlflow/mlflow.env",  # mlflow:mlflow 0600
     "auth_config": "/etc/mlflow/basic_auth.ini",  # mlflow:mlflow 0600
+    "db_ca": "/etc/mlflow/db-ca.pem",  # root:root 0644
     "flask_key": "/etc/mlflow/flask-secret-key",  # mlflow:mlflow 0600
     "tls_dir": "/etc/mlflow/tls",
     "tls_cert": "/etc/mlflow/tls/server.crt",

@@ -33,6 +33,7 @@ def bootstrap(play: Play, d: Deployment) -> None:
     play.step("first boot", packages.first_boot)
     play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
     play.step("system packages", packages.system_packages)
+    play.step("database certificate", database.certificate, d)
     play.step("mlflow user and directories", configuration.service_user)
     play.step("miniforge", conda.miniforge, d)
     flask_key = play.step("flask secret key", configuration.flask_secret_key, d)

@@ -11,7 +11,7 @@ import hashlib
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jinja2
 
@@ -154,6 +154,29 @@ def env_dir(environment_yml: str) -> str:
     return f"{PATHS['envs_dir']}/{env_hash(environment_yml)}"
 
 
+def db_ca_path(deployment: Deployment) -> str:
+    """The CA file the servers check the database's certificate against."""
+    if deployment.db_ca_cert_file or deployment.db_ca_url:
+        return PATHS["db_ca"]
+    return PATHS["system_ca_bundle"]
+
+
+def server_backend_uri(deployment: Deployment) -> str:
+    """The backend URI the servers use: the database's certificate and name verified
+    (``sslmode=verify-full``) unless ``db_tls`` is ``require``."""
+    base, _, query = deployment.backend_store_uri.reveal().partition("?")
+    params = [
+        (k, v)
+        for k, v in parse_qsl(query, keep_blank_values=True)
+        if k not in ("sslmode", "sslrootcert")
+    ]
+    if deployment.db_tls == "require":
+        params.append(("sslmode", "require"))
+    else:
+        params += [("sslmode", "verify-full"), ("sslrootcert", db_ca_path(deployment))]
+    return f"{base}?{urlencode(params, safe='/')}"
+
+
 def tls_paths(deployment: Deployment) -> tuple[str, str]:
     """Certificate and key paths nginx reads for this deployment's TLS mode."""
     if deployment.tls_mode == "letsencrypt":
@@ -227,7 +250,7 @@ def context(
         "storage_packages": list(STORAGE_PACKAGES[scheme]),
         "artifact_mode": deployment.artifact_mode,
         "artifacts_destination": deployment.artifacts_destination,
-        "backend_store_uri": deployment.backend_store_uri.reveal(),
+        "backend_store_uri": server_backend_uri(deployment),
         "admin_username": deployment.admin_username,
         "admin_password": deployment.admin_password.reveal(),
         "flask_secret_key": flask_secret_key,

@@ -59,6 +59,14 @@ class Deployment:
     tls_key_file: str | None = None
     domain: str | None = None
     acme_email: str | None = None
+    #: How the servers check the database: ``verify-full`` (its certificate against the CA
+    #: below, and its name) or ``require`` (encrypted, the certificate unchecked).
+    db_tls: str = "verify-full"
+    #: The CA that signed the database's certificate (a PEM file on this machine).
+    db_ca_cert_file: str | None = None
+    #: Or where the VM fetches that CA over HTTPS (RDS's regional bundle); with neither,
+    #: the VM's own trusted CAs.
+    db_ca_url: str | None = None
     storage_env: dict[str, str] = field(default_factory=dict)
     storage_secret_env: dict[str, Secret] = field(default_factory=dict)
     #: None: sized from the VM at bootstrap time.
@@ -112,5 +120,12 @@ SECRET_FIELDS = frozenset({"backend_store_uri", "admin_password", "flask_secret_
 #: Fields whose values are local file paths; a settings file's relative paths are
 #: resolved against the settings file's directory.
 PATH_FIELDS = frozenset(
-    {"ssh_key_file", "known_hosts_file", "tls_cert_file", "tls_key_file", "extra_ca_certs"}
+    {
+        "ssh_key_file",
+        "known_hosts_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "extra_ca_certs",
+        "db_ca_cert_file",
+    }
 )

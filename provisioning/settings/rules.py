@@ -20,6 +20,7 @@ from stacks import contract
 CLOUDS = ("gcp", "aws", "local")
 ENVIRONMENTS = contract.ENVIRONMENTS
 ARTIFACT_MODES = ("proxied", "direct")
+DB_TLS_MODES = ("verify-full", "require")
 #: Artifact URI schemes each cloud may use; ``local`` stands in for either cloud.
 ARTIFACT_SCHEMES = {"gcp": ("gs",), "aws": ("s3",), "local": ("s3", "gs")}
 BACKEND_SCHEME = "postgresql+psycopg2"

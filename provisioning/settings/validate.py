@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from provisioning.settings.rules import (
     ARTIFACT_MODES,
     CLOUDS,
+    DB_TLS_MODES,
     ENVIRONMENTS,
     MAX_SERVER_INSTANCES,
     MIN_ADMIN_PASSWORD,
@@ -82,6 +83,7 @@ def validate(d: Deployment) -> None:
 
     _require_str(d, "artifacts_destination")
     check_artifacts_destination(d.cloud, d.artifacts_destination)
+    _check_db_tls(d)
 
     _require_str(d, "admin_username")
     if not USERNAME.fullmatch(d.admin_username):
@@ -205,3 +207,15 @@ def _check_ca_certs(d: Deployment) -> None:
     if len(set(names)) != len(names):
         raise SettingsError("extra_ca_certs", certs, "files with distinct base names")
     _set(d, "extra_ca_certs", tuple(certs))
+
+
+def _check_db_tls(d: Deployment) -> None:
+    check_choice("db_tls", d.db_tls, DB_TLS_MODES)
+    if d.db_ca_cert_file is not None:
+        check_pem_file("db_ca_cert_file", d.db_ca_cert_file, "BEGIN CERTIFICATE")
+    if d.db_ca_url is not None:
+        parts = urlsplit(d.db_ca_url) if isinstance(d.db_ca_url, str) else None
+        if parts is None or parts.scheme != "https" or not parts.hostname:
+            raise SettingsError("db_ca_url", d.db_ca_url, "an https:// URL of a PEM bundle")
+    if d.db_ca_cert_file is not None and d.db_ca_url is not None:
+        raise SettingsError("db_ca_url", d.db_ca_url, "unset when db_ca_cert_file is set (one CA)")

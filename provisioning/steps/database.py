@@ -1,11 +1,18 @@
-"""The database schema: migrated once per MLflow version and environment, under a lock."""
+"""The database: its certificate checked, its schema migrated once per MLflow version and
+environment, under a lock."""
 
 from __future__ import annotations
 
-from provisioning import facts
+import ipaddress
+import shlex
+from pathlib import Path
+
+from provisioning import facts, files
 from provisioning.layout import GROUP, MIGRATE_UNIT_NAME, PATHS, USER
 from provisioning.play import Outcome, changed, unchanged
+from provisioning.render import db_ca_path
 from provisioning.settings import Deployment
+from provisioning.steps import preflight
 from provisioning.steps.conda import Environment
 from provisioning.transport import Host
 
@@ -28,3 +35,51 @@ def migrate(host: Host, deployment: Deployment, env: Environment) -> Outcome[Non
         raise host.error(command, result.exited, journal)
     host.run(f"install -m 0644 -o {USER} -g {GROUP} /dev/null {marker}")
     return changed(f"schema at MLflow {deployment.mlflow_version}")
+
+
+def certificate(host: Host, deployment: Deployment) -> Outcome[None]:
+    """The CA the servers check the database against, and the check itself, before any change
+    to the servers: a database whose certificate does not verify stops the play here."""
+    address, port = preflight.endpoints(deployment)[0][1:]
+    if deployment.db_tls == "require":
+        return unchanged(f"{address}:{port} encrypted, its certificate unchecked (db_tls: require)")
+    ca = db_ca_path(deployment)
+    installed = False
+    if deployment.db_ca_cert_file:
+        pem = Path(deployment.db_ca_cert_file).read_bytes()
+        installed = files.ensure_file(host, ca, pem, mode="0644")
+    elif deployment.db_ca_url:
+        fetched = host.run(
+            f"curl -fsSL --retry 3 -o {ca}.kit-new {shlex.quote(deployment.db_ca_url)} && "
+            f"if cmp -s {ca}.kit-new {ca}; then rm -f {ca}.kit-new; echo same; "
+            f"else chmod 644 {ca}.kit-new && mv -f {ca}.kit-new {ca}; echo new; fi",
+            timeout=120,
+        )
+        installed = fetched.stdout.strip() == "new"
+    name = f"-verify_ip {address}" if is_ip(address) else f"-verify_hostname {address}"
+    check = (
+        f"echo | timeout 20 openssl s_client -starttls postgres -connect {address}:{port} "
+        f"-servername {address} {name} -verify_return_error -CAfile {ca} 2>&1"
+    )
+    result = host.run(check, check=False)
+    if result.exited != 0:
+        reasons = [line for line in result.stdout.splitlines() if "error" in line.lower()]
+        raise host.error(
+            f"openssl s_client -starttls postgres -connect {address}:{port}",
+            result.exited,
+            f"the database at {address}:{port} presents a certificate that does not verify "
+            f"against {ca} for the name {address} (db_tls: verify-full): "
+            + ("; ".join(reasons[:3]) or result.stdout.strip()[-300:])
+            + ". Give the database's CA (db_ca_cert_file or db_ca_url), or db_tls: require.",
+        )
+    source = deployment.db_ca_cert_file or deployment.db_ca_url or "the system's CAs"
+    detail = f"{address}:{port} verified against {source}"
+    return changed(detail) if installed else unchanged(detail)
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

@@ -137,6 +137,8 @@ class LocalCloud:
             "ssh_key_file": str(host.key_file),
             "known_hosts_file": str(host.known_hosts),
             "backend_store_uri": self.postgres.uri(),
+            # The database's certificate is checked (verify-full) against this.
+            "db_ca_cert_file": str(self.postgres.data_dir / "server.crt"),
             "admin_password": self.admin_password(),
             "extra_ca_certs": extra_ca_certs(),
             # Conda channels cannot be reached here: a stand-in installer, named as such.

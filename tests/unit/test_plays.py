@@ -30,6 +30,7 @@ BOOTSTRAP_STEPS = [
     "first boot",
     "ca certificates",
     "system packages",
+    "database certificate",
     "mlflow user and directories",
     "miniforge",
     "flask secret key",

@@ -48,7 +48,12 @@ _SHA = re.compile(r"\{sha256 of ([^}\s]+)((?: \w+=[\d,]*)*)\}")
 
 
 def deployment_for(case: dict) -> Deployment:
-    return Deployment(**{**BASE, **case.get("settings", {})})
+    """The base deployment with the case's settings; ``{cases}`` in a value is this folder."""
+    settings = {
+        k: v.replace("{cases}", str(CASES_DIR)) if isinstance(v, str) else v
+        for k, v in case.get("settings", {}).items()
+    }
+    return Deployment(**{**BASE, **settings})
 
 
 def context_for(deployment: Deployment) -> dict:

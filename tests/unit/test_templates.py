@@ -36,6 +36,8 @@ from provisioning.settings import Deployment
 from tests.unit.conftest import ADMIN_PASSWORD, NASTY_PASSWORD, NASTY_URI, valid_settings
 
 TEMPLATES = render_module.TEMPLATES_DIR
+#: NASTY_URI as the servers use it: the database's certificate verified against the VM's CAs.
+SERVER_URI = NASTY_URI + "?sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt"
 SERVER_PORTS = [5001, 5002, 5003]
 FLASK_KEY = 'flask "key" with $HOME, 50% \\ # `x`'
 #: Values that exercise every special character of an env file, a shell and an ini file.
@@ -266,7 +268,7 @@ def test_env_file_round_trips_every_secret(tmp_path, pem_dir):
     ctx = make_context(deployment, job_execution=True)
     text = render("mlflow.env.j2", ctx)
     expected = {
-        "MLFLOW_BACKEND_STORE_URI": NASTY_URI,
+        "MLFLOW_BACKEND_STORE_URI": SERVER_URI,
         "MLFLOW_ARTIFACTS_DESTINATION": CLOUDS["local"],
         "MLFLOW_SERVE_ARTIFACTS": "true",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": FLASK_KEY,
@@ -334,7 +336,7 @@ def test_mlflow_server_reads_the_unit_and_env_file_as_intended(pem_dir, monkeypa
     assert params["port"] == 5002
     assert str(params["workers"]) == "1"
     assert params["app_name"] == "basic-auth"
-    assert params["backend_store_uri"] == NASTY_URI
+    assert params["backend_store_uri"] == SERVER_URI
     assert params["allowed_hosts"].split(",")[:2] == ["203.0.113.10", "203.0.113.10:443"]
     assert params["cors_allowed_origins"] == "https://203.0.113.10"
     if artifact_mode == "proxied":
@@ -355,7 +357,7 @@ def test_basic_auth_ini_round_trips_the_uri(tmp_path, monkeypatch, ctx):
     path.write_text(render("basic_auth.ini.j2", ctx))
     parser = configparser.ConfigParser()  # BasicInterpolation, as MLflow reads it
     parser.read(path)
-    assert parser["mlflow"]["database_uri"] == NASTY_URI
+    assert parser["mlflow"]["database_uri"] == SERVER_URI
     assert "admin_password" not in parser["mlflow"]
     assert ADMIN_PASSWORD not in path.read_text()
 
@@ -363,7 +365,7 @@ def test_basic_auth_ini_round_trips_the_uri(tmp_path, monkeypatch, ctx):
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
     monkeypatch.delenv("MLFLOW_AUTH_ADMIN_USERNAME", raising=False)
     config = read_auth_config()
-    assert config.database_uri == NASTY_URI
+    assert config.database_uri == SERVER_URI
     assert config.default_permission == "READ"
     assert config.admin_username == "admin"
     assert config.admin_password == ADMIN_PASSWORD
@@ -625,3 +627,25 @@ def test_telemetry_is_off_unless_the_settings_turn_it_on(pem_dir):
         render("mlflow.env.j2", make_context(make_deployment(pem_dir, telemetry=True)))
     )
     assert "MLFLOW_DISABLE_TELEMETRY" not in on and "DO_NOT_TRACK" not in on
+
+
+@pytest.mark.parametrize(
+    ("changes", "query"),
+    [
+        ({}, {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/certs/ca-certificates.crt"}),
+        ({"db_ca_url": "https://truststore.example.com/eu-west-1-bundle.pem"},
+         {"sslmode": "verify-full", "sslrootcert": "/etc/mlflow/db-ca.pem"}),
+        ({"db_tls": "require"}, {"sslmode": "require"}),
+        ({"backend_store_uri": NASTY_URI + "?sslmode=disable&connect_timeout=10"},
+         {"connect_timeout": "10", "sslmode": "verify-full",
+          "sslrootcert": "/etc/ssl/certs/ca-certificates.crt"}),
+    ],
+    ids=["system-cas", "fetched-ca", "require", "other-options-kept"],
+)  # fmt: skip
+def test_the_servers_verify_the_database_unless_told_not_to(pem_dir, changes, query):
+    from sqlalchemy.engine import make_url
+
+    ctx = make_context(make_deployment(pem_dir, **changes))
+    url = make_url(parse_env_file(render("mlflow.env.j2", ctx))["MLFLOW_BACKEND_STORE_URI"])
+    assert url.password == NASTY_PASSWORD
+    assert dict(url.query) == query

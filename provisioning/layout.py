@@ -29,6 +29,10 @@ PATHS = {
     "auth_config": "/etc/mlflow/basic_auth.ini",  # mlflow:mlflow 0600
     "db_ca": "/etc/mlflow/db-ca.pem",  # root:root 0644
     "flask_key": "/etc/mlflow/flask-secret-key",  # mlflow:mlflow 0600
+    # "VERSION PASSPHRASE" of the KEK that wraps MLflow's gateway secrets; mlflow:mlflow 0600
+    "kek": "/etc/mlflow/kek",
+    # A rotation the next migration carries out (templates/mlflow-migrate.py); mlflow 0600
+    "kek_request": "/var/lib/mlflow/kek-rotation.json",
     "tls_dir": "/etc/mlflow/tls",
     "tls_cert": "/etc/mlflow/tls/server.crt",
     "tls_key": "/etc/mlflow/tls/server.key",

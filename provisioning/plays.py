@@ -15,6 +15,7 @@ from provisioning.steps import (
     packages,
     preflight,
     proxy,
+    secrets,
     servers,
 )
 from provisioning.transport import Host
@@ -36,8 +37,15 @@ def bootstrap(play: Play, d: Deployment) -> None:
     play.step("database certificate", database.certificate, d)
     play.step("mlflow user and directories", configuration.service_user)
     play.step("miniforge", conda.miniforge, d)
-    flask_key = play.step("flask secret key", configuration.flask_secret_key, d)
-    ctx = context(d, server_ports=ports, flask_secret_key=flask_key, job_execution=d.job_execution)
+    keys = play.step("server secrets", secrets.server_secrets, d)
+    ctx = context(
+        d,
+        server_ports=ports,
+        flask_secret_key=keys.flask_key,
+        job_execution=d.job_execution,
+        kek_passphrase=keys.kek_passphrase,
+        kek_version=keys.kek_version,
+    )
     env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
     play.step("configuration files", configuration.install, ctx, SERVER_FILES)
     play.step("schema migration", database.migrate, d, env)
@@ -46,6 +54,14 @@ def bootstrap(play: Play, d: Deployment) -> None:
     changed = play.step("tls certificate", proxy.certificate, d)
     play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
     play.step("health gate", health.gate, d)
+
+
+def rotate_kek(play: Play, d: Deployment) -> None:
+    """A new KEK for MLflow's gateway secrets (MLflow's rotation, with the servers stopped),
+    then the bootstrap that hands it to the servers and proves them."""
+    play.step("preflight", preflight.check, d)
+    play.step("rotate KEK", secrets.rotate_kek)
+    bootstrap(play, d)
 
 
 def restart(play: Play, d: Deployment) -> None:

@@ -213,6 +213,8 @@ def context(
     server_ports: list[int],
     flask_secret_key: str,
     job_execution: bool,
+    kek_passphrase: str,
+    kek_version: int = 1,
 ) -> dict[str, Any]:
     """Every variable the templates use, for one deployment.
 
@@ -254,6 +256,8 @@ def context(
         "admin_username": deployment.admin_username,
         "admin_password": deployment.admin_password.reveal(),
         "flask_secret_key": flask_secret_key,
+        "kek_passphrase": kek_passphrase,
+        "kek_version": int(kek_version),
         "job_execution": bool(job_execution),
         "telemetry": deployment.telemetry,
         "storage_env": dict(sorted(deployment.storage_env.items())),

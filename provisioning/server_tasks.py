@@ -221,3 +221,24 @@ def restart(c, stack=None, settings=None):
     deployment = load_deployment(c, stack, settings)
     with on_host(deployment, "restart") as play:
         plays.restart(play, deployment)
+
+
+@task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
+def rotate_kek(c, stack=None, settings=None):
+    """Replace the KEK that encrypts MLflow's AI Gateway secrets (provider API keys).
+
+    The servers stop while MLflow's own rotation (`mlflow crypto rotate-kek`)
+    re-wraps every secret's key under the new KEK (MLflow requires them stopped;
+    about half a minute), then a bootstrap gives them the new KEK and proves them.
+    The new passphrase is generated on the host and never leaves it. Hosts whose
+    KEK comes from the kek_passphrase setting rotate by a new setting instead.
+
+    Example:
+      fab rotate-kek --stack dev
+    """
+    deployment = load_deployment(c, stack, settings)
+    if deployment.kek_passphrase is not None:
+        raise Exit("rotate-kek: the KEK comes from the kek_passphrase setting here", code=2)
+    with on_host(deployment, "rotate-kek") as play:
+        plays.rotate_kek(play, deployment)
+    _print(f"[{deployment.host}] KEK rotated: {play.changes} changed")

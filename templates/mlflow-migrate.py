@@ -10,15 +10,25 @@ schema keeps its own Alembic version table (alembic_version_auth), so both can s
 one database. On Postgres both run under one session-level advisory lock, so two
 bootstraps (or an operator and a bootstrap) never migrate at once.
 
-Exit status 0: both schemas are at head. 1: the database is unreachable or a
-migration failed (its error on stderr). 2: the environment is incomplete.
+Then, when fab leaves a rotation request in KEK_REQUEST (a first KEK on a server
+that ran with MLflow's default passphrase, or ``fab rotate-kek``), it re-wraps the
+gateway secrets' keys from the old KEK to the new one with MLflow's own
+``mlflow crypto rotate-kek``, in this process (no passphrase in argv), and removes
+the request once done.
+
+Exit status 0: both schemas are at head (and a requested rotation done). 1: the
+database is unreachable, a migration or the rotation failed (its error on stderr).
+2: the environment is incomplete.
 """
 
+import json
 import os
 import sys
 
 #: pg_advisory_lock key: any constant int64 shared by every run; this is "mlflowmg".
 LOCK_KEY = 0x6D6C666C6F776D67
+#: A KEK rotation fab asks for: {"old": ..., "old_version": N, "new": ...} (0600, mlflow).
+KEK_REQUEST = "/var/lib/mlflow/kek-rotation.json"
 
 
 def fail(status, message):
@@ -55,6 +65,24 @@ def migrate(uri):
     error = run_click(tracking_upgrade, [uri], "tracking schema upgrade")
     if error is None:
         error = run_click(auth_upgrade, ["--url", auth_uri], "auth schema upgrade")
+    if error is None and os.path.exists(KEK_REQUEST):
+        error = rotate_kek(uri)
+    return error
+
+
+def rotate_kek(uri):
+    """Re-wrap the gateway secrets' keys as KEK_REQUEST asks; return an error message or None."""
+    from mlflow.cli.crypto import rotate_kek as rotate
+
+    with open(KEK_REQUEST) as handle:
+        request = json.load(handle)
+    os.environ["MLFLOW_CRYPTO_KEK_PASSPHRASE"] = request["old"]
+    os.environ["MLFLOW_CRYPTO_KEK_VERSION"] = str(request["old_version"])
+    args = ["--new-passphrase", request["new"], "--backend-store-uri", uri, "--yes"]
+    error = run_click(rotate, args, "KEK rotation")
+    if error is None:
+        os.remove(KEK_REQUEST)
+        print("mlflow-migrate: gateway secrets re-wrapped with the new KEK", file=sys.stderr)
     return error
 
 

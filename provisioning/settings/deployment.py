@@ -78,6 +78,9 @@ class Deployment:
     db_max_connections: int | None = None
     #: None: generated on the VM once and kept there.
     flask_secret_key: Secret | None = None
+    #: The passphrase of the KEK under which MLflow encrypts AI Gateway secrets; None:
+    #: generated on the VM once and kept there (change it with ``fab rotate-kek``).
+    kek_passphrase: Secret | None = None
     db_connection_name: str | None = None
     #: What validation changed on the way in (e.g. a rewritten URI scheme), for display.
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
@@ -116,7 +119,9 @@ REQUIRED_KEYS = tuple(
     for f in dataclasses.fields(Deployment)
     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 )
-SECRET_FIELDS = frozenset({"backend_store_uri", "admin_password", "flask_secret_key"})
+SECRET_FIELDS = frozenset(
+    {"backend_store_uri", "admin_password", "flask_secret_key", "kek_passphrase"}
+)
 #: Fields whose values are local file paths; a settings file's relative paths are
 #: resolved against the settings file's directory.
 PATH_FIELDS = frozenset(

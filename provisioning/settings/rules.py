@@ -28,6 +28,8 @@ BACKEND_SCHEME = "postgresql+psycopg2"
 REWRITTEN_SCHEMES = ("postgresql",)
 MIN_ADMIN_PASSWORD = 12  # mlflow.server.auth refuses shorter admin passwords
 MIN_FLASK_SECRET_KEY = 16
+#: MLflow asks for "high-entropy passphrases (32+ characters)" (mlflow/utils/crypto.py).
+MIN_KEK_PASSPHRASE = 32
 MAX_SERVER_INSTANCES = 64
 
 DEFAULT_MLFLOW_VERSION = contract.DEFAULT_MLFLOW_VERSION
@@ -56,6 +58,8 @@ RESERVED_ENV = frozenset(
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE",
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW",
         "MLFLOW_KIT_CONFIG",
+        "MLFLOW_CRYPTO_KEK_PASSPHRASE",
+        "MLFLOW_CRYPTO_KEK_VERSION",
         "MLFLOW_DISABLE_TELEMETRY",
         "DO_NOT_TRACK",
         "REQUESTS_CA_BUNDLE",

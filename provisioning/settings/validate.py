@@ -15,6 +15,7 @@ from provisioning.settings.rules import (
     MAX_SERVER_INSTANCES,
     MIN_ADMIN_PASSWORD,
     MIN_FLASK_SECRET_KEY,
+    MIN_KEK_PASSPHRASE,
     MINIFORGE_URL_SCHEMES,
     PYTHON_VERSION,
     SHA256,
@@ -125,6 +126,15 @@ def validate(d: Deployment) -> None:
                 f"at least {MIN_FLASK_SECRET_KEY} characters, or unset to generate one on the VM",
             )
         check_printable("flask_secret_key", d.flask_secret_key)
+    if d.kek_passphrase is not None:
+        _set(d, "kek_passphrase", _secret(d, "kek_passphrase"))
+        if len(d.kek_passphrase) < MIN_KEK_PASSPHRASE:
+            raise SettingsError(
+                "kek_passphrase",
+                d.kek_passphrase,
+                f"at least {MIN_KEK_PASSPHRASE} characters, or unset to generate one on the VM",
+            )
+        check_printable("kek_passphrase", d.kek_passphrase)
     _check_optional_str(d, "db_connection_name")
     if d.db_connection_name == "":
         _set(d, "db_connection_name", None)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
-
 from provisioning import facts, files, handlers
 from provisioning.layout import FILES, GROUP, PATHS, USER
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import render
-from provisioning.settings import Deployment
 from provisioning.transport import Host
 
 #: (path, owner, group, mode) of every directory the kit owns.
@@ -39,22 +36,6 @@ def service_user(host: Host) -> Outcome[None]:
     if not created and not fixed:
         return unchanged(f"user {USER} and {len(DIRECTORIES)} directories as wanted")
     return changed(("created user " + USER + "; " if created else "") + ", ".join(fixed))
-
-
-def flask_secret_key(host: Host, deployment: Deployment) -> Outcome[str]:
-    """The session-signing key: from settings, else generated once and kept on the VM."""
-    path = PATHS["flask_key"]
-    if deployment.flask_secret_key is not None:
-        key = deployment.flask_secret_key.reveal()
-        if files.ensure_file(host, path, key, mode="0600", owner=USER, group=GROUP):
-            return changed("from the settings", key)
-        return unchanged("from the settings", key)
-    existing = host.read(facts.file_text(path))
-    if existing:
-        return unchanged("kept on the host", existing)
-    key = secrets.token_hex(32)
-    files.ensure_file(host, path, key, mode="0600", owner=USER, group=GROUP)
-    return changed("generated on the host", key)
 
 
 def install_files(host: Host, ctx: dict, names: tuple[str, ...]) -> frozenset[str]:

@@ -26,15 +26,21 @@ def migration_marker(deployment: Deployment, env: Environment) -> str:
 def migrate(host: Host, deployment: Deployment, env: Environment) -> Outcome[None]:
     """Upgrade the tracking and auth schemas with the new environment (mlflow-migrate.service)."""
     marker = migration_marker(deployment, env)
-    if host.read(facts.exists(marker)):
+    rotation = host.read(facts.exists(PATHS["kek_request"]))
+    if host.read(facts.exists(marker)) and not rotation:
         return unchanged(f"schema already at MLflow {deployment.mlflow_version}")
     command = f"systemctl start {MIGRATE_UNIT_NAME}"
     result = host.run(command, check=False, timeout=3600)
     if result.exited != 0:
         journal = host.read(facts.journal(f"-u {MIGRATE_UNIT_NAME}", JOURNAL_LINES, "cat"))
         raise host.error(command, result.exited, journal)
+    if rotation and host.read(facts.exists(PATHS["kek_request"])):
+        raise host.error(command, 1, "the KEK rotation request is still there after the migration")
     host.run(f"install -m 0644 -o {USER} -g {GROUP} /dev/null {marker}")
-    return changed(f"schema at MLflow {deployment.mlflow_version}")
+    return changed(
+        f"schema at MLflow {deployment.mlflow_version}"
+        + ("; gateway secrets re-wrapped with the new KEK" if rotation else "")
+    )
 
 
 def certificate(host: Host, deployment: Deployment) -> Outcome[None]:

@@ -9,6 +9,7 @@ does a scripted one that never ran (:meth:`ScriptedConnection.assert_done`).
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -77,6 +78,8 @@ class ScriptedConnection:
             assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"content of {remote}"
         for text in entry.get("contains", []):
             assert text.encode() in data, f"{remote} lacks {text!r}"
+        if "matches" in entry:
+            assert re.fullmatch(entry["matches"], data.decode()), f"{remote}: {entry['matches']}"
         self.uploads[remote] = data
 
     def assert_done(self) -> None:

@@ -24,6 +24,7 @@ from tests.unit.test_templates import exposure
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("MLFLOW_KIT_UPDATE_GOLDEN") == "1"
 FLASK_KEY = "0123456789abcdef" * 4
+KEK = "kek-passphrase-" + "fedcba9876543210" * 3
 #: (golden file, template, deployment changes)
 CASES = [
     ("mlflow-server@.service", "mlflow-server@.service.j2", {}),
@@ -46,7 +47,11 @@ EXPOSURE = {"mlflow-server@.service": "1.3", "mlflow-migrate.service": "1.3"}
 def rendered(template: str, changes: dict) -> str:
     deployment = Deployment(**valid_settings(**changes))
     ctx = context(
-        deployment, server_ports=[5001, 5002], flask_secret_key=FLASK_KEY, job_execution=False
+        deployment,
+        server_ports=[5001, 5002],
+        flask_secret_key=FLASK_KEY,
+        job_execution=False,
+        kek_passphrase=KEK,
     )
     return render(template, ctx)
 

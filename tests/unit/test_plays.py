@@ -23,6 +23,7 @@ from provisioning.layout import (
 from provisioning.render import config_digest, render
 from provisioning.settings import Deployment
 from provisioning.steps.conda import Environment
+from provisioning.steps.secrets import ServerSecrets
 from tests.unit.test_step_cases import BASE
 
 BOOTSTRAP_STEPS = [
@@ -33,7 +34,7 @@ BOOTSTRAP_STEPS = [
     "database certificate",
     "mlflow user and directories",
     "miniforge",
-    "flask secret key",
+    "server secrets",
     "conda environment",
     "configuration files",
     "schema migration",
@@ -61,7 +62,7 @@ class RecordingPlay:
 def record_bootstrap(deployment: Deployment, **changes) -> RecordingPlay:
     values = {
         "preflight": facts.Resources(2, 4000, 20000),
-        "flask secret key": "k" * 64,
+        "server secrets": ServerSecrets("k" * 64, "p" * 48, 1),
         "conda environment": Environment("/opt/mlflow/envs/0123456789abcdef"),
         "configuration files": frozenset(changes.get("files", ())),
         "activate environment": frozenset(changes.get("activated", ())),
@@ -143,6 +144,14 @@ def test_the_migration_runs_with_the_new_environment_before_it_is_activated():
     env = recording.values["conda environment"]
     assert recording.args("schema migration")[1] == env
     assert recording.args("activate environment") == (env,)
+
+
+def test_rotate_kek_play_rotates_then_bootstraps():
+    recording = RecordingPlay(
+        {"preflight": facts.Resources(2, 4000, 20000)} | record_bootstrap(Deployment(**BASE)).values
+    )
+    plays.rotate_kek(recording, Deployment(**BASE))
+    assert [name for name, _f, _a in recording.steps] == ["preflight", "rotate KEK", *BOOTSTRAP_STEPS]
 
 
 def test_restart_play_restarts_then_proves_the_server():

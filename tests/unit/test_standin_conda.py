@@ -35,7 +35,11 @@ def test_conda_and_pip_packages_of_the_rendered_environment(parse, tmp_path, des
         render(
             "environment.yml.j2",
             context(
-                deployment, server_ports=[5001], flask_secret_key="k" * 32, job_execution=False
+                deployment,
+                server_ports=[5001],
+                flask_secret_key="k" * 32,
+                job_execution=False,
+                kek_passphrase="p" * 48,
             ),
         )
     )

@@ -43,6 +43,7 @@ BASE = {
 }
 PORTS = [5001, 5002]
 FLASK_KEY = "k" * 64
+KEK = "p" * 48
 ERRORS = {"PreflightError": transport.PreflightError, "RemoteError": transport.RemoteError}
 _SHA = re.compile(r"\{sha256 of ([^}\s]+)((?: \w+=[\d,]*)*)\}")
 
@@ -58,7 +59,13 @@ def deployment_for(case: dict) -> Deployment:
 
 def context_for(deployment: Deployment) -> dict:
     ports = PORTS[: deployment.server_instances or len(PORTS)]
-    return context(deployment, server_ports=ports, flask_secret_key=FLASK_KEY, job_execution=False)
+    return context(
+        deployment,
+        server_ports=ports,
+        flask_secret_key=FLASK_KEY,
+        job_execution=False,
+        kek_passphrase=KEK,
+    )
 
 
 def resolve(value, deployment: Deployment, ctx: dict):

@@ -40,6 +40,7 @@ TEMPLATES = render_module.TEMPLATES_DIR
 SERVER_URI = NASTY_URI + "?sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt"
 SERVER_PORTS = [5001, 5002, 5003]
 FLASK_KEY = 'flask "key" with $HOME, 50% \\ # `x`'
+KEK = 'kek $HOME "quoted" 100% \\ `x` and more to reach 32'
 #: Values that exercise every special character of an env file, a shell and an ini file.
 NASTY_ENV_VALUES = {
     "spaces": "a value with  spaces ",
@@ -80,7 +81,11 @@ def make_deployment(pem_dir: Path, cloud="aws", artifact_mode="proxied", tls_mod
 
 def make_context(deployment: Deployment, job_execution=False, ports=SERVER_PORTS) -> dict:
     return context(
-        deployment, server_ports=ports, flask_secret_key=FLASK_KEY, job_execution=job_execution
+        deployment,
+        server_ports=ports,
+        flask_secret_key=FLASK_KEY,
+        job_execution=job_execution,
+        kek_passphrase=KEK,
     )
 
 
@@ -272,6 +277,8 @@ def test_env_file_round_trips_every_secret(tmp_path, pem_dir):
         "MLFLOW_ARTIFACTS_DESTINATION": CLOUDS["local"],
         "MLFLOW_SERVE_ARTIFACTS": "true",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": FLASK_KEY,
+        "MLFLOW_CRYPTO_KEK_PASSPHRASE": KEK,
+        "MLFLOW_CRYPTO_KEK_VERSION": "1",
         "MLFLOW_AUTH_CONFIG_PATH": "/etc/mlflow/basic_auth.ini",
         "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -346,7 +353,7 @@ def test_mlflow_server_reads_the_unit_and_env_file_as_intended(pem_dir, monkeypa
         assert params["serve_artifacts"] is False
         assert params["default_artifact_root"] == CLOUDS["aws"]
     # No secret on the command line (it would show in ps and the journal).
-    for secret in (NASTY_URI, NASTY_PASSWORD, ADMIN_PASSWORD, FLASK_KEY):
+    for secret in (NASTY_URI, NASTY_PASSWORD, ADMIN_PASSWORD, FLASK_KEY, KEK):
         assert secret not in " ".join(argv)
 
 

@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+from urllib.parse import quote
 
 T = TypeVar("T")
 
@@ -321,6 +322,18 @@ def upstream_connections(port: int) -> Fact[int]:
     return Fact(
         f"ss -Htn state established '( dport = :{int(port)} )' | wc -l",
         lambda text: int(text.strip() or 0),
+        sudo=False,
+    )
+
+
+def admin_login(username: str) -> Fact[str]:
+    """The HTTP status MLflow answers a user looking itself up through nginx; the credentials
+    come as a curl config on stdin ("000" when nothing answers)."""
+    path = "/api/2.0/mlflow/users/get?username=" + quote(username, safe="")
+    return Fact(
+        f"curl -sk -o /dev/null -w '%{{http_code}}' -K - {shlex.quote('https://127.0.0.1' + path)}"
+        " || true",
+        parse_text,
         sudo=False,
     )
 

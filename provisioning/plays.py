@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from provisioning import facts
 from provisioning.layout import PATHS, SERVER_FILES
 from provisioning.play import Play
 from provisioning.render import context, render
-from provisioning.settings import Deployment
+from provisioning.settings import Deployment, Secret
 from provisioning.steps import (
+    admin,
     conda,
     configuration,
     database,
@@ -31,6 +34,7 @@ def bootstrap(play: Play, d: Deployment) -> None:
     """
     resources = play.step("preflight", preflight.check, d)
     ports = servers.ports_for(d, resources)
+    play.step("admin password", admin.check_password, d)
     play.step("first boot", packages.first_boot)
     play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
     play.step("system packages", packages.system_packages)
@@ -62,6 +66,14 @@ def rotate_kek(play: Play, d: Deployment) -> None:
     play.step("preflight", preflight.check, d)
     play.step("rotate KEK", secrets.rotate_kek)
     bootstrap(play, d)
+
+
+def rotate_admin_password(play: Play, d: Deployment, current: Secret, new: Secret) -> None:
+    """The admin's password changed through MLflow's API, then the bootstrap that gives the
+    servers the new one (MLFLOW_AUTH_ADMIN_PASSWORD) and proves it."""
+    play.step("preflight", preflight.check, d)
+    play.step("admin password", admin.change_password, d, current, new)
+    bootstrap(play, dataclasses.replace(d, admin_password=new))
 
 
 def restart(play: Play, d: Deployment) -> None:

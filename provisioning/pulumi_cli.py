@@ -100,12 +100,12 @@ def check_version(path: str) -> tuple[int, int, int]:
 
 
 def run(
-    args: list[str], *, cwd: Path = REPO_ROOT, check: bool = True
+    args: list[str], *, cwd: Path = REPO_ROOT, check: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess:
     """Run ``pulumi ARGS`` non-interactively in the project directory.
 
     With ``check`` a failure raises PulumiError, or StackNotFound when the CLI
-    says the stack does not exist.
+    says the stack does not exist. ``stdin`` is what the CLI reads (a secret value).
     """
     env = dict(os.environ, PULUMI_SKIP_UPDATE_CHECK="true")
     result = subprocess.run(
@@ -115,6 +115,7 @@ def run(
         capture_output=True,
         text=True,
         check=False,
+        input=stdin,
     )
     if check and result.returncode != 0:
         error = PulumiError(args, result.returncode, result.stderr)
@@ -225,9 +226,19 @@ def config_set(stack: str, key: str, value: Any, *, secret: bool = False) -> Non
         entry = {"value": json.dumps(value), "objectValue": value, "secret": secret}
         run(["config", "set-all", "--json", json.dumps({key: entry}), "--stack", stack])
         return
-    args = ["config", "set", key, value, "--stack", stack]
-    args.append("--secret" if secret else "--plaintext")
-    run(args)
+    if secret:
+        config_set_secret(stack, key, value)
+        return
+    run(["config", "set", key, value, "--stack", stack, "--plaintext"])
+
+
+def config_set_secret(stack: str, key: str, value: str) -> None:
+    """``pulumi config set --secret KEY`` with the value on stdin, never on a command line.
+
+    The CLI reads the value from stdin when none is given and stdin is no terminal
+    (pkg/cmd/pulumi/config/config.go, the ``!term.IsTerminal`` case).
+    """
+    run(["config", "set", key, "--secret", "--stack", stack], stdin=value)
 
 
 def config_get_all(stack: str) -> dict[str, str]:

@@ -90,9 +90,9 @@ class Host:
             raise self.error(command, result.exited, result.stderr or result.stdout)
         return result
 
-    def read(self, fact: Fact[T]) -> T:
+    def read(self, fact: Fact[T], stdin: str | None = None) -> T:
         """Run a fact's command (which always exits 0 when it can read) and parse its output."""
-        return fact.parse(self.run(fact.command, sudo=fact.sudo).stdout)
+        return fact.parse(self.run(fact.command, sudo=fact.sudo, stdin=stdin).stdout)
 
     def put(self, data: bytes, remote_path: str) -> None:
         """Upload ``data`` over SFTP as the login user."""

@@ -179,7 +179,9 @@ def dispatch(state: dict, args: list[str]) -> int:
         print(json.dumps({"version": 3, "deployment": {"resources": resources}}))
         return 0
     if command == "config set":
-        key, value = words[2], words[3]
+        # As the CLI: without a value on the command line, the value is stdin (when no terminal).
+        key = words[2]
+        value = words[3] if len(words) > 3 else sys.stdin.read().removesuffix("\n")
         key = key if ":" in key else f"{PROJECT}:{key}"
         data["config"][key] = {"value": value, "secret": "--secret" in args}
         return 0

@@ -28,6 +28,7 @@ from tests.unit.test_step_cases import BASE
 
 BOOTSTRAP_STEPS = [
     "preflight",
+    "admin password",
     "first boot",
     "ca certificates",
     "system packages",
@@ -151,7 +152,11 @@ def test_rotate_kek_play_rotates_then_bootstraps():
         {"preflight": facts.Resources(2, 4000, 20000)} | record_bootstrap(Deployment(**BASE)).values
     )
     plays.rotate_kek(recording, Deployment(**BASE))
-    assert [name for name, _f, _a in recording.steps] == ["preflight", "rotate KEK", *BOOTSTRAP_STEPS]
+    assert [name for name, _f, _a in recording.steps] == [
+        "preflight",
+        "rotate KEK",
+        *BOOTSTRAP_STEPS,
+    ]
 
 
 def test_restart_play_restarts_then_proves_the_server():

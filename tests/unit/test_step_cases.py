@@ -5,11 +5,11 @@ arguments, the settings it runs with (overrides of a base deployment), the
 exact transcript (each command as a prompt shows it, with the host's recorded
 answer) and either the outcome or the error. Argument tokens: ``$deployment``,
 ``$context`` (the render context of that deployment), ``{$environment: PREFIX}``,
-``{$actions: [changed items]}``, ``{$set: [...]}``. In answers and uploads,
+``{$actions: [changed items]}``, ``{$set: [...]}``, ``{$secret: VALUE}``. In answers and uploads,
 ``{sha256 of TEMPLATE}`` stands for the digest of that template as rendered
 (``{sha256 of TEMPLATE server_ports=5001,5002 down_ports=}`` with those context
 values instead), ``{config digest}`` for the digest of what the servers read, and
-in commands ``{smoke script}`` for the health gate's client script, quoted.
+in commands ``{smoke script}`` and ``{user update script}`` for those scripts, quoted.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import yaml
 
 from provisioning import handlers, play, transport
 from provisioning.render import context, render
-from provisioning.settings import Deployment
+from provisioning.settings import Deployment, Secret
 from provisioning.steps.conda import Environment
+from provisioning.steps.admin import USER_UPDATE_SCRIPT
 from provisioning.steps.health import SMOKE_SCRIPT
 from tests.unit.double import ScriptedConnection
 
@@ -45,6 +46,8 @@ PORTS = [5001, 5002]
 FLASK_KEY = "k" * 64
 KEK = "p" * 48
 ERRORS = {"PreflightError": transport.PreflightError, "RemoteError": transport.RemoteError}
+#: Scripts a case names instead of spelling them: ``{smoke script}`` in a command.
+SCRIPTS = {"smoke script": SMOKE_SCRIPT, "user update script": USER_UPDATE_SCRIPT}
 _SHA = re.compile(r"\{sha256 of ([^}\s]+)((?: \w+=[\d,]*)*)\}")
 
 
@@ -81,6 +84,8 @@ def resolve(value, deployment: Deployment, ctx: dict):
             return handlers.actions_for(inner)
         if key == "$set":
             return frozenset(inner)
+        if key == "$secret":
+            return Secret(inner)
     if isinstance(value, list):
         return [resolve(v, deployment, ctx) for v in value]
     return value
@@ -103,7 +108,8 @@ def expand(transcript: list[dict], ctx: dict) -> list[dict]:
                     "{config digest}", ctx["config_digest"]
                 )
         if "run" in entry:
-            entry["run"] = entry["run"].replace("{smoke script}", shlex.quote(SMOKE_SCRIPT))
+            for name, script in SCRIPTS.items():
+                entry["run"] = entry["run"].replace("{" + name + "}", shlex.quote(script))
         out.append(entry)
     return out
 
@@ -147,6 +153,8 @@ def test_every_step_has_a_case_that_changes_nothing_and_one_that_changes():
         case = yaml.safe_load(path.read_text())
         if "outcome" in case:
             seen.setdefault(case["step"], set()).add(case["outcome"]["changed"])
-    # Preflight and the health gate only read; a restart always acts.
-    converging = set(seen) - {"preflight.check", "health.gate", "servers.restart_all"}
+    # Some steps only read (preflight, the admin password and health checks); some always act.
+    reading = {"preflight.check", "admin.check_password", "health.gate"}
+    acting = {"servers.restart_all", "admin.change_password", "secrets.rotate_kek"}
+    converging = set(seen) - reading - acting
     assert {step: seen[step] for step in converging if seen[step] != {True, False}} == {}

@@ -26,8 +26,8 @@ import yaml
 from provisioning import handlers, play, transport
 from provisioning.render import context, render
 from provisioning.settings import Deployment, Secret
-from provisioning.steps.conda import Environment
 from provisioning.steps.admin import USER_UPDATE_SCRIPT
+from provisioning.steps.conda import Environment
 from provisioning.steps.health import SMOKE_SCRIPT
 from tests.unit.double import ScriptedConnection
 

@@ -1,0 +1,258 @@
+"""Nothing on the wire is taken on trust: host keys, the database's certificate, TLS suites,
+the secret store's KEK, the admin password."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import requests
+
+from tests.e2e.kit import fab, main_pids, write_settings
+
+pytestmark = pytest.mark.e2e
+
+
+def logins(host) -> int:
+    """Successful SSH logins the host's sshd has logged so far."""
+    out = host.ssh(
+        "sudo journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey' || true"
+    )
+    return int(out.stdout.strip())
+
+
+def test_host_keys_unknown_refused_recorded_on_request_changed_refused(deployed, tmp_path):
+    host = deployed["host"]
+    settings = {k: v for k, v in deployed["settings"].items() if k != "known_hosts_file"}
+    path = str(write_settings(tmp_path / "no-pin.yaml", settings))
+
+    before = logins(host)
+    unknown = fab("status", "--settings", path, check=False)
+    assert unknown.returncode == 1
+    assert "host key of" in unknown.stderr and "is unknown" in unknown.stderr
+    assert "--accept-new-host-key" in unknown.stderr
+    assert logins(host) == before  # refused before authenticating: nothing sent
+
+    assert " 0 changed" in fab("bootstrap", "--settings", path, "--accept-new-host-key").stdout
+    assert fab("status", "--settings", path).returncode == 0  # recorded: no flag needed now
+
+    keys = "/etc/ssh/ssh_host_ed25519_key"
+    host.ssh(f"sudo cp -p {keys} {keys}.kept && sudo cp -p {keys}.pub {keys}.pub.kept")
+    host.ssh(f"sudo rm -f {keys} {keys}.pub && sudo ssh-keygen -q -t ed25519 -N '' -f {keys}")
+    host.ssh("sudo systemctl restart ssh")
+    try:
+        before = logins_trusting_any_key(host)
+        changed = fab("bootstrap", "--settings", path, "--accept-new-host-key", check=False)
+        assert changed.returncode == 1
+        assert "host key of" in changed.stderr and "changed" in changed.stderr
+        assert "ssh-keygen -R" in changed.stderr
+        assert logins_trusting_any_key(host) == before + 1  # only this check's own login
+    finally:
+        # The test's own way back in, to the host's original key.
+        trusting_any_key(
+            host,
+            f"sudo mv -f {keys}.kept {keys} && sudo mv -f {keys}.pub.kept {keys}.pub"
+            " && sudo systemctl restart ssh",
+        )
+
+
+def trusting_any_key(host, command: str) -> subprocess.CompletedProcess:
+    """SSH to the test's own host whatever key it shows (only to put its key back)."""
+    argv = [a for a in host.ssh_argv()]
+    argv[argv.index(f"UserKnownHostsFile={host.known_hosts}")] = "UserKnownHostsFile=/dev/null"
+    argv[argv.index("StrictHostKeyChecking=yes")] = "StrictHostKeyChecking=no"
+    return subprocess.run([*argv, command], capture_output=True, text=True, timeout=60, check=True)
+
+
+def logins_trusting_any_key(host) -> int:
+    command = "sudo journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey' || true"
+    return int(trusting_any_key(host, command).stdout.strip())
+
+
+def test_a_database_certificate_from_another_ca_is_refused_before_any_server_changes(
+    deployed, tmp_path
+):
+    other_ca = tmp_path / "other-ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=Another CA", "-keyout", str(tmp_path / "k"),
+         "-out", str(other_ca)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    settings = dict(deployed["settings"], db_ca_cert_file=str(other_ca))
+    path = str(write_settings(tmp_path / "other-ca.yaml", settings))
+    before = main_pids(deployed["host"])
+    result = fab("bootstrap", "--settings", path, check=False)
+    assert result.returncode == 1
+    message = result.stdout + result.stderr
+    assert "database certificate" in message and "does not verify" in message
+    assert "db_ca_cert_file" in message
+    assert main_pids(deployed["host"]) == before
+    # Back to the right CA (the servers never noticed).
+    assert " changed" in fab("bootstrap", "--settings", str(deployed["path"])).stdout
+
+
+#: Client offers, each willing at OpenSSL's lowest security level so that the server decides.
+OFFERS = {
+    "tls1.0": ["-tls1", "-cipher", "ALL@SECLEVEL=0"],
+    "tls1.1": ["-tls1_1", "-cipher", "ALL@SECLEVEL=0"],
+    "static-rsa-cbc": ["-tls1_2", "-cipher", "AES128-SHA@SECLEVEL=0"],
+    "static-rsa-gcm": ["-tls1_2", "-cipher", "AES256-GCM-SHA384@SECLEVEL=0"],
+    "ecdhe-cbc-sha1": ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA@SECLEVEL=0"],
+    "ecdhe-cbc-sha384": ["-tls1_2", "-cipher", "ECDHE-RSA-AES256-SHA384@SECLEVEL=0"],
+    "ecdhe-gcm": ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+    "ecdhe-chacha20": ["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"],
+    "tls1.3": ["-tls1_3"],
+}
+ACCEPTED = {"ecdhe-gcm", "ecdhe-chacha20", "tls1.3"}
+
+
+def negotiates(address: str, port: int, offer: list[str]) -> bool:
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{address}:{port}", *offer],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return result.returncode == 0 and "Cipher is (NONE)" not in result.stdout
+
+
+@pytest.fixture(scope="module")
+def permissive_server(tmp_path_factory):
+    """An OpenSSL test server on loopback that takes any protocol and suite: proof that each
+    offer below can be negotiated at all, so a refusal is the kit's server's doing."""
+    d = tmp_path_factory.mktemp("permissive")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=127.0.0.1", "-keyout", str(d / "k"), "-out", str(d / "c")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    from tests.localcloud.procs import free_port
+
+    port = free_port("127.0.0.1")
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(d / "c"),
+         "-key", str(d / "k"), "-cipher", "ALL@SECLEVEL=0", "-quiet"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("offer", sorted(OFFERS))
+def test_only_modern_tls_is_offered(deployed, permissive_server, offer):
+    assert negotiates("127.0.0.1", permissive_server, OFFERS[offer]), (
+        f"the client cannot offer {offer}"
+    )
+    accepted = negotiates(deployed["host"].address, 443, OFFERS[offer])
+    assert accepted is (offer in ACCEPTED), offer
+
+
+def gateway(client_env, method: str, path: str, **kwargs):
+    return requests.request(
+        method,
+        f"{client_env['url']}{path}",
+        auth=(client_env["username"], client_env["password"]),
+        verify=client_env["cert"],
+        timeout=60,
+        **kwargs,
+    )
+
+
+DECRYPT = (
+    "import os, sys; from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore; "
+    "print(SqlAlchemyStore(os.environ['MLFLOW_BACKEND_STORE_URI'], '/tmp')"
+    "._get_decrypted_secret(sys.argv[1]))"
+)
+
+
+def decrypt_on_host(host, secret_id: str) -> str:
+    """What the server itself decrypts for a gateway secret, with its env file's KEK."""
+    return host.ssh(
+        "sudo systemd-run --quiet --wait --pipe --uid=mlflow --gid=mlflow "
+        "--property=EnvironmentFile=/etc/mlflow/mlflow.env "
+        f'/opt/mlflow/current/bin/python -c "{DECRYPT}" {secret_id}'
+    ).stdout
+
+
+def test_the_secret_store_has_its_own_kek_and_rotating_it_keeps_secrets(deployed, client_env):
+    config = gateway(client_env, "GET", "/ajax-api/3.0/mlflow/gateway/secrets/config")
+    assert config.status_code == 200 and config.json()["using_default_passphrase"] is False
+
+    created = gateway(
+        client_env,
+        "POST",
+        "/api/3.0/mlflow/gateway/secrets/create",
+        json={"secret_name": f"e2e-{deployed['backend']}", "secret_value": {"api_key": "sk-e2e-1"},
+              "provider": "openai"},
+    )  # fmt: skip
+    assert created.status_code == 200, created.text
+    secret_id = created.json()["secret"]["secret_id"]
+    host = deployed["host"]
+    kek_before = host.ssh("sudo cat /etc/mlflow/kek").stdout.strip()
+    assert "sk-e2e-1" in decrypt_on_host(host, secret_id)
+
+    rotated = fab("rotate-kek", "--settings", str(deployed["path"])).stdout
+    assert "smoke ok" in rotated
+    kek_after = host.ssh("sudo cat /etc/mlflow/kek").stdout.strip()
+    assert kek_after.split()[0] == str(int(kek_before.split()[0]) + 1)
+    assert kek_after != kek_before
+    assert "sk-e2e-1" in decrypt_on_host(host, secret_id)  # stored before, readable after
+    passphrase = kek_after.split()[1]
+    for text in (
+        rotated,
+        host.ssh("ps -eo args").stdout,
+        host.ssh("sudo journalctl --no-pager -o cat").stdout,
+    ):
+        assert passphrase not in text and kek_before.split()[1] not in text
+    assert host.ssh("sudo stat -c '%a %U' /etc/mlflow/kek").stdout.split() == ["600", "mlflow"]
+    assert " 0 changed" in fab("bootstrap", "--settings", str(deployed["path"])).stdout
+
+
+def test_admin_password_drift_is_explained_and_rotation_converges(deployed, client_env, tmp_path):
+    settings, path = deployed["settings"], str(deployed["path"])
+    original = settings["admin_password"]
+    stored = tmp_path / "admin_password"
+    stored.write_text(original + "\n")
+    stored.chmod(0o600)
+    by_file = str(
+        write_settings(
+            tmp_path / "by-file.yaml", {**settings, "admin_password": {"file": str(stored)}}
+        )
+    )
+    api = f"{client_env['url']}/api/2.0/mlflow/users"
+
+    def status_as(password: str) -> int:
+        return requests.get(f"{api}/get", params={"username": "admin"}, auth=("admin", password),
+                            verify=client_env["cert"], timeout=30).status_code  # fmt: skip
+
+    # Changed "in the UI": the kit's password is stale, and bootstrap says so before changing anything.
+    ui = "changed-in-the-ui-" + original[:8]
+    changed = requests.patch(f"{api}/update-password", auth=("admin", original), timeout=30,
+                             verify=client_env["cert"], json={"username": "admin", "password": ui,
+                             "current_password": original})  # fmt: skip
+    assert changed.status_code == 200, changed.text
+    before = main_pids(deployed["host"])
+    drift = fab("bootstrap", "--settings", by_file, check=False)
+    assert drift.returncode == 1
+    assert "no longer opens the server" in drift.stderr and "rotate-admin-password" in drift.stderr
+    assert main_pids(deployed["host"]) == before
+
+    # Rotation from the UI's password to a new one, kept in the settings' password file.
+    current = tmp_path / "current"
+    current.write_text(ui)
+    new_file = tmp_path / "new"
+    out = fab("rotate-admin-password", "--settings", by_file, "--new-password-file", str(new_file),
+              "--current-password-file", str(current)).stdout  # fmt: skip
+    new = new_file.read_text().strip()
+    assert stored.read_text().strip() == new and "written to" in out and new not in out
+    assert status_as(new) == 200 and status_as(ui) == 401 and status_as(original) == 401
+    assert " 0 changed" in fab("bootstrap", "--settings", by_file).stdout
+
+    # Back to the password the other tests use.
+    back = tmp_path / "back"
+    back.write_text(original)
+    fab("rotate-admin-password", "--settings", by_file, "--new-password-file", str(back))
+    assert status_as(original) == 200
+    assert " 0 changed" in fab("bootstrap", "--settings", path).stdout

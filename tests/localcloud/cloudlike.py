@@ -19,16 +19,21 @@ asks ``LocalCloud.new_host(like=...)`` for a host that, on its first boot:
 - starts sshd ``ssh_delay_seconds`` late (every boot);
 - is limited to the memory and vCPUs of the stack's machine type (``limits.py``).
 
-The first boot, deterministically (same order every time):
+The first boot, deterministically (same order every time, systemd's ordering):
 
-1. ``localcloud-first-boot-upgrade.service`` takes the locks and reports ready;
-   only then may ``ssh.service`` start. It releases them ``lock_seconds`` later.
-2. cloud-init's local, network and config stages run (users, host keys, ...).
+1. cloud-init's local and network stages (before ``sysinit.target``): the seed is
+   read, the users are created and the host keys generated. ``new_host(wait=False)``
+   returns here, with ``known_hosts`` written.
+2. ``localcloud-first-boot-upgrade.service`` takes apt's and dpkg's locks and
+   reports ready; only then may ``ssh.service`` start. It releases them
+   ``lock_seconds`` later. cloud-init's config stage runs meanwhile.
 3. sshd starts ``ssh_delay_seconds`` after its turn; connections are refused
-   until then.
+   until then. The boot counts as finished (``systemctl is-system-running``) while
+   the locks are still held.
 4. cloud-init's final stage runs the user data's ``runcmd`` / the startup script
    *while the locks may still be held*: a user-data command that needs dpkg and
-   does not wait for the lock fails, as it can on a real first boot.
+   does not wait for the lock fails, as it can on a real first boot; and
+   ``cloud-init status --wait`` returns while the locks are still held.
 
 Stand-ins, and what the real thing does that they do not:
 

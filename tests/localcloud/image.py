@@ -115,7 +115,7 @@ def ensure_image(log=print) -> tuple[Path, float]:
             return target, 0.0
         started = time.monotonic()
         log(
-            f"building the Debian 12 image with debootstrap into {image_dir()} (about a minute, once)"
+            f"building the Debian 12 image with debootstrap into {image_dir()} (two or three minutes, once)"
         )
         shutil.rmtree(image_dir(), ignore_errors=True)
         building = image_dir().with_name(image_dir().name + ".building")

@@ -1,13 +1,41 @@
-"""Reading host state: each fact is a command plus a pure parser tested on recorded output."""
+"""Reading host state: each fact is a command plus a pure parser, tested on recorded output.
+
+A fact's command exits 0 whenever it can read what it asks for (absence is an
+answer, not an error), so ``Host.read`` treats any other exit as a failure of
+the host. Steps read facts first and change only what differs.
+"""
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-OS_RELEASE = "cat /etc/os-release"
-RESOURCES = "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; df -Pk / | awk 'NR==2 {print $4}'"
-PACKAGES = "dpkg-query -W -f='${Package} ${db:Status-Status}\\n' {packages} 2>/dev/null || true"
-UNITS = "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' || true"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fact(Generic[T]):
+    command: str
+    parse: Callable[[str], T]
+    #: Read as root (most of the kit's state is not readable by the login user).
+    sudo: bool = True
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def parse_yes(text: str) -> bool:
+    return text.strip() == "yes"
+
+
+def parse_text(text: str) -> str:
+    return text.strip()
+
+
+def parse_words(text: str) -> list[str]:
+    return text.split()
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -27,8 +55,16 @@ class Resources:
 
 
 def parse_resources(text: str) -> Resources:
-    cores, mem_kb, disk_kb = (int(v) for v in text.split()[:3])
-    return Resources(cores, mem_kb // 1024, disk_kb // 1024)
+    """nproc, MemTotal (kB), free kB on /, and the cgroup memory limit (bytes or ``max``).
+
+    A container's /proc/meminfo shows the machine's memory; its limit is the cgroup's.
+    """
+    words = text.split()
+    cores, mem_kb, disk_kb = (int(v) for v in words[:3])
+    memory_mb = mem_kb // 1024
+    if len(words) > 3 and words[3].isdigit():
+        memory_mb = min(memory_mb, int(words[3]) // (1024 * 1024))
+    return Resources(cores, memory_mb, disk_kb // 1024)
 
 
 def parse_installed_packages(text: str) -> set[str]:
@@ -41,17 +77,49 @@ def parse_installed_packages(text: str) -> set[str]:
     return installed
 
 
-def parse_server_instances(text: str) -> dict[int, str]:
-    """``systemctl list-units`` lines for mlflow-server@PORT.service -> {port: active state}."""
-    instances = {}
+@dataclass(frozen=True)
+class Instance:
+    """One mlflow-server@PORT unit and, when it runs, what its process was started with."""
+
+    port: int
+    state: str
+    pid: int = 0
+    #: The interpreter the process runs (``/opt/mlflow/envs/<name>/bin/python``).
+    interpreter: str = ""
+    #: MLFLOW_KIT_CONFIG in the process's environment (the config digest it started with).
+    config: str = ""
+
+    def environment(self, envs_dir: str) -> str:
+        """The name of the environment the process runs ("" when not one of ``envs_dir``)."""
+        prefix = envs_dir.rstrip("/") + "/"
+        if not self.interpreter.startswith(prefix):
+            return ""
+        return self.interpreter[len(prefix) :].split("/", 1)[0]
+
+
+def parse_instances(text: str) -> dict[int, Instance]:
+    """``UNIT STATE PID INTERPRETER CONFIG`` lines ("-" for unknown) -> {port: Instance}."""
+    found = {}
     for line in text.splitlines():
         parts = line.split()
-        if not parts or not parts[0].startswith("mlflow-server@"):
+        if len(parts) != 5 or not parts[0].startswith("mlflow-server@"):
             continue
         port = parts[0].removeprefix("mlflow-server@").removesuffix(".service")
-        if port.isdigit() and len(parts) >= 3:
-            instances[int(port)] = parts[2]
-    return instances
+        if not port.isdigit() or not parts[2].isdigit():
+            continue
+        interpreter, config = (p if p != "-" else "" for p in parts[3:5])
+        found[int(port)] = Instance(int(port), parts[1], int(parts[2]), interpreter, config)
+    return found
+
+
+def parse_environment_versions(text: str) -> dict[str, str]:
+    """``.../envs/<name>/lib/python3.X/site-packages/mlflow-<version>.dist-info`` -> {name: version}."""
+    versions = {}
+    for line in text.split():
+        parts = line.rstrip("/").split("/")
+        if len(parts) > 6 and parts[-1].startswith("mlflow-") and parts[-1].endswith(".dist-info"):
+            versions[parts[-5]] = parts[-1].removeprefix("mlflow-").removesuffix(".dist-info")
+    return versions
 
 
 def parse_systemctl_show(text: str) -> dict[str, str]:
@@ -63,12 +131,225 @@ def parse_systemctl_show(text: str) -> dict[str, str]:
     return values
 
 
-def server_instances_for(resources: Resources) -> int:
-    """One single-worker server per core, as memory allows (about 400 MB each), 1 to 8.
+@dataclass(frozen=True)
+class FileState:
+    exists: bool
+    sha256: str = ""
+    mode: str = ""
+    owner: str = ""
+    group: str = ""
 
-    Separate single-worker processes behind nginx keep each upstream connection
-    on its own socket: uvicorn with ``--workers`` above 1 shares one listening
-    socket and adds about 40 ms per request on reused connections (DESIGN.md).
-    """
-    by_memory = max(1, (resources.memory_mb - 512) // 400)
-    return max(1, min(resources.cores, by_memory, 8))
+
+def parse_file_state(output: str) -> FileState:
+    """Parse ``stat -c '%a %U %G'`` then ``sha256sum`` output; ``missing`` when absent."""
+    text = output.strip()
+    if not text or text == "missing":
+        return FileState(exists=False)
+    lines = text.splitlines()
+    mode, owner, group = lines[0].split()
+    digest = lines[1].split()[0] if len(lines) > 1 else ""
+    return FileState(True, digest, mode.zfill(4), owner, group)
+
+
+@dataclass(frozen=True)
+class PathState:
+    """Mode (octal digits as stat prints them), owner and group of a path, or absent."""
+
+    exists: bool
+    mode: str = ""
+    owner: str = ""
+    group: str = ""
+
+
+def parse_path_state(text: str) -> PathState:
+    words = text.split()
+    if len(words) != 3:
+        return PathState(exists=False)
+    return PathState(True, *words)
+
+
+def parse_cloud_init_status(text: str) -> str:
+    """``cloud-init status`` -> running, done, error, disabled, ... ("" without cloud-init)."""
+    for line in text.splitlines():
+        if line.startswith("status:"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+def parse_processes(text: str) -> list[tuple[int, str]]:
+    """``PID NAME`` lines -> [(pid, name)]."""
+    found = []
+    for line in text.splitlines():
+        pid, _, name = line.strip().partition(" ")
+        if pid.isdigit():
+            found.append((int(pid), name.strip()))
+    return found
+
+
+# --------------------------------------------------------------------------- facts
+
+OS_RELEASE = Fact("cat /etc/os-release", parse_os_release, sudo=False)
+RESOURCES = Fact(
+    "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; df -Pk / | awk 'NR==2 {print $4}'; "
+    "cat /sys/fs/cgroup/memory.max 2>/dev/null || echo max",
+    parse_resources,
+    sudo=False,
+)
+#: Whether the login user may run sudo without a password (asked without sudo).
+PASSWORDLESS_SUDO = Fact("sudo -n true 2>/dev/null && echo yes || echo no", parse_yes, sudo=False)
+#: Every mlflow-server@ unit with its state and, when running, what its main process was
+#: started with: the environment's interpreter and the config digest in its environment.
+INSTANCES = Fact(
+    "systemctl list-units --all --plain --no-legend --no-pager 'mlflow-server@*' "
+    "| while read -r unit _load active _rest; do "
+    'pid=$(systemctl show -p MainPID --value "$unit"); exe=-; config=-; '
+    'if [ "$pid" != 0 ] && [ -r "/proc/$pid/environ" ]; then '
+    "exe=$(tr '\\0' '\\n' < /proc/$pid/cmdline | head -n 1); "
+    "config=$(tr '\\0' '\\n' < /proc/$pid/environ | sed -n 's/^MLFLOW_KIT_CONFIG=//p'); fi; "
+    'echo "$unit $active $pid ${exe:--} ${config:--}"; done; true',
+    parse_instances,
+)
+
+
+CLOUD_INIT_STATUS = Fact("cloud-init status 2>/dev/null || true", parse_cloud_init_status)
+#: apt's and dpkg's lock files: whoever has one open is installing or updating.
+APT_LOCKS = (
+    "/var/lib/dpkg/lock-frontend",
+    "/var/lib/dpkg/lock",
+    "/var/lib/apt/lists/lock",
+    "/var/cache/apt/archives/lock",
+)
+APT_LOCK_HOLDERS = Fact(
+    "for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -qE ' -> ("
+    + "|".join(APT_LOCKS)
+    + ')$\' && echo "${p#/proc/} $(cat $p/comm 2>/dev/null)"; done; true',
+    parse_processes,
+)
+
+
+def installed_packages(packages: tuple[str, ...]) -> Fact[set[str]]:
+    names = " ".join(shlex.quote(p) for p in packages)
+    return Fact(
+        f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {names} 2>/dev/null || true",
+        parse_installed_packages,
+        sudo=False,
+    )
+
+
+def user_exists(name: str) -> Fact[bool]:
+    return Fact(
+        f"id -u {shlex.quote(name)} >/dev/null 2>&1 && echo yes || echo no", parse_yes, False
+    )
+
+
+def path_state(path: str) -> Fact[PathState]:
+    q = shlex.quote(path)
+    return Fact(f"stat -c '%a %U %G' {q} 2>/dev/null || echo missing", parse_path_state)
+
+
+def file_state(path: str) -> Fact[FileState]:
+    q = shlex.quote(path)
+    return Fact(
+        f"if [ -e {q} ]; then stat -c '%a %U %G' {q} && sha256sum {q}; else echo missing; fi",
+        parse_file_state,
+    )
+
+
+def exists(path: str) -> Fact[bool]:
+    return Fact(f"test -e {shlex.quote(path)} && echo yes || echo no", parse_yes)
+
+
+def executable(path: str) -> Fact[bool]:
+    return Fact(f"test -x {shlex.quote(path)} && echo yes || echo no", parse_yes)
+
+
+def symlink_target(link: str) -> Fact[str]:
+    """Where ``link`` points ("" when it is no symlink)."""
+    return Fact(f"readlink {shlex.quote(link)} || true", parse_text)
+
+
+def directory_listing(path: str) -> Fact[list[str]]:
+    return Fact(f"ls {shlex.quote(path)} 2>/dev/null || true", parse_words)
+
+
+def file_text(path: str) -> Fact[str]:
+    """A file's content, stripped ("" when absent); for small files such as keys."""
+    return Fact(f"cat {shlex.quote(path)} 2>/dev/null || true", parse_text)
+
+
+def certificate_names(path: str) -> Fact[str]:
+    """The subjectAltName extension of a PEM certificate as openssl prints it ("" if none)."""
+    q = shlex.quote(path)
+    return Fact(f"openssl x509 -in {q} -noout -ext subjectAltName 2>/dev/null || true", parse_text)
+
+
+def unit_enabled(unit: str) -> Fact[str]:
+    """``enabled``, ``disabled``, ... ("" for a unit systemd does not know)."""
+    return Fact(f"systemctl is-enabled {unit} 2>/dev/null || true", parse_text, sudo=False)
+
+
+def unit_active(unit: str) -> Fact[str]:
+    return Fact(f"systemctl is-active {unit} || true", parse_text, sudo=False)
+
+
+def unit_properties(unit: str, *names: str) -> Fact[dict[str, str]]:
+    props = " ".join(f"-p {name}" for name in names)
+    return Fact(f"systemctl show {props} {unit}", parse_systemctl_show, sudo=False)
+
+
+def tcp_open(host: str, port: int) -> Fact[bool]:
+    """Whether the host opens a TCP connection to ``host:port`` within 5 s."""
+    return Fact(
+        f"timeout 5 bash -c '</dev/tcp/{host}/{int(port)}' 2>/dev/null && echo yes || echo no",
+        parse_yes,
+        sudo=False,
+    )
+
+
+def instance_health(port: int) -> Fact[str]:
+    """The HTTP status one instance's /health answers on loopback ("000" when nothing answers)."""
+    return Fact(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{int(port)}/health"
+        " || true",
+        parse_text,
+        sudo=False,
+    )
+
+
+def upstream_connections(port: int) -> Fact[int]:
+    """Established connections to one instance (from nginx), by ``ss``."""
+    return Fact(
+        f"ss -Htn state established '( dport = :{int(port)} )' | wc -l",
+        lambda text: int(text.strip() or 0),
+        sudo=False,
+    )
+
+
+#: The HTTP status /health answers through nginx on the host ("000" when nothing answers).
+HEALTH_CODE = Fact(
+    "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health || true",
+    parse_text,
+    sudo=False,
+)
+
+
+def environment_versions(envs_dir: str) -> Fact[dict[str, str]]:
+    """The MLflow version installed in each environment under ``envs_dir``."""
+    return Fact(
+        f"ls -d {envs_dir}/*/lib/python3*/site-packages/mlflow-*.dist-info 2>/dev/null || true",
+        parse_environment_versions,
+        sudo=False,
+    )
+
+
+def env_file_value(path: str, name: str) -> Fact[str]:
+    """One double-quoted value of a systemd environment file ("" when absent)."""
+    return Fact(f"sed -n 's/^{name}=\"\\(.*\\)\"$/\\1/p' {path} 2>/dev/null || true", parse_text)
+
+
+def journal(units: str, lines: int, output: str = "short-iso") -> Fact[str]:
+    """The last ``lines`` journal lines of ``units`` (``-u A -u B`` arguments)."""
+    return Fact(
+        f"journalctl {units} -n {int(lines)} --no-pager -o {output} 2>/dev/null || true",
+        parse_text,
+    )

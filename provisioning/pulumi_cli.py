@@ -8,6 +8,7 @@ on which stack happens to be selected in the working directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -16,10 +17,15 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Oldest CLI the kit works with: Pulumi.yaml's ``type: object`` needs 3.187.0
+#: (pulumi/pulumi#20132) and ``config set-all --json``, which stores lists and maps as
+#: the structured values Pulumi.yaml's types ask for, 3.202.0 (pulumi/pulumi#19427).
+MIN_VERSION = (3, 202, 0)
+_VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
 # What the CLI prints when a stack is missing, depending on backend and command.
 _NO_STACK = re.compile(r"no stack named|stack .* not found|could not find stack", re.I)
@@ -59,12 +65,38 @@ class StackNotFound(PulumiError):
 
 
 def executable() -> str:
+    """The ``pulumi`` on PATH, once checked to be MIN_VERSION or newer."""
     found = shutil.which("pulumi")
     if found is None:
         raise PulumiError(
             [], 127, "the pulumi CLI is not on PATH; install it (see README, 'The cloud path')"
         )
+    check_version(found)
     return found
+
+
+@functools.cache
+def check_version(path: str) -> tuple[int, int, int]:
+    """``pulumi version`` of the CLI at ``path``; PulumiError when older than MIN_VERSION."""
+    result = subprocess.run(
+        [path, "version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, PULUMI_SKIP_UPDATE_CHECK="true"),
+    )
+    found = _VERSION.search(result.stdout)
+    version = tuple(int(part) for part in found.groups()) if found else (0, 0, 0)
+    if version < MIN_VERSION:
+        wanted = ".".join(map(str, MIN_VERSION))
+        shown = result.stdout.strip() or result.stderr.strip() or "no version"
+        raise PulumiError(
+            ["version"],
+            result.returncode or 1,
+            f"the pulumi CLI at {path} is {shown}; the kit needs {wanted} or newer "
+            "(Pulumi.yaml's object type and `config set-all --json`)",
+        )
+    return version
 
 
 def run(
@@ -127,6 +159,11 @@ def with_retries(
 # --- stacks -------------------------------------------------------------------
 
 
+def stack_export(stack: str) -> dict:
+    """The stack's state (``pulumi stack export``): resources with their inputs and outputs."""
+    return json.loads(run(["stack", "export", "--stack", stack]).stdout or "{}")
+
+
 def stack_list() -> list[dict]:
     """Every stack of this project in the current backend (``pulumi stack ls --json``).
 
@@ -175,8 +212,19 @@ def resource_count(stack: str) -> int | None:
 # --- config -------------------------------------------------------------------
 
 
-def config_set(stack: str, key: str, value: str, *, secret: bool = False) -> None:
-    """``pulumi config set KEY VALUE`` for ``stack``; lists and maps go in as JSON text."""
+def config_set(stack: str, key: str, value: Any, *, secret: bool = False) -> None:
+    """Set one config value of ``stack`` the way its Pulumi.yaml type wants it stored.
+
+    A string goes through ``pulumi config set KEY VALUE`` (stored as text, which
+    ``string``, ``integer`` and ``boolean`` keys accept). A list or map goes through
+    ``pulumi config set-all --json``, the CLI's structured form: ``config set KEY
+    '[...]'`` would store the text, which the CLI then refuses for an ``array`` or
+    ``object`` key ("must be of type 'array<string>'").
+    """
+    if isinstance(value, list | dict):
+        entry = {"value": json.dumps(value), "objectValue": value, "secret": secret}
+        run(["config", "set-all", "--json", json.dumps({key: entry}), "--stack", stack])
+        return
     args = ["config", "set", key, value, "--stack", stack]
     args.append("--secret" if secret else "--plaintext")
     run(args)

@@ -1,8 +1,8 @@
 """Render the files ``fab bootstrap`` writes onto the VM, from ``templates/``.
 
-``PATHS`` is the layout on the VM; the bootstrap steps import it rather than
-spelling paths themselves. ``context()`` is the only place secrets are revealed:
-what it returns goes straight into ``render()`` and onto the VM.
+``context()`` is the only place secrets are revealed: what it returns goes
+straight into ``render()`` and onto the VM. Where each file goes is
+:mod:`provisioning.layout`.
 """
 
 from __future__ import annotations
@@ -15,57 +15,12 @@ from urllib.parse import urlsplit
 
 import jinja2
 
+from provisioning import sizing
+from provisioning.handlers import inputs_of
+from provisioning.layout import GROUP, MIGRATE_UNIT_NAME, PATHS, SERVER_UNIT_NAME, USER
 from provisioning.settings import Deployment
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-
-#: Where everything lives on the VM.
-PATHS = {
-    "conda_root": "/opt/miniforge",
-    "conda_bin": "/opt/miniforge/bin/conda",
-    "mlflow_root": "/opt/mlflow",
-    "envs_dir": "/opt/mlflow/envs",
-    # Symlink to the environment the servers run from.
-    "current_env": "/opt/mlflow/current",
-    # Symlink to the environment being installed; mlflow-migrate.service runs the
-    # schema migration with this one before current is switched to it.
-    "next_env": "/opt/mlflow/next",
-    "bin_dir": "/opt/mlflow/bin",
-    "migrate_script": "/opt/mlflow/bin/mlflow-migrate",
-    "config_dir": "/etc/mlflow",  # root:mlflow 0750
-    "environment_yml": "/etc/mlflow/environment.yml",  # root:root 0644
-    "env_file": "/etc/mlflow/mlflow.env",  # mlflow:mlflow 0600
-    "auth_config": "/etc/mlflow/basic_auth.ini",  # mlflow:mlflow 0600
-    "tls_dir": "/etc/mlflow/tls",
-    "tls_cert": "/etc/mlflow/tls/server.crt",
-    "tls_key": "/etc/mlflow/tls/server.key",
-    "state_dir": "/var/lib/mlflow",  # the mlflow user's home
-    "server_unit": "/etc/systemd/system/mlflow-server@.service",
-    "migrate_unit": "/etc/systemd/system/mlflow-migrate.service",
-    "nginx_site": "/etc/nginx/sites-available/mlflow.conf",
-    "nginx_site_enabled": "/etc/nginx/sites-enabled/mlflow.conf",
-    "letsencrypt_live": "/etc/letsencrypt/live",
-    "acme_webroot": "/var/www/letsencrypt",
-    "certbot_deploy_hook": "/etc/letsencrypt/renewal-hooks/deploy/mlflow-nginx-reload",
-    "system_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
-    "local_ca_dir": "/usr/local/share/ca-certificates",
-}
-USER = "mlflow"
-GROUP = "mlflow"
-SERVER_UNIT_NAME = "mlflow-server@.service"
-MIGRATE_UNIT_NAME = "mlflow-migrate.service"
-
-#: Template name -> (destination path on the VM, owner, group, mode).
-FILES = {
-    "environment.yml.j2": (PATHS["environment_yml"], "root", "root", 0o644),
-    "mlflow.env.j2": (PATHS["env_file"], USER, GROUP, 0o600),
-    "basic_auth.ini.j2": (PATHS["auth_config"], USER, GROUP, 0o600),
-    "mlflow-server@.service.j2": (PATHS["server_unit"], "root", "root", 0o644),
-    "mlflow-migrate.service.j2": (PATHS["migrate_unit"], "root", "root", 0o644),
-    "mlflow-migrate.py": (PATHS["migrate_script"], "root", "root", 0o755),
-    "nginx-mlflow.conf.j2": (PATHS["nginx_site"], "root", "root", 0o644),
-    "certbot-deploy-hook.sh.j2": (PATHS["certbot_deploy_hook"], "root", "root", 0o755),
-}
 
 #: Storage client packages (conda-forge names) per artifact URI scheme.
 STORAGE_PACKAGES = {"s3": ("boto3",), "gs": ("google-cloud-storage",)}
@@ -251,7 +206,9 @@ def context(
         raise ValueError(f"server ports {server_ports!r} repeat a port")
     scheme = deployment.artifact_scheme
     tls_cert, tls_key = tls_paths(deployment)
-    return {
+    max_connections = deployment.db_max_connections or sizing.DEFAULT_DB_MAX_CONNECTIONS
+    pool = sizing.pool_for(max_connections, len(server_ports), job_execution)
+    ctx = {
         "paths": dict(PATHS),
         "server_unit_name": SERVER_UNIT_NAME,
         "migrate_unit_name": MIGRATE_UNIT_NAME,
@@ -275,6 +232,7 @@ def context(
         "admin_password": deployment.admin_password.reveal(),
         "flask_secret_key": flask_secret_key,
         "job_execution": bool(job_execution),
+        "telemetry": deployment.telemetry,
         "storage_env": dict(sorted(deployment.storage_env.items())),
         "storage_secret_env": {
             k: v.reveal() for k, v in sorted(deployment.storage_secret_env.items())
@@ -285,4 +243,28 @@ def context(
         "tls_key": tls_key,
         "domain": deployment.domain,
         "acme_email": deployment.acme_email,
+        "db_max_connections": max_connections,
+        "db_pool_size": pool.size,
+        "db_max_overflow": pool.max_overflow,
+        "instance_memory_high_mb": sizing.INSTANCE_MEMORY_HIGH_MB,
+        "instance_memory_max_mb": sizing.INSTANCE_MEMORY_MAX_MB,
+        # Instances a rolling restart has taken out of nginx's upstream for now.
+        "down_ports": [],
+        "config_digest": "",
     }
+    ctx["config_digest"] = config_digest(ctx)
+    return ctx
+
+
+def config_digest(ctx: dict[str, Any]) -> str:
+    """Everything the server instances read at start, as one digest.
+
+    The env file carries it (MLFLOW_KIT_CONFIG), so each running instance's
+    environment records what it was started with; a later bootstrap restarts
+    exactly the instances whose record differs, even after an interrupted run.
+    """
+    blank = {**ctx, "config_digest": ""}
+    digest = hashlib.sha256()
+    for name in inputs_of(SERVER_UNIT_NAME):
+        digest.update(render(name, blank).encode())
+    return digest.hexdigest()[:16]

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 from fabric import task
 from invoke.exceptions import Exit
+from paramiko.ssh_exception import BadHostKeyException, SSHException
 
-from provisioning import facts, pulumi_cli
-from provisioning.connection import connect
-from provisioning.remote import PreflightError, RemoteError, Runner
-from provisioning.render import PATHS
+from provisioning import plays, pulumi_cli, stack_access
+from provisioning.connection import (
+    UnknownHostKey,
+    changed_host_key_message,
+    connect,
+    kit_known_hosts,
+    open_when_ready,
+)
+from provisioning.hostlock import HostBusy, host_lock
+from provisioning.play import Play
 from provisioning.settings import (
     PATH_FIELDS,
     Deployment,
@@ -22,15 +32,16 @@ from provisioning.settings import (
     deployment_from_file,
     deployment_from_outputs,
 )
-from provisioning.steps import bootstrap as converge
-from provisioning.steps import endpoints, health_code, health_gate, reachable
+from provisioning.transport import Host, PreflightError, RemoteError
 
 
 def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
     """The deployment from ``--stack`` outputs, a ``--settings`` file, or both.
 
     With both, the file holds what the stack cannot know (ssh_key_file,
-    ssh_proxy_command, extra_ca_certs, TLS files, ...) on top of the outputs.
+    extra_ca_certs, TLS files, ...) on top of the outputs; the SSH tunnel (IAP or
+    Session Manager) and the server settings the stack holds come from the outputs
+    (provisioning.stack_access), unless the file says otherwise.
     ``fab -H user@host`` overrides the host (and the user, when it names one).
     """
     if not stack and not settings:
@@ -47,10 +58,12 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
         if stack:
             if settings:
                 overrides = {**settings_overrides(Path(settings)), **overrides}
-            return deployment_from_outputs(pulumi_cli.stack_outputs(stack), overrides or None)
+            outputs = pulumi_cli.stack_outputs(stack)
+            derived = stack_access.stack_overrides(outputs, overrides)
+            return deployment_from_outputs(outputs, derived or None)
         deployment = deployment_from_file(settings)
         return dataclasses.replace(deployment, **overrides) if overrides else deployment
-    except SettingsError as error:
+    except (SettingsError, stack_access.StackAccessError) as error:
         raise Exit(f"settings: {error}", code=2) from error
     except (pulumi_cli.PulumiError, OSError, yaml.YAMLError) as error:
         raise Exit(str(error), code=2) from error
@@ -70,19 +83,59 @@ def settings_overrides(path: Path) -> dict:
     return data
 
 
-def _connection(deployment: Deployment):
-    return connect(
+#: How long a VM may serve its image's host key before its first boot installs the pinned one.
+PINNED_KEY_GRACE_S = 90
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+@contextmanager
+def on_host(deployment: Deployment, task: str, *, lock: bool = True, accept_new_host_key=False):
+    """A play on the deployment's host, once SSH answers; with the host's lock for tasks that change it.
+
+    Failures end as ``Exit`` with the host, the step and the cause, never a traceback.
+    """
+    conn = connect(
         host=deployment.host,
         user=deployment.ssh_user,
         port=deployment.ssh_port,
         key_file=deployment.ssh_key_file,
         known_hosts_file=deployment.known_hosts_file,
+        host_key=deployment.ssh_host_key,
+        accept_new_host_key=accept_new_host_key,
         proxy_command=deployment.ssh_proxy_command,
     )
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
+    with conn:
+        play = Play(Host(conn), out=_print)
+        # A stack's pinned key is installed by the VM's first boot: wait for it a little.
+        grace = PINNED_KEY_GRACE_S if deployment.ssh_host_key else 0
+        try:
+            open_when_ready(conn, play.host.note, pinned_key_grace=grace)
+        except UnknownHostKey as error:
+            raise Exit(f"{task}: {error}", code=1) from error
+        except BadHostKeyException as error:
+            known = (
+                "the ssh_host_key setting"
+                if deployment.ssh_host_key
+                else deployment.known_hosts_file or str(kit_known_hosts())
+            )
+            raise Exit(f"{task}: {changed_host_key_message(error, known)}", code=1) from error
+        except (SSHException, OSError, EOFError) as error:
+            where = f"{deployment.ssh_user}@{deployment.host}:{deployment.ssh_port}"
+            raise Exit(f"{task}: cannot log in to {where} over SSH: {error}", code=1) from error
+        try:
+            if lock:
+                who = f"fab {task} by {getpass.getuser()}@{socket.gethostname()} since {time.strftime('%H:%M:%S %Z')}"
+                with host_lock(play.host, who):
+                    yield play
+            else:
+                yield play
+        except HostBusy as error:
+            raise Exit(str(error), code=1) from error
+        except (RemoteError, PreflightError) as error:
+            raise Exit(f"{task} of {deployment.host} stopped: {error}", code=1) from error
 
 
 @task(
@@ -90,9 +143,11 @@ def _print(line: str) -> None:
         "stack": "Pulumi stack whose outputs describe the host (pulumi stack output --show-secrets)",
         "settings": "YAML settings file: the whole deployment for hosts Pulumi did not create, "
         "or, with --stack, what the stack cannot know (ssh_key_file, ssh_proxy_command, ...)",
+        "accept-new-host-key": "first contact with a host whose key nothing vouches for yet: "
+        "record the key it offers in the kit's known_hosts (check its fingerprint first)",
     }
 )
-def bootstrap(c, stack=None, settings=None):
+def bootstrap(c, stack=None, settings=None, accept_new_host_key=False):
     """Turn a fresh Debian 12 host into a TLS, authenticated MLflow tracking server.
 
     Every step checks the host first and changes only what differs, printing
@@ -102,19 +157,15 @@ def bootstrap(c, stack=None, settings=None):
     Examples:
       fab bootstrap --stack dev
       fab bootstrap --stack dev --settings access.yaml   # ssh_key_file, ssh_proxy_command
-      fab -H admin@203.0.113.10 bootstrap --settings onprem.yaml
+      fab -H admin@203.0.113.10 bootstrap --settings onprem.yaml --accept-new-host-key
     """
     deployment = load_deployment(c, stack, settings)
     started = time.monotonic()
-    with _connection(deployment) as conn:
-        runner = Runner(conn, out=_print)
-        try:
-            changes = converge(runner, deployment)
-        except (RemoteError, PreflightError) as error:
-            raise Exit(f"bootstrap of {deployment.host} stopped: {error}", code=1) from error
+    with on_host(deployment, "bootstrap", accept_new_host_key=accept_new_host_key) as play:
+        plays.bootstrap(play, deployment)
     _print(
         f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "
-        f"{changes} changed, {len(runner.reports) - changes} ok"
+        f"{play.changes} changed, {len(play.reports) - play.changes} ok"
     )
     _print(f"tracking URL: {deployment.tracking_url}  (user {deployment.admin_username})")
 
@@ -127,62 +178,12 @@ def status(c, stack=None, settings=None):
       fab status --stack dev
     """
     deployment = load_deployment(c, stack, settings)
-    with _connection(deployment) as conn:
-        runner = Runner(conn, out=_print)
-        rows = status_rows(runner, deployment)
+    with on_host(deployment, "status", lock=False) as play:
+        rows = plays.status(play.host, deployment)
     width = max(len(k) for k, _ in rows)
     print(f"{deployment.host}")
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-
-
-def restart_servers(runner: Runner) -> tuple[bool, str]:
-    instances = facts.parse_server_instances(runner.run(facts.UNITS, sudo=False).stdout)
-    if not instances:
-        raise RemoteError(
-            runner.host,
-            runner.current,
-            facts.UNITS,
-            1,
-            "no mlflow-server@ units on this host: run fab bootstrap first",
-        )
-    units = " ".join(f"mlflow-server@{port}.service" for port in sorted(instances))
-    runner.run(f"systemctl reset-failed {units} 2>/dev/null || true")
-    runner.run(f"systemctl restart {units}")
-    return True, f"restarted {len(instances)} instance(s)"
-
-
-def status_rows(runner: Runner, deployment: Deployment) -> list[tuple[str, str]]:
-    instances = facts.parse_server_instances(runner.run(facts.UNITS, sudo=False).stdout)
-    units = ", ".join(f"{port}:{state}" for port, state in sorted(instances.items())) or "none"
-    version = (
-        runner.run(
-            f"{PATHS['current_env']}/bin/python -c 'import mlflow; print(mlflow.__version__)'",
-            sudo=False,
-            check=False,
-        ).stdout.strip()
-        or "not installed"
-    )
-    since = ""
-    if instances:
-        first = min(instances)
-        show = facts.parse_systemctl_show(
-            runner.run(
-                f"systemctl show -p ActiveEnterTimestamp mlflow-server@{first}.service", sudo=False
-            ).stdout
-        )
-        since = show.get("ActiveEnterTimestamp", "")
-    health = health_code(runner)
-    rows = [
-        ("units", units),
-        ("mlflow", version),
-        ("up since", since or "-"),
-        ("/health via nginx", health or "no answer"),
-    ]
-    for what, host, port in endpoints(deployment):
-        ok = reachable(runner, host, port)
-        rows.append((what, f"{host}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
-    return rows
 
 
 @task(
@@ -203,12 +204,11 @@ def logs(c, stack=None, settings=None, lines=100, follow=False):
     command = (
         f"journalctl -u 'mlflow-server@*' -u mlflow-migrate.service -n {int(lines)} --no-pager"
     )
-    with _connection(deployment) as conn:
+    with on_host(deployment, "logs", lock=False) as play:
         if follow:
-            conn.run(f"sudo -n {command} -f", pty=True, hide=False, warn=True)
+            play.host.conn.run(f"sudo -n {command} -f", pty=True, hide=False, warn=True)
         else:
-            result = conn.run(f"sudo -n {command}", hide=True, warn=True)
-            sys.stdout.write(result.stdout)
+            sys.stdout.write(play.host.run(command).stdout)
 
 
 @task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
@@ -219,10 +219,5 @@ def restart(c, stack=None, settings=None):
       fab restart --stack dev
     """
     deployment = load_deployment(c, stack, settings)
-    with _connection(deployment) as conn:
-        runner = Runner(conn, out=_print)
-        try:
-            runner.step("restart", lambda: restart_servers(runner))
-            runner.step("health gate", lambda: health_gate(runner, deployment))
-        except RemoteError as error:
-            raise Exit(str(error), code=1) from error
+    with on_host(deployment, "restart") as play:
+        plays.restart(play, deployment)

@@ -9,6 +9,8 @@ by ``stacks/gcp/settings.py`` and ``stacks/aws/settings.py`` through the
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -17,16 +19,15 @@ from typing import Any
 
 import pulumi
 
-from stacks import contract
+from stacks import contract, keys, naming, rules
 
-PROJECT = "mlflow-server"
+PROJECT = keys.PROJECT
 WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
-TLS_MODES = ("self-signed", "provided", "letsencrypt")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
-_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: Let's Encrypt validates HTTP-01 from addresses it does not publish, so port 80
+#: must be open to everyone in letsencrypt mode; nginx answers there only the
+#: challenge and a redirect to HTTPS (templates/nginx-mlflow.conf.j2).
+ACME_HTTP_SOURCES = ["0.0.0.0/0"]
+TLS_MODES = rules.TLS_MODES
 _SSH_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"
 )
@@ -122,7 +123,7 @@ class ConfigReader:
                 'a non-empty list of CIDRs such as ["203.0.113.0/24"] '
                 '("0.0.0.0/0" opens the service to the whole internet and must be set explicitly)',
             )
-        return [cidr(self.qualified(key), item) for item in cidrs]
+        return [ipv4_cidr(self.qualified(key), item) for item in cidrs]
 
 
 def cidr(key: str, value: str) -> str:
@@ -132,6 +133,80 @@ def cidr(key: str, value: str) -> str:
     except ValueError as error:
         raise SettingError(key, value, f"a CIDR such as 203.0.113.0/24 ({error})") from error
     return str(network)
+
+
+def ipv4_cidr(key: str, value: str) -> str:
+    """``value`` as a canonical IPv4 CIDR: neither cloud's network here has IPv6."""
+    canonical = cidr(key, value)
+    if ipaddress.ip_network(canonical).version != 4:
+        raise SettingError(
+            key,
+            value,
+            "an IPv4 CIDR: the stack's network and VM have no IPv6 address, so an IPv6 "
+            "source could never reach them (dual-stack clients connect over IPv4: list "
+            "their IPv4 ranges)",
+        )
+    return canonical
+
+
+def ssh_key_algorithm(key: str, text: str) -> str:
+    """The algorithm of an OpenSSH public key line, checked against its own encoded blob."""
+    match = _SSH_KEY.match(text.strip())
+    allowed = "OpenSSH public keys (ssh-ed25519, ssh-rsa, ecdsa-sha2-*)"
+    if not match:
+        raise SettingError(key, text[:40], allowed)
+    algorithm, blob = match.group(1), text.split()[1]
+    try:
+        # The type is encoded again at the start of the key data: the two must agree.
+        raw = base64.b64decode(blob + "=" * (-len(blob) % 4))
+    except (binascii.Error, ValueError) as error:
+        raise SettingError(key, text[:40], allowed + " with base64 key data") from error
+    length = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else 0
+    if raw[4 : 4 + length].decode("ascii", "replace") != algorithm:
+        raise SettingError(key, text[:40], allowed + " whose key data matches the key type")
+    return algorithm
+
+
+def stack_config() -> dict[str, Any]:
+    """Every config key of the stack (``namespace:name``) with its value, as the engine set it."""
+    merged = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    out = {}
+    for full, value in merged.items():
+        namespace, _, name = full.partition(":")
+        out[f"{namespace}:{name.removeprefix('config:')}"] = value
+    return out
+
+
+def check_keys(cloud: str) -> None:
+    """Refuse keys the program would silently ignore: typos in the project namespace,
+    provider keys the stack's explicit provider does not take, the other cloud's keys."""
+    secret = set(pulumi.runtime.config.get_config_secret_keys_env()) | set(
+        pulumi.runtime.config._SECRET_KEYS.get()  # noqa: SLF001 - the SDK has no getter
+    )
+    for full, value in sorted(stack_config().items()):
+        namespace, _, name = full.partition(":")
+        shown = "[secret]" if full in secret else value
+        if namespace == PROJECT and name not in keys.TYPES:
+            raise SettingError(
+                full,
+                shown,
+                "a known mlflow-server key (see Pulumi.yaml)" + keys.nearest(name, keys.TYPES),
+            )
+        if namespace in keys.PROVIDER_KEYS and namespace != cloud:
+            raise SettingError(
+                full,
+                shown,
+                f"no {namespace}:* keys in a {cloud} stack (mlflow-server:cloud is {cloud})",
+            )
+        known = keys.PROVIDER_KEYS.get(namespace, {})
+        if namespace == cloud and name not in known:
+            raise SettingError(
+                full,
+                shown,
+                f"one of the {namespace} provider keys the stack passes to its provider: "
+                + ", ".join(known)
+                + keys.nearest(name, known),
+            )
 
 
 @dataclass(frozen=True)
@@ -162,85 +237,80 @@ class CommonSettings:
     def is_test(self) -> bool:
         return self.environment == "test"
 
+    def server_outputs(self) -> dict[str, pulumi.Output]:
+        """The contract's SERVER_OUTPUTS: settings of the server that bootstrap applies."""
+        values = {
+            contract.MLFLOW_VERSION: self.mlflow_version,
+            contract.TLS_MODE: self.tls_mode,
+            contract.DOMAIN: self.domain or "",
+            contract.ACME_EMAIL: self.acme_email or "",
+        }
+        return {name: pulumi.Output.from_input(value) for name, value in values.items()}
+
     def resource_labels(self) -> dict[str, str]:
         """User labels plus the kit's own stack/environment/expiry labels."""
         labels = dict(self.labels)
-        labels[contract.LABEL_STACK] = label_value(self.stack)
+        labels[contract.LABEL_STACK] = naming.stack_label(self.stack)
         labels[contract.LABEL_ENVIRONMENT] = self.environment
         if self.expires_at:
             labels[contract.LABEL_EXPIRES] = self.expires_at
         return labels
 
 
-def label_value(text: str) -> str:
-    """``text`` in the character set GCP allows for label values."""
-    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ruled(reader: ConfigReader, key: str, check, value):
+    """``check(value)`` (a stacks/rules.py rule), its violation named by ``key``."""
+    try:
+        return check(value)
+    except rules.RuleViolation as error:
+        raise SettingError(reader.qualified(key), error.value, error.allowed) from error
 
 
 def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
     """Read and validate the settings both clouds share."""
     cloud = reader.get_choice("cloud", contract.CLOUDS, None)
     environment = reader.get_choice("environment", contract.ENVIRONMENTS, None)
-    mlflow_version = reader.get("mlflowVersion", contract.DEFAULT_MLFLOW_VERSION)
-    if not _VERSION.match(mlflow_version):
-        raise SettingError(
-            reader.qualified("mlflowVersion"), mlflow_version, "a pinned version such as 3.17.2"
-        )
+    check_keys(cloud)
+    mlflow_version = _ruled(
+        reader,
+        "mlflowVersion",
+        rules.mlflow_version,
+        reader.get("mlflowVersion", contract.DEFAULT_MLFLOW_VERSION),
+    )
     https = reader.get_cidrs("httpsAllowedCidrs", required=True)
     ssh = reader.get_cidrs("sshAllowedCidrs", [])
-    keys = reader.get_list("sshPublicKeys", [])
-    for key in keys:
-        if not _SSH_KEY.match(key.strip()):
-            raise SettingError(
-                reader.qualified("sshPublicKeys"),
-                key[:40],
-                "OpenSSH public keys (ssh-ed25519, ssh-rsa, ecdsa-sha2-*)",
-            )
-    ssh_user = reader.get("sshUser", "mlflow-admin")
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", ssh_user) or ssh_user in ("root", "mlflow"):
-        raise SettingError(
-            reader.qualified("sshUser"), ssh_user, "a Linux user name other than root and mlflow"
-        )
-    tls_mode = reader.get_choice("tlsMode", TLS_MODES, "self-signed")
+    public_keys = reader.get_list("sshPublicKeys", [])
+    for key in public_keys:
+        ssh_key_algorithm(reader.qualified("sshPublicKeys"), key)
+    ssh_user = _ruled(reader, "sshUser", rules.login_user, reader.get("sshUser", "mlflow-admin"))
+    tls_mode = _ruled(reader, "tlsMode", rules.tls_mode, reader.get("tlsMode", "self-signed"))
     domain = reader.get("domain")
-    if domain is not None and not _DOMAIN.match(domain):
-        raise SettingError(
-            reader.qualified("domain"), domain, "a lowercase DNS name such as mlflow.example.com"
-        )
+    if domain is not None:
+        _ruled(reader, "domain", rules.domain, domain)
     acme_email = reader.get("acmeEmail")
-    if acme_email is not None and not _EMAIL.match(acme_email):
-        raise SettingError(reader.qualified("acmeEmail"), acme_email, "an email address")
-    if tls_mode == "letsencrypt" and (domain is None or acme_email is None):
-        raise SettingError(
-            reader.qualified("tlsMode"),
-            tls_mode,
-            "letsencrypt only with both domain and acmeEmail set",
-        )
-    labels = reader.get_object("labels", {})
-    if not isinstance(labels, dict):
-        raise SettingError(reader.qualified("labels"), labels, "a map of label names to values")
-    for name, value in labels.items():
-        if not _LABEL.match(str(name)) or not _LABEL_VALUE.match(str(value)):
-            raise SettingError(
-                reader.qualified("labels"),
-                {name: value},
-                "names of lowercase letters, digits, '-' and '_' starting with a letter; "
-                "values of the same characters, at most 63",
-            )
-        if str(name).startswith("mlflow-kit-"):
-            raise SettingError(
-                reader.qualified("labels"),
-                name,
-                "names not starting with mlflow-kit- (reserved for the kit)",
-            )
+    if acme_email is not None:
+        _ruled(reader, "acmeEmail", rules.email, acme_email)
+    if tls_mode == "letsencrypt":
+        _ruled(reader, "tlsMode", lambda _: rules.letsencrypt_needs(domain, acme_email), tls_mode)
+    labels = _ruled(reader, "labels", rules.labels, reader.get_object("labels", {}))
     expires_at = reader.get("expiresAt")
     if expires_at is not None:
         try:
-            datetime.strptime(expires_at, contract.EXPIRES_FORMAT).replace(tzinfo=UTC)
+            expiry = datetime.strptime(expires_at, contract.EXPIRES_FORMAT).replace(tzinfo=UTC)
         except ValueError as error:
             raise SettingError(
                 reader.qualified("expiresAt"), expires_at, "a UTC time as YYYYMMDDhhmm"
             ) from error
+        if expiry <= now():
+            raise SettingError(
+                reader.qualified("expiresAt"),
+                expires_at,
+                "a UTC time as YYYYMMDDhhmm in the future: this stack has expired; "
+                "`fab teardown` removes it, or set a later expiresAt to keep it",
+            )
     if environment == "test" and expires_at is None:
         raise SettingError(
             reader.qualified("expiresAt"),
@@ -255,12 +325,12 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
         mlflow_version=mlflow_version,
         https_allowed_cidrs=https,
         ssh_allowed_cidrs=ssh,
-        ssh_public_keys=[k.strip() for k in keys],
+        ssh_public_keys=[k.strip() for k in public_keys],
         ssh_user=ssh_user,
         tls_mode=tls_mode,
         domain=domain,
         acme_email=acme_email,
-        labels={str(k): str(v) for k, v in labels.items()},
+        labels=labels,
         expires_at=expires_at,
         world_open=world,
     )

@@ -14,6 +14,22 @@ ARTIFACTS_DESTINATION = "artifacts_destination"
 ADMIN_PASSWORD = "admin_password"  # noqa: S105 - an output name, not a password
 DB_CONNECTION_NAME = "db_connection_name"
 ENVIRONMENT = "environment"
+#: The VM as its cloud's tunnel names it: GCP instance name, AWS instance ID.
+VM_ID = "vm_id"
+#: GCP zone / AWS availability zone of the VM.
+VM_ZONE = "vm_zone"
+REGION = "region"
+GCP_PROJECT = "gcp_project"
+#: How SSH reaches the VM: one of SSH_ACCESS_MODES.
+SSH_ACCESS = "ssh_access"
+#: Port 22 open to sshAllowedCidrs; or no direct path, only GCP IAP / AWS Session Manager.
+SSH_ACCESS_MODES = ("cidrs", "iap", "session-manager")
+#: What the stack's settings say about the server; ``fab bootstrap --stack`` applies them.
+MLFLOW_VERSION = "mlflow_version"
+TLS_MODE = "tls_mode"
+#: The stack's domain and Let's Encrypt contact; empty strings when not set.
+DOMAIN = "domain"
+ACME_EMAIL = "acme_email"
 
 #: Outputs every stack exports, whatever the cloud.
 COMMON_OUTPUTS = (
@@ -26,8 +42,12 @@ COMMON_OUTPUTS = (
     ADMIN_PASSWORD,
     ENVIRONMENT,
 )
+#: How to reach the VM and what the server should be; stacks deployed before these
+#: existed lack them, so provisioning treats them as optional.
+ACCESS_OUTPUTS = (VM_ID, VM_ZONE, REGION, SSH_ACCESS)
+SERVER_OUTPUTS = (MLFLOW_VERSION, TLS_MODE, DOMAIN, ACME_EMAIL)
 #: Outputs only some clouds export.
-CLOUD_OUTPUTS = {"gcp": (DB_CONNECTION_NAME,), "aws": ()}
+CLOUD_OUTPUTS = {"gcp": (DB_CONNECTION_NAME, GCP_PROJECT), "aws": ()}
 #: Outputs that must be Pulumi secrets in the stack state.
 SECRET_OUTPUTS = frozenset({BACKEND_STORE_URI, ADMIN_PASSWORD})
 
@@ -54,4 +74,4 @@ DESCRIPTION_MARKER = "[" + LABEL_STACK + "={stack}]"
 
 def expected_outputs(cloud: str) -> tuple[str, ...]:
     """Every output name a stack for ``cloud`` exports."""
-    return COMMON_OUTPUTS + CLOUD_OUTPUTS[cloud]
+    return COMMON_OUTPUTS + ACCESS_OUTPUTS + SERVER_OUTPUTS + CLOUD_OUTPUTS[cloud]

@@ -14,6 +14,12 @@ def main() -> dict[str, pulumi.Output]:
         pulumi.log.warn(
             "open to the whole internet by explicit setting: " + ", ".join(common.world_open)
         )
+    if common.tls_mode == "letsencrypt":
+        pulumi.log.warn(
+            "port 80 open to the whole internet (0.0.0.0/0) for Let's Encrypt's HTTP-01 "
+            "challenge: tlsMode is letsencrypt; nginx serves there only the challenge and a "
+            "redirect to HTTPS"
+        )
     if common.cloud == "gcp":
         from stacks.gcp.deploy import deploy
     else:

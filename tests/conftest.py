@@ -33,6 +33,8 @@ def _isolated_from_user_config(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "aws-credentials"))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(empty / "gcloud"))
     monkeypatch.setenv("PULUMI_HOME", str(empty / "pulumi"))
+    # The kit's own known_hosts lives under XDG_STATE_HOME.
+    monkeypatch.setenv("XDG_STATE_HOME", str(empty / "state"))
 
 
 def localcloud_unavailable() -> str | None:

@@ -106,7 +106,7 @@ def _regional(aws: Aws, arn: str, tags: dict[str, str]) -> Leftover:
     if service == "ec2" and "/" in resource:
         kind, ident = resource.split("/", 1)
         known = _EC2_COMMANDS.get(kind)
-        command = known.format(id=ident) + where if known else _generic_command(arn)
+        command = known.format(id=ident, where=where) + where if known else _generic_command(arn)
         return Leftover("aws", f"ec2 {kind}", ident, arn, command, tags, location=region)
     return Leftover(
         "aws",
@@ -128,10 +128,15 @@ _EC2_COMMANDS = {
     "route-table": "aws ec2 delete-route-table --route-table-id {id}",
     "network-interface": "aws ec2 delete-network-interface --network-interface-id {id}",
     "elastic-ip": "aws ec2 release-address --allocation-id {id}",
-    "key-pair": "aws ec2 delete-key-pair --key-pair-id {id}",
+    # A key pair's ARN ends in its name (IAM: arn:...:key-pair/${KeyPairName}).
+    "key-pair": "aws ec2 delete-key-pair --key-name {id}",
     "snapshot": "aws ec2 delete-snapshot --snapshot-id {id}",
     "natgateway": "aws ec2 delete-nat-gateway --nat-gateway-id {id}",
-    "internet-gateway": "aws ec2 delete-internet-gateway --internet-gateway-id {id}",
+    # An attached gateway cannot be deleted: detach it from its VPC first.
+    "internet-gateway": "aws ec2 detach-internet-gateway --internet-gateway-id {id} --vpc-id"
+    " $(aws ec2 describe-internet-gateways --internet-gateway-ids {id}"
+    " --query 'InternetGateways[0].Attachments[0].VpcId' --output text{where})"
+    " && aws ec2 delete-internet-gateway --internet-gateway-id {id}",
 }
 
 

@@ -15,12 +15,14 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from provisioning import pulumi_cli
 from provisioning.teststacks import naming
-from stacks.config import PROJECT
+from stacks import keys
+from stacks.keys import PROJECT
 
 STACKS_DIR = pulumi_cli.REPO_ROOT / "stacks"
 #: Keys the kit sets for every test stack; the caller cannot override them.
@@ -35,7 +37,7 @@ class PlanError(ValueError):
 @dataclass
 class Plan:
     name: str
-    config: dict[str, str]
+    config: dict[str, Any]
     source: Path | None
     skipped_secrets: list[str] = field(default_factory=list)
 
@@ -48,8 +50,12 @@ def qualified(key: str) -> str:
     return key if ":" in key else f"{PROJECT}:{key}"
 
 
-def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
-    """Plain config values of a stack file as CLI strings, and the secure keys skipped."""
+def read_stack_file(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """Plain config values of a stack file, and the secure keys skipped.
+
+    Scalars become the text the CLI stores for them; lists and maps stay structured,
+    so ``pulumi_cli.config_set`` stores them as objects, as the stack file does.
+    """
     document = yaml.safe_load(path.read_text()) or {}
     values, secrets = {}, []
     for key, value in (document.get("config") or {}).items():
@@ -57,8 +63,7 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets.append(key)
         elif isinstance(value, list | dict):
-            # ConfigReader.get_object parses JSON text, exactly as config set --path would store it.
-            values[key] = json.dumps(value)
+            values[key] = value
         elif isinstance(value, bool):
             values[key] = "true" if value else "false"
         elif value is not None:
@@ -66,13 +71,30 @@ def read_stack_file(path: Path) -> tuple[dict[str, str], list[str]]:
     return values, secrets
 
 
-def parse_pairs(pairs: list[str]) -> dict[str, str]:
-    values = {}
+def parse_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a key Pulumi.yaml types as a list or map takes JSON."""
+    values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise PlanError(f"--config {pair!r} is not KEY=VALUE (e.g. gcp:project=my-project)")
-        values[qualified(key.strip())] = value
+        key = qualified(key.strip())
+        namespace, _, name = key.partition(":")
+        kind = keys.TYPES.get(name) if namespace == PROJECT else None
+        if kind in ("array", "object"):
+            wanted = list if kind == "array" else dict
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, wanted):
+                example = '["203.0.113.0/24"]' if kind == "array" else '{"team": "ml"}'
+                raise PlanError(
+                    f"--config {pair!r}: {key} is an {kind}; "
+                    f"give it as JSON, e.g. {name}='{example}'"
+                )
+            value = parsed
+        values[key] = value
     return values
 
 

@@ -173,7 +173,15 @@ def _compute_command(kind: str, short: str, parts: list[str], proj: str) -> str:
         scope = f" --region {parts[parts.index('regions') + 1]}"
     elif kind in ("GlobalAddress", "ForwardingRule") or "global" in parts:
         scope = " --global" if collection in ("addresses", "forwarding-rules") else ""
-    return f"gcloud compute {collection} delete {short}{scope} {proj} --quiet"
+    command = f"gcloud compute {collection} delete {short}{scope} {proj} --quiet"
+    if kind == "Network":
+        # The private services peering (Cloud SQL) keeps the network in use until removed.
+        peering = (
+            f"gcloud services vpc-peerings delete --network {short}"
+            f" --service servicenetworking.googleapis.com {proj} --quiet"
+        )
+        command = f"{peering} && {command}"
+    return command
 
 
 def _words(kind: str) -> str:

@@ -8,7 +8,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from stacks import contract
-from stacks.config import label_value
 
 PREFIX = "test-"
 MIN_TTL = timedelta(minutes=10)
@@ -43,7 +42,7 @@ def owner() -> str:
 
 
 def _safe(text: str) -> str:
-    cleaned = re.sub(r"-+", "-", label_value(text).replace("_", "-")).strip("-")
+    cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return cleaned[:20].rstrip("-") or "unknown"
 
 

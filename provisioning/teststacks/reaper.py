@@ -19,7 +19,8 @@ from provisioning.teststacks import naming
 from provisioning.teststacks.leftovers import Leftover
 from provisioning.teststacks.teardown import Finder, read_config
 from stacks import contract
-from stacks.config import PROJECT, label_value
+from stacks.keys import PROJECT
+from stacks.naming import stack_label
 
 
 @dataclass
@@ -65,7 +66,7 @@ def plan(now: datetime, finders: list[Finder]) -> Plan:
         else:
             result.expired.append(verdict)
     # Stack names may carry a backend prefix (org/project/stack); labels hold the last part.
-    alive = {label_value(entry["name"].rsplit("/", 1)[-1]) for entry in stacks}
+    alive = {stack_label(entry["name"].rsplit("/", 1)[-1]) for entry in stacks}
     wanted = {contract.LABEL_ENVIRONMENT: "test", contract.LABEL_EXPIRES: None}
     for finder in finders:
         for item in finder.find(wanted):

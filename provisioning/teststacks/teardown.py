@@ -26,8 +26,8 @@ from provisioning.pulumi_cli import PulumiError, StackNotFound
 from provisioning.teststacks import aws as aws_api
 from provisioning.teststacks import gcp as gcp_api
 from provisioning.teststacks.leftovers import Leftover
-from stacks import contract
-from stacks.config import PROJECT, label_value
+from stacks import contract, naming
+from stacks.keys import PROJECT
 
 Say = Callable[[str], None]
 
@@ -138,7 +138,7 @@ class Target:
 
 def stack_label(stack: str) -> str:
     """The label value a stack's resources carry (``pulumi.get_stack()`` has no org prefix)."""
-    return label_value(stack.rsplit("/", 1)[-1])
+    return naming.stack_label(stack.rsplit("/", 1)[-1])
 
 
 def stack_filter(stack: str) -> dict[str, str | None]:
@@ -162,6 +162,49 @@ def check_environment(stack: str, config: dict[str, str], allow_prod: bool) -> s
     else:
         reason = f"cannot tell that stack {stack} is not prod ({PROJECT}:environment is unset)"
     raise TeardownRefused(f"{reason}; refusing to destroy it. Pass --allow-prod if you mean it.")
+
+
+#: Resource types whose deletion the cloud refuses while this output is true.
+PROTECTION = {
+    "gcp:sql/databaseInstance:DatabaseInstance": "deletionProtection",
+    "gcp:compute/instance:Instance": "deletionProtection",
+    "aws:rds/instance:Instance": "deletionProtection",
+    "aws:ec2/instance:Instance": "disableApiTermination",
+}
+
+
+def protected_resources(state: dict) -> list[str]:
+    """URNs of resources in ``pulumi stack export`` output that a destroy cannot delete."""
+    found = []
+    for resource in (state.get("deployment") or {}).get("resources") or []:
+        flag = PROTECTION.get(resource.get("type", ""))
+        if flag and (resource.get("outputs") or {}).get(flag):
+            found.append(resource["urn"])
+    return found
+
+
+def unprotect_procedure(stack: str, cloud: str, environment: str) -> str:
+    """What the operator does before a protected stack can be destroyed."""
+    if cloud == "aws" and environment == "prod":
+        # prod refuses awsDeletionProtection false in the program; switch it off at the API.
+        return (
+            "prod keeps RDS deletion protection and EC2 termination protection on, so "
+            "`pulumi destroy` fails; switch both off first:\n"
+            "  aws rds modify-db-instance --db-instance-identifier <RDS id> "
+            "--no-deletion-protection --apply-immediately\n"
+            f"  aws ec2 modify-instance-attribute --instance-id $(pulumi stack output vm_id -s {stack}) "
+            "--no-disable-api-termination\n"
+            f"  pulumi refresh --yes -s {stack}\n"
+            "then run this teardown again (the final snapshot is still taken)."
+        )
+    key = "gcpDeletionProtection" if cloud == "gcp" else "awsDeletionProtection"
+    return (
+        "deletion protection is on, so `pulumi destroy` would fail; switch it off first:\n"
+        f"  pulumi config set {PROJECT}:{key} false -s {stack}\n"
+        f"  pulumi up --yes -s {stack}\n"
+        "then run this teardown again. The artifact bucket of a dev or prod stack is not "
+        "force-destroyed: empty it first if it holds objects (see README, removing a stack)."
+    )
 
 
 def destroy_and_remove(stack: str, timing: Timing, say: Say) -> None:
@@ -244,7 +287,14 @@ def teardown(
             )
         say(f"stack {stack} does not exist (removed earlier); checking the cloud for leftovers")
     else:
-        check_environment(stack, config, allow_prod)
+        environment = check_environment(stack, config, allow_prod)
+        blocked = protected_resources(pulumi_cli.stack_export(stack))
+        if blocked:
+            cloud = config.get(f"{PROJECT}:cloud", "")
+            raise TeardownRefused(
+                f"stack {stack} has protected resources ({', '.join(blocked)}); "
+                + unprotect_procedure(stack, cloud, environment)
+            )
         stack_target = Target.from_config(config)
         if target is not None:
             stack_target = Target(

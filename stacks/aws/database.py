@@ -9,6 +9,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from stacks import naming
+
 DB_NAME = "mlflow"
 DB_USER = "mlflow"
 DB_PORT = 5432
@@ -24,12 +26,14 @@ class DatabaseArgs:
     storage_gb: int
     postgres_version: str
     multi_az: bool
+    #: Only for the one update that moves to a new major version (applied immediately).
+    allow_major_version_upgrade: bool
     backup_retention_days: int
     backup_window: str
     maintenance_window: str
     deletion_protection: bool
-    #: None skips the final snapshot (test and dev stacks); prod names one.
-    final_snapshot_identifier: str | None
+    #: None skips the final snapshot (test and dev stacks); prod names it after the stack.
+    final_snapshot_stack: str | None
     tags: dict[str, str]
 
 
@@ -72,7 +76,18 @@ class Database(pulumi.ComponentResource):
             tags=tags("params"),
             opts=child,
         )
-        prod_like = args.final_snapshot_identifier is not None
+        prod_like = args.final_snapshot_stack is not None
+        final_snapshot = None
+        if prod_like:
+            # A snapshot name must be new at every delete: a stack destroyed and created
+            # again under the same name would otherwise fail its next destroy on the
+            # snapshot the first one left. The suffix lives and dies with this database.
+            suffix = random.RandomId(f"{name}-final-snapshot-suffix", byte_length=4, opts=child)
+            final_snapshot = suffix.hex.apply(
+                lambda hex_suffix: naming.rds_identifier(
+                    naming.final_snapshot_identifier(args.final_snapshot_stack, hex_suffix), 255
+                )
+            )
         self.instance = aws.rds.Instance(
             f"{name}-instance",
             engine="postgres",
@@ -95,10 +110,14 @@ class Database(pulumi.ComponentResource):
             backup_window=args.backup_window,
             maintenance_window=args.maintenance_window,
             auto_minor_version_upgrade=True,
+            # Off, RDS refuses a changed major version ("The AllowMajorVersionUpgrade flag
+            # must be present..."), so a version bump never slips into an update unnoticed.
+            allow_major_version_upgrade=args.allow_major_version_upgrade,
+            apply_immediately=args.allow_major_version_upgrade,
             copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection,
             skip_final_snapshot=not prod_like,
-            final_snapshot_identifier=args.final_snapshot_identifier,
+            final_snapshot_identifier=final_snapshot,
             delete_automated_backups=not prod_like,
             tags=tags("instance"),
             opts=child,

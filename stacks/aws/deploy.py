@@ -15,6 +15,7 @@ from stacks.aws.security import Security, SecurityArgs
 from stacks.aws.settings import read_aws
 from stacks.aws.vm import Vm, VmArgs
 from stacks.config import CommonSettings
+from stacks.providers import provider_options
 
 
 def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
@@ -23,7 +24,12 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
     if common.is_prod and not s.db_multi_az:
         pulumi.log.warn("prod database without Multi-AZ, by explicit awsDbMultiAz=false")
     # Every AWS resource goes through this provider, so each carries the stack's tags.
-    provider = aws.Provider("aws", region=s.region, default_tags={"tags": common.resource_labels()})
+    options = provider_options("aws")
+    if "assume_roles" in options:
+        options["assume_roles"] = [aws.ProviderAssumeRoleArgs(**r) for r in options["assume_roles"]]
+    provider = aws.Provider(
+        "aws", region=s.region, default_tags={"tags": common.resource_labels()}, **options
+    )
     opts = pulumi.ResourceOptions(providers=[provider])
 
     network = Network("network", NetworkArgs(s.vpc_cidr, s.tags("network")), opts)
@@ -47,11 +53,12 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
             storage_gb=s.db_storage_gb,
             postgres_version=s.postgres_version,
             multi_az=s.db_multi_az,
+            allow_major_version_upgrade=s.db_allow_major_version_upgrade,
             backup_retention_days=s.db_backup_retention_days,
             backup_window=s.db_backup_window,
             maintenance_window=s.db_maintenance_window,
             deletion_protection=s.deletion_protection,
-            final_snapshot_identifier=s.final_snapshot_identifier,
+            final_snapshot_stack=s.final_snapshot_stack,
             tags=s.tags("database"),
         ),
         opts,
@@ -104,4 +111,9 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
         ),
         contract.ADMIN_PASSWORD: pulumi.Output.secret(admin_password.result),
         contract.ENVIRONMENT: pulumi.Output.from_input(common.environment),
+        contract.VM_ID: vm.instance.id,
+        contract.VM_ZONE: vm.instance.availability_zone,
+        contract.REGION: pulumi.Output.from_input(s.region),
+        contract.SSH_ACCESS: pulumi.Output.from_input(s.ssh_access),
+        **common.server_outputs(),
     }

@@ -32,8 +32,12 @@ class Network(pulumi.ComponentResource):
         def tags(suffix: str) -> dict[str, str]:
             return {**args.tags, "Name": f"{args.tags.get('Name', name)}-{suffix}"}
 
+        # Availability Zones only: Local Zones and Wavelength Zones (opted in to by the
+        # account) offer neither the instance types nor RDS Multi-AZ the stack uses.
         zones = aws.get_availability_zones_output(
-            state="available", opts=pulumi.InvokeOutputOptions(parent=self)
+            state="available",
+            filters=[{"name": "zone-type", "values": ["availability-zone"]}],
+            opts=pulumi.InvokeOutputOptions(parent=self),
         ).names.apply(_two_zones)
 
         self.vpc = aws.ec2.Vpc(

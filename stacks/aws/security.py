@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from stacks.config import ACME_HTTP_SOURCES
+
 HTTPS, HTTP, SSH, POSTGRES = 443, 80, 22, 5432
 
 
@@ -16,7 +18,7 @@ class SecurityArgs:
     https_cidrs: list[str]
     #: Empty when SSH is off (Session Manager): then no rule for port 22 exists at all.
     ssh_cidrs: list[str]
-    #: Let's Encrypt's HTTP-01 challenge needs port 80 from the same CIDRs as HTTPS.
+    #: Let's Encrypt's HTTP-01 challenge needs port 80 from anywhere (ACME_HTTP_SOURCES).
     open_http: bool
     tags: dict[str, str]
 
@@ -48,11 +50,10 @@ class Security(pulumi.ComponentResource):
 
         ports = [("https", HTTPS, args.https_cidrs)]
         if args.open_http:
-            ports.append(("http", HTTP, args.https_cidrs))
+            ports.append(("http", HTTP, ACME_HTTP_SOURCES))
         ports.append(("ssh", SSH, args.ssh_cidrs))
         for label, port, cidrs in ports:
             for index, cidr in enumerate(cidrs):
-                family = {"cidr_ipv6": cidr} if ":" in cidr else {"cidr_ipv4": cidr}
                 aws.vpc.SecurityGroupIngressRule(
                     f"{name}-vm-{label}-{index}",
                     security_group_id=self.vm.id,
@@ -61,8 +62,9 @@ class Security(pulumi.ComponentResource):
                     to_port=port,
                     description=f"{label} from {cidr}",
                     tags=tags(f"vm-{label}-{index}"),
+                    # IPv4 only: stacks/config.py refuses IPv6 sources (the VPC has none).
+                    cidr_ipv4=cidr,
                     opts=child,
-                    **family,
                 )
 
         # The VM reaches package mirrors, S3 and the SSM endpoints over HTTP(S),

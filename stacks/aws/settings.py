@@ -11,10 +11,12 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from stacks.config import CommonSettings, ConfigReader, SettingError, label_value
+from stacks.config import CommonSettings, ConfigReader, SettingError
 
 ARTIFACTS_PREFIX = "mlflow-artifacts"
 SSH_ACCESS = ("cidrs", "session-manager")
+#: Key types EC2 ImportKeyPair accepts (EC2 API reference, ImportKeyPair).
+EC2_KEY_PAIR_TYPES = ("ssh-ed25519", "ssh-rsa")
 POSTGRES_VERSIONS = ("14", "15", "16", "17")
 _REGION = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx|cn|us-gov)-[a-z]+-\d{1,2}$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -76,6 +78,8 @@ class AwsSettings:
     db_storage_gb: int
     postgres_version: str
     db_multi_az: bool
+    #: RDS refuses a major version change unless the update allows it explicitly.
+    db_allow_major_version_upgrade: bool
     db_backup_retention_days: int
     db_backup_window: str
     db_maintenance_window: str
@@ -95,12 +99,9 @@ class AwsSettings:
         return self.common.is_test
 
     @property
-    def final_snapshot_identifier(self) -> str | None:
-        """Snapshot name taken when the database is deleted (prod only)."""
-        if not self.common.is_prod:
-            return None
-        stem = re.sub(r"-+", "-", label_value(self.common.stack)).strip("-_").replace("_", "-")
-        return f"mlflow-{stem or 'stack'}-final"[:255]
+    def final_snapshot_stack(self) -> str | None:
+        """The stack name the final snapshot is named after (prod only), None to skip it."""
+        return self.common.stack if self.common.is_prod else None
 
     def tags(self, name: str) -> dict[str, str]:
         """Explicit tags for one resource: the stack's labels plus a Name tag."""
@@ -137,6 +138,15 @@ def read_aws(common: CommonSettings) -> AwsSettings:
             "(directly or through Session Manager)",
         )
 
+    first_key = common.ssh_public_keys[0].split()[0]
+    if first_key not in EC2_KEY_PAIR_TYPES:
+        raise SettingError(
+            config.qualified("sshPublicKeys"),
+            common.ssh_public_keys[0][:40],
+            "an ssh-ed25519 or ssh-rsa key first: the first key becomes the EC2 key pair, "
+            "and EC2 imports only RSA and ED25519 keys (ECDSA keys may follow it)",
+        )
+
     instance_type = config.get("awsInstanceType", defaults["instance"])
     if not _INSTANCE_TYPE.match(instance_type) or _ARM_FAMILY.match(instance_type):
         raise SettingError(
@@ -156,6 +166,7 @@ def read_aws(common: CommonSettings) -> AwsSettings:
     db_storage_gb = config.get_int("awsDbStorageGb", 20, 20, 65536)
     postgres_version = config.get_choice("awsPostgresVersion", POSTGRES_VERSIONS, "16")
     db_multi_az = config.get_bool("awsDbMultiAz", defaults["multi_az"])
+    allow_major_upgrade = config.get_bool("awsDbAllowMajorVersionUpgrade", False)
 
     backups = config.get_int("awsDbBackupRetentionDays", defaults["backups"], 0, 35)
     if common.is_prod and backups == 0:
@@ -209,6 +220,7 @@ def read_aws(common: CommonSettings) -> AwsSettings:
         db_storage_gb=db_storage_gb,
         postgres_version=postgres_version,
         db_multi_az=db_multi_az,
+        db_allow_major_version_upgrade=allow_major_upgrade,
         db_backup_retention_days=backups,
         db_backup_window=backup_window,
         db_maintenance_window=maintenance,

@@ -14,6 +14,7 @@ from stacks.gcp.identity import Identity, IdentityArgs
 from stacks.gcp.network import Network, NetworkArgs
 from stacks.gcp.settings import GcpSettings, read_gcp
 from stacks.gcp.vm import Server, ServerArgs
+from stacks.providers import provider_options
 
 
 def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
@@ -27,7 +28,12 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
     # Every GCP resource goes through this provider, so project, region and zone are
     # the validated ones and default_labels reach every resource that takes labels.
     provider = gcp.Provider(
-        "mlflow-gcp", project=s.project, region=s.region, zone=s.zone, default_labels=labels
+        "mlflow-gcp",
+        project=s.project,
+        region=s.region,
+        zone=s.zone,
+        default_labels=labels,
+        **provider_options("gcp"),
     )
     opts = pulumi.ResourceOptions(providers=[provider])
     deletable = not s.deletion_protection
@@ -121,4 +127,12 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
         contract.ADMIN_PASSWORD: pulumi.Output.secret(server.admin_password.result),
         contract.DB_CONNECTION_NAME: database.connection_name,
         contract.ENVIRONMENT: pulumi.Output.from_input(s.common.environment),
+        contract.VM_ID: server.instance.name,
+        contract.VM_ZONE: pulumi.Output.from_input(s.zone),
+        contract.REGION: pulumi.Output.from_input(s.region),
+        contract.GCP_PROJECT: pulumi.Output.from_input(s.project),
+        contract.SSH_ACCESS: pulumi.Output.from_input(
+            "cidrs" if s.common.ssh_allowed_cidrs else "iap"
+        ),
+        **s.common.server_outputs(),
     }

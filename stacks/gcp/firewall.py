@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.config import ACME_HTTP_SOURCES
 from stacks.gcp.marker import described
 
 
@@ -52,7 +53,12 @@ class Firewall(pulumi.ComponentResource):
 
         allow("https", ["443"], args.https_cidrs, "MLflow UI and API over HTTPS")
         if args.open_http:
-            allow("http", ["80"], args.https_cidrs, "ACME HTTP-01 challenge and redirect to HTTPS")
+            allow(
+                "http",
+                ["80"],
+                ACME_HTTP_SOURCES,
+                "ACME HTTP-01 challenge and redirect to HTTPS, from anywhere",
+            )
         allow("ssh", ["22"], args.ssh_cidrs, "SSH for bootstrap and administration")
 
         self.register_outputs({purpose: rule.id for purpose, rule in self.rules.items()})

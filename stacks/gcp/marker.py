@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from stacks import contract
-from stacks.config import label_value
+from stacks import contract, naming
 
 
 def marker(stack: str) -> str:
     """The text that names ``stack`` in a description (stacks/contract.py)."""
-    return contract.DESCRIPTION_MARKER.format(stack=label_value(stack))
+    return contract.DESCRIPTION_MARKER.format(stack=naming.stack_label(stack))
 
 
 def described(text: str, stack: str) -> str:

@@ -12,7 +12,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from stacks.config import CommonSettings, ConfigReader, SettingError, cidr, label_value
+from stacks import naming
+from stacks.config import CommonSettings, ConfigReader, SettingError, cidr
 
 #: Google's IAP TCP forwarding source range (``gcloud compute ssh --tunnel-through-iap``).
 IAP_TCP_FORWARDING_CIDR = "35.235.240.0/20"
@@ -240,14 +241,8 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         bucket_noncurrent_days=noncurrent_days,
         bucket_expire_days=expire_days,
         bucket_force_destroy=env == "test",
-        service_account_id=service_account_id(common.stack),
+        service_account_id=naming.service_account_id(common.stack),
     )
-
-
-def service_account_id(stack: str) -> str:
-    """A service account ID (6-30 characters) unique per stack within a project."""
-    slug = re.sub(r"-+", "-", label_value(stack).replace("_", "-")).strip("-")
-    return f"mlflow-{slug}"[:30].rstrip("-")
 
 
 def _db_flags(environment: str) -> dict[str, str]:

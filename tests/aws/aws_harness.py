@@ -15,7 +15,7 @@ ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
 AMI_ID = "ami-0debian12fake0001"
 ELASTIC_IP = "203.0.113.10"
 DB_ADDRESS = "database-instance-abc1234.cxyz.eu-central-1.rds.amazonaws.com"
-SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheAwsStackTests operator@example"
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uga2V5IGZvciB0aGUgYXdzIHN0YWNrIHRlc3Rz operator@example"
 HTTPS_CIDR = "203.0.113.0/24"
 SSH_CIDR = "198.51.100.7/32"
 
@@ -30,6 +30,8 @@ BASE_CONFIG = {
     "aws:region": REGION,
 }
 TEST_EXPIRY = "203001011200"
+#: What the mocked RandomId answers (4 bytes as hex).
+RANDOM_HEX = "0a1b2c3d"
 
 
 def config(environment: str = "dev", **overrides: str | None) -> dict[str, str]:
@@ -81,6 +83,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs.update(address=DB_ADDRESS, endpoint=f"{DB_ADDRESS}:5432")
         elif args.typ == "aws:ec2/eip:Eip":
             outputs.update(publicIp=ELASTIC_IP, allocationId="eipalloc-0fake")
+        elif args.typ == "random:index/randomId:RandomId":
+            outputs["hex"] = RANDOM_HEX
         elif args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = self.passwords.get(args.name, "x" * int(args.inputs["length"]))
         elif args.typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):

@@ -18,13 +18,13 @@ VARIANTS = {
     "test": ("test", {}),
     "prod": ("prod", {}),
     "session-manager": ("dev", {"sshAllowedCidrs": None}),
-    "letsencrypt-ipv6": (
+    "letsencrypt": (
         "dev",
         {
             "tlsMode": "letsencrypt",
             "domain": "mlflow.example.com",
             "acmeEmail": "ops@example.com",
-            "httpsAllowedCidrs": json.dumps(["203.0.113.0/24", "2001:db8::/32"]),
+            "httpsAllowedCidrs": json.dumps(["203.0.113.0/24", "198.51.100.0/24"]),
             "awsBucketExpireDays": "365",
         },
     ),

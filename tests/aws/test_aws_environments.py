@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from aws_harness import TEST_EXPIRY, config, run_stack
+from aws_harness import RANDOM_HEX, TEST_EXPIRY, config, run_stack
 
 from stacks import contract
 
@@ -31,7 +31,7 @@ def test_prod_database_is_protected_snapshotted_multi_az_and_backed_up(prod):
     db = rds(prod)
     assert db["deletionProtection"] is True
     assert db["skipFinalSnapshot"] is False
-    assert db["finalSnapshotIdentifier"] == "mlflow-aws-prod-final"
+    assert db["finalSnapshotIdentifier"] == f"mlflow-aws-prod-final-{RANDOM_HEX}"
     assert db["multiAz"] is True
     assert db["backupRetentionPeriod"] == 7
     assert db["deleteAutomatedBackups"] is False
@@ -108,13 +108,16 @@ def test_ssh_by_cidr_installs_no_ssm_agent():
     assert "runcmd" not in yaml.safe_load(user_data)
 
 
-def test_letsencrypt_opens_port_80_from_the_https_cidrs_only():
+def test_letsencrypt_opens_port_80_to_the_world_and_nothing_else():
     run = run_stack(
         config(tlsMode="letsencrypt", domain="mlflow.example.com", acmeEmail="ops@example.com")
     )
     rules = run.mocks.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
     http = [r.inputs for r in rules if r.inputs["fromPort"] == 80]
-    assert [r["cidrIpv4"] for r in http] == ["203.0.113.0/24"]
+    # Let's Encrypt validates from unpublished addresses: port 80 must be open to all.
+    assert [(r["cidrIpv4"], r["toPort"], r["ipProtocol"]) for r in http] == [
+        ("0.0.0.0/0", 80, "tcp")
+    ]
     assert run.outputs[contract.HOST] == "mlflow.example.com"
     assert run.outputs[contract.TRACKING_URL] == "https://mlflow.example.com"
 
@@ -128,8 +131,8 @@ def test_self_signed_opens_no_port_80():
 
 def test_user_data_creates_the_login_user_with_every_key():
     keys = [
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFirstKey a@example",
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISecondKey b@example",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZpcnN0IGtleS4uLi4uLi4uLi4uLi4uLi4uLi4uLi4u a@example",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY29uZCBrZXkuLi4uLi4uLi4uLi4uLi4uLi4uLi4u b@example",
     ]
     run = run_stack(config(sshUser="ops", sshPublicKeys=json.dumps(keys)))
     user_data = run.mocks.one("aws:ec2/instance:Instance").inputs["userData"]

@@ -27,7 +27,9 @@ def hostile():
 
 def test_outputs_are_exactly_the_contract_for_aws(hostile):
     assert tuple(hostile.outputs) == contract.expected_outputs("aws")
-    assert set(hostile.outputs) == set(contract.COMMON_OUTPUTS)
+    assert set(hostile.outputs) == set(
+        contract.COMMON_OUTPUTS + contract.ACCESS_OUTPUTS + contract.SERVER_OUTPUTS
+    )
 
 
 @pytest.mark.parametrize("name", contract.expected_outputs("aws"))

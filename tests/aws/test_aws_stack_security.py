@@ -38,7 +38,10 @@ def group_id(run, name: str) -> str:
     "overrides",
     [
         {},
-        {"httpsAllowedCidrs": json.dumps(["0.0.0.0/0"]), "sshAllowedCidrs": json.dumps(["::/0"])},
+        {
+            "httpsAllowedCidrs": json.dumps(["0.0.0.0/0"]),
+            "sshAllowedCidrs": json.dumps(["0.0.0.0/0"]),
+        },
     ],
     ids=["defaults", "world-open-https-and-ssh"],
 )

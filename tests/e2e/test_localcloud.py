@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from provisioning.connection import connect
-from provisioning.remote import Runner
-from provisioning.steps import trust_extra_ca_certs
+from provisioning.steps.packages import trust_ca_certs
+from provisioning.transport import Host
 from tests.localcloud.cloud import RUNS_ROOT, extra_ca_certs
 from tests.localcloud.procs import alive
 
@@ -75,13 +75,9 @@ def test_guest_installs_from_the_package_registry_with_the_extra_ca_certs(fresh_
         key_file=str(fresh_host.key_file),
         known_hosts_file=str(fresh_host.known_hosts),
     ) as conn:
-        runner = Runner(conn)
-        first = runner.step(
-            "ca certificates", lambda: trust_extra_ca_certs(runner, extra_ca_certs())
-        )
-        again = runner.step(
-            "ca certificates", lambda: trust_extra_ca_certs(runner, extra_ca_certs())
-        )
+        host = Host(conn)
+        first = trust_ca_certs(host, tuple(extra_ca_certs()))
+        again = trust_ca_certs(host, tuple(extra_ca_certs()))
     assert first.changed == bool(extra_ca_certs())
     assert not again.changed
     result = fresh_host.ssh(

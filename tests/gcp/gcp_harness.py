@@ -39,7 +39,7 @@ ZONE = "europe-west1-b"
 NASTY_PASSWORD = "p@ss:w/rd?x#y%z&a=b+c d"
 STATIC_IP = "203.0.113.10"
 DB_PRIVATE_IP = "10.77.0.3"
-SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJtestkeyonlyforunittests ops@example.com"
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3Qga2V5IG9ubHkgZm9yIHVuaXQgdGVzdHMuLi4u ops@example.com"
 EXPIRES_AT = "203001011200"
 
 

@@ -8,7 +8,8 @@ import pytest
 from gcp_harness import RecordingMocks, run_program, stack_config
 
 from stacks.config import ConfigReader, SettingError, read_common
-from stacks.gcp.settings import IAP_TCP_FORWARDING_CIDR, read_gcp, service_account_id
+from stacks.gcp.settings import IAP_TCP_FORWARDING_CIDR, read_gcp
+from stacks.naming import digest, service_account_id
 
 pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
 
@@ -98,9 +99,9 @@ def test_explicit_values_override_environment_defaults():
     ("stack", "expected"),
     [
         ("gcp-dev", "mlflow-gcp-dev"),
-        ("CI_1234", "mlflow-ci-1234"),
-        ("a" * 40, "mlflow-" + "a" * 23),
-        ("..", "mlflow"),
+        ("CI_1234", f"mlflow-ci-1234-{digest('CI_1234')}"),
+        ("a" * 40, f"mlflow-{'a' * 12}-{digest('a' * 40)}"),
+        ("..", f"mlflow-{digest('..')}"),
     ],
 )
 def test_service_account_id_is_valid_for_any_stack_name(stack, expected):

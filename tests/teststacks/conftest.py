@@ -72,7 +72,9 @@ class StandinPulumi:
         self.save(state)
 
     def calls(self) -> list[list[str]]:
-        return [[a for a in call if a != "--non-interactive"] for call in self.load()["calls"]]
+        calls = [[a for a in call if a != "--non-interactive"] for call in self.load()["calls"]]
+        # `pulumi version` is the kit's CLI check before anything else, not a command.
+        return [call for call in calls if call != ["version"]]
 
     def commands(self) -> list[str]:
         """The first words of each call, e.g. ``destroy`` or ``stack rm``."""
@@ -88,7 +90,9 @@ class StandinPulumi:
                     ["stack", "init"],
                     ["stack", "select"],
                     ["stack", "output"],
+                    ["stack", "export"],
                     ["config", "set"],
+                    ["config", "set-all"],
                 )
                 else words[0]
             )

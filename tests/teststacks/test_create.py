@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import pytest
@@ -24,8 +23,11 @@ config:
   mlflow-server:labels:
     team: ml
   mlflow-server:tlsMode: self-signed
+  mlflow-server:sshPublicKeys:
+    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEV4YW1wbGVLZXlSZXBsYWNlV2l0aFlvdXJPd25LZXkh ci@example.com
   gcp:project: mlflow-ci-1234
   gcp:region: europe-west1
+  gcp:zone: europe-west1-b
   mlflow-server:sshAllowedCidrs: []
   mlflow-server:dbPassword:
     secure: v1:AAAABBBBCCCC
@@ -44,8 +46,9 @@ def test_plan_copies_plain_settings_and_forces_test_expiry(example_dir):
     assert plan.name == "test-alice-202501310800"
     assert plan.config["mlflow-server:environment"] == "test"
     assert plan.config["mlflow-server:expiresAt"] == "202501311200"
-    assert json.loads(plan.config["mlflow-server:httpsAllowedCidrs"]) == ["203.0.113.0/24"]
-    assert json.loads(plan.config["mlflow-server:labels"]) == {"team": "ml"}
+    # Lists and maps stay structured: the CLI must store them as objects.
+    assert plan.config["mlflow-server:httpsAllowedCidrs"] == ["203.0.113.0/24"]
+    assert plan.config["mlflow-server:labels"] == {"team": "ml"}
     assert plan.config["gcp:project"] == "mlflow-ci-1234"
     assert plan.skipped_secrets == ["mlflow-server:dbPassword"]
     assert "mlflow-server:dbPassword" not in plan.config
@@ -120,4 +123,4 @@ def test_the_shipped_example_stack_files_plan_a_test_stack(cloud):
     assert plan.source == create.example_file(cloud)
     assert plan.config["mlflow-server:expiresAt"] == "202501311200"  # not the file's own
     assert plan.config["mlflow-server:cloud"] == cloud
-    assert json.loads(plan.config["mlflow-server:httpsAllowedCidrs"])
+    assert plan.config["mlflow-server:httpsAllowedCidrs"]

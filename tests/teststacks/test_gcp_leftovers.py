@@ -103,8 +103,11 @@ def test_each_marked_leftover_has_the_gcloud_command_that_removes_it():
             "gcloud compute networks subnets delete mlflow-network-subnet-4d7e0b9 "
             f"--region europe-west1 {quiet}"
         ),
+        # The Cloud SQL peering holds the network until it is removed.
         "mlflow-network-vpc-8c1f3a2": (
-            f"gcloud compute networks delete mlflow-network-vpc-8c1f3a2 {quiet}"
+            "gcloud services vpc-peerings delete --network mlflow-network-vpc-8c1f3a2"
+            f" --service servicenetworking.googleapis.com {quiet}"
+            f" && gcloud compute networks delete mlflow-network-vpc-8c1f3a2 {quiet}"
         ),
     }
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from stacks import contract
-from stacks.config import label_value
+from stacks.naming import stack_label as label_value
 
 pytestmark = pytest.mark.unit
 TESTS = Path(__file__).resolve().parent.parent

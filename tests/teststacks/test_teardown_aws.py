@@ -55,7 +55,7 @@ def test_leaked_resources_are_listed_by_name_with_removal_commands(aws, pulumi_s
     assert f"aws iam delete-instance-profile --instance-profile-name {leaked['profile']}" in out
     assert f"leftover(s) of {STACK}" in result.stderr
     # Pulumi was asked to destroy, then to remove the stack, in that order.
-    assert pulumi_standin.commands() == ["config", "destroy", "stack rm"]
+    assert pulumi_standin.commands() == ["config", "stack export", "destroy", "stack rm"]
     assert STACK not in pulumi_standin.stacks()
 
 
@@ -84,6 +84,18 @@ def test_prod_class_stack_is_refused_without_the_flag(aws, pulumi_standin):
     assert "destroy" not in pulumi_standin.commands()
     assert pulumi_standin.stacks()["prod"]["resources"] == 9
 
+    # Allowed, but prod's deletion and termination protection would fail the destroy:
+    # refused before anything is touched, saying what to switch off first.
+    protected = fab(pulumi_standin, "teardown", "--stack", "prod", "--allow-prod")
+    assert protected.returncode == 2, protected.stdout + protected.stderr
+    assert "--no-deletion-protection" in protected.stderr
+    assert "--no-disable-api-termination" in protected.stderr
+    assert "destroy" not in pulumi_standin.commands()
+
+    # The operator switched protection off at the API and refreshed the state.
+    state = pulumi_standin.load()
+    state["stacks"]["prod"]["protected"] = []
+    pulumi_standin.save(state)
     allowed = fab(pulumi_standin, "teardown", "--stack", "prod", "--allow-prod")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "prod" not in pulumi_standin.stacks()
@@ -102,7 +114,7 @@ def test_interrupted_after_destroy_before_stack_rm_completes_on_rerun(aws, pulum
     stack_tasks.teardown(Context(), stack=STACK)
 
     assert STACK not in pulumi_standin.stacks()
-    assert pulumi_standin.commands()[-3:] == ["config", "destroy", "stack rm"]
+    assert pulumi_standin.commands()[-4:] == ["config", "stack export", "destroy", "stack rm"]
     assert f"clean: no resource of stack {STACK} remains" in capsys.readouterr().out
 
 

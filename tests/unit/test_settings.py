@@ -224,6 +224,9 @@ INVALID = [
     ({"host": None}, "host"),
     ({"ssh_user": ""}, "ssh_user"),
     ({"ssh_user": "root; rm"}, "ssh_user"),
+    # The same rule as the stack's sshUser (stacks/rules.py): never root or the server's user.
+    ({"ssh_user": "root"}, "ssh_user"),
+    ({"ssh_user": "mlflow"}, "ssh_user"),
     ({"ssh_port": 0}, "ssh_port"),
     ({"ssh_port": 65536}, "ssh_port"),
     ({"ssh_port": "22"}, "ssh_port"),
@@ -554,13 +557,14 @@ def test_example_settings_file_documents_every_key_and_loads(tmp_path, monkeypat
     assert deployment.mlflow_version == settings_module.DEFAULT_MLFLOW_VERSION
 
 
-def test_settings_module_imports_only_stdlib_and_yaml():
-    source = Path(settings_module.__file__).read_text()
-    imported = {
-        line.split()[1].split(".")[0]
-        for line in source.splitlines()
-        if line.startswith(("import ", "from "))
-    }
-    assert imported <= {"__future__", "dataclasses", "ipaddress", "logging", "os", "re",
-                        "collections", "pathlib", "typing", "urllib", "yaml", "stacks"}  # fmt: skip
+def test_settings_package_imports_only_stdlib_and_yaml():
+    allowed = {"__future__", "base64", "dataclasses", "ipaddress", "logging", "os", "re", "collections",
+               "pathlib", "typing", "urllib", "yaml", "stacks"}  # fmt: skip
+    for module in Path(settings_module.__file__).parent.glob("*.py"):
+        for line in module.read_text().splitlines():
+            if line.startswith(("import ", "from ")):
+                name = line.split()[1]
+                assert name.split(".")[0] in allowed or name.startswith("provisioning.settings"), (
+                    f"{module.name}: {line}"
+                )
     assert unquote(NASTY_PASSWORD_ENCODED) == NASTY_PASSWORD

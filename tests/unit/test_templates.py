@@ -23,9 +23,8 @@ import pytest
 import yaml
 
 from provisioning import render as render_module
+from provisioning.layout import FILES, PATHS
 from provisioning.render import (
-    FILES,
-    PATHS,
     RenderError,
     context,
     env_dir,
@@ -94,8 +93,8 @@ def ctx(pem_dir) -> dict:
 def test_every_template_is_installed_somewhere():
     partials = {"hardening.conf.j2"}
     assert set(template_names()) == set(FILES) | partials
-    for dest, _owner, _group, _mode in FILES.values():
-        assert dest in PATHS.values()
+    for file in FILES.values():
+        assert file.path in PATHS.values()
 
 
 @pytest.mark.parametrize(("cloud", "artifact_mode", "tls_mode"), MATRIX)
@@ -135,7 +134,8 @@ def test_every_template_renders_for_every_combination(pem_dir, cloud, artifact_m
         ("basic_auth.ini.j2", "backend_store_uri", "backend_store_uri"),
         ("mlflow-server@.service.j2", "allowed_hosts", "allowed_hosts"),
         ("mlflow-migrate.service.j2", "user", "user"),
-        ("nginx-mlflow.conf.j2", "server_ports", "server_ports"),
+        ("nginx-upstream.conf.j2", "server_ports", "server_ports"),
+        ("nginx-mlflow.conf.j2", "server_names", "server_names"),
         ("mlflow-server@.service.j2", "paths.state_dir", "state_dir"),
     ],
 )
@@ -263,7 +263,8 @@ def test_env_file_round_trips_every_secret(tmp_path, pem_dir):
         storage_secret_env={"AWS_SECRET_ACCESS_KEY": NASTY_ENV_VALUES["dollar"] + "'\"\\"},
         extra_ca_certs=[str(pem_dir / "ca.crt")],
     )
-    text = render("mlflow.env.j2", make_context(deployment, job_execution=True))
+    ctx = make_context(deployment, job_execution=True)
+    text = render("mlflow.env.j2", ctx)
     expected = {
         "MLFLOW_BACKEND_STORE_URI": NASTY_URI,
         "MLFLOW_ARTIFACTS_DESTINATION": CLOUDS["local"],
@@ -273,6 +274,13 @@ def test_env_file_round_trips_every_secret(tmp_path, pem_dir):
         "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true",
+        # 100 connections less 10 kept free, over 3 instances of 4 engines each.
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "4",
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "3",
+        "MLFLOW_KIT_CONFIG": ctx["config_digest"],
+        # No usage telemetry unless the settings turn it on.
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
         "AWS_SECRET_ACCESS_KEY": NASTY_ENV_VALUES["dollar"] + "'\"\\",
         "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
         "AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
@@ -400,7 +408,7 @@ def unit_root(tmp_path, system_units) -> Path:
 
 def install_units(root: Path, ctx: dict, edit=lambda name, text: text) -> None:
     for template in UNITS:
-        dest = Path(FILES[template][0])
+        dest = Path(FILES[template].path)
         (root / dest.relative_to("/")).write_text(edit(dest.name, render(template, ctx)))
 
 
@@ -467,7 +475,7 @@ def test_units_carry_the_hardening_and_restart_policy(ctx):
     unit = render("mlflow-server@.service.j2", ctx)
     for directive in (
         "User=mlflow", "Group=mlflow", "EnvironmentFile=/etc/mlflow/mlflow.env",
-        "WorkingDirectory=/var/lib/mlflow", "Restart=on-failure", "ProtectSystem=strict",
+        "WorkingDirectory=/var/lib/mlflow", "Restart=always", "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/mlflow", "PrivateTmp=yes", "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n", "UMask=0027", "WantedBy=multi-user.target",
         "After=network-online.target", "Wants=network-online.target",
@@ -484,9 +492,12 @@ def test_units_carry_the_hardening_and_restart_policy(ctx):
 # --------------------------------------------------------------------------- nginx
 
 
-def nginx_test(tmp_path: Path, site: str) -> subprocess.CompletedProcess:
+def nginx_test(tmp_path: Path, site: str, ctx: dict) -> subprocess.CompletedProcess:
+    """``nginx -t`` of the site with its upstream file, both as rendered, under ``tmp_path``."""
     (tmp_path / "logs").mkdir(exist_ok=True)
-    (tmp_path / "mlflow.conf").write_text(site)
+    upstream = tmp_path / "mlflow-upstream.conf"
+    upstream.write_text(render("nginx-upstream.conf.j2", ctx))
+    (tmp_path / "mlflow.conf").write_text(site.replace(PATHS["nginx_upstream"], str(upstream)))
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\n"
         f"error_log {tmp_path}/logs/error.log;\n"
@@ -514,7 +525,7 @@ def test_nginx_accepts_the_site(tmp_path, pem_dir, tls_mode):
     ctx = make_context(make_deployment(pem_dir, tls_mode=tls_mode))
     # nginx -t loads the certificates, so point it at real ones made for the test.
     ctx.update(tls_cert=str(pem_dir / "server.crt"), tls_key=str(pem_dir / "server.key"))
-    result = nginx_test(tmp_path, render("nginx-mlflow.conf.j2", ctx))
+    result = nginx_test(tmp_path, render("nginx-mlflow.conf.j2", ctx), ctx)
     assert result.returncode == 0, result.stderr
     assert "warn" not in result.stderr, result.stderr
 
@@ -522,15 +533,22 @@ def test_nginx_accepts_the_site(tmp_path, pem_dir, tls_mode):
 @needs_nginx
 def test_nginx_test_catches_a_broken_site(tmp_path, pem_dir, ctx):
     ctx.update(tls_cert=str(pem_dir / "server.crt"), tls_key=str(pem_dir / "server.key"))
-    site = render("nginx-mlflow.conf.j2", ctx).replace("keepalive 32;", "keepalive;")
-    assert nginx_test(tmp_path, site).returncode != 0
+    site = render("nginx-mlflow.conf.j2", ctx).replace("proxy_buffering off;", "proxy_buffering;")
+    assert nginx_test(tmp_path, site, ctx).returncode != 0
 
 
 def test_nginx_site_proxies_big_uploads_to_every_instance(ctx):
     site = render("nginx-mlflow.conf.j2", ctx)
-    upstream = site[site.index("upstream mlflow {") : site.index("}")]
+    assert f"include {PATHS['nginx_upstream']};" in site
+    upstream = render("nginx-upstream.conf.j2", ctx)
     assert "least_conn;" in upstream and "keepalive 32;" in upstream
-    assert re.findall(r"server 127\.0\.0\.1:(\d+)", upstream) == [str(p) for p in SERVER_PORTS]
+    # uvicorn closes idle connections after 5 s: nginx must give them up first.
+    assert "keepalive_timeout 4s;" in upstream
+    assert re.findall(r"server 127\.0\.0\.1:(\d+) max_fails=3 fail_timeout=10s;", upstream) == [
+        str(p) for p in SERVER_PORTS
+    ]
+    drained = render("nginx-upstream.conf.j2", dict(ctx, down_ports=[SERVER_PORTS[1]]))
+    assert f"server 127.0.0.1:{SERVER_PORTS[1]} max_fails=3 fail_timeout=10s down;" in drained
     for directive in (
         "client_max_body_size 0;", "proxy_request_buffering off;", "proxy_buffering off;",
         "proxy_read_timeout 3600s;", "proxy_send_timeout 3600s;", "proxy_http_version 1.1;",
@@ -598,3 +616,12 @@ def test_migrate_script_needs_its_environment(tmp_path):
     result = run_migrate(tmp_path, {})
     assert result.returncode == 2
     assert "MLFLOW_BACKEND_STORE_URI" in result.stderr
+
+
+def test_telemetry_is_off_unless_the_settings_turn_it_on(pem_dir):
+    off = parse_env_file(render("mlflow.env.j2", make_context(make_deployment(pem_dir))))
+    assert off["MLFLOW_DISABLE_TELEMETRY"] == "true" and off["DO_NOT_TRACK"] == "true"
+    on = parse_env_file(
+        render("mlflow.env.j2", make_context(make_deployment(pem_dir, telemetry=True)))
+    )
+    assert "MLFLOW_DISABLE_TELEMETRY" not in on and "DO_NOT_TRACK" not in on

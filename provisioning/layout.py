@@ -1,0 +1,123 @@
+"""Where everything lives on the VM, and which service each managed file feeds.
+
+``PATHS`` is the layout; steps and templates import it rather than spelling
+paths themselves. ``FILES`` maps each template to its destination and to the
+handler its change notifies (restart or reload of a service, or none): the
+plays derive every restart, reload and daemon-reload from this one table
+(:mod:`provisioning.handlers`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PATHS = {
+    "conda_root": "/opt/miniforge",
+    "conda_bin": "/opt/miniforge/bin/conda",
+    "mlflow_root": "/opt/mlflow",
+    "envs_dir": "/opt/mlflow/envs",
+    # Symlink to the environment the servers run from.
+    "current_env": "/opt/mlflow/current",
+    # Symlink to the environment being installed; mlflow-migrate.service runs the
+    # schema migration with this one before current is switched to it.
+    "next_env": "/opt/mlflow/next",
+    "bin_dir": "/opt/mlflow/bin",
+    "migrate_script": "/opt/mlflow/bin/mlflow-migrate",
+    "config_dir": "/etc/mlflow",  # root:mlflow 0750
+    "environment_yml": "/etc/mlflow/environment.yml",  # root:root 0644
+    "env_file": "/etc/mlflow/mlflow.env",  # mlflow:mlflow 0600
+    "auth_config": "/etc/mlflow/basic_auth.ini",  # mlflow:mlflow 0600
+    "flask_key": "/etc/mlflow/flask-secret-key",  # mlflow:mlflow 0600
+    "tls_dir": "/etc/mlflow/tls",
+    "tls_cert": "/etc/mlflow/tls/server.crt",
+    "tls_key": "/etc/mlflow/tls/server.key",
+    "state_dir": "/var/lib/mlflow",  # the mlflow user's home
+    "systemd_dir": "/etc/systemd/system",
+    "server_unit": "/etc/systemd/system/mlflow-server@.service",
+    "migrate_unit": "/etc/systemd/system/mlflow-migrate.service",
+    "nginx_site": "/etc/nginx/sites-available/mlflow.conf",
+    "nginx_upstream": "/etc/nginx/mlflow-upstream.conf",
+    "nginx_site_enabled": "/etc/nginx/sites-enabled/mlflow.conf",
+    "nginx_default_site": "/etc/nginx/sites-enabled/default",
+    "letsencrypt_live": "/etc/letsencrypt/live",
+    "acme_webroot": "/var/www/letsencrypt",
+    "certbot_deploy_hook": "/etc/letsencrypt/renewal-hooks/deploy/mlflow-nginx-reload",
+    "system_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
+    "local_ca_dir": "/usr/local/share/ca-certificates",
+    "kit_ca_dir": "/usr/local/share/ca-certificates/mlflow-kit",
+    "pip_conf": "/etc/pip.conf",
+}
+USER = "mlflow"
+GROUP = "mlflow"
+SERVER_UNIT_NAME = "mlflow-server@.service"
+MIGRATE_UNIT_NAME = "mlflow-migrate.service"
+NGINX_UNIT_NAME = "nginx.service"
+#: Services the kit does not render but starts or reloads (installed by the packages step).
+SYSTEM_SERVICES = (NGINX_UNIT_NAME,)
+FIRST_SERVER_PORT = 5001
+
+
+@dataclass(frozen=True)
+class Handler:
+    """What a change means for a service: ``restart`` or ``reload`` it."""
+
+    action: str
+    service: str
+
+    def __post_init__(self) -> None:
+        if self.action not in ("restart", "reload"):
+            raise ValueError(f"handler action {self.action!r}: allowed restart, reload")
+
+
+RESTART_SERVERS = Handler("restart", SERVER_UNIT_NAME)
+RELOAD_NGINX = Handler("reload", NGINX_UNIT_NAME)
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    path: str
+    owner: str
+    group: str
+    mode: int
+    #: The handler a change of this file notifies; None when nothing reads it while running.
+    notifies: Handler | None = None
+
+    @property
+    def is_unit(self) -> bool:
+        """A systemd unit file: a change needs ``systemctl daemon-reload``."""
+        return self.path.startswith(PATHS["systemd_dir"] + "/")
+
+
+#: Template name -> where it goes and what its change notifies.
+FILES = {
+    # Its hash names the environment directory; switching environments notifies instead.
+    "environment.yml.j2": ManagedFile(PATHS["environment_yml"], "root", "root", 0o644),
+    "mlflow.env.j2": ManagedFile(PATHS["env_file"], USER, GROUP, 0o600, RESTART_SERVERS),
+    "basic_auth.ini.j2": ManagedFile(PATHS["auth_config"], USER, GROUP, 0o600, RESTART_SERVERS),
+    "mlflow-server@.service.j2": ManagedFile(
+        PATHS["server_unit"], "root", "root", 0o644, RESTART_SERVERS
+    ),
+    # Run by the migration step itself, never by a running service.
+    "mlflow-migrate.service.j2": ManagedFile(PATHS["migrate_unit"], "root", "root", 0o644),
+    "mlflow-migrate.py": ManagedFile(PATHS["migrate_script"], "root", "root", 0o755),
+    "nginx-mlflow.conf.j2": ManagedFile(PATHS["nginx_site"], "root", "root", 0o644, RELOAD_NGINX),
+    "nginx-upstream.conf.j2": ManagedFile(
+        PATHS["nginx_upstream"], "root", "root", 0o644, RELOAD_NGINX
+    ),
+    # Run by certbot after a renewal; it reloads nginx itself.
+    "certbot-deploy-hook.sh.j2": ManagedFile(PATHS["certbot_deploy_hook"], "root", "root", 0o755),
+}
+
+#: Managed state that is not a rendered file, and what its change notifies.
+ACTIVE_ENVIRONMENT = "active environment"
+TLS_CERTIFICATE = "tls certificate"
+OTHER_STATE = {ACTIVE_ENVIRONMENT: RESTART_SERVERS, TLS_CERTIFICATE: RELOAD_NGINX}
+
+#: What the configuration step installs: the servers' and the migration's files.
+SERVER_FILES = (
+    "mlflow.env.j2",
+    "basic_auth.ini.j2",
+    "mlflow-migrate.py",
+    "mlflow-server@.service.j2",
+    "mlflow-migrate.service.j2",
+)

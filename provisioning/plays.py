@@ -1,0 +1,90 @@
+"""The plays: each one short ordering function over the steps, read top to bottom."""
+
+from __future__ import annotations
+
+from provisioning import facts
+from provisioning.layout import PATHS, SERVER_FILES
+from provisioning.play import Play
+from provisioning.render import context, render
+from provisioning.settings import Deployment
+from provisioning.steps import (
+    conda,
+    configuration,
+    database,
+    health,
+    packages,
+    preflight,
+    proxy,
+    servers,
+)
+from provisioning.transport import Host
+
+
+def bootstrap(play: Play, d: Deployment) -> None:
+    """Converge the host to ``d``: a TLS, authenticated MLflow server, proven by the health gate.
+
+    The new environment is migrated before the servers switch to it, so a failed
+    migration leaves the old server running. Each instance restarts, one at a
+    time, when what it was started with differs from what it should run; nginx
+    reloads for what changed (provisioning.handlers).
+    """
+    resources = play.step("preflight", preflight.check, d)
+    ports = servers.ports_for(d, resources)
+    play.step("first boot", packages.first_boot)
+    play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
+    play.step("system packages", packages.system_packages)
+    play.step("mlflow user and directories", configuration.service_user)
+    play.step("miniforge", conda.miniforge, d)
+    flask_key = play.step("flask secret key", configuration.flask_secret_key, d)
+    ctx = context(d, server_ports=ports, flask_secret_key=flask_key, job_execution=d.job_execution)
+    env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
+    play.step("configuration files", configuration.install, ctx, SERVER_FILES)
+    play.step("schema migration", database.migrate, d, env)
+    play.step("activate environment", conda.activate, env)
+    play.step("mlflow servers", servers.converge, ctx, env)
+    changed = play.step("tls certificate", proxy.certificate, d)
+    play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
+    play.step("health gate", health.gate, d)
+
+
+def restart(play: Play, d: Deployment) -> None:
+    """Restart every server instance, then prove the server works."""
+    play.step("restart", servers.restart_all)
+    play.step("health gate", health.gate, d)
+
+
+def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
+    """Rows of (what, state) describing the server; reads only.
+
+    Each instance is described by what its process runs (environment, MLflow
+    version, config digest), not by what is on disk: a restart still pending shows.
+    """
+    instances = host.read(facts.INSTANCES)
+    units = ", ".join(f"{port}:{i.state}" for port, i in sorted(instances.items())) or "none"
+    versions = host.read(facts.environment_versions(PATHS["envs_dir"]))
+    current = host.read(facts.symlink_target(PATHS["current_env"])).rsplit("/", 1)[-1]
+    configured = host.read(facts.env_file_value(PATHS["env_file"], "MLFLOW_KIT_CONFIG"))
+    rows = [("units", units)]
+    for port, instance in sorted(instances.items()):
+        if instance.state != "active":
+            rows.append((f"instance {port}", instance.state))
+            continue
+        env = instance.environment(PATHS["envs_dir"])
+        since = host.read(facts.unit_properties(servers.unit(port), "ActiveEnterTimestamp"))
+        pending = env != current or instance.config != configured
+        rows.append(
+            (
+                f"instance {port}",
+                f"MLflow {versions.get(env, '?')}, env {env or '?'}, up since "
+                f"{since.get('ActiveEnterTimestamp') or '-'}"
+                + (" (restart pending: run fab bootstrap)" if pending else ""),
+            )
+        )
+    rows += [
+        ("mlflow on disk", f"{versions.get(current, 'not installed')} (env {current or '-'})"),
+        ("/health via nginx", host.read(facts.HEALTH_CODE) or "no answer"),
+    ]
+    for what, address, port in preflight.endpoints(d):
+        ok = host.read(facts.tcp_open(address, port))
+        rows.append((what, f"{address}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
+    return rows

@@ -1,0 +1,116 @@
+"""The Deployment: everything ``fab bootstrap`` needs to know about one server."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from provisioning.settings.rules import (
+    DEFAULT_MINIFORGE_SHA256,
+    DEFAULT_MINIFORGE_URL,
+    DEFAULT_MLFLOW_VERSION,
+    DEFAULT_PYTHON_VERSION,
+)
+from provisioning.settings.secret import REDACTED, Secret
+from provisioning.settings.validate import validate
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One MLflow server: where it runs, what it connects to, how it is exposed.
+
+    Construct it through :func:`deployment_from_outputs` or :func:`deployment_from_file`;
+    direct construction validates the same way. Secret fields accept a plain ``str``
+    and store a :class:`Secret`.
+    """
+
+    host: str
+    ssh_user: str
+    cloud: str
+    environment: str
+    backend_store_uri: Secret
+    artifacts_destination: str
+    admin_password: Secret
+    ssh_port: int = 22
+    ssh_key_file: str | None = None
+    #: When set, the host key must be listed in this file (unknown keys are refused).
+    known_hosts_file: str | None = None
+    #: The host's SSH public key (``ssh-ed25519 AAAA...``), e.g. the stack's
+    #: ``ssh_host_key`` output; pinned, so no other key is accepted.
+    ssh_host_key: str | None = None
+    #: An SSH ProxyCommand, for hosts reached through GCP IAP or AWS Session Manager, e.g.
+    #: ``gcloud compute start-iap-tunnel VM 22 --listen-on-stdin --zone Z``.
+    ssh_proxy_command: str | None = None
+    #: The name users reach. Default: ``domain`` with Let's Encrypt, else ``host``.
+    public_host: str | None = None
+    #: Default: ``https://<public_host>``.
+    tracking_url: str | None = None
+    admin_username: str = "admin"
+    artifact_mode: str = "proxied"
+    mlflow_version: str = DEFAULT_MLFLOW_VERSION
+    python_version: str = DEFAULT_PYTHON_VERSION
+    miniforge_url: str = DEFAULT_MINIFORGE_URL
+    miniforge_sha256: str = DEFAULT_MINIFORGE_SHA256
+    extra_ca_certs: tuple[str, ...] = ()
+    tls_mode: str = "self-signed"
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    domain: str | None = None
+    acme_email: str | None = None
+    storage_env: dict[str, str] = field(default_factory=dict)
+    storage_secret_env: dict[str, Secret] = field(default_factory=dict)
+    #: None: sized from the VM at bootstrap time.
+    server_instances: int | None = None
+    job_execution: bool = False
+    #: MLflow's usage telemetry from the server and the kit's own client (off unless set).
+    telemetry: bool = False
+    #: The database's connection limit (max_connections); None: PostgreSQL's default, 100.
+    db_max_connections: int | None = None
+    #: None: generated on the VM once and kept there.
+    flask_secret_key: Secret | None = None
+    db_connection_name: str | None = None
+    #: What validation changed on the way in (e.g. a rewritten URI scheme), for display.
+    notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as plain data for printing, with secret values replaced."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "notes":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                value = REDACTED
+            elif f.name == "storage_secret_env":
+                value = {k: REDACTED for k in value}
+            elif isinstance(value, dict):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @property
+    def artifact_scheme(self) -> str:
+        """``s3`` or ``gs``: which storage client the server's environment needs."""
+        return urlsplit(self.artifacts_destination).scheme
+
+
+#: Keys a settings file (or the overrides of deployment_from_outputs) may use.
+SETTINGS_KEYS = tuple(f.name for f in dataclasses.fields(Deployment) if f.name != "notes")
+REQUIRED_KEYS = tuple(
+    f.name
+    for f in dataclasses.fields(Deployment)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+SECRET_FIELDS = frozenset({"backend_store_uri", "admin_password", "flask_secret_key"})
+#: Fields whose values are local file paths; a settings file's relative paths are
+#: resolved against the settings file's directory.
+PATH_FIELDS = frozenset(
+    {"ssh_key_file", "known_hosts_file", "tls_cert_file", "tls_key_file", "extra_ca_certs"}
+)

@@ -1,0 +1,207 @@
+"""Validation of a whole Deployment, run by ``Deployment.__post_init__``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from provisioning.settings.rules import (
+    ARTIFACT_MODES,
+    CLOUDS,
+    ENVIRONMENTS,
+    MAX_SERVER_INSTANCES,
+    MIN_ADMIN_PASSWORD,
+    MIN_FLASK_SECRET_KEY,
+    MINIFORGE_URL_SCHEMES,
+    PYTHON_VERSION,
+    SHA256,
+    USERNAME,
+    check_artifacts_destination,
+    check_backend_store_uri,
+    check_choice,
+    check_env,
+    check_host,
+    check_int,
+    check_pem_file,
+    check_printable,
+    check_public_key,
+    check_tracking_url,
+    url_host,
+)
+from provisioning.settings.secret import MISSING, Secret, SettingsError
+from stacks import rules
+
+if TYPE_CHECKING:
+    from provisioning.settings.deployment import Deployment
+
+log = logging.getLogger(__name__)
+
+
+def _set(d: Deployment, name: str, value: Any) -> None:
+    object.__setattr__(d, name, value)
+
+
+def validate(d: Deployment) -> None:
+    notes = list(d.notes)
+
+    _require_str(d, "host")
+    check_host("host", d.host)
+    _require_str(d, "ssh_user")
+    _rule("ssh_user", rules.login_user, d.ssh_user)
+    check_int("ssh_port", d.ssh_port, 1, 65535)
+    _check_optional_str(d, "ssh_key_file")
+    _check_optional_str(d, "known_hosts_file")
+    if d.ssh_host_key is not None and not check_public_key(d.ssh_host_key):
+        raise SettingsError(
+            "ssh_host_key", d.ssh_host_key, "an OpenSSH public key such as 'ssh-ed25519 AAAA...'"
+        )
+    _check_optional_str(d, "ssh_proxy_command")
+    check_choice("cloud", d.cloud, CLOUDS)
+    check_choice("environment", d.environment, ENVIRONMENTS)
+
+    _rule("tls_mode", rules.tls_mode, d.tls_mode)
+    _check_tls(d)
+
+    if d.public_host is None:
+        _set(d, "public_host", d.domain if d.tls_mode == "letsencrypt" else d.host)
+    _require_str(d, "public_host")
+    check_host("public_host", d.public_host)
+    if d.tracking_url is None:
+        _set(d, "tracking_url", f"https://{url_host(d.public_host)}")
+    _require_str(d, "tracking_url")
+    _set(d, "tracking_url", check_tracking_url(d.tracking_url))
+
+    _set(d, "backend_store_uri", _secret(d, "backend_store_uri"))
+    uri, note = check_backend_store_uri(d.backend_store_uri.reveal())
+    if note:
+        notes.append(note)
+        log.info("%s", note)
+    _set(d, "backend_store_uri", Secret(uri))
+
+    _require_str(d, "artifacts_destination")
+    check_artifacts_destination(d.cloud, d.artifacts_destination)
+
+    _require_str(d, "admin_username")
+    if not USERNAME.fullmatch(d.admin_username):
+        raise SettingsError("admin_username", d.admin_username, "1-64 of letters, digits and _.@+-")
+    _set(d, "admin_password", _secret(d, "admin_password"))
+    if len(d.admin_password) < MIN_ADMIN_PASSWORD:
+        raise SettingsError(
+            "admin_password",
+            d.admin_password,
+            f"at least {MIN_ADMIN_PASSWORD} characters (MLflow's basic-auth rule)",
+        )
+    check_printable("admin_password", d.admin_password)
+
+    check_choice("artifact_mode", d.artifact_mode, ARTIFACT_MODES)
+    _require_str(d, "mlflow_version")
+    _rule("mlflow_version", rules.mlflow_version, d.mlflow_version)
+    _require_str(d, "python_version")
+    if not PYTHON_VERSION.fullmatch(d.python_version):
+        raise SettingsError("python_version", d.python_version, "a Python 3 version like 3.11")
+    _check_miniforge(d)
+    _check_ca_certs(d)
+    _set(d, "storage_env", check_env("storage_env", d.storage_env, secret=False))
+    _set(d, "storage_secret_env", check_env("storage_secret_env", d.storage_secret_env, True))
+
+    if d.server_instances is not None:
+        check_int("server_instances", d.server_instances, 1, MAX_SERVER_INSTANCES)
+    if not isinstance(d.job_execution, bool):
+        raise SettingsError("job_execution", d.job_execution, "true or false")
+    if not isinstance(d.telemetry, bool):
+        raise SettingsError("telemetry", d.telemetry, "true or false")
+    if d.db_max_connections is not None:
+        check_int("db_max_connections", d.db_max_connections, 20, 100_000)
+    if d.flask_secret_key is not None:
+        _set(d, "flask_secret_key", _secret(d, "flask_secret_key"))
+        if len(d.flask_secret_key) < MIN_FLASK_SECRET_KEY:
+            raise SettingsError(
+                "flask_secret_key",
+                d.flask_secret_key,
+                f"at least {MIN_FLASK_SECRET_KEY} characters, or unset to generate one on the VM",
+            )
+        check_printable("flask_secret_key", d.flask_secret_key)
+    _check_optional_str(d, "db_connection_name")
+    if d.db_connection_name == "":
+        _set(d, "db_connection_name", None)
+    _set(d, "notes", tuple(notes))
+
+
+def _require_str(d: Deployment, name: str) -> None:
+    value = getattr(d, name)
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(name, value, "a non-empty string")
+    if value != value.strip():
+        raise SettingsError(name, value, "no leading or trailing whitespace")
+
+
+def _check_optional_str(d: Deployment, name: str) -> None:
+    value = getattr(d, name)
+    if value is not None and not isinstance(value, str):
+        raise SettingsError(name, value, "a string or unset")
+
+
+def _secret(d: Deployment, name: str) -> Secret:
+    value = getattr(d, name)
+    if isinstance(value, str):
+        value = Secret(value)
+    if not isinstance(value, Secret) or not value.reveal():
+        raise SettingsError(name, value, "a non-empty string", secret=True)
+    return value
+
+
+def _check_tls(d: Deployment) -> None:
+    if d.tls_mode == "provided":
+        for name, marker in (
+            ("tls_cert_file", "BEGIN CERTIFICATE"),
+            ("tls_key_file", "PRIVATE KEY"),
+        ):
+            check_pem_file(name, getattr(d, name), marker, "with tls_mode 'provided'")
+    elif d.tls_mode == "letsencrypt":
+        for key, value in (("domain", d.domain), ("acme_email", d.acme_email)):
+            if value is None:
+                raise SettingsError(key, MISSING, "set, with tls_mode 'letsencrypt'")
+    for name in ("tls_cert_file", "tls_key_file", "domain", "acme_email"):
+        _check_optional_str(d, name)
+    if d.domain is not None:
+        _rule("domain", rules.domain, d.domain)
+    if d.acme_email is not None:
+        _rule("acme_email", rules.email, d.acme_email)
+
+
+def _rule(key: str, rule, value: Any) -> None:
+    """Apply a rule shared with the stack settings (stacks/rules.py), naming the key."""
+    try:
+        rule(value)
+    except rules.RuleViolation as violation:
+        raise SettingsError(key, violation.value, violation.allowed) from None
+
+
+def _check_miniforge(d: Deployment) -> None:
+    _require_str(d, "miniforge_url")
+    parts = urlsplit(d.miniforge_url)
+    if parts.scheme not in MINIFORGE_URL_SCHEMES or not (parts.netloc or parts.scheme == "file"):
+        raise SettingsError(
+            "miniforge_url", d.miniforge_url, "an https://, http:// or file:// installer URL"
+        )
+    if not isinstance(d.miniforge_sha256, str) or not SHA256.fullmatch(d.miniforge_sha256):
+        raise SettingsError(
+            "miniforge_sha256",
+            d.miniforge_sha256,
+            "64 hexadecimal digits (sha256 of the installer)",
+        )
+    _set(d, "miniforge_sha256", d.miniforge_sha256.lower())
+
+
+def _check_ca_certs(d: Deployment) -> None:
+    certs = d.extra_ca_certs
+    if isinstance(certs, str) or not isinstance(certs, (list, tuple)):
+        raise SettingsError("extra_ca_certs", certs, "a list of PEM CA certificate file paths")
+    for path in certs:
+        check_pem_file("extra_ca_certs", path, "BEGIN CERTIFICATE")
+    names = [Path(p).name for p in certs]
+    if len(set(names)) != len(names):
+        raise SettingsError("extra_ca_certs", certs, "files with distinct base names")
+    _set(d, "extra_ca_certs", tuple(certs))

@@ -1,0 +1,77 @@
+"""How many server instances a host runs, how much memory each may use, and how many
+database connections each may open. Pure functions of measured figures.
+
+Measured on deployed servers (MLflow 3.17): one idle instance is about 550 MB RSS
+(the ``mlflow server`` parent about 260 MB plus its uvicorn worker about 290 MB).
+The VM keeps room for everything else at the worst moment of a bootstrap: the OS
+and nginx, a conda build and a schema migration beside the running servers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: What one instance is counted as when sizing (measured idle RSS plus headroom).
+INSTANCE_MB = 650
+#: Memory kept for the OS, nginx, a conda build and a migration.
+RESERVED_MB = 1024
+#: Per instance: above HIGH the kernel reclaims hard; at MAX the instance is killed
+#: and systemd starts it again.
+INSTANCE_MEMORY_HIGH_MB = 900
+INSTANCE_MEMORY_MAX_MB = 1200
+MAX_INSTANCES = 8
+#: PostgreSQL's own default, for databases whose limit the settings do not give.
+DEFAULT_DB_MAX_CONNECTIONS = 100
+#: Connections left for superusers (PostgreSQL keeps 3), migrations, backups and operators.
+DB_RESERVED_CONNECTIONS = 10
+#: SQLAlchemy engines per instance: tracking, model registry and basic auth each
+#: open their own; MLflow's job store adds one where jobs run.
+ENGINES = 3
+
+
+def instances_for(cores: int, memory_mb: int) -> int:
+    """One single-worker server per core, as memory allows, 1 to 8.
+
+    Separate single-worker processes behind nginx keep each upstream connection
+    on its own socket: uvicorn with ``--workers`` above 1 shares one listening
+    socket and adds about 40 ms per request on reused connections (DESIGN.md).
+    """
+    by_memory = max(1, (memory_mb - RESERVED_MB) // INSTANCE_MB)
+    return max(1, min(cores, by_memory, MAX_INSTANCES))
+
+
+@dataclass(frozen=True)
+class Pool:
+    """MLFLOW_SQLALCHEMYSTORE_POOL_SIZE and _MAX_OVERFLOW for every engine of one instance."""
+
+    size: int
+    max_overflow: int
+
+    def per_instance(self, engines: int) -> int:
+        return engines * (self.size + self.max_overflow)
+
+
+def engines(job_execution: bool) -> int:
+    return ENGINES + (1 if job_execution else 0)
+
+
+def instances_within(max_connections: int, job_execution: bool) -> int:
+    """The most instances whose pools fit the database's connection limit (0 if none)."""
+    return max(0, (max_connections - DB_RESERVED_CONNECTIONS) // (2 * engines(job_execution)))
+
+
+def pool_for(max_connections: int, instances: int, job_execution: bool) -> Pool:
+    """Each instance's engines together stay within its share of the database's limit.
+
+    MLflow ignores a max overflow of 0 (and then allows SQLAlchemy's 10), so the
+    overflow is at least 1 and each engine needs at least 2 connections.
+    """
+    count = engines(job_execution)
+    per_engine = (max_connections - DB_RESERVED_CONNECTIONS) // instances // count
+    if per_engine < 2:
+        raise ValueError(
+            f"{max_connections} database connections cannot serve {instances} instance(s): "
+            f"each needs {2 * count}, plus {DB_RESERVED_CONNECTIONS} kept free"
+        )
+    size = max(1, per_engine * 2 // 3)
+    return Pool(size, per_engine - size)

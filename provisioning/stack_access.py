@@ -1,0 +1,121 @@
+"""What a stack's outputs say about reaching and configuring its server (pure functions).
+
+``fab bootstrap --stack NAME`` builds its Deployment from the stack outputs
+(stacks/contract.py). Two things there are more than connection data:
+
+- ``ssh_access`` says whether port 22 is open (``cidrs``) or the VM is reached only
+  through GCP IAP TCP forwarding (``iap``) or AWS Session Manager
+  (``session-manager``); with ``vm_id``, ``vm_zone``, ``region`` and ``gcp_project``
+  that is enough to write the ProxyCommand, so the operator need not guess it;
+- ``mlflow_version``, ``tls_mode``, ``domain`` and ``acme_email`` are the server
+  settings the stack holds, which bootstrap must apply rather than its defaults.
+
+Stacks deployed before these outputs existed lack them; then nothing is derived.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stacks import contract
+
+#: The ``ssh_tunnel`` setting: ``auto`` tunnels exactly when the stack has no SSH port
+#: open; ``direct`` never tunnels; ``iap`` / ``session-manager`` always do.
+TUNNEL_CHOICES = ("auto", "direct", "iap", "session-manager")
+#: The tunnel each cloud offers.
+CLOUD_TUNNEL = {"gcp": "iap", "aws": "session-manager"}
+#: sshd's port on the VM, which the tunnel forwards to.
+VM_SSH_PORT = 22
+
+
+class StackAccessError(ValueError):
+    """The outputs cannot give what was asked; ``key`` names the setting or output."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}: {value!r}; allowed: {allowed}")
+
+
+def tunnel_for(outputs: Mapping[str, Any], tunnel: str = "auto") -> str | None:
+    """``iap``, ``session-manager`` or None (connect directly), for ``tunnel``."""
+    if tunnel not in TUNNEL_CHOICES:
+        raise StackAccessError("ssh_tunnel", tunnel, "one of " + ", ".join(TUNNEL_CHOICES))
+    cloud = outputs.get(contract.CLOUD)
+    if tunnel == "direct":
+        return None
+    if tunnel == "auto":
+        access = outputs.get(contract.SSH_ACCESS)
+        return access if access in ("iap", "session-manager") else None
+    if CLOUD_TUNNEL.get(cloud) != tunnel:
+        raise StackAccessError(
+            "ssh_tunnel", tunnel, f"{CLOUD_TUNNEL.get(cloud, 'direct')} for a {cloud} stack"
+        )
+    return tunnel
+
+
+def proxy_command(outputs: Mapping[str, Any], tunnel: str = "auto") -> str | None:
+    """The SSH ProxyCommand for the stack's VM, or None when SSH goes direct.
+
+    Example: ``gcloud compute start-iap-tunnel mlflow-vm-instance-5e2a9c1 22
+    --listen-on-stdin --zone europe-west1-b --project my-project-id``.
+    """
+    kind = tunnel_for(outputs, tunnel)
+    if kind is None:
+        return None
+    needed = (contract.VM_ID, contract.VM_ZONE, contract.GCP_PROJECT)
+    if kind == "session-manager":
+        needed = (contract.VM_ID, contract.REGION)
+    missing = [name for name in needed if not outputs.get(name)]
+    if missing:
+        raise StackAccessError(
+            missing[0],
+            None,
+            f"present in the stack outputs to tunnel through {kind} (run `pulumi up` with "
+            "this version of the kit, or give ssh_proxy_command yourself)",
+        )
+    if kind == "iap":
+        return (
+            f"gcloud compute start-iap-tunnel {outputs[contract.VM_ID]} {VM_SSH_PORT}"
+            f" --listen-on-stdin --zone {outputs[contract.VM_ZONE]}"
+            f" --project {outputs[contract.GCP_PROJECT]}"
+        )
+    return (
+        f"aws ssm start-session --target {outputs[contract.VM_ID]}"
+        f" --document-name AWS-StartSSHSession --parameters portNumber={VM_SSH_PORT}"
+        f" --region {outputs[contract.REGION]}"
+    )
+
+
+def server_settings(outputs: Mapping[str, Any]) -> dict[str, str]:
+    """Bootstrap settings the stack holds: mlflow_version, tls_mode, domain, acme_email.
+
+    Empty or absent outputs give nothing, so bootstrap's own defaults apply.
+    """
+    names = {
+        contract.MLFLOW_VERSION: "mlflow_version",
+        contract.TLS_MODE: "tls_mode",
+        contract.DOMAIN: "domain",
+        contract.ACME_EMAIL: "acme_email",
+    }
+    return {setting: outputs[output] for output, setting in names.items() if outputs.get(output)}
+
+
+def stack_overrides(
+    outputs: Mapping[str, Any], settings: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Overrides for ``deployment_from_outputs``: what the stack says, then ``settings``.
+
+    ``settings`` are the operator's own (a settings file, ``fab -H``); they win. Its
+    ``ssh_tunnel`` key (see TUNNEL_CHOICES) is consumed here; an ``ssh_proxy_command``
+    there replaces the derived one.
+    """
+    settings = dict(settings or {})
+    tunnel = settings.pop("ssh_tunnel", "auto")
+    derived: dict[str, Any] = server_settings(outputs)
+    if "ssh_proxy_command" not in settings:
+        command = proxy_command(outputs, tunnel)
+        if command:
+            derived["ssh_proxy_command"] = command
+    return {**derived, **settings}

@@ -1,0 +1,105 @@
+"""Miniforge and the server's conda environments: built once each, switched atomically."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from provisioning import facts, files, jobs
+from provisioning.layout import ACTIVE_ENVIRONMENT, PATHS
+from provisioning.play import Outcome, changed, unchanged
+from provisioning.render import env_dir
+from provisioning.settings import Deployment
+from provisioning.transport import Host
+
+COMPLETE_MARKER = ".kit-complete"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One built environment: ``/opt/mlflow/envs/<name>``."""
+
+    prefix: str
+
+    @property
+    def name(self) -> str:
+        return self.prefix.rsplit("/", 1)[-1]
+
+
+def miniforge_script(deployment: Deployment) -> str:
+    """Download the pinned installer, refuse it unless its sha256 matches, install."""
+    root = PATHS["conda_root"]
+    return (
+        f"set -e; rm -rf {root}; tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT; "
+        f'curl -fsSL --retry 3 -o "$tmp/miniforge.sh" {shlex.quote(deployment.miniforge_url)}; '
+        f'echo "{deployment.miniforge_sha256}  $tmp/miniforge.sh" | sha256sum -c --quiet -; '
+        f'bash "$tmp/miniforge.sh" -b -p {root}'
+    )
+
+
+def miniforge(host: Host, deployment: Deployment) -> Outcome[None]:
+    """Install Miniforge once, from the pinned URL, verified by the pinned sha256."""
+    if host.read(facts.executable(PATHS["conda_bin"])):
+        return unchanged("already installed")
+    how = jobs.run_job(
+        host,
+        "miniforge",
+        miniforge_script(deployment),
+        timeout=2700,
+        description="Miniforge install",
+    )
+    if not host.read(facts.executable(PATHS["conda_bin"])):
+        raise host.error("Miniforge install", 1, f"{PATHS['conda_bin']} missing after the install")
+    return changed(f"installed, sha256 verified ({how})")
+
+
+def build_script(prefix: str) -> str:
+    """The exact commands that build the server's environment at ``prefix``, marked when complete."""
+    conda = PATHS["conda_bin"]
+    return (
+        f"set -e; rm -rf {prefix}; "
+        f"{conda} env create --quiet --prefix {prefix} --file {PATHS['environment_yml']}; "
+        f"touch {prefix}/{COMPLETE_MARKER}"
+    )
+
+
+def environment(host: Host, environment_yml: str, deployment: Deployment) -> Outcome[Environment]:
+    """The environment for this environment.yml, built once; ``next`` points at it.
+
+    The build runs as its own unit (provisioning.jobs): an operator's dropped
+    connection neither kills it nor, on the next run, starts a second one.
+    """
+    env = Environment(env_dir(environment_yml))
+    any_changed = files.ensure_file(host, PATHS["environment_yml"], environment_yml, mode="0644")
+    built = ""
+    complete = f"{env.prefix}/{COMPLETE_MARKER}"
+    if not host.read(facts.exists(complete)):
+        ca = {}
+        if deployment.extra_ca_certs:
+            bundle = PATHS["system_ca_bundle"]
+            ca = {
+                k: bundle
+                for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CONDA_SSL_VERIFY")
+            }
+        built = jobs.run_job(
+            host,
+            f"conda-{env.name}",
+            build_script(env.prefix),
+            timeout=3600,
+            description=f"MLflow environment {env.name}",
+            env=ca,
+        )
+        if not host.read(facts.exists(complete)):
+            raise host.error("conda env create", 1, f"{env.prefix} incomplete after its build")
+    any_changed |= bool(built)
+    any_changed |= files.ensure_symlink(host, PATHS["next_env"], env.prefix)
+    if any_changed:
+        return changed(f"env {env.name}" + (f" built ({built})" if built else ""), env)
+    return unchanged(f"env {env.name}", env)
+
+
+def activate(host: Host, env: Environment) -> Outcome[frozenset[str]]:
+    """Point ``current`` (what the servers run) at ``env``."""
+    if files.ensure_symlink(host, PATHS["current_env"], env.prefix):
+        return changed(f"env {env.name}", frozenset({ACTIVE_ENVIRONMENT}))
+    return unchanged(f"env {env.name} already active", frozenset())

@@ -1,0 +1,175 @@
+"""The mlflow-server@PORT instances: how many, running, and restarted one at a time.
+
+An instance is restarted when what it runs differs from what it was started
+with: its process's environment records the config digest (MLFLOW_KIT_CONFIG)
+and its interpreter names the conda environment, so any later run converges,
+also after an interrupted one. Restarts roll: nginx stops sending to the
+instance (``down`` in the upstream file, a graceful reload), its connections
+drain, it restarts, its own /health answers, and it rejoins. With a single
+instance a surge instance serves meanwhile, so no request is turned away.
+"""
+
+from __future__ import annotations
+
+import time
+
+from provisioning import facts, files, sizing
+from provisioning.layout import FILES, FIRST_SERVER_PORT, PATHS, SERVER_UNIT_NAME
+from provisioning.play import Outcome, changed, unchanged
+from provisioning.render import render
+from provisioning.settings import Deployment
+from provisioning.steps.conda import Environment
+from provisioning.transport import Host, PreflightError
+
+#: The port of the temporary instance that serves while a lone instance restarts.
+SURGE_PORT = FIRST_SERVER_PORT + 99
+UPSTREAM = "nginx-upstream.conf.j2"
+HEALTH_TIMEOUT_S = 180
+DRAIN_TIMEOUT_S = 60
+POLL_S = 1
+
+
+def ports_for(deployment: Deployment, resources: facts.Resources) -> list[int]:
+    """The loopback ports of the instances this host runs: one per core as memory and the
+    database's connection limit allow, or the number the settings give (checked)."""
+    connections = deployment.db_max_connections or sizing.DEFAULT_DB_MAX_CONNECTIONS
+    fits = sizing.instances_within(connections, deployment.job_execution)
+    if deployment.job_execution:
+        # MLflow's job runner schedules periodic jobs in every server process that runs
+        # it; one instance keeps each job scheduled once.
+        instances = 1
+    elif deployment.server_instances:
+        instances = deployment.server_instances
+    else:
+        instances = min(sizing.instances_for(resources.cores, resources.memory_mb), max(fits, 1))
+    if instances > fits:
+        raise PreflightError(
+            f"db_max_connections {connections} cannot serve {instances} server instance(s): "
+            f"each needs {2 * sizing.engines(deployment.job_execution)} connections and "
+            f"{sizing.DB_RESERVED_CONNECTIONS} stay free (at most {fits} instance(s))"
+        )
+    if FIRST_SERVER_PORT + instances > SURGE_PORT:
+        raise PreflightError(f"{instances} instances would reach the surge port {SURGE_PORT}")
+    return [FIRST_SERVER_PORT + i for i in range(instances)]
+
+
+def unit(port: int) -> str:
+    return SERVER_UNIT_NAME.replace("@", f"@{port}")
+
+
+def converge(host: Host, ctx: dict, env: Environment) -> Outcome[None]:
+    """Exactly the instances of ``ctx["server_ports"]``, enabled and running ``env`` with
+    ``ctx["config_digest"]``; stale ones restarted one at a time, surplus ones drained and stopped.
+    """
+    ports, config = ctx["server_ports"], ctx["config_digest"]
+    present = host.read(facts.INSTANCES)
+    done = []
+    for port in ports:
+        if host.read(facts.unit_enabled(unit(port))) != "enabled":
+            host.run(f"systemctl enable {unit(port)}")
+            done.append(f"enabled {port}")
+    down = [p for p in ports if present.get(p, facts.Instance(p, "")).state != "active"]
+    for port in down:
+        # A unit that hit its start limit stays failed until reset.
+        host.run(f"systemctl reset-failed {unit(port)} 2>/dev/null || true")
+        host.run(f"systemctl restart {unit(port)}")
+        done.append(f"started {port}")
+    for port in down:
+        wait_healthy(host, port)
+    stale = [
+        p
+        for p in ports
+        if p not in down
+        and (present[p].config != config or present[p].environment(PATHS["envs_dir"]) != env.name)
+    ]
+    # Instances no longer wanted, and a surge instance an interrupted restart left running.
+    leftovers = [p for p, i in sorted(present.items()) if p not in ports and i.state == "active"]
+    publish(host, ports + leftovers)
+    if leftovers:
+        publish(host, ports + leftovers, down=leftovers)
+        for port in leftovers:
+            drain(host, port)
+            host.run(f"systemctl disable --now {unit(port)}")
+            done.append(f"stopped {port}")
+        publish(host, ports)
+    for port in sorted(set(present) - set(ports) - set(leftovers) - {SURGE_PORT}):
+        if host.read(facts.unit_enabled(unit(port))) == "enabled":
+            host.run(f"systemctl disable {unit(port)}")
+            done.append(f"disabled {port}")
+    if stale:
+        roll(host, ports, stale)
+        done += [f"restarted {p}" for p in stale]
+    if not done:
+        return unchanged(f"{len(ports)} instance(s) running what they were started with")
+    return changed(", ".join(done))
+
+
+def restart_all(host: Host) -> Outcome[None]:
+    """Restart every instance present, one at a time, without turning a request away."""
+    ports = sorted(set(host.read(facts.INSTANCES)) - {SURGE_PORT})
+    if not ports:
+        raise host.error(
+            facts.INSTANCES.command,
+            1,
+            "no mlflow-server@ units on this host: run fab bootstrap first",
+        )
+    roll(host, ports, ports)
+    return changed(f"restarted {len(ports)} instance(s), one at a time")
+
+
+def roll(host: Host, ports: list[int], restart: list[int]) -> None:
+    """Restart ``restart`` (some of ``ports``) one at a time, each out of nginx meanwhile."""
+    surge = len(ports) == 1
+    if surge:
+        host.run(f"systemctl reset-failed {unit(SURGE_PORT)} 2>/dev/null || true")
+        host.run(f"systemctl start {unit(SURGE_PORT)}")
+        wait_healthy(host, SURGE_PORT)
+    serving = ports + ([SURGE_PORT] if surge else [])
+    for port in restart:
+        host.note(f"restarting {port}: out of nginx, draining")
+        publish(host, serving, down=[port])
+        drain(host, port)
+        host.run(f"systemctl reset-failed {unit(port)} 2>/dev/null || true")
+        host.run(f"systemctl restart {unit(port)}")
+        wait_healthy(host, port)
+        publish(host, serving)
+    if surge:
+        publish(host, serving, down=[SURGE_PORT])
+        drain(host, SURGE_PORT)
+        host.run(f"systemctl stop {unit(SURGE_PORT)}")
+        publish(host, ports)
+
+
+def publish(host: Host, ports: list[int], down: list[int] = ()) -> None:
+    """Install nginx's upstream of ``ports`` (``down`` ones marked so); reload nginx if it
+    runs and the file changed. Reloads are graceful: requests in flight finish."""
+    file = FILES[UPSTREAM]
+    text = render(UPSTREAM, {"server_ports": ports, "down_ports": list(down)})
+    if (
+        files.ensure_file(
+            host, file.path, text, mode=f"{file.mode:o}", owner=file.owner, group=file.group
+        )
+        and host.read(facts.unit_active("nginx")) == "active"
+    ):
+        host.run("nginx -t -q && systemctl reload nginx")
+
+
+def drain(host: Host, port: int) -> None:
+    """Until nginx holds no connection to the instance (bounded)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while host.read(facts.upstream_connections(port)) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+
+
+def wait_healthy(host: Host, port: int) -> None:
+    """Until the instance's own /health answers 200 on loopback; an error with its journal."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    while (code := host.read(facts.instance_health(port))) != "200":
+        if time.monotonic() > deadline:
+            journal = host.read(facts.journal(f"-u {unit(port)}", 40))
+            raise host.error(
+                f"wait for {unit(port)}",
+                1,
+                f"/health on port {port} answered {code} after {HEALTH_TIMEOUT_S}s\n{journal}",
+            )
+        time.sleep(POLL_S)

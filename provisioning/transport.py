@@ -1,0 +1,102 @@
+"""Commands on one host over SSH: run, read a fact, upload. Nothing else.
+
+A failed command raises :class:`RemoteError` naming the host, the step that
+ran it, the command, its exit code and the tail of its stderr. Secrets travel
+only as file contents over SFTP or on stdin, never in a command line.
+Reporting lives in :mod:`provisioning.play`, file convergence in
+:mod:`provisioning.files`.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from invoke.exceptions import CommandTimedOut
+
+if TYPE_CHECKING:
+    from fabric import Connection
+
+    from provisioning.facts import Fact
+
+T = TypeVar("T")
+STDERR_TAIL_LINES = 20
+
+
+class RemoteError(RuntimeError):
+    """A remote command failed."""
+
+    def __init__(self, host: str, step: str, command: str, exit_code: int, stderr: str):
+        self.host, self.step, self.command = host, step, command
+        self.exit_code, self.stderr = exit_code, stderr
+        tail = "\n".join(stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
+        super().__init__(
+            f"[{host}] step {step!r} failed: `{command}` exited {exit_code}\n{tail}".rstrip()
+        )
+
+
+class PreflightError(RuntimeError):
+    """The host or its endpoints are not fit for the play; nothing was changed."""
+
+
+class Host:
+    """One SSH connection, and the name of the step currently running on it."""
+
+    def __init__(self, conn: Connection, step: str = "connect"):
+        self.conn = conn
+        #: Set by the play before each step, so errors name the step.
+        self.step = step
+        #: Progress of long operations ("still waiting for ..."); the play prints it.
+        self.note: Callable[[str], None] = lambda _message: None
+
+    @property
+    def name(self) -> str:
+        return self.conn.host
+
+    @property
+    def user(self) -> str:
+        return self.conn.user
+
+    def run(
+        self,
+        command: str,
+        *,
+        sudo: bool = True,
+        check: bool = True,
+        user: str | None = None,
+        stdin: str | None = None,
+        timeout: float | None = None,
+    ):
+        """Run ``command`` through ``sh -c`` (as root by default); raise RemoteError on failure."""
+        wrapped = command
+        if user:
+            wrapped = f"sudo -n -u {shlex.quote(user)} sh -c {shlex.quote(command)}"
+        elif sudo:
+            wrapped = f"sudo -n sh -c {shlex.quote(command)}"
+        try:
+            result = self.conn.run(
+                wrapped,
+                hide=True,
+                warn=True,
+                pty=False,
+                timeout=timeout,
+                in_stream=io.StringIO(stdin) if stdin is not None else False,
+            )
+        except CommandTimedOut as timed_out:
+            raise self.error(command, -1, f"no result within {timed_out.timeout:.0f}s") from None
+        if check and result.exited != 0:
+            raise self.error(command, result.exited, result.stderr or result.stdout)
+        return result
+
+    def read(self, fact: Fact[T]) -> T:
+        """Run a fact's command (which always exits 0 when it can read) and parse its output."""
+        return fact.parse(self.run(fact.command, sudo=fact.sudo).stdout)
+
+    def put(self, data: bytes, remote_path: str) -> None:
+        """Upload ``data`` over SFTP as the login user."""
+        self.conn.put(io.BytesIO(data), remote_path)
+
+    def error(self, command: str, exit_code: int, stderr: str) -> RemoteError:
+        return RemoteError(self.name, self.step, command, exit_code, stderr)

@@ -1,0 +1,160 @@
+"""What the end-to-end tests do as a user does: run fab, write settings, send traffic."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FAB = str(Path(sys.executable).parent / "fab")
+
+
+def fab(
+    *args: str, timeout: float = 1800, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``fab`` as a user does, from the repository root."""
+    result = subprocess.run(
+        [FAB, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"fab {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def kill_fab_when(args: list[str], ready, timeout: float = 900) -> str:
+    """Start ``fab ARGS`` and SIGKILL it (no clean-up on either side, as when the operator's
+    machine dies) once ``ready(output_so_far)`` is true; return what it printed."""
+    proc = subprocess.Popen(
+        [FAB, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready("".join(output)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"fab {' '.join(args)} ended first:\n{''.join(output)}")
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    reader.join(timeout=10)
+    return "".join(output)
+
+
+def write_settings(path: Path, settings: dict) -> Path:
+    path.write_text(yaml.safe_dump(settings))
+    path.chmod(0o600)
+    return path
+
+
+def main_pids(host) -> dict[str, str]:
+    out = host.ssh(
+        "for u in $(systemctl list-units --plain --no-legend 'mlflow-server@*' | awk '{print $1}');"
+        " do echo $u $(systemctl show -p MainPID --value $u); done"
+    ).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def healthy(client_env) -> bool:
+    try:
+        response = requests.get(f"{client_env['url']}/health", verify=client_env["cert"], timeout=5)
+    except requests.RequestException:
+        return False
+    return response.status_code == 200
+
+
+def wait_healthy(client_env, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthy(client_env):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{client_env['url']}/health not 200 within {timeout}s")
+
+
+@dataclass
+class RequestLoop:
+    """Logging traffic through the proxy from a thread, bounded, counting every failure.
+
+    Each request logs a metric (a POST, which nginx never retries on another
+    instance) on one keep-alive session, with ``pause`` between requests; a pause
+    longer than the server's keep-alive timeout exercises closed idle connections.
+    """
+
+    client_env: dict
+    run_id: str
+    pause: float = 0.05
+    max_requests: int = 20_000
+    sent: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> RequestLoop:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        session.auth = (self.client_env["username"], self.client_env["password"])
+        url = f"{self.client_env['url']}/api/2.0/mlflow/runs/log-metric"
+        while not self._stop.is_set() and self.sent < self.max_requests:
+            body = {"run_id": self.run_id, "key": "loop", "value": self.sent,
+                    "timestamp": int(time.time() * 1000), "step": self.sent}  # fmt: skip
+            self.sent += 1
+            try:
+                # verify per request: a session's own would lose to REQUESTS_CA_BUNDLE.
+                response = session.post(url, json=body, timeout=30, verify=self.client_env["cert"])
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code}: {response.text[:200]}")
+            except requests.RequestException as error:
+                self.failures.append(f"{type(error).__name__}: {error}")
+            self._stop.wait(self.pause)
+
+
+def kill_and_wait_back(host, unit: str, target: str, within: float = 15) -> None:
+    """``kill -9`` the unit's main process or its uvicorn worker (its child); systemd must have
+    started a new main process within ``within`` seconds, and the instance answer /health."""
+    port = unit.removeprefix("mlflow-server@").removesuffix(".service")
+    main = host.ssh(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+    victim = main
+    if target == "worker":
+        victim = host.ssh(f"pgrep -P {main} | head -n 1").stdout.strip()
+        assert victim, f"{unit} (pid {main}) has no worker process"
+    host.ssh(f"sudo kill -9 {victim}")
+    deadline = time.monotonic() + within
+    while True:
+        now = host.ssh(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+        if now not in ("0", main):
+            break
+        assert time.monotonic() < deadline, f"{unit} not restarted {within}s after kill -9 {target}"
+        time.sleep(0.5)
+    deadline = time.monotonic() + 120
+    health = f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/health"
+    while host.ssh(health, check=False).stdout.strip() != "200":
+        assert time.monotonic() < deadline, f"{unit} restarted but /health not 200 within 120s"
+        time.sleep(1)

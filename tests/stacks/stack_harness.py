@@ -1,0 +1,222 @@
+"""Run the Pulumi program, either cloud, under ``pulumi.runtime.set_mocks`` and record it.
+
+One harness for both clouds: the mocks answer registrations and invokes the way GCP
+and AWS would, keep every one, and the run hands back what was declared and exported.
+Mocks and config are process-global in the Pulumi SDK, so every run sets both afresh.
+
+A uniquely named module rather than conftest.py, so it cannot be confused with another
+test directory's conftest in one pytest process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+#: Loading a provider module warns once per deprecated class it defines, used or not.
+#: Load them here, where no "DeprecationWarning is an error" filter is active, so a
+#: test fails only on a deprecation the program itself runs into.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import pulumi_aws
+    import pulumi_gcp
+    import pulumi_random
+
+    for _module in ("compute", "sql", "storage", "serviceaccount", "projects", "servicenetworking"):
+        hasattr(getattr(pulumi_gcp, _module), "__loaded__")
+    for _module in (pulumi_aws.ec2, pulumi_aws.iam, pulumi_aws.rds, pulumi_aws.s3, pulumi_aws.vpc):
+        getattr(_module, "__all__", None)
+    getattr(pulumi_random, "RandomPassword", None)
+
+PROJECT = "mlflow-server"
+EXPIRES_AT = "203001011200"
+GCP_PROJECT = "my-project-123"
+GCP_REGION = "europe-west1"
+GCP_ZONE = "europe-west1-b"
+AWS_REGION = "eu-central-1"
+AWS_ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
+HTTPS_CIDR = "203.0.113.0/24"
+SSH_CIDR = "198.51.100.7/32"
+STATIC_IP = "203.0.113.10"
+DB_PRIVATE_IP = "10.77.0.3"
+DB_ADDRESS = "database-instance-abc1234.cxyz.eu-central-1.rds.amazonaws.com"
+AMI_ID = "ami-0debian12fake0001"
+RANDOM_HEX = "0a1b2c3d"
+INSTANCE_ID = "i-0123456789abcdef0"
+
+
+def public_key(algorithm: str = "ssh-ed25519", comment: str = "ops@example.com") -> str:
+    """A well-formed OpenSSH public key line of ``algorithm`` (random-free, not a real key)."""
+    blob = len(algorithm).to_bytes(4, "big") + algorithm.encode() + bytes(36)
+    return f"{algorithm} {base64.b64encode(blob).decode()} {comment}"
+
+
+SSH_KEY = public_key()
+
+
+def config(cloud: str = "gcp", environment: str = "dev", **overrides: Any) -> dict[str, str]:
+    """A valid stack config; keys as typed in ``pulumi config set`` (``gcp:region``,
+    ``gcpDbTier``); lists and maps are given as Python values; ``None`` removes a key."""
+    values: dict[str, Any] = {
+        "cloud": cloud,
+        "environment": environment,
+        "httpsAllowedCidrs": [HTTPS_CIDR],
+        "sshPublicKeys": [SSH_KEY],
+    }
+    if cloud == "gcp":
+        values.update({"gcp:project": GCP_PROJECT, "gcp:region": GCP_REGION, "gcp:zone": GCP_ZONE})
+    else:
+        values.update({"aws:region": AWS_REGION, "sshAllowedCidrs": [SSH_CIDR]})
+    if environment == "test":
+        values["expiresAt"] = EXPIRES_AT
+    values.update(overrides)
+    return {
+        (key if ":" in key else f"{PROJECT}:{key}"): (
+            value if isinstance(value, str) else json.dumps(value)
+        )
+        for key, value in values.items()
+        if value is not None
+    }
+
+
+@dataclass
+class Registered:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str
+    custom: bool
+    urn: str = ""
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers like the clouds would and keeps every registration and invoke."""
+
+    def __init__(self, zones: list[str] | None = None, passwords: dict[str, str] | None = None):
+        self.registered: list[Registered] = []
+        self.calls: list[tuple[str, dict]] = []
+        self.zones = list(AWS_ZONES if zones is None else zones)
+        self.passwords = passwords or {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.registered.append(
+            Registered(args.typ, args.name, dict(args.inputs), args.provider or "", args.custom)
+        )
+        state, typ, resource_id = dict(args.inputs), args.typ, f"{args.name}-id"
+        if typ.startswith("gcp:") and "name" not in state:
+            state["name"] = f"{args.name}-a1b2c3d"  # Pulumi's auto-naming suffix
+        if typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = self.passwords.get(args.name, "x" * int(args.inputs["length"]))
+        elif typ == "random:index/randomId:RandomId":
+            state["hex"] = RANDOM_HEX
+        elif typ == "gcp:sql/databaseInstance:DatabaseInstance":
+            state["privateIpAddress"] = DB_PRIVATE_IP
+            state["connectionName"] = f"{GCP_PROJECT}:{GCP_REGION}:{state['name']}"
+        elif typ == "gcp:serviceaccount/account:Account":
+            state["email"] = f"{state['accountId']}@{GCP_PROJECT}.iam.gserviceaccount.com"
+            state["member"] = f"serviceAccount:{state['email']}"
+        elif typ == "gcp:compute/address:Address":
+            state["address"] = STATIC_IP
+        elif typ == "aws:s3/bucket:Bucket":
+            resource_id = state["bucket"] = f"{args.name}-0a1b2c3"
+            state["arn"] = f"arn:aws:s3:::{resource_id}"
+        elif typ == "aws:rds/instance:Instance":
+            state.update(address=DB_ADDRESS, endpoint=f"{DB_ADDRESS}:5432")
+        elif typ == "aws:ec2/eip:Eip":
+            state.update(publicIp=STATIC_IP, allocationId="eipalloc-0fake")
+        elif typ == "aws:ec2/instance:Instance":
+            resource_id = INSTANCE_ID
+            state["availabilityZone"] = self.zones[0] if self.zones else ""
+        elif typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
+            state.update(name=f"{args.name}-abc1234", arn=f"arn:aws:iam::123456789012:{args.name}")
+        elif typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
+            state["name"] = f"{args.name}-abc1234"
+        elif typ == "aws:ec2/keyPair:KeyPair":
+            state["keyName"] = f"{args.name}-abc1234"
+        return resource_id, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": self.zones, "zoneIds": [f"euc1-az{i}" for i in range(len(self.zones))]}
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": AMI_ID, "imageId": AMI_ID, "architecture": "x86_64"}
+        return {}
+
+    # -- queries --
+    @property
+    def resources(self) -> list[Registered]:
+        """Everything but the root stack (which set_mocks registers itself)."""
+        return [r for r in self.registered if r.typ != "pulumi:pulumi:Stack"]
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str) -> Registered:
+        found = self.of_type(typ)
+        assert len(found) == 1, f"expected one {typ}, found {[r.name for r in found]}"
+        return found[0]
+
+    def named(self, name: str) -> Registered:
+        (found,) = [r for r in self.resources if r.name == name]
+        return found
+
+    def provider_input(self, cloud: str, key: str) -> Any:
+        """A provider input as the program gave it (providers take JSON-encoded values)."""
+        value = self.one(f"pulumi:providers:{cloud}").inputs.get(key)
+        try:
+            return json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            return value
+
+
+@dataclass
+class StackRun:
+    """What one run of the program declared and exported."""
+
+    mocks: RecordingMocks
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret: dict[str, bool] = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        # run.one(...), run.of_type(...), run.resources read the recording.
+        return getattr(self.mocks, name)
+
+
+def run(
+    values: dict[str, str], stack: str | None = None, mocks: RecordingMocks | None = None
+) -> StackRun:
+    """Run ``stacks.program.main`` under fresh mocks and config; raises what it raises.
+
+    The program runs inside ``@pulumi.runtime.test``, so an exception in any ``apply``
+    fails the caller too, after the outstanding registrations drained (``mocks`` is
+    then complete: pass your own to inspect what was registered before a failure).
+    """
+    from stacks.program import main
+
+    mocks = mocks or RecordingMocks()
+    cloud = values.get(f"{PROJECT}:cloud", "gcp")
+    stack = stack or f"{cloud}-{values.get(PROJECT + ':environment', 'dev')}"
+    pulumi.runtime.set_all_config(values, [])
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    result = StackRun(mocks)
+
+    @pulumi.runtime.test
+    def program():
+        outputs = main()
+
+        async def settle():
+            for name, output in outputs.items():
+                result.outputs[name] = await output.future()
+                result.secret[name] = await output.is_secret()
+
+        return asyncio.ensure_future(settle())
+
+    program()
+    return result

@@ -1,0 +1,187 @@
+"""Plays: the exact order of steps, and what each change restarts or reloads.
+
+A recording play runs no step: it records each step's name and arguments and
+answers with the value a table row scripts, so the decisions the play derives
+(provisioning.handlers) are checked for each kind of change.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioning import facts, handlers, plays
+from provisioning.handlers import inputs_of
+from provisioning.layout import (
+    ACTIVE_ENVIRONMENT,
+    FILES,
+    NGINX_UNIT_NAME,
+    OTHER_STATE,
+    SERVER_UNIT_NAME,
+    SYSTEM_SERVICES,
+    TLS_CERTIFICATE,
+)
+from provisioning.render import config_digest, render
+from provisioning.settings import Deployment
+from provisioning.steps.conda import Environment
+from tests.unit.test_step_cases import BASE
+
+BOOTSTRAP_STEPS = [
+    "preflight",
+    "first boot",
+    "ca certificates",
+    "system packages",
+    "mlflow user and directories",
+    "miniforge",
+    "flask secret key",
+    "conda environment",
+    "configuration files",
+    "schema migration",
+    "activate environment",
+    "mlflow servers",
+    "tls certificate",
+    "nginx",
+    "health gate",
+]
+
+
+class RecordingPlay:
+    def __init__(self, values: dict):
+        self.values = values
+        self.steps: list[tuple[str, object, tuple]] = []
+
+    def step(self, name, function, *args):
+        self.steps.append((name, function, args))
+        return self.values.get(name)
+
+    def args(self, name: str) -> tuple:
+        return next(args for step, _f, args in self.steps if step == name)
+
+
+def record_bootstrap(deployment: Deployment, **changes) -> RecordingPlay:
+    values = {
+        "preflight": facts.Resources(2, 4000, 20000),
+        "flask secret key": "k" * 64,
+        "conda environment": Environment("/opt/mlflow/envs/0123456789abcdef"),
+        "configuration files": frozenset(changes.get("files", ())),
+        "activate environment": frozenset(changes.get("activated", ())),
+        "tls certificate": frozenset(changes.get("certificate", ())),
+    }
+    recording = RecordingPlay(values)
+    plays.bootstrap(recording, deployment)
+    return recording
+
+
+@pytest.mark.parametrize(
+    ("changes", "daemon_reload", "nginx_reloads"),
+    [
+        ({}, False, False),
+        ({"files": ["mlflow.env.j2"]}, False, False),
+        ({"files": ["basic_auth.ini.j2"]}, False, False),
+        ({"files": ["mlflow-server@.service.j2"]}, True, False),
+        ({"files": ["mlflow-migrate.service.j2"]}, True, False),
+        ({"files": ["mlflow-migrate.py"]}, False, False),
+        ({"activated": [ACTIVE_ENVIRONMENT]}, False, False),
+        ({"certificate": [TLS_CERTIFICATE]}, False, True),
+    ],
+    ids=[
+        "nothing-changed",
+        "env-file-changed",
+        "auth-config-changed",
+        "server-unit-changed",
+        "migrate-unit-changed",
+        "migrate-script-changed",
+        "env-switched",
+        "certificate-changed",
+    ],
+)
+def test_bootstrap_order_and_what_each_change_reloads(changes, daemon_reload, nginx_reloads):
+    recording = record_bootstrap(Deployment(**BASE), **changes)
+
+    assert [name for name, _f, _a in recording.steps] == BOOTSTRAP_STEPS
+    installed = handlers.actions_for(recording.values["configuration files"])
+    assert installed.daemon_reload is daemon_reload
+    _ctx, _names, changed = recording.args("nginx")
+    assert handlers.actions_for(changed).reloads(NGINX_UNIT_NAME) is nginx_reloads
+
+
+def test_servers_converge_to_the_activated_environment_and_the_digest_of_their_inputs():
+    recording = record_bootstrap(Deployment(**BASE))
+    ctx, env = recording.args("mlflow servers")
+    assert env == recording.values["conda environment"]
+    assert ctx["server_ports"] == [5001, 5002]
+    assert ctx["config_digest"] == config_digest(ctx)
+
+
+@pytest.mark.parametrize(
+    ("change", "restarts"),
+    [
+        ({"admin_password": "another-long-password"}, True),  # env file
+        ({"storage_env": {"AWS_DEFAULT_REGION": "eu-west-1"}}, True),  # env file
+        ({"tracking_url": "https://mlflow.example.com"}, True),  # unit: --allowed-hosts
+        ({"db_max_connections": 50}, True),  # env file: pool sizes
+        (
+            {"tls_mode": "letsencrypt", "domain": "m.example.com", "acme_email": "a@example.com"},
+            True,
+        ),
+        ({"mlflow_version": "3.18.0"}, False),  # a new environment, switched on its own
+    ],
+)
+def test_what_the_servers_read_is_in_their_digest(change, restarts):
+    base = record_bootstrap(Deployment(**BASE)).args("mlflow servers")[0]["config_digest"]
+    other = record_bootstrap(Deployment(**{**BASE, **change})).args("mlflow servers")[0]
+    assert (other["config_digest"] != base) is restarts
+    assert inputs_of(SERVER_UNIT_NAME) == (
+        "mlflow.env.j2",
+        "basic_auth.ini.j2",
+        "mlflow-server@.service.j2",
+    )
+
+
+def test_the_migration_runs_with_the_new_environment_before_it_is_activated():
+    recording = record_bootstrap(Deployment(**BASE))
+    env = recording.values["conda environment"]
+    assert recording.args("schema migration")[1] == env
+    assert recording.args("activate environment") == (env,)
+
+
+def test_restart_play_restarts_then_proves_the_server():
+    recording = RecordingPlay({})
+    plays.restart(recording, Deployment(**BASE))
+    assert [name for name, _f, _a in recording.steps] == ["restart", "health gate"]
+
+
+def installed_by_bootstrap(deployment: Deployment) -> set[str]:
+    """Templates the bootstrap play installs: passed by name, or rendered and passed as content."""
+    recording = record_bootstrap(deployment)
+    ctx = recording.args("configuration files")[0]
+    rendered = {}
+    for name in FILES:
+        try:
+            rendered[render(name, ctx)] = name
+        except Exception:  # noqa: S112 - a template this deployment cannot render is not installed
+            continue
+    names: set[str] = set()
+    for _name, _function, args in recording.steps:
+        for arg in args:
+            if isinstance(arg, str) and arg in rendered:
+                names.add(rendered[arg])
+            if (
+                isinstance(arg, tuple)
+                and arg
+                and all(isinstance(a, str) and a in FILES for a in arg)
+            ):
+                names.update(arg)
+    return names
+
+
+def test_every_managed_file_is_installed_by_a_play_and_notifies_a_service_that_exists():
+    letsencrypt = Deployment(
+        **BASE, tls_mode="letsencrypt", domain="mlflow.example.com", acme_email="ops@example.com"
+    )
+    installed = installed_by_bootstrap(Deployment(**BASE)) | installed_by_bootstrap(letsencrypt)
+    assert installed == set(FILES)
+
+    units = {file.path.rsplit("/", 1)[-1] for file in FILES.values() if file.is_unit}
+    services = units | set(SYSTEM_SERVICES)
+    handlers_used = [f.notifies for f in FILES.values() if f.notifies] + list(OTHER_STATE.values())
+    assert {handler.service for handler in handlers_used} <= services

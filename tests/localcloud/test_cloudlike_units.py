@@ -10,11 +10,10 @@ import yaml
 from tests.localcloud import vendor
 from tests.localcloud.cloudlike import CloudLike, guest_agent_cloud_config, user_data
 from tests.localcloud.limits import for_machine_type
+from tests.stacks import stack_harness
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILocalCloudHostKeyForTheseTestsOnly localcloud-mlk-host-9"
-)
+LOCAL_KEY = stack_harness.public_key(comment="localcloud-mlk-host-9")
 
 
 def test_aws_user_data_is_the_programs_with_only_the_local_key():
@@ -41,8 +40,11 @@ def test_example_stack_files_declare_their_vm(stack_file, cloud, machine_type, m
     assert (like.cloud, like.stack) == (cloud, stack_file[7:-5])
     assert declared.machine_type == machine_type
     assert for_machine_type(declared.machine_type).memory_mb == memory_mb
-    assert LOCAL_KEY in (declared.user_data or declared.ssh_keys)
-    assert "ExampleKeyReplaceWithYourOwn" not in (declared.user_data or declared.ssh_keys)
+    seeded = yaml.safe_load(user_data(declared))
+    keys = [
+        key for user in seeded["users"] if user != "default" for key in user["ssh_authorized_keys"]
+    ]
+    assert keys == [LOCAL_KEY]
 
 
 def test_gcp_ssh_keys_become_the_guest_agents_users():

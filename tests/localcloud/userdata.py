@@ -75,46 +75,40 @@ def declared_instance(
     ``config``: the stack's settings (see ``wire_config``); None takes the stack
     tests' minimal valid dev stack. ``overrides`` change single keys (None removes
     one). ``sshPublicKeys`` is replaced by ``[ssh_public_key]``. This is the only
-    place the local cloud uses the mock harnesses.
+    place the local cloud uses the stack tests' mock harness.
     """
 
-    def values(defaults: dict[str, str]) -> dict[str, str]:
-        wire = defaults if config is None else wire_config(config)
-        for key, value in (overrides or {}).items():
-            full = key if ":" in key else f"{PROJECT}:{key}"
-            wire.pop(full, None)
-            if value is not None:
-                wire.update(wire_config({full: value}))
-        wire[f"{PROJECT}:sshPublicKeys"] = json.dumps([ssh_public_key])
-        return wire
+    from tests.stacks import stack_harness
 
+    if cloud not in ("aws", "gcp"):
+        raise ValueError(f"cloud {cloud!r}: allowed aws, gcp")
+    values = stack_harness.config(cloud) if config is None else wire_config(config)
+    for key, value in (overrides or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        values.pop(full, None)
+        if value is not None:
+            values.update(wire_config({full: value}))
+    values[f"{PROJECT}:sshPublicKeys"] = json.dumps([ssh_public_key])
+    with warnings.catch_warnings():
+        # The provider SDKs warn about their own deprecated classes as they load them;
+        # the stack tests, not this, judge the program's deprecations.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        run = stack_harness.run(values, stack=stack)
     if cloud == "aws":
-        from tests.aws import aws_harness
-
-        with warnings.catch_warnings():
-            # The provider SDK warns about its own deprecated classes as it loads them;
-            # the stack tests, not this, judge the program's deprecations.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            run = aws_harness.run_stack(values(aws_harness.config()), stack=stack)
-        instance = run.mocks.one("aws:ec2/instance:Instance").inputs
+        instance = run.one("aws:ec2/instance:Instance").inputs
         return Declared(
             cloud="aws",
             ssh_user=run.outputs["ssh_user"],
             machine_type=instance["instanceType"],
             user_data=instance.get("userData"),
-            key_pair_public_key=run.mocks.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"],
+            key_pair_public_key=run.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"],
         )
-    if cloud == "gcp":
-        from tests.gcp import gcp_harness
-
-        run = gcp_harness.run_program(values(gcp_harness.stack_config()), stack=stack)
-        instance = run.one("gcp:compute/instance:Instance").inputs
-        metadata = instance.get("metadata") or {}
-        return Declared(
-            cloud="gcp",
-            ssh_user=run.outputs["ssh_user"],
-            machine_type=instance["machineType"],
-            ssh_keys=metadata.get("ssh-keys"),
-            startup_script=metadata.get("startup-script") or instance.get("metadataStartupScript"),
-        )
-    raise ValueError(f"cloud {cloud!r}: allowed aws, gcp")
+    instance = run.one("gcp:compute/instance:Instance").inputs
+    metadata = instance.get("metadata") or {}
+    return Declared(
+        cloud="gcp",
+        ssh_user=run.outputs["ssh_user"],
+        machine_type=instance["machineType"],
+        ssh_keys=metadata.get("ssh-keys"),
+        startup_script=metadata.get("startup-script") or instance.get("metadataStartupScript"),
+    )

@@ -74,3 +74,16 @@ def fresh_host(local_cloud):
         yield host
     finally:
         local_cloud.remove_host(host)
+
+
+@pytest.fixture(scope="session")
+def host_factory(local_cloud):
+    """Prepared hosts for the session (``tests/localcloud/factory.py``): a template is
+    prepared once per key, each ``host_factory.clone(key, prepare)`` boots a copy of it."""
+    from tests.localcloud.factory import HostFactory
+
+    factory = HostFactory(local_cloud)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -14,8 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.localcloud import cloudlike, vendor
+from tests.localcloud.cloudlike import CloudLike
 from tests.localcloud.host import SUBNET_PREFIX, FreshHost, Link, claim_slot
 from tests.localcloud.image import CACHE_ROOT, ensure_image
+from tests.localcloud.limits import Limits, for_machine_type
 from tests.localcloud.services import (
     ARTIFACT_PREFIX,
     BUCKET,
@@ -23,12 +26,15 @@ from tests.localcloud.services import (
     GcsEmulator,
     Postgres,
     S3Server,
+    VendorFiles,
 )
 from tests.standin.conda_installer import build_installer
 
 RUNS_ROOT = Path(os.environ.get("MLFLOW_KIT_RUNS", "/var/tmp/mlflow-kit"))
 #: Every local host lives in 10.213.0.0/16; PostgreSQL admits TLS clients from it only.
 GUEST_CIDR = f"{SUBNET_PREFIX}.0.0/16"
+#: ``new_host(limits=MACHINE_TYPE)``: none for a plain host, the stack's machine type's otherwise.
+MACHINE_TYPE = "machine-type"
 
 
 @dataclass
@@ -40,6 +46,7 @@ class LocalCloud:
     s3: S3Server | None = None
     gcs: GcsEmulator | None = None
     files: FileServer | None = None
+    vendor: VendorFiles | None = None
     hosts: list[FreshHost] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     image_rootfs: Path | None = None
@@ -85,21 +92,122 @@ class LocalCloud:
         log(f"local cloud up in {cloud.timings['up_s']:.1f}s (services on {address})")
         return cloud
 
-    def new_host(self, log=print) -> FreshHost:
-        """A pristine Debian 12 host, booted and answering SSH."""
+    def new_host(
+        self,
+        log=print,
+        *,
+        like: CloudLike | None = None,
+        limits: Limits | None | str = MACHINE_TYPE,
+        wait: bool = True,
+    ) -> FreshHost:
+        """A pristine Debian 12 host, booted.
+
+        ``like``: boot it as a fresh VM of that stack (``CloudLike``, see
+        ``cloudlike.py``); None: the plain host, ready and idle at once.
+        ``limits``: its memory and CPUs; by default none for a plain host and the
+        stack's machine type's for a cloud-like one.
+        ``wait``: return once SSH logs in and the boot has finished; False returns as
+        soon as the host keys are known (a cloud-like host's sshd is not up yet).
+        """
         assert self.image_rootfs is not None
         t = time.monotonic()
         slot = claim_slot()
         host = FreshHost(slot, self.run_dir / f"host-{slot}", self.tied)
         self.hosts.append(host)
         try:
-            host.create(self.image_rootfs)
-            host.boot()
+            if like is None:
+                host.limits = None if limits == MACHINE_TYPE else limits
+                host.create(self.image_rootfs)
+            else:
+                self._create_cloud_like(host, like, limits)
+            self.save()
+            host.boot(wait=wait)
         finally:
             self.save()
         self.timings["host_ready_s"] = time.monotonic() - t
         log(
-            f"fresh host {host.name} at {host.address} answering SSH after {self.timings['host_ready_s']:.1f}s"
+            f"{host.flavour} host {host.name} at {host.address}"
+            f" {'answering SSH' if wait else 'booting'} after {self.timings['host_ready_s']:.1f}s"
+        )
+        return host
+
+    def _create_cloud_like(self, host: FreshHost, like: CloudLike, limits) -> None:
+        host.create(self.image_rootfs, plain=False)
+        declared = like.declare(host.key_file.with_suffix(".pub").read_text().strip())
+        host.flavour, host.user = declared.cloud, declared.ssh_user
+        host.limits = for_machine_type(declared.machine_type) if limits == MACHINE_TYPE else limits
+        downloads = vendor.downloads(declared.user_data, declared.startup_script)
+        etc_hosts = {}
+        if downloads:
+            etc_hosts = self._serve_downloads(downloads)
+            vendor.trust_in_guest(host.rootfs, self.local_ca())
+        host.instance_id = cloudlike.prepare(
+            host.rootfs, declared, like, hostname=host.name, etc_hosts=etc_hosts
+        )
+
+    def local_ca(self) -> vendor.LocalCA:
+        return vendor.LocalCA(self.run_dir / "vendor" / "ca").ensure()
+
+    def _serve_downloads(self, downloads: list[vendor.Download]) -> dict[str, str]:
+        """Put each download's stand-in where the vendor server serves it; name -> address."""
+        assert self.services_slot
+        if self.vendor is None or not self.vendor.pid:
+            self.vendor = VendorFiles(
+                Link(self.services_slot).host_address, self.run_dir, self.tied
+            )
+            self.local_ca().issue(self.vendor.address, self.vendor.certs)
+            self.vendor.start()
+            self.save()
+        deb = vendor.build_ssm_agent_deb(self.run_dir / "vendor" / "amazon-ssm-agent.deb")
+        for download in downloads:
+            self.local_ca().issue(download.host, self.vendor.certs)
+            target = self.vendor.root / download.host / download.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                shutil.copyfile(deb, target)
+        return {download.host: self.vendor.address for download in downloads}
+
+    def clone_host(
+        self,
+        source: FreshHost,
+        log=print,
+        *,
+        limits: Limits | None | str = MACHINE_TYPE,
+        wait: bool = True,
+        restart_source: bool = True,
+    ) -> FreshHost:
+        """A copy of ``source`` in a new slot: its own address, name and machine ID,
+        ``source``'s login key and host keys (known_hosts written for the new address).
+
+        A running ``source`` is powered off for the copy (a consistent file system)
+        and, with ``restart_source``, booted again. ``limits`` defaults to the
+        source's. Things bootstrap derived from the source's address (certificate,
+        server name) stay as they were until the next bootstrap.
+        """
+        t = time.monotonic()
+        was_running = source.running()
+        if was_running:
+            source.shutdown()
+        slot = claim_slot()
+        host = FreshHost(slot, self.run_dir / f"host-{slot}", self.tied)
+        host.limits = source.limits if limits == MACHINE_TYPE else limits
+        self.hosts.append(host)
+        try:
+            host.create_from(source)
+            copied = time.monotonic() - t
+            self.save()
+            if was_running and restart_source:
+                source.boot(wait=False)
+            host.boot(wait=wait)
+            if was_running and restart_source:
+                source.wait_for_login()
+        finally:
+            self.save()
+        self.timings["clone_copy_s"] = copied
+        self.timings["clone_ready_s"] = time.monotonic() - t
+        log(
+            f"{host.name} at {host.address}: a copy of {source.name} (copied in {copied:.1f}s),"
+            f" {'answering SSH' if wait else 'booting'} after {self.timings['clone_ready_s']:.1f}s"
         )
         return host
 
@@ -115,7 +223,7 @@ class LocalCloud:
         for host in list(self.hosts):
             host.destroy()
         self.hosts.clear()
-        for service in (self.files, self.gcs, self.s3, self.postgres):
+        for service in (self.vendor, self.files, self.gcs, self.s3, self.postgres):
             if service is not None:
                 service.stop()
         if self.services_slot:
@@ -186,10 +294,8 @@ class LocalCloud:
             "s3": _fields(self.s3),
             "gcs": _fields(self.gcs),
             "files": _fields(self.files),
-            "hosts": [
-                {"slot": h.slot, "run_dir": str(h.run_dir), "supervisor_pid": h.supervisor_pid}
-                for h in self.hosts
-            ],
+            "vendor": _fields(self.vendor),
+            "hosts": [_host_fields(h) for h in self.hosts],
         }
         path = self.run_dir / "state.json"
         tmp = path.with_suffix(".tmp")
@@ -214,10 +320,9 @@ class LocalCloud:
             cloud.gcs = GcsEmulator(**{**state["gcs"], "run_dir": cloud.run_dir})
         if state.get("files"):
             cloud.files = FileServer(**{**state["files"], "run_dir": cloud.run_dir})
-        cloud.hosts = [
-            FreshHost(h["slot"], Path(h["run_dir"]), cloud.tied, h["supervisor_pid"])
-            for h in state["hosts"]
-        ]
+        if state.get("vendor"):
+            cloud.vendor = VendorFiles(**{**state["vendor"], "run_dir": cloud.run_dir})
+        cloud.hosts = [_load_host(h, cloud.tied) for h in state["hosts"]]
         return cloud
 
 
@@ -239,13 +344,34 @@ def sweep_stale(log=print) -> None:
             continue
         pids = [
             s.pid
-            for s in (cloud.postgres, cloud.s3, cloud.gcs, cloud.files)
+            for s in (cloud.postgres, cloud.s3, cloud.gcs, cloud.files, cloud.vendor)
             if s is not None and s.pid
         ]
         pids += [h.supervisor_pid for h in cloud.hosts if h.supervisor_pid]
         if cloud.tied and pids and not any(alive(pid) for pid in pids):
             log(f"removing the remains of a killed local cloud run: {cloud.run_dir}")
             cloud.down()
+
+
+def _host_fields(host: FreshHost) -> dict:
+    return {
+        "slot": host.slot,
+        "run_dir": str(host.run_dir),
+        "supervisor_pid": host.supervisor_pid,
+        "flavour": host.flavour,
+        "user": host.user,
+        "instance_id": host.instance_id,
+        "limits": vars(host.limits) if host.limits else None,
+    }
+
+
+def _load_host(fields: dict, tied: bool) -> FreshHost:
+    host = FreshHost(fields["slot"], Path(fields["run_dir"]), tied, fields["supervisor_pid"])
+    host.flavour = fields.get("flavour", host.flavour)
+    host.user = fields.get("user", host.user)
+    host.instance_id = fields.get("instance_id", "")
+    host.limits = Limits(**fields["limits"]) if fields.get("limits") else None
+    return host
 
 
 def _fields(service) -> dict | None:

@@ -2,19 +2,28 @@
 
 The host has its own network namespace (a veth pair: the machine is ``.1``,
 the guest ``.2`` of a /30), its own root filesystem (it cannot see the
-machine's files), real systemd as PID 1 and sshd. ``systemctl reboot`` inside
-it really reboots it: nspawn exits with status 133 and the supervisor boots
-the same root filesystem again, so enabled units come back.
+machine's files), real systemd as PID 1 and sshd, and cgroups of its own
+(optionally with memory and CPU limits, see ``limits.py``). ``systemctl reboot``
+inside it really reboots it: nspawn exits with status 133 and the supervisor
+boots the same root filesystem again, so enabled units come back.
+
+Two flavours: ``plain`` (the default) gets its login user ``admin``, its keys and
+its host keys written into the copy before it boots, with cloud-init disabled
+and apt's timers masked, so it is ready and idle at once; ``aws`` and ``gcp``
+boot like a fresh cloud VM (``cloudlike.py``): cloud-init creates the users and
+host keys, apt is busy, sshd comes late.
 """
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.localcloud.image import LOGIN_USER
+from tests.localcloud.limits import HostCgroups, Limits
 from tests.localcloud.procs import alive, run, spawn, stop, wait_for
 
 NETNS_PREFIX = "mlk-"
@@ -120,6 +129,13 @@ class FreshHost:
     run_dir: Path
     tied: bool
     supervisor_pid: int = 0
+    #: ``plain``, or ``aws`` / ``gcp`` for a host that boots like that cloud's VM.
+    flavour: str = "plain"
+    #: The login user with sudo: ``admin`` on plain hosts, the stack's ``ssh_user`` otherwise.
+    user: str = LOGIN_USER
+    limits: Limits | None = None
+    #: cloud-init's instance ID (cloud-like hosts).
+    instance_id: str = ""
 
     @property
     def name(self) -> str:
@@ -151,23 +167,27 @@ class FreshHost:
         return self.run_dir / "known_hosts"
 
     @property
-    def user(self) -> str:
-        return LOGIN_USER
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
 
     # -- creation -------------------------------------------------------------------------
 
-    def create(self, image_rootfs: Path) -> None:
-        """Copy the image and give the copy its own identity, keys and network."""
+    def create(self, image_rootfs: Path, *, plain: bool = True) -> None:
+        """Copy the image and give the copy its own identity, login key and network.
+
+        ``plain``: also its login user with the key, and host keys, with cloud-init
+        disabled and apt's timers masked. Otherwise the caller seeds cloud-init
+        (``cloudlike.prepare``), which does that work at first boot.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         run(["cp", "-a", "--reflink=auto", str(image_rootfs), str(self.rootfs)])
-        (self.rootfs / "etc/hostname").write_text(self.name + "\n")
         (self.rootfs / "etc/hosts").write_text(
-            f"127.0.0.1 localhost\n127.0.1.1 {self.name}\n::1 localhost ip6-localhost ip6-loopback\n"
+            "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
         )
+        self._set_identity()
         resolv = self.rootfs / "etc/resolv.conf"
         resolv.unlink(missing_ok=True)
         resolv.write_text(_host_nameservers())
-        run(["ssh-keygen", "-A", "-f", str(self.rootfs)])
         run(
             [
                 "ssh-keygen",
@@ -182,27 +202,94 @@ class FreshHost:
                 str(self.key_file),
             ]
         )
+        if plain:
+            self._make_plain()
+        self.link.create()
+
+    def create_from(self, source: FreshHost) -> None:
+        """A copy of ``source``'s (powered-off) root file system, with this slot's name,
+        address and a new machine ID, but ``source``'s host keys and login key."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        run(["cp", "-a", "--reflink=auto", str(source.rootfs), str(self.rootfs)])
+        for key in (source.key_file, source.key_file.with_suffix(".pub")):
+            run(["cp", "-p", str(key), str(self.run_dir / key.name)])
+        self.flavour, self.user, self.instance_id = source.flavour, source.user, source.instance_id
+        self._set_identity()
+        if self.flavour != "plain":
+            # The same instance (cloud-init runs nothing per instance again) with a new
+            # name: re-read from the seed, not from cloud-init's cache of the source's.
+            meta = self.rootfs / "var/lib/cloud/seed/nocloud/meta-data"
+            meta.write_text(
+                "\n".join(
+                    f"local-hostname: {self.name}" if line.startswith("local-hostname:") else line
+                    for line in meta.read_text().splitlines()
+                )
+                + "\n"
+            )
+            (self.rootfs / "var/lib/cloud/instance/obj.pkl").unlink(missing_ok=True)
+        self.write_known_hosts()
+        self.link.create()
+
+    def _set_identity(self) -> None:
+        (self.rootfs / "etc/hostname").write_text(self.name + "\n")
+        hosts = self.rootfs / "etc/hosts"
+        lines = [
+            line for line in hosts.read_text().splitlines() if not line.startswith("127.0.1.1")
+        ]
+        hosts.write_text("\n".join([lines[0], f"127.0.1.1 {self.name}", *lines[1:]]) + "\n")
+        (self.rootfs / "etc/machine-id").write_text(secrets.token_hex(16) + "\n")
+
+    def _make_plain(self) -> None:
+        chroot = ["chroot", str(self.rootfs)]
+        run(["ssh-keygen", "-A", "-f", str(self.rootfs)])
+        run(
+            [
+                *chroot,
+                "useradd",
+                "--create-home",
+                "--shell",
+                "/bin/bash",
+                "--groups",
+                "sudo",
+                LOGIN_USER,
+            ]
+        )
+        sudoers = self.rootfs / "etc/sudoers.d/90-cloud-init-users"
+        sudoers.write_text(f"{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL\n")
+        sudoers.chmod(0o440)
         ssh_dir = self.rootfs / "home" / LOGIN_USER / ".ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         (ssh_dir / "authorized_keys").write_text(self.key_file.with_suffix(".pub").read_text())
-        run(
-            [
-                "chroot",
-                str(self.rootfs),
-                "chown",
-                "-R",
-                f"{LOGIN_USER}:{LOGIN_USER}",
-                f"/home/{LOGIN_USER}/.ssh",
-            ]
-        )
-        host_key = (self.rootfs / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
-        self.known_hosts.write_text(f"{self.address} {' '.join(host_key)}\n")
-        self.link.create()
+        run([*chroot, "chown", "-R", f"{LOGIN_USER}:{LOGIN_USER}", f"/home/{LOGIN_USER}/.ssh"])
+        # Ready and idle at once: no cloud-init run, no apt run at a random moment.
+        (self.rootfs / "etc/cloud/cloud-init.disabled").write_text("plain local host\n")
+        for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
+            (self.rootfs / "etc/systemd/system" / timer).symlink_to("/dev/null")
+        self.write_known_hosts()
+
+    def host_keys(self) -> list[str]:
+        """The host's public host keys (``type base64`` each), read from its root file system."""
+        keys = []
+        for pub in sorted((self.rootfs / "etc/ssh").glob("ssh_host_*_key.pub")):
+            parts = pub.read_text().split()
+            if len(parts) >= 2:
+                keys.append(f"{parts[0]} {parts[1]}")
+        return keys
+
+    def write_known_hosts(self) -> None:
+        keys = self.host_keys()
+        if not keys:
+            raise RuntimeError(f"{self.name}: no SSH host keys in {self.rootfs}/etc/ssh")
+        self.known_hosts.write_text("".join(f"{self.address} {key}\n" for key in keys))
 
     # -- power ----------------------------------------------------------------------------
 
-    def boot(self) -> None:
-        """Start the host and wait for a real SSH login."""
+    def boot(self, *, wait: bool = True, timeout: float = 120) -> None:
+        """Start the host; with ``wait``, until SSH logs in and the boot has finished.
+
+        A cloud-like host's host keys are generated by cloud-init at first boot: this
+        returns (with ``wait=False``, before sshd answers) once they are known.
+        """
         proc = spawn(
             [
                 sys.executable,
@@ -211,22 +298,40 @@ class FreshHost:
                 str(self.rootfs),
                 self.name,
                 self.netns,
+                *(self.limits.as_args() if self.limits else []),
             ],
-            log=self.run_dir / "console.log",
+            log=self.console_log,
             tied=self.tied,
             cwd=Path(__file__).resolve().parents[2],
         )
         self.supervisor_pid = proc.pid
-        self.wait_for_login()
+        if not self.known_hosts.exists():
+            self.wait_for_host_keys(timeout)
+        if wait:
+            self.wait_for_login(timeout)
 
-    def wait_for_login(self, timeout: float = 90) -> str:
+    def wait_for_host_keys(self, timeout: float = 120) -> None:
+        """Wait until cloud-init has written this instance's host keys; write known_hosts."""
+        from tests.localcloud.cloudlike import host_keys_ready
+
+        def ready():
+            if not self.running():
+                raise RuntimeError(f"{self.name} stopped; see {self.console_log}")
+            return host_keys_ready(self.rootfs, self.instance_id)
+
+        wait_for(
+            ready, what=f"{self.name}'s host keys from cloud-init", timeout=timeout, interval=0.2
+        )
+        self.write_known_hosts()
+
+    def wait_for_login(self, timeout: float = 120) -> str:
         """Wait until SSH logs in and systemd has finished booting; return the boot ID."""
 
         def login():
             result = self.ssh(
                 "systemctl is-system-running --wait; cat /proc/sys/kernel/random/boot_id",
                 check=False,
-                timeout=30,
+                timeout=60,
             )
             lines = result.stdout.split()
             if result.returncode in (0, 1) and len(lines) == 2:
@@ -238,7 +343,7 @@ class FreshHost:
     def boot_id(self) -> str:
         return self.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
 
-    def reboot(self, timeout: float = 90) -> str:
+    def reboot(self, timeout: float = 120) -> str:
         """Reboot from inside (``systemctl reboot``) and wait until it is back; new boot ID."""
         before = self.boot_id()
         self.ssh("sudo systemctl reboot", check=False, timeout=15)
@@ -250,6 +355,12 @@ class FreshHost:
 
         wait_for(rebooted, what=f"{self.name} back after reboot", timeout=timeout, interval=0.5)
         return self.wait_for_login(timeout)
+
+    def shutdown(self) -> None:
+        """Power off cleanly (the root file system stays, ``boot()`` starts it again)."""
+        if self.supervisor_pid:
+            stop(self.supervisor_pid, timeout=30)
+            self.supervisor_pid = 0
 
     def ssh_argv(self) -> list[str]:
         return [
@@ -268,7 +379,7 @@ class FreshHost:
             "LogLevel=ERROR",
             "-F",
             "/dev/null",
-            f"{LOGIN_USER}@{self.address}",
+            f"{self.user}@{self.address}",
         ]
 
     def ssh(
@@ -294,11 +405,10 @@ class FreshHost:
     # -- teardown -------------------------------------------------------------------------
 
     def destroy(self) -> None:
-        """Power off, then remove the network namespace, NAT rule and root filesystem."""
-        if self.supervisor_pid:
-            stop(self.supervisor_pid, timeout=30)
-            self.supervisor_pid = 0
+        """Power off, then remove the network namespace, NAT rule, cgroups and root filesystem."""
+        self.shutdown()
         self.link.delete()
+        HostCgroups(self.name).remove(timeout=2)
         if self.rootfs.exists():
             # Never follow anything out of the copy: rm stays on this file system.
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.rootfs)], check=False)

@@ -1,9 +1,15 @@
 """The Debian 12 image every fresh host starts from, built once with debootstrap.
 
-The image is a root filesystem like a cloud provider's Debian image: systemd,
-sshd, python3, sudo, curl and CA certificates, and a default login user with
-passwordless sudo (``admin``, as on Debian's AWS images). Host keys, the
-machine ID and authorized keys are left out: each host gets its own.
+The image is a root filesystem like Debian's own cloud images (debian-cloud-images:
+the CLOUD class installs openssh-server, sudo, dbus and unattended-upgrades, the EC2
+class cloud-init): systemd, sshd, python3, sudo, curl, CA certificates, cloud-init,
+unattended-upgrades with apt's daily timers enabled. There is no login user, no host
+key, no machine ID and no authorized key: each host gets its own, either from the
+local cloud directly (the plain flavour, see ``host.py``) or from cloud-init at first
+boot (the cloud-like flavour, see ``cloudlike.py``).
+
+cloud-init looks only at the NoCloud seed (``/var/lib/cloud/seed/nocloud``) and
+leaves the network alone: the guest's link is configured from outside.
 """
 
 from __future__ import annotations
@@ -35,9 +41,32 @@ PACKAGES = (
     "iproute2",
     "procps",
     "less",
+    # As on Debian's cloud images: cloud-init reads the seed, unattended-upgrades and
+    # apt's timers (shipped by apt) update the system in the background.
+    "cloud-init",
+    "unattended-upgrades",
+    "python3-apt",
+    # debootstrap does not resolve virtual packages: python3-cryptography (for
+    # cloud-init's oauthlib) needs the one that provides the cffi backend API.
+    "python3-cffi-backend",
 )
 #: Bump when the post-install configuration below changes.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "3"
+#: cloud-init, for every host built from this image. Debian's own images set the
+#: datasource for their cloud; here the seed directory is the only source, and the
+#: link is configured from outside, so cloud-init must not write network config.
+#: Sources are kept: the image already points at this machine's Debian mirror. The
+#: locale is the one debootstrap's image has (cloud-init's default, en_US.UTF-8, is
+#: not generated in it, and its locale module would fail).
+CLOUD_INIT_CONFIG = """\
+# The local cloud: a NoCloud seed directory is the only datasource.
+datasource_list: [NoCloud, None]
+network:
+  config: disabled
+apt:
+  preserve_sources_list: true
+locale: C.UTF-8
+"""
 CACHE_ROOT = Path(os.environ.get("MLFLOW_KIT_CACHE", "/var/cache/mlflow-kit"))
 
 
@@ -86,7 +115,7 @@ def ensure_image(log=print) -> tuple[Path, float]:
             return target, 0.0
         started = time.monotonic()
         log(
-            f"building the Debian 12 image with debootstrap into {image_dir()} (about a minute, once)"
+            f"building the Debian 12 image with debootstrap into {image_dir()} (two or three minutes, once)"
         )
         shutil.rmtree(image_dir(), ignore_errors=True)
         building = image_dir().with_name(image_dir().name + ".building")
@@ -111,22 +140,11 @@ def ensure_image(log=print) -> tuple[Path, float]:
 
 def _configure(rootfs: Path) -> None:
     chroot = ["chroot", str(rootfs)]
-    run(
-        [
-            *chroot,
-            "useradd",
-            "--create-home",
-            "--shell",
-            "/bin/bash",
-            "--groups",
-            "sudo",
-            LOGIN_USER,
-        ]
-    )
-    sudoers = rootfs / "etc/sudoers.d/90-cloud-init-users"
-    sudoers.write_text(f"{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL\n")
-    sudoers.chmod(0o440)
     run([*chroot, "systemctl", "enable", "ssh.service"])
+    (rootfs / "etc/cloud/cloud.cfg.d/99_localcloud.cfg").write_text(CLOUD_INIT_CONFIG)
+    for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
+        if not (rootfs / "etc/systemd/system/timers.target.wants" / timer).exists():
+            raise RuntimeError(f"the image's {timer} is not enabled, as Debian's images have it")
     # Each host gets its own machine ID, host keys and authorized keys.
     (rootfs / "etc/machine-id").write_text("")
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):

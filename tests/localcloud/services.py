@@ -328,3 +328,50 @@ class FileServer(_Served):
             what="file server",
             timeout=30,
         )
+
+
+@dataclass
+class VendorFiles(_Served):
+    """HTTPS on port 443 serving the clouds' download servers' stand-ins (see ``vendor.py``)."""
+
+    port: int = 443
+
+    @property
+    def root(self) -> Path:
+        return self.run_dir / "vendor" / "sites"
+
+    @property
+    def certs(self) -> Path:
+        return self.run_dir / "vendor" / "certs"
+
+    def start(self) -> None:
+        import socket
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        proc = spawn(
+            [
+                sys.executable,
+                "-m",
+                "tests.localcloud.https_files",
+                "--bind",
+                self.address,
+                "--port",
+                str(self.port),
+                "--root",
+                str(self.root),
+                "--certs",
+                str(self.certs),
+                "--default-name",
+                self.address,
+            ],
+            log=self.run_dir / "vendor.log",
+            tied=self.tied,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        self.pid = proc.pid
+
+        def listening() -> bool:
+            with socket.create_connection((self.address, self.port), timeout=2):
+                return True
+
+        wait_for(listening, what="vendor download stand-in (HTTPS)", timeout=30)

@@ -58,7 +58,8 @@ class Resources:
 def parse_resources(text: str) -> Resources:
     """nproc, MemTotal (kB), free kB on /, and the cgroup memory limit (bytes or ``max``).
 
-    A container's /proc/meminfo shows the machine's memory; its limit is the cgroup's.
+    A container's /proc/meminfo shows the machine's memory; its limit is the cgroup's
+    (memory.max on cgroup v2, memory.limit_in_bytes on v1, a huge number when unlimited).
     """
     words = text.split()
     cores, mem_kb, disk_kb = (int(v) for v in words[:3])
@@ -192,7 +193,8 @@ def parse_processes(text: str) -> list[tuple[int, str]]:
 OS_RELEASE = Fact("cat /etc/os-release", parse_os_release, sudo=False)
 RESOURCES = Fact(
     "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; df -Pk / | awk 'NR==2 {print $4}'; "
-    "cat /sys/fs/cgroup/memory.max 2>/dev/null || echo max",
+    "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+    " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || echo max",
     parse_resources,
     sudo=False,
 )

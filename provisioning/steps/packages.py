@@ -26,6 +26,7 @@ FIRST_BOOT_TIMEOUT_S = 900
 LOCK_TIMEOUT_S = 600
 POLL_S = 2
 NOTE_EVERY_S = 15
+UPDATE_TRIES = 6
 APT = f"DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout={LOCK_TIMEOUT_S}"
 
 
@@ -96,7 +97,10 @@ def apt_install_script(packages: list[str]) -> str:
         f"set -e; if [ ! -e {POLICY_RC_D} ]; then "
         f"trap 'rm -f {POLICY_RC_D}' EXIT; trap 'exit 143' TERM INT; "
         f"printf '#!/bin/sh\\n{POLICY_RC_D_MARK}\\nexit 101\\n' > {POLICY_RC_D}; chmod 755 {POLICY_RC_D}; fi; "
-        f"{APT} update; {APT} install -y --no-install-recommends {' '.join(packages)}"
+        # apt-get update does not wait for the lists lock (DPkg::Lock::Timeout is dpkg's):
+        # a few tries, should an apt timer start right after the first-boot wait.
+        f"i=0; until {APT} update; do i=$((i+1)); [ $i -lt {UPDATE_TRIES} ] || exit 1; sleep 10; done; "
+        f"{APT} install -y --no-install-recommends {' '.join(packages)}"
     )
 
 

@@ -16,6 +16,9 @@ def test_parsers_read_recorded_output():
         2, 2048, 20000
     )
     assert facts.parse_resources("2\n4030000\n20480000\nmax\n") == facts.Resources(2, 3935, 20000)
+    # cgroup v1 says "no limit" with a huge number.
+    unlimited = "2\n4030000\n20480000\n9223372036854771712\n"
+    assert facts.parse_resources(unlimited) == facts.Resources(2, 3935, 20000)
     assert facts.parse_installed_packages(
         "nginx installed\nopenssl installed\ncurl not-installed\nbzip2 config-files\n"
     ) == {"nginx", "openssl"}

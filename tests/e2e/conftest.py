@@ -5,13 +5,19 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.kit import fab, kill_fab_when, write_settings
+from tests.localcloud.cloudlike import CloudLike
+
+#: Each backend's host plays one cloud's first boot: cloud-init, apt's locks held by an
+#: unattended upgrade, a late sshd, the stack's machine type (the GCP one an e2-small).
+CLOUD_OF = {"s3": "aws", "gcs": "gcp"}
 
 
 @pytest.fixture(scope="session", params=["s3", "gcs"])
 def deployed(request, local_cloud, tmp_path_factory):
-    """A host bootstrapped once per artifact backend; the gcs one after an interrupted first try."""
+    """A cloud-like host bootstrapped once per artifact backend, right after its first boot
+    (before sshd answers); the gcs one after an interrupted first try."""
     backend = request.param
-    host = local_cloud.new_host()
+    host = local_cloud.new_host(like=CloudLike(CLOUD_OF[backend], lock_seconds=90), wait=False)
     settings = local_cloud.deployment_settings(host, backend)
     path = write_settings(tmp_path_factory.mktemp(backend) / "settings.yaml", settings)
     interrupted = ""

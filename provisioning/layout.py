@@ -47,6 +47,8 @@ PATHS = {
     "letsencrypt_live": "/etc/letsencrypt/live",
     "acme_webroot": "/var/www/letsencrypt",
     "certbot_deploy_hook": "/etc/letsencrypt/renewal-hooks/deploy/mlflow-nginx-reload",
+    "certbot_dropin": "/etc/systemd/system/certbot.service.d/mlflow-kit.conf",
+    "acme_ca": "/etc/mlflow/acme-ca.pem",
     "system_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
     "local_ca_dir": "/usr/local/share/ca-certificates",
     "kit_ca_dir": "/usr/local/share/ca-certificates/mlflow-kit",
@@ -109,6 +111,10 @@ FILES = {
     "nginx-upstream.conf.j2": ManagedFile(
         PATHS["nginx_upstream"], "root", "root", 0o644, RELOAD_NGINX
     ),
+    # Before the first certificate: port 80 only (the ACME challenge); the full site replaces it.
+    "nginx-acme.conf.j2": ManagedFile(PATHS["nginx_site"], "root", "root", 0o644, RELOAD_NGINX),
+    # certbot's renewals trust a private ACME server's CA; read when certbot.service starts.
+    "certbot-env.conf.j2": ManagedFile(PATHS["certbot_dropin"], "root", "root", 0o644),
     # Run by certbot after a renewal; it reloads nginx itself.
     "certbot-deploy-hook.sh.j2": ManagedFile(PATHS["certbot_deploy_hook"], "root", "root", 0o755),
 }

@@ -55,7 +55,7 @@ def bootstrap(play: Play, d: Deployment) -> None:
     play.step("schema migration", database.migrate, d, env)
     play.step("activate environment", conda.activate, env)
     play.step("mlflow servers", servers.converge, ctx, env)
-    changed = play.step("tls certificate", proxy.certificate, d)
+    changed = play.step("tls certificate", proxy.certificate, d, ctx)
     play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
     play.step("health gate", health.gate, d)
 

@@ -270,6 +270,7 @@ def context(
         "tls_key": tls_key,
         "domain": deployment.domain,
         "acme_email": deployment.acme_email,
+        "acme_directory_url": deployment.acme_directory_url,
         "db_max_connections": max_connections,
         "db_pool_size": pool.size,
         "db_max_overflow": pool.max_overflow,

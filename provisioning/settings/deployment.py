@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from provisioning.settings.rules import (
+    DEFAULT_ACME_DIRECTORY,
     DEFAULT_MINIFORGE_SHA256,
     DEFAULT_MINIFORGE_URL,
     DEFAULT_MLFLOW_VERSION,
@@ -59,6 +60,10 @@ class Deployment:
     tls_key_file: str | None = None
     domain: str | None = None
     acme_email: str | None = None
+    #: The ACME server certbot asks (Let's Encrypt's production directory by default).
+    acme_directory_url: str = DEFAULT_ACME_DIRECTORY
+    #: The CA that verifies that server's own HTTPS (for a private or test ACME server).
+    acme_ca_cert_file: str | None = None
     #: How the servers check the database: ``verify-full`` (its certificate against the CA
     #: below, and its name) or ``require`` (encrypted, the certificate unchecked).
     db_tls: str = "verify-full"
@@ -132,5 +137,6 @@ PATH_FIELDS = frozenset(
         "tls_key_file",
         "extra_ca_certs",
         "db_ca_cert_file",
+        "acme_ca_cert_file",
     }
 )

@@ -34,6 +34,8 @@ MAX_SERVER_INSTANCES = 64
 
 DEFAULT_MLFLOW_VERSION = contract.DEFAULT_MLFLOW_VERSION
 DEFAULT_PYTHON_VERSION = "3.11"
+#: Let's Encrypt's production ACME directory (letsencrypt.org/docs/acme-protocol-updates).
+DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 MINIFORGE_RELEASE = "25.3.1-0"
 DEFAULT_MINIFORGE_URL = (
     "https://github.com/conda-forge/miniforge/releases/download/"

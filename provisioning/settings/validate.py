@@ -177,6 +177,13 @@ def _check_tls(d: Deployment) -> None:
                 raise SettingsError(key, MISSING, "set, with tls_mode 'letsencrypt'")
     for name in ("tls_cert_file", "tls_key_file", "domain", "acme_email"):
         _check_optional_str(d, name)
+    acme = urlsplit(d.acme_directory_url) if isinstance(d.acme_directory_url, str) else None
+    if acme is None or acme.scheme != "https" or not acme.hostname:
+        raise SettingsError(
+            "acme_directory_url", d.acme_directory_url, "an https:// ACME directory URL"
+        )
+    if d.acme_ca_cert_file is not None:
+        check_pem_file("acme_ca_cert_file", d.acme_ca_cert_file, "BEGIN CERTIFICATE")
     if d.domain is not None:
         _rule("domain", rules.domain, d.domain)
     if d.acme_email is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from provisioning import facts, files, handlers, jobs
 from provisioning.layout import NGINX_UNIT_NAME, PATHS, TLS_CERTIFICATE
@@ -15,14 +16,17 @@ from provisioning.transport import Host
 
 NGINX_FILES = ("nginx-upstream.conf.j2", "nginx-mlflow.conf.j2")
 LETSENCRYPT_FILES = ("certbot-deploy-hook.sh.j2",)
+#: What the certificate step installs before the first certificate is issued.
+ACME_FILES = ("nginx-acme.conf.j2", "certbot-env.conf.j2")
+CERTBOT = "/usr/bin/certbot"
 
 
-def certificate(host: Host, deployment: Deployment) -> Outcome[frozenset[str]]:
+def certificate(host: Host, deployment: Deployment, ctx: dict) -> Outcome[frozenset[str]]:
     """A certificate for nginx: self-signed on the VM, provided files, or Let's Encrypt."""
     if deployment.tls_mode == "provided":
         return _provided(host, deployment)
     if deployment.tls_mode == "letsencrypt":
-        return _letsencrypt(host, deployment)
+        return _letsencrypt(host, deployment, ctx)
     return _self_signed(host, deployment)
 
 
@@ -63,24 +67,52 @@ def names_in_openssl_form(names: list[str]) -> list[str]:
     return [n.replace("IP:", "IP Address:") for n in names]
 
 
-def _letsencrypt(host: Host, deployment: Deployment) -> Outcome[frozenset[str]]:
+def _letsencrypt(host: Host, deployment: Deployment, ctx: dict) -> Outcome[frozenset[str]]:
+    """A certificate from the ACME server, issued through nginx answering the HTTP-01
+    challenge on port 80; renewed by certbot's own timer, the deploy hook reloading nginx."""
     live = f"{PATHS['letsencrypt_live']}/{deployment.domain}/fullchain.pem"
     if host.read(facts.exists(live)):
-        return unchanged("letsencrypt, certificate present", frozenset())
+        return unchanged(f"letsencrypt, certificate present; {_renewal_timer(host)}", frozenset())
+    if not host.read(facts.executable(CERTBOT)):
+        jobs.run_job(
+            host, "apt", apt_install_script(["certbot"]), timeout=900,
+            description="apt-get install certbot",
+        )  # fmt: skip
+    env = {}
+    if deployment.acme_ca_cert_file:
+        pem = Path(deployment.acme_ca_cert_file).read_bytes()
+        files.ensure_file(host, PATHS["acme_ca"], pem, mode="0644")
+        install_files(host, ctx, ACME_FILES[1:])
+        host.run("systemctl daemon-reload")
+        env["REQUESTS_CA_BUNDLE"] = PATHS["acme_ca"]
+    # Nothing to serve TLS with yet: nginx answers the challenge on port 80 only.
+    host.run(f"install -d -m 755 {PATHS['acme_webroot']}")
+    install_files(host, ctx, ACME_FILES[:1])
+    files.ensure_symlink(host, PATHS["nginx_site_enabled"], PATHS["nginx_site"])
+    files.ensure_absent(host, PATHS["nginx_default_site"])
+    host.run("nginx -t -q && systemctl enable nginx && systemctl reload-or-restart nginx")
     jobs.run_job(
         host,
-        "apt",
-        apt_install_script(["certbot"]),
-        timeout=900,
-        description="apt-get install certbot",
-    )
-    host.run(f"install -d {PATHS['acme_webroot']}")
-    host.run(
-        f"certbot certonly --webroot -w {PATHS['acme_webroot']} -d {shlex.quote(deployment.domain)} "
-        f"-m {shlex.quote(deployment.acme_email)} --agree-tos --non-interactive",
+        "certbot",
+        f"certbot certonly --webroot -w {PATHS['acme_webroot']} "
+        f"-d {shlex.quote(deployment.domain)} -m {shlex.quote(deployment.acme_email)} "
+        f"--server {shlex.quote(deployment.acme_directory_url)} --agree-tos --non-interactive",
         timeout=600,
+        description=f"certbot for {deployment.domain}",
+        env=env,
     )
-    return changed("letsencrypt", frozenset({TLS_CERTIFICATE}))
+    issuer = urlsplit(deployment.acme_directory_url).hostname
+    return changed(
+        f"letsencrypt, issued by {issuer}; {_renewal_timer(host)}", frozenset({TLS_CERTIFICATE})
+    )
+
+
+def _renewal_timer(host: Host) -> str:
+    """certbot.timer (Debian's certbot package) renews twice a day: enabled and running."""
+    if host.read(facts.unit_enabled("certbot.timer")) != "enabled":
+        host.run("systemctl enable --now certbot.timer")
+        return "renewal timer enabled now"
+    return "renewal timer enabled"
 
 
 def site_files(deployment: Deployment) -> tuple[str, ...]:

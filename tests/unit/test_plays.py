@@ -7,6 +7,8 @@ answers with the value a table row scripts, so the decisions the play derives
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from provisioning import facts, handlers, plays
@@ -176,7 +178,12 @@ def installed_by_bootstrap(deployment: Deployment) -> set[str]:
         except Exception:  # noqa: S112 - a template this deployment cannot render is not installed
             continue
     names: set[str] = set()
-    for _name, _function, args in recording.steps:
+    for _name, function, args in recording.steps:
+        # What a step may install is named in its module (proxy.ACME_FILES and the like).
+        module = sys.modules[function.__module__]
+        for constant, value in vars(module).items():
+            if constant.endswith("_FILES") and isinstance(value, tuple):
+                names.update(n for n in value if n in FILES)
         for arg in args:
             if isinstance(arg, str) and arg in rendered:
                 names.add(rendered[arg])

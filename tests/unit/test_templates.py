@@ -57,6 +57,8 @@ CLOUDS = {"gcp": "gs://mlflow-gcp-bucket/artifacts", "aws": "s3://mlflow-aws-buc
           "local": "s3://mlflow-local/artifacts"}  # fmt: skip
 ARTIFACT_MODES = ("proxied", "direct")
 TLS_MODES = ("self-signed", "provided", "letsencrypt")
+LETSENCRYPT_ONLY = {"certbot-deploy-hook.sh.j2", "certbot-env.conf.j2", "nginx-acme.conf.j2",
+                    "nginx-acme-http.conf.j2"}  # fmt: skip
 MATRIX = list(itertools.product(CLOUDS, ARTIFACT_MODES, TLS_MODES))
 
 
@@ -98,7 +100,7 @@ def ctx(pem_dir) -> dict:
 
 
 def test_every_template_is_installed_somewhere():
-    partials = {"hardening.conf.j2"}
+    partials = {"hardening.conf.j2", "nginx-acme-http.conf.j2"}
     assert set(template_names()) == set(FILES) | partials
     for file in FILES.values():
         assert file.path in PATHS.values()
@@ -108,7 +110,7 @@ def test_every_template_is_installed_somewhere():
 def test_every_template_renders_for_every_combination(pem_dir, cloud, artifact_mode, tls_mode):
     ctx = make_context(make_deployment(pem_dir, cloud, artifact_mode, tls_mode))
     for name in template_names():
-        if name == "certbot-deploy-hook.sh.j2" and tls_mode != "letsencrypt":
+        if name in LETSENCRYPT_ONLY and tls_mode != "letsencrypt":
             continue  # installed only with Let's Encrypt
         text = render(name, ctx)
         assert text.endswith("\n") and not text.endswith("\n\n\n"), name
@@ -656,3 +658,12 @@ def test_the_servers_verify_the_database_unless_told_not_to(pem_dir, changes, qu
     url = make_url(parse_env_file(render("mlflow.env.j2", ctx))["MLFLOW_BACKEND_STORE_URI"])
     assert url.password == NASTY_PASSWORD
     assert dict(url.query) == query
+
+
+@needs_nginx
+def test_nginx_accepts_the_first_let_s_encrypt_phase_alone(tmp_path, pem_dir):
+    ctx = make_context(make_deployment(pem_dir, tls_mode="letsencrypt"))
+    site = render("nginx-acme.conf.j2", ctx)
+    assert "listen 80;" in site and "listen 443" not in site and "ssl_certificate" not in site
+    result = nginx_test(tmp_path, site, ctx)
+    assert result.returncode == 0, result.stderr

@@ -2,143 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import getpass
-import secrets
-import socket
 import sys
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
-import yaml
 from fabric import task
-from invoke.exceptions import Exit
-from paramiko.ssh_exception import BadHostKeyException, SSHException
 
-from provisioning import plays, pulumi_cli, stack_access
-from provisioning.connection import (
-    UnknownHostKey,
-    changed_host_key_message,
-    connect,
-    kit_known_hosts,
-    open_when_ready,
-)
-from provisioning.hostlock import HostBusy, host_lock
-from provisioning.play import Play
-from provisioning.settings import (
-    PATH_FIELDS,
-    Deployment,
-    Secret,
-    SettingsError,
-    deployment_from_file,
-    deployment_from_outputs,
-)
-from provisioning.settings.rules import MIN_ADMIN_PASSWORD
-from provisioning.transport import Host, PreflightError, RemoteError
-
-
-def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
-    """The deployment from ``--stack`` outputs, a ``--settings`` file, or both.
-
-    With both, the file holds what the stack cannot know (ssh_key_file,
-    extra_ca_certs, TLS files, ...) on top of the outputs; the SSH tunnel (IAP or
-    Session Manager) and the server settings the stack holds come from the outputs
-    (provisioning.stack_access), unless the file says otherwise.
-    ``fab -H user@host`` overrides the host (and the user, when it names one).
-    """
-    if not stack and not settings:
-        raise Exit("give --stack NAME, --settings FILE.yaml, or both", code=2)
-    overrides: dict = {}
-    host = getattr(c, "host", None)
-    if host:
-        overrides["host"] = host
-        if "@" in str(getattr(c, "original_host", "")):
-            overrides["ssh_user"] = c.user
-        if getattr(c, "port", None):
-            overrides["ssh_port"] = int(c.port)
-    try:
-        if stack:
-            if settings:
-                overrides = {**settings_overrides(Path(settings)), **overrides}
-            outputs = pulumi_cli.stack_outputs(stack)
-            derived = stack_access.stack_overrides(outputs, overrides)
-            return deployment_from_outputs(outputs, derived or None)
-        deployment = deployment_from_file(settings)
-        return dataclasses.replace(deployment, **overrides) if overrides else deployment
-    except (SettingsError, stack_access.StackAccessError) as error:
-        raise Exit(f"settings: {error}", code=2) from error
-    except (pulumi_cli.PulumiError, OSError, yaml.YAMLError) as error:
-        raise Exit(str(error), code=2) from error
-
-
-def settings_overrides(path: Path) -> dict:
-    """A settings file's keys as overrides; relative file paths resolve against its folder."""
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise SettingsError(str(path), type(data).__name__, "a mapping of setting names to values")
-    for key in PATH_FIELDS & data.keys():
-        value = data[key]
-        if isinstance(value, str):
-            data[key] = str((path.parent / Path(value).expanduser()).resolve())
-        elif isinstance(value, list):
-            data[key] = [str((path.parent / Path(v).expanduser()).resolve()) for v in value]
-    return data
-
-
-#: How long a VM may serve its image's host key before its first boot installs the pinned one.
-PINNED_KEY_GRACE_S = 90
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
-
-
-@contextmanager
-def on_host(deployment: Deployment, task: str, *, lock: bool = True, accept_new_host_key=False):
-    """A play on the deployment's host, once SSH answers; with the host's lock for tasks that change it.
-
-    Failures end as ``Exit`` with the host, the step and the cause, never a traceback.
-    """
-    conn = connect(
-        host=deployment.host,
-        user=deployment.ssh_user,
-        port=deployment.ssh_port,
-        key_file=deployment.ssh_key_file,
-        known_hosts_file=deployment.known_hosts_file,
-        host_key=deployment.ssh_host_key,
-        accept_new_host_key=accept_new_host_key,
-        proxy_command=deployment.ssh_proxy_command,
-    )
-    with conn:
-        play = Play(Host(conn), out=_print)
-        # A stack's pinned key is installed by the VM's first boot: wait for it a little.
-        grace = PINNED_KEY_GRACE_S if deployment.ssh_host_key else 0
-        try:
-            open_when_ready(conn, play.host.note, pinned_key_grace=grace)
-        except UnknownHostKey as error:
-            raise Exit(f"{task}: {error}", code=1) from error
-        except BadHostKeyException as error:
-            known = (
-                "the ssh_host_key setting"
-                if deployment.ssh_host_key
-                else deployment.known_hosts_file or str(kit_known_hosts())
-            )
-            raise Exit(f"{task}: {changed_host_key_message(error, known)}", code=1) from error
-        except (SSHException, OSError, EOFError) as error:
-            where = f"{deployment.ssh_user}@{deployment.host}:{deployment.ssh_port}"
-            raise Exit(f"{task}: cannot log in to {where} over SSH: {error}", code=1) from error
-        try:
-            if lock:
-                who = f"fab {task} by {getpass.getuser()}@{socket.gethostname()} since {time.strftime('%H:%M:%S %Z')}"
-                with host_lock(play.host, who):
-                    yield play
-            else:
-                yield play
-        except HostBusy as error:
-            raise Exit(str(error), code=1) from error
-        except (RemoteError, PreflightError) as error:
-            raise Exit(f"{task} of {deployment.host} stopped: {error}", code=1) from error
+from provisioning import plays
+from provisioning.session import load_deployment, on_host, say
 
 
 @task(
@@ -166,11 +36,11 @@ def bootstrap(c, stack=None, settings=None, accept_new_host_key=False):
     started = time.monotonic()
     with on_host(deployment, "bootstrap", accept_new_host_key=accept_new_host_key) as play:
         plays.bootstrap(play, deployment)
-    _print(
+    say(
         f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "
         f"{play.changes} changed, {len(play.reports) - play.changes} ok"
     )
-    _print(f"tracking URL: {deployment.tracking_url}  (user {deployment.admin_username})")
+    say(f"tracking URL: {deployment.tracking_url}  (user {deployment.admin_username})")
 
 
 @task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
@@ -224,93 +94,3 @@ def restart(c, stack=None, settings=None):
     deployment = load_deployment(c, stack, settings)
     with on_host(deployment, "restart") as play:
         plays.restart(play, deployment)
-
-
-@task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
-def rotate_kek(c, stack=None, settings=None):
-    """Replace the KEK that encrypts MLflow's AI Gateway secrets (provider API keys).
-
-    The servers stop while MLflow's own rotation (`mlflow crypto rotate-kek`)
-    re-wraps every secret's key under the new KEK (MLflow requires them stopped;
-    about half a minute), then a bootstrap gives them the new KEK and proves them.
-    The new passphrase is generated on the host and never leaves it. Hosts whose
-    KEK comes from the kek_passphrase setting rotate by a new setting instead.
-
-    Example:
-      fab rotate-kek --stack dev
-    """
-    deployment = load_deployment(c, stack, settings)
-    if deployment.kek_passphrase is not None:
-        raise Exit("rotate-kek: the KEK comes from the kek_passphrase setting here", code=2)
-    with on_host(deployment, "rotate-kek") as play:
-        plays.rotate_kek(play, deployment)
-    _print(f"[{deployment.host}] KEK rotated: {play.changes} changed")
-
-
-@task(
-    help={
-        "stack": "Pulumi stack of the host",
-        "settings": "YAML settings file of the host",
-        "new-password-file": "file with the new password (12+ characters); created with a "
-        "generated one (0600) when it does not exist",
-        "current-password-file": "file with the server's current admin password, when the "
-        "settings' one is stale (changed in the UI); default: the settings' or stack's",
-    }
-)
-def rotate_admin_password(
-    c, new_password_file, stack=None, settings=None, current_password_file=None
-):
-    """Change the MLflow admin's password on the server, then everywhere the kit keeps it.
-
-    MLflow's own API changes it (the server checks the current one); a bootstrap then
-    gives the servers the new one, one instance at a time. Where the settings file
-    reads admin_password from a file ({file: PATH}), that file gets the new password;
-    for a stack it goes into the stack's adminPassword secret (then run `pulumi up`).
-    No password is printed or put on a command line.
-
-    Examples:
-      fab rotate-admin-password --settings onprem.yaml --new-password-file secrets/admin_password.new
-      fab rotate-admin-password --stack dev --new-password-file ~/.mlflow-dev-admin
-    """
-    deployment = load_deployment(c, stack, settings)
-    new = _password_file(Path(new_password_file).expanduser(), create=True)
-    current = deployment.admin_password
-    if current_password_file:
-        current = _password_file(Path(current_password_file).expanduser(), create=False)
-    if new == current:
-        raise Exit("rotate-admin-password: the new password is the current one", code=2)
-    with on_host(deployment, "rotate-admin-password") as play:
-        plays.rotate_admin_password(play, deployment, current, new)
-    _print(
-        f"[{deployment.host}] admin password changed on the server; {_keep_new(stack, settings, new)}"
-    )
-
-
-def _password_file(path: Path, *, create: bool) -> Secret:
-    if not path.exists():
-        if not create:
-            raise Exit(f"rotate-admin-password: {path} does not exist", code=2)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-    value = path.read_text().removesuffix("\n")
-    if len(value) < MIN_ADMIN_PASSWORD:
-        raise Exit(
-            f"rotate-admin-password: {path} holds fewer than {MIN_ADMIN_PASSWORD} characters",
-            code=2,
-        )
-    return Secret(value)
-
-
-def _keep_new(stack: str | None, settings: str | None, new: Secret) -> str:
-    """Store the new password where the deployment reads it; say where (never what)."""
-    if stack:
-        pulumi_cli.config_set_secret(stack, "mlflow-server:adminPassword", new.reveal())
-        return f"stack {stack}'s adminPassword secret set: run `pulumi up -s {stack}`"
-    path = Path(settings)
-    given = (yaml.safe_load(path.read_text()) or {}).get("admin_password")
-    if isinstance(given, dict) and given.keys() == {"file"}:
-        target = (path.parent / Path(given["file"]).expanduser()).resolve()
-        target.write_text(new.reveal() + "\n")
-        target.chmod(0o600)
-        return f"written to {target}, where {path} reads it"
-    return f"now put it in {path}'s admin_password (the settings still hold the old one)"

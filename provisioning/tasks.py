@@ -9,6 +9,7 @@ from invoke import Collection, Task
 # Each module contributes its @task functions under their own names.
 TASK_MODULES = (
     "provisioning.server_tasks",
+    "provisioning.secret_tasks",
     "provisioning.stack_tasks",
     "provisioning.doctor_tasks",
 )

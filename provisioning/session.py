@@ -1,0 +1,136 @@
+"""What every task against the MLflow host shares: its deployment, and a play on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+from invoke.exceptions import Exit
+from paramiko.ssh_exception import BadHostKeyException, SSHException
+
+from provisioning import pulumi_cli, stack_access
+from provisioning.connection import (
+    UnknownHostKey,
+    changed_host_key_message,
+    connect,
+    kit_known_hosts,
+    open_when_ready,
+)
+from provisioning.hostlock import HostBusy, host_lock
+from provisioning.play import Play
+from provisioning.settings import (
+    PATH_FIELDS,
+    Deployment,
+    SettingsError,
+    deployment_from_file,
+    deployment_from_outputs,
+)
+from provisioning.transport import Host, PreflightError, RemoteError
+
+
+def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
+    """The deployment from ``--stack`` outputs, a ``--settings`` file, or both.
+
+    With both, the file holds what the stack cannot know (ssh_key_file,
+    extra_ca_certs, TLS files, ...) on top of the outputs; the SSH tunnel (IAP or
+    Session Manager) and the server settings the stack holds come from the outputs
+    (provisioning.stack_access), unless the file says otherwise.
+    ``fab -H user@host`` overrides the host (and the user, when it names one).
+    """
+    if not stack and not settings:
+        raise Exit("give --stack NAME, --settings FILE.yaml, or both", code=2)
+    overrides: dict = {}
+    host = getattr(c, "host", None)
+    if host:
+        overrides["host"] = host
+        if "@" in str(getattr(c, "original_host", "")):
+            overrides["ssh_user"] = c.user
+        if getattr(c, "port", None):
+            overrides["ssh_port"] = int(c.port)
+    try:
+        if stack:
+            if settings:
+                overrides = {**settings_overrides(Path(settings)), **overrides}
+            outputs = pulumi_cli.stack_outputs(stack)
+            derived = stack_access.stack_overrides(outputs, overrides)
+            return deployment_from_outputs(outputs, derived or None)
+        deployment = deployment_from_file(settings)
+        return dataclasses.replace(deployment, **overrides) if overrides else deployment
+    except (SettingsError, stack_access.StackAccessError) as error:
+        raise Exit(f"settings: {error}", code=2) from error
+    except (pulumi_cli.PulumiError, OSError, yaml.YAMLError) as error:
+        raise Exit(str(error), code=2) from error
+
+
+def settings_overrides(path: Path) -> dict:
+    """A settings file's keys as overrides; relative file paths resolve against its folder."""
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise SettingsError(str(path), type(data).__name__, "a mapping of setting names to values")
+    for key in PATH_FIELDS & data.keys():
+        value = data[key]
+        if isinstance(value, str):
+            data[key] = str((path.parent / Path(value).expanduser()).resolve())
+        elif isinstance(value, list):
+            data[key] = [str((path.parent / Path(v).expanduser()).resolve()) for v in value]
+    return data
+
+
+#: How long a VM may serve its image's host key before its first boot installs the pinned one.
+PINNED_KEY_GRACE_S = 90
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+@contextmanager
+def on_host(deployment: Deployment, task: str, *, lock: bool = True, accept_new_host_key=False):
+    """A play on the deployment's host, once SSH answers; with the host's lock for tasks that change it.
+
+    Failures end as ``Exit`` with the host, the step and the cause, never a traceback.
+    """
+    conn = connect(
+        host=deployment.host,
+        user=deployment.ssh_user,
+        port=deployment.ssh_port,
+        key_file=deployment.ssh_key_file,
+        known_hosts_file=deployment.known_hosts_file,
+        host_key=deployment.ssh_host_key,
+        accept_new_host_key=accept_new_host_key,
+        proxy_command=deployment.ssh_proxy_command,
+    )
+    with conn:
+        play = Play(Host(conn), out=say)
+        # A stack's pinned key is installed by the VM's first boot: wait for it a little.
+        grace = PINNED_KEY_GRACE_S if deployment.ssh_host_key else 0
+        try:
+            open_when_ready(conn, play.host.note, pinned_key_grace=grace)
+        except UnknownHostKey as error:
+            raise Exit(f"{task}: {error}", code=1) from error
+        except BadHostKeyException as error:
+            known = (
+                "the ssh_host_key setting"
+                if deployment.ssh_host_key
+                else deployment.known_hosts_file or str(kit_known_hosts())
+            )
+            raise Exit(f"{task}: {changed_host_key_message(error, known)}", code=1) from error
+        except (SSHException, OSError, EOFError) as error:
+            where = f"{deployment.ssh_user}@{deployment.host}:{deployment.ssh_port}"
+            raise Exit(f"{task}: cannot log in to {where} over SSH: {error}", code=1) from error
+        try:
+            if lock:
+                who = f"fab {task} by {getpass.getuser()}@{socket.gethostname()} since {time.strftime('%H:%M:%S %Z')}"
+                with host_lock(play.host, who):
+                    yield play
+            else:
+                yield play
+        except HostBusy as error:
+            raise Exit(str(error), code=1) from error
+        except (RemoteError, PreflightError) as error:
+            raise Exit(f"{task} of {deployment.host} stopped: {error}", code=1) from error

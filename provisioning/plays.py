@@ -18,10 +18,11 @@ from provisioning.steps import (
     packages,
     preflight,
     proxy,
+    schema,
     secrets,
     servers,
 )
-from provisioning.transport import Host
+from provisioning.transport import Host, RemoteError
 
 
 def bootstrap(play: Play, d: Deployment) -> None:
@@ -51,13 +52,20 @@ def bootstrap(play: Play, d: Deployment) -> None:
         kek_version=keys.kek_version,
     )
     env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
+    plan = play.step("schema check", schema.check, d, env)
     play.step("configuration files", configuration.install, ctx, SERVER_FILES)
-    play.step("schema migration", database.migrate, d, env)
-    play.step("activate environment", conda.activate, env)
-    play.step("mlflow servers", servers.converge, ctx, env)
-    changed = play.step("tls certificate", proxy.certificate, d, ctx)
-    play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
-    play.step("health gate", health.gate, d)
+    play.step("schema migration", schema.migrate, d, plan)
+    previous = play.step("activate environment", conda.activate, env)
+    try:
+        play.step("mlflow servers", servers.converge, ctx, env)
+        changed = play.step("tls certificate", proxy.certificate, d, ctx)
+        play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
+        play.step("health gate", health.gate, d)
+    except RemoteError:
+        if previous is not None:
+            play.step("roll back", servers.roll_back, ctx, previous)
+        raise
+    play.step("old environments", conda.prune, d.keep_environments)
 
 
 def rotate_kek(play: Play, d: Deployment) -> None:

@@ -76,6 +76,8 @@ class Deployment:
     storage_secret_env: dict[str, Secret] = field(default_factory=dict)
     #: None: sized from the VM at bootstrap time.
     server_instances: int | None = None
+    #: Environments kept on the VM: the current one and those a roll back may return to.
+    keep_environments: int = 2
     job_execution: bool = False
     #: MLflow's usage telemetry from the server and the kit's own client (off unless set).
     telemetry: bool = False

@@ -111,6 +111,7 @@ def validate(d: Deployment) -> None:
 
     if d.server_instances is not None:
         check_int("server_instances", d.server_instances, 1, MAX_SERVER_INSTANCES)
+    check_int("keep_environments", d.keep_environments, 2, 20)
     if not isinstance(d.job_execution, bool):
         raise SettingsError("job_execution", d.job_execution, "true or false")
     if not isinstance(d.telemetry, bool):

@@ -1,5 +1,4 @@
-"""The database: its certificate checked, its schema migrated once per MLflow version and
-environment, under a lock."""
+"""The database's certificate: installed for the servers, and checked before they change."""
 
 from __future__ import annotations
 
@@ -7,40 +6,12 @@ import ipaddress
 import shlex
 from pathlib import Path
 
-from provisioning import facts, files
-from provisioning.layout import GROUP, MIGRATE_UNIT_NAME, PATHS, USER
+from provisioning import files
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import db_ca_path
 from provisioning.settings import Deployment
 from provisioning.steps import preflight
-from provisioning.steps.conda import Environment
 from provisioning.transport import Host
-
-JOURNAL_LINES = 40
-
-
-def migration_marker(deployment: Deployment, env: Environment) -> str:
-    return f"{PATHS['state_dir']}/migrated-{deployment.mlflow_version}-{env.name}"
-
-
-def migrate(host: Host, deployment: Deployment, env: Environment) -> Outcome[None]:
-    """Upgrade the tracking and auth schemas with the new environment (mlflow-migrate.service)."""
-    marker = migration_marker(deployment, env)
-    rotation = host.read(facts.exists(PATHS["kek_request"]))
-    if host.read(facts.exists(marker)) and not rotation:
-        return unchanged(f"schema already at MLflow {deployment.mlflow_version}")
-    command = f"systemctl start {MIGRATE_UNIT_NAME}"
-    result = host.run(command, check=False, timeout=3600)
-    if result.exited != 0:
-        journal = host.read(facts.journal(f"-u {MIGRATE_UNIT_NAME}", JOURNAL_LINES, "cat"))
-        raise host.error(command, result.exited, journal)
-    if rotation and host.read(facts.exists(PATHS["kek_request"])):
-        raise host.error(command, 1, "the KEK rotation request is still there after the migration")
-    host.run(f"install -m 0644 -o {USER} -g {GROUP} /dev/null {marker}")
-    return changed(
-        f"schema at MLflow {deployment.mlflow_version}"
-        + ("; gateway secrets re-wrapped with the new KEK" if rotation else "")
-    )
 
 
 def certificate(host: Host, deployment: Deployment) -> Outcome[None]:

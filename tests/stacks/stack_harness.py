@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from pulumi.runtime.mocks import MockMonitor
 
 #: Loading a provider module warns once per deprecated class it defines, used or not.
 #: Load them here, where no "DeprecationWarning is an error" filter is active, so a
@@ -176,11 +177,91 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return value
 
 
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+@dataclass(frozen=True)
+class AliasSpec:
+    """One ``pulumi.Alias`` as the engine receives it; empty strings are fields not given."""
+
+    name: str = ""
+    typ: str = ""
+    parent: str = ""
+    no_parent: bool = False
+    urn: str = ""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A RegisterResource request as the engine sees it: URNs in the engine's own form."""
+
+    urn: str
+    typ: str
+    name: str
+    parent: str
+    custom: bool
+    aliases: tuple[AliasSpec, ...]
+
+
+def engine_urn(stack: str, parent: str, typ: str, name: str) -> str:
+    """The URN the engine gives a resource: its parent's qualified type, unless the parent is
+    the root stack (pulumi/pulumi ``pkg/resource/deploy/deployment.go``, ``generateURN``)."""
+    qualified = typ
+    if parent and parent.split("::")[2] != ROOT_STACK_TYPE:
+        qualified = f"{parent.split('::')[2]}${typ}"
+    return f"urn:pulumi:{stack}::{PROJECT}::{qualified}::{name}"
+
+
+class RecordingMonitor(MockMonitor):
+    """The SDK's mock monitor, keeping each request's parent and aliases in the engine's form.
+
+    The mock monitor's own URNs keep only the parent's last type and include the root
+    stack's; the engine's do neither, so the recording computes the engine's (below) and
+    translates the parents and alias parents it names.
+    """
+
+    def __init__(self, mocks: pulumi.runtime.Mocks, stack: str):
+        super().__init__(mocks)
+        self.stack = stack
+        self.registrations: list[Registration] = []
+        self._engine: dict[str, str] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 - the gRPC method's name
+        response = super().RegisterResource(request)
+        if request.type == ROOT_STACK_TYPE:
+            self._engine[response.urn] = response.urn
+            return response
+        parent = self._engine.get(request.parent, request.parent)
+        urn = engine_urn(self.stack, parent, request.type, request.name)
+        self._engine[response.urn] = urn
+        aliases = []
+        for alias in request.aliases:
+            if alias.HasField("spec"):
+                spec = alias.spec
+                aliases.append(
+                    AliasSpec(
+                        name=spec.name,
+                        typ=spec.type,
+                        parent=self._engine.get(spec.parentUrn, spec.parentUrn),
+                        no_parent=spec.noParent,
+                    )
+                )
+            else:
+                aliases.append(AliasSpec(urn=alias.urn))
+        self.registrations.append(
+            Registration(
+                urn, request.type, request.name, parent, bool(request.custom), tuple(aliases)
+            )
+        )
+        return response
+
+
 @dataclass
 class StackRun:
     """What one run of the program declared and exported."""
 
     mocks: RecordingMocks
+    monitor: RecordingMonitor
     outputs: dict[str, Any] = field(default_factory=dict)
     secret: dict[str, bool] = field(default_factory=dict)
 
@@ -204,8 +285,9 @@ def run(
     cloud = values.get(f"{PROJECT}:cloud", "gcp")
     stack = stack or f"{cloud}-{values.get(PROJECT + ':environment', 'dev')}"
     pulumi.runtime.set_all_config(values, [])
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
-    result = StackRun(mocks)
+    monitor = RecordingMonitor(mocks, stack)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    result = StackRun(mocks, monitor)
 
     @pulumi.runtime.test
     def program():

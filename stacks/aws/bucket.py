@@ -11,8 +11,8 @@ import pulumi_aws as aws
 from stacks.aws.policies import tls_only_bucket_policy
 
 
-@dataclass
-class BucketArgs:
+@dataclass(frozen=True, kw_only=True)
+class ArtifactBucketArgs:
     partition: str
     versioning: bool
     #: Days after which replaced or deleted object versions are removed.
@@ -25,7 +25,9 @@ class BucketArgs:
 
 
 class ArtifactBucket(pulumi.ComponentResource):
-    def __init__(self, name: str, args: BucketArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: ArtifactBucketArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("mlflow-server:aws:ArtifactBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 

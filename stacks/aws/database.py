@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
 from stacks import naming
-
-DB_NAME = "mlflow"
-DB_USER = "mlflow"
-DB_PORT = 5432
-# RDS refuses "/", "@", '"' and spaces in master passwords.
-RDS_ALLOWED_SPECIALS = "!#$%&*()-_=+[]{}<>:?"
+from stacks.aws.tags import named
+from stacks.passwords import RDS_PASSWORD, random_password
+from stacks.postgres import DB_NAME, DB_PORT, DB_USER, backend_store_uri
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class DatabaseArgs:
     subnet_ids: list[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
@@ -35,14 +31,8 @@ class DatabaseArgs:
     #: None skips the final snapshot (test and dev stacks); prod names it after the stack.
     final_snapshot_stack: str | None
     tags: dict[str, str]
-
-
-def backend_store_uri(password: str, address: str, port: int = DB_PORT) -> str:
-    """The SQLAlchemy URI MLflow's ``--backend-store-uri`` takes, password URL-encoded."""
-    return (
-        f"postgresql+psycopg2://{DB_USER}:{quote(password, safe='')}@{address}:{port}/{DB_NAME}"
-        "?sslmode=require"
-    )
+    #: The class's default max_connections (stacks/connection_limits.py), passed through.
+    max_connections: int
 
 
 class Database(pulumi.ComponentResource):
@@ -51,16 +41,9 @@ class Database(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         def tags(suffix: str) -> dict[str, str]:
-            return {**args.tags, "Name": f"{args.tags.get('Name', name)}-{suffix}"}
+            return named(args.tags, name, suffix)
 
-        password = random.RandomPassword(
-            f"{name}-password",
-            length=32,
-            special=True,
-            override_special=RDS_ALLOWED_SPECIALS,
-            min_special=2,
-            opts=child,
-        )
+        password = random_password(f"{name}-password", RDS_PASSWORD, child)
         subnets = aws.rds.SubnetGroup(
             f"{name}-subnets",
             subnet_ids=args.subnet_ids,
@@ -128,6 +111,11 @@ class Database(pulumi.ComponentResource):
                 lambda values: backend_store_uri(values[0], values[1])
             )
         )
+        self.max_connections = args.max_connections
         self.register_outputs(
-            {"address": self.address, "backend_store_uri": self.backend_store_uri}
+            {
+                "address": self.address,
+                "backend_store_uri": self.backend_store_uri,
+                "max_connections": self.max_connections,
+            }
         )

@@ -11,7 +11,7 @@ import pulumi_aws as aws
 from stacks.aws.policies import SSM_CORE_POLICY, artifact_access_policy, ec2_trust_policy
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class IdentityArgs:
     bucket: pulumi.Input[str]
     prefix: str

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from stacks.aws.tags import named
+
 #: Both subnet tiers span two zones: an RDS subnet group needs two.
 ZONES = 2
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class NetworkArgs:
     cidr: str
     tags: dict[str, str]
@@ -30,7 +32,7 @@ class Network(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         def tags(suffix: str) -> dict[str, str]:
-            return {**args.tags, "Name": f"{args.tags.get('Name', name)}-{suffix}"}
+            return named(args.tags, name, suffix)
 
         # Availability Zones only: Local Zones and Wavelength Zones (opted in to by the
         # account) offer neither the instance types nor RDS Multi-AZ the stack uses.
@@ -68,42 +70,31 @@ class Network(pulumi.ComponentResource):
         )
 
         public_cidrs, private_cidrs = subnet_cidrs(args.cidr)
-        self.public_subnets: list[aws.ec2.Subnet] = []
-        self.private_subnets: list[aws.ec2.Subnet] = []
+        tiers = {
+            "public": (public_cidrs, public_routes, []),
+            "private": (private_cidrs, private_routes, []),
+        }
         for index in range(ZONES):
             zone = zones.apply(lambda names, i=index: names[i])
-            public = aws.ec2.Subnet(
-                f"{name}-public-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=public_cidrs[index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags=tags(f"public-{index}"),
-                opts=child,
-            )
-            private = aws.ec2.Subnet(
-                f"{name}-private-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=private_cidrs[index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags=tags(f"private-{index}"),
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{index}-rt",
-                subnet_id=public.id,
-                route_table_id=public_routes.id,
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-{index}-rt",
-                subnet_id=private.id,
-                route_table_id=private_routes.id,
-                opts=child,
-            )
-            self.public_subnets.append(public)
-            self.private_subnets.append(private)
+            for tier, (cidrs, routes, subnets) in tiers.items():
+                subnet = aws.ec2.Subnet(
+                    f"{name}-{tier}-{index}",
+                    vpc_id=self.vpc.id,
+                    cidr_block=cidrs[index],
+                    availability_zone=zone,
+                    map_public_ip_on_launch=False,
+                    tags=tags(f"{tier}-{index}"),
+                    opts=child,
+                )
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-{tier}-{index}-rt",
+                    subnet_id=subnet.id,
+                    route_table_id=routes.id,
+                    opts=child,
+                )
+                subnets.append(subnet)
+        self.public_subnets: list[aws.ec2.Subnet] = tiers["public"][2]
+        self.private_subnets: list[aws.ec2.Subnet] = tiers["private"][2]
         self.internet_gateway = gateway
 
         self.register_outputs(

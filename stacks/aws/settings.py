@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 
 from stacks.config import CommonSettings, ConfigReader, SettingError
+from stacks.connection_limits import rds_max_connections
+from stacks.contract import ARTIFACTS_PREFIX
 
-ARTIFACTS_PREFIX = "mlflow-artifacts"
 SSH_ACCESS = ("cidrs", "session-manager")
 #: Key types EC2 ImportKeyPair accepts (EC2 API reference, ImportKeyPair).
 EC2_KEY_PAIR_TYPES = ("ssh-ed25519", "ssh-rsa")
@@ -63,7 +64,7 @@ DEFAULTS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AwsSettings:
     """Everything the AWS components need, already validated."""
 
@@ -75,6 +76,9 @@ class AwsSettings:
     instance_type: str
     root_volume_gb: int
     db_instance_class: str
+    #: RDS's default max_connections for the class (stacks/connection_limits.py); 0 for a
+    #: class whose memory the kit does not know.
+    db_max_connections: int
     db_storage_gb: int
     postgres_version: str
     db_multi_az: bool
@@ -217,6 +221,7 @@ def read_aws(common: CommonSettings) -> AwsSettings:
         instance_type=instance_type,
         root_volume_gb=root_volume_gb,
         db_instance_class=db_instance_class,
+        db_max_connections=rds_max_connections(db_instance_class) or 0,
         db_storage_gb=db_storage_gb,
         postgres_version=postgres_version,
         db_multi_az=db_multi_az,

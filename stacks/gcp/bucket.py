@@ -7,52 +7,47 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-ARTIFACTS_PREFIX = "mlflow-artifacts"
+from stacks.contract import ARTIFACTS_PREFIX
 
 
-@dataclass
-class BucketArgs:
+@dataclass(frozen=True, kw_only=True)
+class ArtifactBucketArgs:
     location: str
     versioning: bool
+    #: Days after which replaced or deleted object versions are removed.
     noncurrent_days: int
+    #: Days after which artifacts themselves expire; 0 keeps them forever.
     expire_days: int
+    #: Test stacks: let ``pulumi destroy`` empty the bucket.
     force_destroy: bool
     labels: dict[str, str]
 
 
-def lifecycle_rules(args: BucketArgs) -> list[gcp.storage.BucketLifecycleRuleArgs]:
+def _rule(action: str, **condition) -> gcp.storage.BucketLifecycleRuleArgs:
+    return gcp.storage.BucketLifecycleRuleArgs(
+        action=gcp.storage.BucketLifecycleRuleActionArgs(type=action),
+        condition=gcp.storage.BucketLifecycleRuleConditionArgs(**condition),
+    )
+
+
+def lifecycle_rules(args: ArtifactBucketArgs) -> list[gcp.storage.BucketLifecycleRuleArgs]:
     """Noncurrent versions age out; optional expiry of live objects; no stale uploads."""
-    rules = [
-        gcp.storage.BucketLifecycleRuleArgs(
-            action=gcp.storage.BucketLifecycleRuleActionArgs(type="AbortIncompleteMultipartUpload"),
-            condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=7),
-        )
-    ]
+    rules = [_rule("AbortIncompleteMultipartUpload", age=7)]
     if args.versioning:
         rules.append(
-            gcp.storage.BucketLifecycleRuleArgs(
-                action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
-                condition=gcp.storage.BucketLifecycleRuleConditionArgs(
-                    days_since_noncurrent_time=args.noncurrent_days, with_state="ARCHIVED"
-                ),
-            )
+            _rule("Delete", days_since_noncurrent_time=args.noncurrent_days, with_state="ARCHIVED")
         )
     if args.expire_days:
-        rules.append(
-            gcp.storage.BucketLifecycleRuleArgs(
-                action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
-                condition=gcp.storage.BucketLifecycleRuleConditionArgs(
-                    age=args.expire_days, with_state="ANY"
-                ),
-            )
-        )
+        rules.append(_rule("Delete", age=args.expire_days, with_state="ANY"))
     return rules
 
 
 class ArtifactBucket(pulumi.ComponentResource):
     """A bucket no ACL or public grant can open; only IAM on the bucket grants access."""
 
-    def __init__(self, name: str, args: BucketArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: ArtifactBucketArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("mlflow-server:gcp:ArtifactBucket", name, None, opts)
 
         self.bucket = gcp.storage.Bucket(

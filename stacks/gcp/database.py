@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pulumi
 import pulumi_gcp as gcp
-import pulumi_random as random
 
-DATABASE = "mlflow"
-USER = "mlflow"
-PORT = 5432
-#: Characters a generated password may use beyond letters and digits: URL-unreserved,
-#: so the password also survives env files and ini files on the VM unquoted.
-SAFE_SPECIAL_CHARS = "-_.~"
+from stacks.passwords import GCP_PASSWORD, random_password
+from stacks.postgres import DB_NAME, DB_USER, backend_store_uri
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class DatabaseArgs:
     region: str
     zone: str
@@ -39,14 +33,8 @@ class DatabaseArgs:
     flags: dict[str, str]
     deletion_protection: bool
     labels: dict[str, str]
-
-
-def backend_store_uri(password: str, host: str) -> str:
-    """The SQLAlchemy URI MLflow's ``--backend-store-uri`` takes, password URL-encoded."""
-    return (
-        f"postgresql+psycopg2://{USER}:{quote(password, safe='')}@{host}:{PORT}/{DATABASE}"
-        "?sslmode=require"
-    )
+    #: The tier's default max_connections (stacks/connection_limits.py), passed through.
+    max_connections: int
 
 
 class Database(pulumi.ComponentResource):
@@ -56,16 +44,7 @@ class Database(pulumi.ComponentResource):
         super().__init__("mlflow-server:gcp:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        self.password = random.RandomPassword(
-            f"{name}-password",
-            length=32,
-            special=True,
-            override_special=SAFE_SPECIAL_CHARS,
-            min_lower=1,
-            min_upper=1,
-            min_numeric=1,
-            opts=child,
-        )
+        self.password = random_password(f"{name}-password", GCP_PASSWORD, child)
         self.instance = gcp.sql.DatabaseInstance(
             f"{name}-instance",
             database_version=args.version,
@@ -116,14 +95,14 @@ class Database(pulumi.ComponentResource):
         # the tracking data (database) or fail on a role that owns objects (user).
         self.database = gcp.sql.Database(
             f"{name}-db",
-            name=DATABASE,
+            name=DB_NAME,
             instance=self.instance.name,
             deletion_policy="ABANDON",
             opts=child,
         )
         self.user = gcp.sql.User(
             f"{name}-user",
-            name=USER,
+            name=DB_USER,
             instance=self.instance.name,
             password=self.password.result,
             deletion_policy="ABANDON",
@@ -137,10 +116,12 @@ class Database(pulumi.ComponentResource):
                 lambda a: backend_store_uri(a[0], a[1])
             )
         )
+        self.max_connections = args.max_connections
         self.register_outputs(
             {
                 "connection_name": self.connection_name,
                 "private_ip": self.private_ip,
                 "backend_store_uri": self.backend_store_uri,
+                "max_connections": self.max_connections,
             }
         )

@@ -7,13 +7,14 @@ import pulumi_gcp as gcp
 
 from stacks import contract
 from stacks.config import CommonSettings, ConfigReader
-from stacks.gcp.bucket import ArtifactBucket, BucketArgs
+from stacks.gcp.bucket import ArtifactBucket, ArtifactBucketArgs
 from stacks.gcp.database import Database, DatabaseArgs
 from stacks.gcp.firewall import Firewall, FirewallArgs
 from stacks.gcp.identity import Identity, IdentityArgs
 from stacks.gcp.network import Network, NetworkArgs
+from stacks.gcp.server import Server, ServerArgs
 from stacks.gcp.settings import GcpSettings, read_gcp
-from stacks.gcp.vm import Server, ServerArgs
+from stacks.outputs import Exports, contract_outputs
 from stacks.providers import provider_options
 
 
@@ -36,29 +37,39 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
         **provider_options("gcp"),
     )
     opts = pulumi.ResourceOptions(providers=[provider])
-    deletable = not s.deletion_protection
 
     network = Network(
         "mlflow-network",
-        NetworkArgs(s.region, s.subnet_cidr, labels, deletable, s.common.stack),
-        opts,
+        NetworkArgs(
+            region=s.region,
+            subnet_cidr=s.subnet_cidr,
+            labels=labels,
+            deletable=not s.deletion_protection,
+            stack=s.common.stack,
+        ),
+        opts=opts,
     )
     bucket = ArtifactBucket(
         "mlflow-artifacts",
-        BucketArgs(
-            s.bucket_location,
-            s.bucket_versioning,
-            s.bucket_noncurrent_days,
-            s.bucket_expire_days,
-            s.bucket_force_destroy,
-            labels,
+        ArtifactBucketArgs(
+            location=s.bucket_location,
+            versioning=s.bucket_versioning,
+            noncurrent_days=s.bucket_noncurrent_days,
+            expire_days=s.bucket_expire_days,
+            force_destroy=s.bucket_force_destroy,
+            labels=labels,
         ),
-        opts,
+        opts=opts,
     )
     identity = Identity(
         "mlflow-identity",
-        IdentityArgs(s.project, s.service_account_id, bucket.name, s.common.stack),
-        opts,
+        IdentityArgs(
+            project=s.project,
+            account_id=s.service_account_id,
+            bucket=bucket.name,
+            stack=s.common.stack,
+        ),
+        opts=opts,
     )
     Firewall(
         "mlflow-firewall",
@@ -71,7 +82,7 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
             log=s.common.is_prod,
             stack=s.common.stack,
         ),
-        opts,
+        opts=opts,
     )
     database = Database(
         "mlflow-db",
@@ -96,8 +107,9 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
             flags=s.db_flags,
             deletion_protection=s.deletion_protection,
             labels=labels,
+            max_connections=s.db_max_connections,
         ),
-        opts,
+        opts=opts,
     )
     server = Server(
         "mlflow-vm",
@@ -113,26 +125,23 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
             deletion_protection=s.deletion_protection,
             labels=labels,
         ),
-        opts,
+        opts=opts,
     )
-
-    host = pulumi.Output.from_input(s.common.domain) if s.common.domain else server.external_ip
-    return {
-        contract.CLOUD: pulumi.Output.from_input("gcp"),
-        contract.HOST: host,
-        contract.SSH_USER: pulumi.Output.from_input(s.common.ssh_user),
-        contract.TRACKING_URL: host.apply(lambda h: f"https://{h}"),
-        contract.BACKEND_STORE_URI: database.backend_store_uri,
-        contract.ARTIFACTS_DESTINATION: bucket.artifacts_destination,
-        contract.ADMIN_PASSWORD: pulumi.Output.secret(server.admin_password.result),
-        contract.DB_CONNECTION_NAME: database.connection_name,
-        contract.ENVIRONMENT: pulumi.Output.from_input(s.common.environment),
-        contract.VM_ID: server.instance.name,
-        contract.VM_ZONE: pulumi.Output.from_input(s.zone),
-        contract.REGION: pulumi.Output.from_input(s.region),
-        contract.GCP_PROJECT: pulumi.Output.from_input(s.project),
-        contract.SSH_ACCESS: pulumi.Output.from_input(
-            "cidrs" if s.common.ssh_allowed_cidrs else "iap"
+    return contract_outputs(
+        s.common,
+        Exports(
+            public_ip=server.public_ip,
+            backend_store_uri=database.backend_store_uri,
+            artifacts_destination=bucket.artifacts_destination,
+            admin_password=server.admin_password,
+            vm_id=server.vm_id,
+            vm_zone=server.vm_zone,
+            region=s.region,
+            ssh_access=s.ssh_access,
+            db_max_connections=database.max_connections,
+            cloud_only={
+                contract.DB_CONNECTION_NAME: database.connection_name,
+                contract.GCP_PROJECT: s.project,
+            },
         ),
-        **s.common.server_outputs(),
-    }
+    )

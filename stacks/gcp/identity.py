@@ -19,7 +19,7 @@ PROJECT_ROLES = (
 BUCKET_ROLE = "roles/storage.objectUser"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class IdentityArgs:
     project: str
     account_id: str

@@ -13,7 +13,7 @@ from stacks.gcp.marker import described
 PRIVATE_SERVICES_PREFIX = 20
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class NetworkArgs:
     region: str
     subnet_cidr: str

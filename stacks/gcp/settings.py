@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from stacks import naming
 from stacks.config import CommonSettings, ConfigReader, SettingError, cidr
+from stacks.connection_limits import cloud_sql_max_connections
 
 #: Google's IAP TCP forwarding source range (``gcloud compute ssh --tunnel-through-iap``).
 IAP_TCP_FORWARDING_CIDR = "35.235.240.0/20"
@@ -43,7 +44,7 @@ TIER_ALLOWED = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GcpSettings:
     """Everything the GCP components need, validated; built by ``read_gcp``."""
 
@@ -71,6 +72,8 @@ class GcpSettings:
     db_maintenance_hour: int
     db_update_track: str
     db_flags: dict[str, str]
+    #: Cloud SQL's default max_connections for the tier (stacks/connection_limits.py).
+    db_max_connections: int
     deletion_protection: bool
     bucket_location: str
     bucket_versioning: bool
@@ -82,6 +85,11 @@ class GcpSettings:
     @property
     def labels(self) -> dict[str, str]:
         return self.common.resource_labels()
+
+    @property
+    def ssh_access(self) -> str:
+        """Port 22 from the listed CIDRs, or from IAP's range only (contract.SSH_ACCESS_MODES)."""
+        return "cidrs" if self.common.ssh_allowed_cidrs else "iap"
 
 
 def _defaults(environment: str) -> dict[str, object]:
@@ -235,6 +243,7 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         # prod takes maintenance updates after they have run elsewhere first.
         db_update_track="stable" if env == "prod" else "canary",
         db_flags=_db_flags(env),
+        db_max_connections=cloud_sql_max_connections(db_tier),
         deletion_protection=deletion_protection,
         bucket_location=bucket_location,
         bucket_versioning=bucket_versioning,

@@ -50,6 +50,8 @@ DB_ADDRESS = "database-instance-abc1234.cxyz.eu-central-1.rds.amazonaws.com"
 AMI_ID = "ami-0debian12fake0001"
 RANDOM_HEX = "0a1b2c3d"
 INSTANCE_ID = "i-0123456789abcdef0"
+#: A password with every character a URI must escape (give it as ``default_password``).
+NASTY_PASSWORD = "p@ss:w/rd?x#y%z&a=b+c d"
 
 
 def public_key(algorithm: str = "ssh-ed25519", comment: str = "ops@example.com") -> str:
@@ -99,11 +101,19 @@ class Registered:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Answers like the clouds would and keeps every registration and invoke."""
 
-    def __init__(self, zones: list[str] | None = None, passwords: dict[str, str] | None = None):
+    def __init__(
+        self,
+        zones: list[str] | None = None,
+        passwords: dict[str, str] | None = None,
+        default_password: str | None = None,
+    ):
+        """``passwords``: what each RandomPassword (by name) generates; the others generate
+        ``default_password``, or as many ``x`` as their length."""
         self.registered: list[Registered] = []
         self.calls: list[tuple[str, dict]] = []
         self.zones = list(AWS_ZONES if zones is None else zones)
         self.passwords = passwords or {}
+        self.default_password = default_password
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.registered.append(
@@ -113,7 +123,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ.startswith("gcp:") and "name" not in state:
             state["name"] = f"{args.name}-a1b2c3d"  # Pulumi's auto-naming suffix
         if typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = self.passwords.get(args.name, "x" * int(args.inputs["length"]))
+            default = self.default_password or "x" * int(args.inputs["length"])
+            state["result"] = self.passwords.get(args.name, default)
         elif typ == "random:index/randomId:RandomId":
             state["hex"] = RANDOM_HEX
         elif typ == "gcp:sql/databaseInstance:DatabaseInstance":
@@ -167,6 +178,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def named(self, name: str) -> Registered:
         (found,) = [r for r in self.resources if r.name == name]
         return found
+
+    def customs(self) -> list[Registered]:
+        """The resources a provider manages (no components)."""
+        return [r for r in self.resources if r.custom]
+
+    def provider_tags(self) -> dict[str, str]:
+        """The AWS provider's default_tags."""
+        return self.provider_input("aws", "defaultTags")["tags"]
 
     def provider_input(self, cloud: str, key: str) -> Any:
         """A provider input as the program gave it (providers take JSON-encoded values)."""
@@ -302,3 +321,22 @@ def run(
 
     program()
     return result
+
+
+def declared_stack(
+    cloud: str, values: dict[str, str] | None = None, *, stack: str | None = None
+) -> StackRun:
+    """What the program declares for ``cloud`` with the stack config ``values`` (engine form,
+    as ``config`` builds it; None: the minimal valid dev stack of that cloud).
+
+    ``.resources`` are the registered resources with their inputs (wire names), ``.outputs``
+    the stack outputs. The provider SDKs' warnings about their own deprecated classes are
+    silenced; the stack tests judge the program's deprecations. For callers outside the
+    stack tests, such as the local cloud reading a VM's user data.
+    """
+    values = config(cloud) if values is None else values
+    if values.get(f"{PROJECT}:cloud", cloud) != cloud:
+        raise ValueError(f"config for cloud {values[PROJECT + ':cloud']!r}, asked for {cloud!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return run({f"{PROJECT}:cloud": cloud, **values}, stack=stack)

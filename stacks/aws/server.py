@@ -1,4 +1,5 @@
-"""The Debian 12 VM: IMDSv2 only, encrypted root volume, instance profile, Elastic IP."""
+"""The server: a Debian 12 VM (IMDSv2 only, encrypted root volume, instance profile,
+Elastic IP) and the MLflow admin password it is bootstrapped with."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
+from stacks.aws.tags import named
+from stacks.passwords import AWS_ADMIN_PASSWORD, random_password
+
 #: Debian's own AWS account, which publishes the official Debian AMIs.
 DEBIAN_OWNER = "136693071363"
 DEBIAN_12_AMD64 = "debian-12-amd64-*"
 #: The login user of Debian's cloud images.
 DEBIAN_DEFAULT_USER = "admin"
+#: What stacks deployed before the clouds' components were named alike call this type,
+#: and the admin password, which they declared at the top level.
+FORMER_TYPE = "mlflow-server:aws:Vm"
+FORMER_ADMIN_PASSWORD = "admin-password"  # noqa: S105 - a resource name
 
 
-@dataclass
-class VmArgs:
+@dataclass(frozen=True, kw_only=True)
+class ServerArgs:
     subnet_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
     instance_profile: pulumi.Input[str]
@@ -28,8 +36,8 @@ class VmArgs:
     termination_protection: bool
     tags: dict[str, str]
     #: Session Manager needs its agent, which Debian's images do not ship.
-    session_manager: bool = False
-    region: str = "us-east-1"
+    session_manager: bool
+    region: str
 
 
 def ssm_agent_commands(region: str) -> list[str]:
@@ -46,9 +54,7 @@ def ssm_agent_commands(region: str) -> list[str]:
     ]
 
 
-def cloud_config(
-    ssh_user: str, keys: list[str], session_manager: bool = False, region: str = "us-east-1"
-) -> str:
+def cloud_config(ssh_user: str, keys: list[str], *, session_manager: bool, region: str) -> str:
     """cloud-init user data: the login user with sudo and every listed key."""
     if ssh_user == DEBIAN_DEFAULT_USER:
         document = {"users": ["default"], "ssh_authorized_keys": keys}
@@ -71,13 +77,18 @@ def cloud_config(
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
 
 
-class Vm(pulumi.ComponentResource):
-    def __init__(self, name: str, args: VmArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:aws:Vm", name, None, opts)
+class Server(pulumi.ComponentResource):
+    """The VM MLflow runs on, and the MLflow admin password it is bootstrapped with."""
+
+    def __init__(self, name: str, args: ServerArgs, opts: pulumi.ResourceOptions | None = None):
+        renamed = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_TYPE)])
+        super().__init__(
+            "mlflow-server:aws:Server", name, None, pulumi.ResourceOptions.merge(opts, renamed)
+        )
         child = pulumi.ResourceOptions(parent=self)
 
         def tags(suffix: str) -> dict[str, str]:
-            return {**args.tags, "Name": f"{args.tags.get('Name', name)}-{suffix}"}
+            return named(args.tags, name, suffix)
 
         image = aws.ec2.get_ami_output(
             most_recent=True,
@@ -112,7 +123,10 @@ class Vm(pulumi.ComponentResource):
                 "delete_on_termination": True,
             },
             user_data=cloud_config(
-                args.ssh_user, args.ssh_public_keys, args.session_manager, args.region
+                args.ssh_user,
+                args.ssh_public_keys,
+                session_manager=args.session_manager,
+                region=args.region,
             ),
             disable_api_termination=args.termination_protection,
             monitoring=False,
@@ -129,5 +143,25 @@ class Vm(pulumi.ComponentResource):
             instance_id=self.instance.id,
             opts=child,
         )
+        password = random_password(
+            f"{name}-admin-password",
+            AWS_ADMIN_PASSWORD,
+            pulumi.ResourceOptions(
+                parent=self,
+                aliases=[
+                    pulumi.Alias(name=FORMER_ADMIN_PASSWORD, parent=pulumi.ROOT_STACK_RESOURCE)
+                ],
+            ),
+        )
+        self.admin_password = pulumi.Output.secret(password.result)
         self.public_ip = self.address.public_ip
-        self.register_outputs({"instance_id": self.instance.id, "public_ip": self.public_ip})
+        #: The instance ID, which Session Manager takes, and its availability zone.
+        self.vm_id = self.instance.id
+        self.vm_zone = self.instance.availability_zone
+        self.register_outputs(
+            {
+                "public_ip": self.public_ip,
+                "instance_id": self.vm_id,
+                "admin_password": self.admin_password,
+            }
+        )

@@ -1,4 +1,5 @@
-"""The server VM: Debian 12, Shielded VM, its own service account and a static address."""
+"""The server: a Shielded Debian 12 VM with its own service account and a static address,
+and the MLflow admin password it is bootstrapped with."""
 
 from __future__ import annotations
 
@@ -6,16 +7,13 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
-import pulumi_random as random
 
-from stacks.gcp.database import SAFE_SPECIAL_CHARS
+from stacks.passwords import GCP_PASSWORD, random_password
 
 IMAGE = "debian-cloud/debian-12"
-#: MLflow basic-auth wants at least 12 characters; the kit uses more.
-ADMIN_PASSWORD_LENGTH = 32
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ServerArgs:
     region: str
     zone: str
@@ -95,21 +93,16 @@ class Server(pulumi.ComponentResource):
             labels=args.labels,
             opts=child,
         )
-        self.admin_password = random.RandomPassword(
-            f"{name}-admin-password",
-            length=ADMIN_PASSWORD_LENGTH,
-            special=True,
-            override_special=SAFE_SPECIAL_CHARS,
-            min_lower=1,
-            min_upper=1,
-            min_numeric=1,
-            opts=child,
-        )
-        self.external_ip = self.address.address
+        password = random_password(f"{name}-admin-password", GCP_PASSWORD, child)
+        self.admin_password = pulumi.Output.secret(password.result)
+        self.public_ip = self.address.address
+        #: The instance name, which IAP's tunnel takes, and its zone.
+        self.vm_id = self.instance.name
+        self.vm_zone = pulumi.Output.from_input(args.zone)
         self.register_outputs(
             {
-                "external_ip": self.external_ip,
-                "instance": self.instance.name,
-                "admin_password": pulumi.Output.secret(self.admin_password.result),
+                "public_ip": self.public_ip,
+                "instance": self.vm_id,
+                "admin_password": self.admin_password,
             }
         )

@@ -9,18 +9,13 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.aws.policies import tls_only_bucket_policy
+from stacks.retention import ArtifactRetention
 
 
 @dataclass(frozen=True, kw_only=True)
 class ArtifactBucketArgs:
     partition: str
-    versioning: bool
-    #: Days after which replaced or deleted object versions are removed.
-    noncurrent_days: int
-    #: Days after which artifacts themselves expire; 0 keeps them forever.
-    expire_days: int
-    #: Test stacks: let ``pulumi destroy`` empty the bucket.
-    force_destroy: bool
+    retention: ArtifactRetention
     tags: dict[str, str]
 
 
@@ -30,9 +25,10 @@ class ArtifactBucket(pulumi.ComponentResource):
     ):
         super().__init__("mlflow-server:aws:ArtifactBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        retention = args.retention
 
         self.bucket = aws.s3.Bucket(
-            f"{name}-bucket", force_destroy=args.force_destroy, tags=args.tags, opts=child
+            f"{name}-bucket", force_destroy=retention.force_destroy, tags=args.tags, opts=child
         )
         block = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",
@@ -73,7 +69,7 @@ class ArtifactBucket(pulumi.ComponentResource):
         versioning = aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=self.bucket.id,
-            versioning_configuration={"status": "Enabled" if args.versioning else "Suspended"},
+            versioning_configuration={"status": "Enabled" if retention.versioning else "Suspended"},
             opts=child,
         )
         rules = [
@@ -85,18 +81,18 @@ class ArtifactBucket(pulumi.ComponentResource):
             },
             {
                 "id": "expire-noncurrent-versions",
-                "status": "Enabled" if args.versioning else "Disabled",
+                "status": "Enabled" if retention.versioning else "Disabled",
                 "filter": {},
-                "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_days},
+                "noncurrent_version_expiration": {"noncurrent_days": retention.noncurrent_days},
             },
         ]
-        if args.expire_days:
+        if retention.expire_days:
             rules.append(
                 {
                     "id": "expire-artifacts",
                     "status": "Enabled",
                     "filter": {},
-                    "expiration": {"days": args.expire_days},
+                    "expiration": {"days": retention.expire_days},
                 }
             )
         aws.s3.BucketLifecycleConfiguration(

@@ -13,18 +13,18 @@ from stacks.aws.network import Network, NetworkArgs
 from stacks.aws.server import Server, ServerArgs
 from stacks.aws.settings import AwsSettings, read_aws
 from stacks.config import CommonSettings
-from stacks.outputs import Exports, contract_outputs
+from stacks.outputs import contract_outputs
 from stacks.providers import provider_options
 
 
 def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
     """Validate the AWS settings, then declare the stack; outputs keyed by contract names."""
     s = read_aws(common)
-    if common.is_prod and not s.db_multi_az:
+    if common.is_prod and not s.database.multi_az:
         pulumi.log.warn("prod database without Multi-AZ, by explicit awsDbMultiAz=false")
-    if not s.db_max_connections:
+    if not s.database.max_connections:
         pulumi.log.warn(
-            f"awsDbInstanceClass {s.db_instance_class}: the kit does not know this class's "
+            f"awsDbInstanceClass {s.database.instance_class}: the kit does not know this class's "
             "memory, so the db_max_connections output is 0 and bootstrap sizes connection "
             "pools for PostgreSQL's default of 100 (set db_max_connections in a settings "
             "file to use more)"
@@ -58,33 +58,16 @@ def declare(s: AwsSettings) -> dict[str, pulumi.Output]:
     database = Database(
         "database",
         DatabaseArgs(
+            settings=s.database,
             subnet_ids=[subnet.id for subnet in network.private_subnets],
             security_group_id=firewall.database.id,
-            instance_class=s.db_instance_class,
-            storage_gb=s.db_storage_gb,
-            postgres_version=s.postgres_version,
-            multi_az=s.db_multi_az,
-            allow_major_version_upgrade=s.db_allow_major_version_upgrade,
-            backup_retention_days=s.db_backup_retention_days,
-            backup_window=s.db_backup_window,
-            maintenance_window=s.db_maintenance_window,
-            deletion_protection=s.deletion_protection,
-            final_snapshot_stack=s.final_snapshot_stack,
             tags=s.tags("database"),
-            max_connections=s.db_max_connections,
         ),
         opts=opts,
     )
     bucket = ArtifactBucket(
         "artifacts",
-        ArtifactBucketArgs(
-            partition=s.partition,
-            versioning=s.bucket_versioning,
-            noncurrent_days=s.bucket_noncurrent_days,
-            expire_days=s.bucket_expire_days,
-            force_destroy=s.force_destroy,
-            tags=s.tags("artifacts"),
-        ),
+        ArtifactBucketArgs(partition=s.partition, retention=s.artifacts, tags=s.tags("artifacts")),
         opts=opts,
     )
     identity = Identity(
@@ -117,16 +100,9 @@ def declare(s: AwsSettings) -> dict[str, pulumi.Output]:
     )
     return contract_outputs(
         common,
-        Exports(
-            public_ip=server.public_ip,
-            backend_store_uri=database.backend_store_uri,
-            artifacts_destination=bucket.name.apply(lambda b: f"s3://{b}/{s.artifacts_prefix}"),
-            admin_password=server.admin_password,
-            vm_id=server.vm_id,
-            vm_zone=server.vm_zone,
-            region=s.region,
-            ssh_access=s.ssh_access,
-            db_max_connections=database.max_connections,
-            cloud_only={},
-        ),
+        server=server,
+        database=database,
+        artifacts_destination=bucket.name.apply(lambda b: f"s3://{b}/{s.artifacts_prefix}"),
+        region=s.region,
+        ssh_access=s.ssh_access,
     )

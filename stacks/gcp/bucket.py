@@ -8,18 +8,13 @@ import pulumi
 import pulumi_gcp as gcp
 
 from stacks.contract import ARTIFACTS_PREFIX
+from stacks.retention import ArtifactRetention
 
 
 @dataclass(frozen=True, kw_only=True)
 class ArtifactBucketArgs:
     location: str
-    versioning: bool
-    #: Days after which replaced or deleted object versions are removed.
-    noncurrent_days: int
-    #: Days after which artifacts themselves expire; 0 keeps them forever.
-    expire_days: int
-    #: Test stacks: let ``pulumi destroy`` empty the bucket.
-    force_destroy: bool
+    retention: ArtifactRetention
     labels: dict[str, str]
 
 
@@ -30,15 +25,14 @@ def _rule(action: str, **condition) -> gcp.storage.BucketLifecycleRuleArgs:
     )
 
 
-def lifecycle_rules(args: ArtifactBucketArgs) -> list[gcp.storage.BucketLifecycleRuleArgs]:
+def lifecycle_rules(retention: ArtifactRetention) -> list[gcp.storage.BucketLifecycleRuleArgs]:
     """Noncurrent versions age out; optional expiry of live objects; no stale uploads."""
     rules = [_rule("AbortIncompleteMultipartUpload", age=7)]
-    if args.versioning:
-        rules.append(
-            _rule("Delete", days_since_noncurrent_time=args.noncurrent_days, with_state="ARCHIVED")
-        )
-    if args.expire_days:
-        rules.append(_rule("Delete", age=args.expire_days, with_state="ANY"))
+    if retention.versioning:
+        noncurrent = retention.noncurrent_days
+        rules.append(_rule("Delete", days_since_noncurrent_time=noncurrent, with_state="ARCHIVED"))
+    if retention.expire_days:
+        rules.append(_rule("Delete", age=retention.expire_days, with_state="ANY"))
     return rules
 
 
@@ -49,6 +43,7 @@ class ArtifactBucket(pulumi.ComponentResource):
         self, name: str, args: ArtifactBucketArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("mlflow-server:gcp:ArtifactBucket", name, None, opts)
+        retention = args.retention
 
         self.bucket = gcp.storage.Bucket(
             f"{name}-bucket",
@@ -56,13 +51,13 @@ class ArtifactBucket(pulumi.ComponentResource):
             storage_class="STANDARD",
             uniform_bucket_level_access=True,
             public_access_prevention="enforced",
-            versioning=gcp.storage.BucketVersioningArgs(enabled=args.versioning),
-            lifecycle_rules=lifecycle_rules(args),
-            force_destroy=args.force_destroy,
+            versioning=gcp.storage.BucketVersioningArgs(enabled=retention.versioning),
+            lifecycle_rules=lifecycle_rules(retention),
+            force_destroy=retention.force_destroy,
             # A disposable bucket keeps no soft-deleted copies behind after destroy.
             soft_delete_policy=(
                 gcp.storage.BucketSoftDeletePolicyArgs(retention_duration_seconds=0)
-                if args.force_destroy
+                if retention.force_destroy
                 else None
             ),
             labels=args.labels,

@@ -7,34 +7,20 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.gcp.settings import DatabaseSettings
 from stacks.passwords import GCP_PASSWORD, random_password
 from stacks.postgres import DB_NAME, DB_USER, backend_store_uri
 
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseArgs:
+    settings: DatabaseSettings
     region: str
     zone: str
     network: pulumi.Input[str]
+    #: The private services connection the instance's private IP is allocated through.
     private_services: pulumi.Resource
-    tier: str
-    edition: str
-    version: str
-    availability: str
-    disk_gb: int
-    backups: bool
-    point_in_time_recovery: bool
-    backup_start_time: str
-    backup_retained: int
-    log_retention_days: int
-    maintenance_day: int
-    maintenance_hour: int
-    update_track: str
-    flags: dict[str, str]
-    deletion_protection: bool
     labels: dict[str, str]
-    #: The tier's default max_connections (stacks/connection_limits.py), passed through.
-    max_connections: int
 
 
 class Database(pulumi.ComponentResource):
@@ -43,23 +29,24 @@ class Database(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-server:gcp:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        db = args.settings
 
         self.password = random_password(f"{name}-password", GCP_PASSWORD, child)
         self.instance = gcp.sql.DatabaseInstance(
             f"{name}-instance",
-            database_version=args.version,
+            database_version=db.version,
             region=args.region,
-            deletion_protection=args.deletion_protection,
+            deletion_protection=db.deletion_protection,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
-                tier=args.tier,
-                edition=args.edition,
-                availability_type=args.availability,
+                tier=db.tier,
+                edition=db.edition,
+                availability_type=db.availability,
                 disk_type="PD_SSD",
-                disk_size=args.disk_gb,
+                disk_size=db.disk_gb,
                 disk_autoresize=True,
                 # Protection in the Cloud SQL API too, not only in this program's state.
-                deletion_protection_enabled=args.deletion_protection,
-                retain_backups_on_delete=args.deletion_protection and args.backups,
+                deletion_protection_enabled=db.deletion_protection,
+                retain_backups_on_delete=db.deletion_protection and db.backups,
                 location_preference=gcp.sql.DatabaseInstanceSettingsLocationPreferenceArgs(
                     zone=args.zone
                 ),
@@ -69,22 +56,22 @@ class Database(pulumi.ComponentResource):
                     ssl_mode="ENCRYPTED_ONLY",
                 ),
                 backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
-                    enabled=args.backups,
-                    point_in_time_recovery_enabled=args.point_in_time_recovery,
-                    start_time=args.backup_start_time,
-                    transaction_log_retention_days=args.log_retention_days or None,
+                    enabled=db.backups,
+                    point_in_time_recovery_enabled=db.point_in_time_recovery,
+                    start_time=db.backup_start_time,
+                    transaction_log_retention_days=db.log_retention_days or None,
                     backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
-                        retained_backups=args.backup_retained, retention_unit="COUNT"
+                        retained_backups=db.backup_retained, retention_unit="COUNT"
                     ),
                 ),
                 maintenance_window=gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(
-                    day=args.maintenance_day,
-                    hour=args.maintenance_hour,
-                    update_track=args.update_track,
+                    day=db.maintenance_day,
+                    hour=db.maintenance_hour,
+                    update_track=db.update_track,
                 ),
                 database_flags=[
                     gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name=flag, value=value)
-                    for flag, value in sorted(args.flags.items())
+                    for flag, value in sorted(db.flags.items())
                 ],
                 user_labels=args.labels,
             ),
@@ -116,7 +103,7 @@ class Database(pulumi.ComponentResource):
                 lambda a: backend_store_uri(a[0], a[1])
             )
         )
-        self.max_connections = args.max_connections
+        self.max_connections = db.max_connections
         self.register_outputs(
             {
                 "connection_name": self.connection_name,

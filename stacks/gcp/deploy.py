@@ -14,7 +14,7 @@ from stacks.gcp.identity import Identity, IdentityArgs
 from stacks.gcp.network import Network, NetworkArgs
 from stacks.gcp.server import Server, ServerArgs
 from stacks.gcp.settings import GcpSettings, read_gcp
-from stacks.outputs import Exports, contract_outputs
+from stacks.outputs import contract_outputs
 from stacks.providers import provider_options
 
 
@@ -51,14 +51,7 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
     )
     bucket = ArtifactBucket(
         "mlflow-artifacts",
-        ArtifactBucketArgs(
-            location=s.bucket_location,
-            versioning=s.bucket_versioning,
-            noncurrent_days=s.bucket_noncurrent_days,
-            expire_days=s.bucket_expire_days,
-            force_destroy=s.bucket_force_destroy,
-            labels=labels,
-        ),
+        ArtifactBucketArgs(location=s.bucket_location, retention=s.artifacts, labels=labels),
         opts=opts,
     )
     identity = Identity(
@@ -87,27 +80,12 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
     database = Database(
         "mlflow-db",
         DatabaseArgs(
+            settings=s.database,
             region=s.region,
             zone=s.zone,
             network=network.vpc.id,
             private_services=network.private_services,
-            tier=s.db_tier,
-            edition=s.db_edition,
-            version=s.db_version,
-            availability=s.db_availability,
-            disk_gb=s.db_disk_gb,
-            backups=s.db_backups,
-            point_in_time_recovery=s.db_point_in_time_recovery,
-            backup_start_time=s.db_backup_start_time,
-            backup_retained=s.db_backup_retained,
-            log_retention_days=s.db_log_retention_days,
-            maintenance_day=s.db_maintenance_day,
-            maintenance_hour=s.db_maintenance_hour,
-            update_track=s.db_update_track,
-            flags=s.db_flags,
-            deletion_protection=s.deletion_protection,
             labels=labels,
-            max_connections=s.db_max_connections,
         ),
         opts=opts,
     )
@@ -129,19 +107,13 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
     )
     return contract_outputs(
         s.common,
-        Exports(
-            public_ip=server.public_ip,
-            backend_store_uri=database.backend_store_uri,
-            artifacts_destination=bucket.artifacts_destination,
-            admin_password=server.admin_password,
-            vm_id=server.vm_id,
-            vm_zone=server.vm_zone,
-            region=s.region,
-            ssh_access=s.ssh_access,
-            db_max_connections=database.max_connections,
-            cloud_only={
-                contract.DB_CONNECTION_NAME: database.connection_name,
-                contract.GCP_PROJECT: s.project,
-            },
-        ),
+        server=server,
+        database=database,
+        artifacts_destination=bucket.artifacts_destination,
+        region=s.region,
+        ssh_access=s.ssh_access,
+        cloud_only={
+            contract.DB_CONNECTION_NAME: database.connection_name,
+            contract.GCP_PROJECT: s.project,
+        },
     )

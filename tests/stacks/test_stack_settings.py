@@ -300,50 +300,56 @@ def gcp_settings(environment: str, **overrides):
     return read_gcp(common, ConfigReader(), ConfigReader("gcp"))
 
 
+def at(settings, path: str):
+    for part in path.split("."):
+        settings = getattr(settings, part)
+    return settings
+
+
 GCP_DEFAULTS = {
-    "dev": dict(
-        machine_type="e2-small",
-        db_tier="db-g1-small",
-        db_availability="ZONAL",
-        db_backups=True,
-        db_point_in_time_recovery=False,
-        deletion_protection=True,
-        bucket_versioning=True,
-        bucket_force_destroy=False,
-        bucket_expire_days=0,
-    ),
-    "test": dict(
-        machine_type="e2-small",
-        db_tier="db-g1-small",
-        db_availability="ZONAL",
-        db_backups=False,
-        db_point_in_time_recovery=False,
-        deletion_protection=False,
-        bucket_versioning=False,
-        bucket_force_destroy=True,
-        bucket_expire_days=7,
-    ),
-    "prod": dict(
-        machine_type="e2-standard-2",
-        db_tier="db-custom-2-7680",
-        db_availability="REGIONAL",
-        db_backups=True,
-        db_point_in_time_recovery=True,
-        deletion_protection=True,
-        bucket_versioning=True,
-        bucket_force_destroy=False,
-        bucket_expire_days=0,
-    ),
+    "dev": {
+        "machine_type": "e2-small",
+        "database.tier": "db-g1-small",
+        "database.availability": "ZONAL",
+        "database.backups": True,
+        "database.point_in_time_recovery": False,
+        "deletion_protection": True,
+        "artifacts.versioning": True,
+        "artifacts.force_destroy": False,
+        "artifacts.expire_days": 0,
+    },
+    "test": {
+        "machine_type": "e2-small",
+        "database.tier": "db-g1-small",
+        "database.availability": "ZONAL",
+        "database.backups": False,
+        "database.point_in_time_recovery": False,
+        "deletion_protection": False,
+        "artifacts.versioning": False,
+        "artifacts.force_destroy": True,
+        "artifacts.expire_days": 7,
+    },
+    "prod": {
+        "machine_type": "e2-standard-2",
+        "database.tier": "db-custom-2-7680",
+        "database.availability": "REGIONAL",
+        "database.backups": True,
+        "database.point_in_time_recovery": True,
+        "deletion_protection": True,
+        "artifacts.versioning": True,
+        "artifacts.force_destroy": False,
+        "artifacts.expire_days": 0,
+    },
 }
 
 
 @pytest.mark.parametrize(("environment", "expected"), GCP_DEFAULTS.items())
 def test_gcp_environment_picks_defaults(environment, expected):
     settings = gcp_settings(environment)
-    assert {key: getattr(settings, key) for key in expected} == expected
+    assert {key: at(settings, key) for key in expected} == expected
     assert settings.ssh_source_cidrs == [IAP_TCP_FORWARDING_CIDR]
     assert settings.bucket_location == "EUROPE-WEST1"
-    assert settings.db_version == "POSTGRES_16"
+    assert settings.database.version == "POSTGRES_16"
 
 
 def test_gcp_explicit_values_override_environment_defaults():
@@ -358,10 +364,13 @@ def test_gcp_explicit_values_override_environment_defaults():
         sshAllowedCidrs=["198.51.100.7/32"],
     )
     assert settings.machine_type == "n2-standard-4"
-    assert (settings.db_tier, settings.db_edition) == ("db-perf-optimized-N-4", "ENTERPRISE_PLUS")
-    assert settings.db_availability == "REGIONAL"
-    assert settings.db_version == "POSTGRES_17"
-    assert (settings.db_maintenance_day, settings.db_maintenance_hour) == (2, 23)
+    assert (settings.database.tier, settings.database.edition) == (
+        "db-perf-optimized-N-4",
+        "ENTERPRISE_PLUS",
+    )
+    assert settings.database.availability == "REGIONAL"
+    assert settings.database.version == "POSTGRES_17"
+    assert (settings.database.maintenance_day, settings.database.maintenance_hour) == (2, 23)
     assert settings.bucket_location == "EU"
     assert settings.ssh_source_cidrs == ["198.51.100.7/32"]
 
@@ -382,7 +391,7 @@ def test_gcp_service_account_id_is_valid_for_any_stack_name(stack, expected):
 
 
 def test_gcp_transaction_logs_are_kept_fewer_days_than_backups():
-    assert gcp_settings("prod").db_log_retention_days == 7
+    assert gcp_settings("prod").database.log_retention_days == 7
     short = gcp_settings("dev", gcpDbPointInTimeRecovery="true", gcpDbBackupRetention="3")
-    assert short.db_log_retention_days == 2
-    assert gcp_settings("dev").db_log_retention_days == 0
+    assert short.database.log_retention_days == 2
+    assert gcp_settings("dev").database.log_retention_days == 0

@@ -66,10 +66,13 @@ ENVIRONMENTS = ("dev", "test", "prod")
 # that teardown can prove nothing of a stack is left and the reaper can find
 # expired test stacks. GCP label keys and values allow only lowercase letters,
 # digits, "-" and "_", so the same spelling is used on both clouds.
-LABEL_STACK = "mlflow-kit-stack"
-LABEL_ENVIRONMENT = "mlflow-kit-env"
+#: The kit's own label names start with this; a stack's own labels may not
+#: (stacks/rules.py).
+LABEL_PREFIX = "mlflow-kit-"
+LABEL_STACK = LABEL_PREFIX + "stack"
+LABEL_ENVIRONMENT = LABEL_PREFIX + "env"
 #: UTC expiry of a test stack as ``YYYYMMDDhhmm`` (digits only, label-safe).
-LABEL_EXPIRES = "mlflow-kit-expires"
+LABEL_EXPIRES = LABEL_PREFIX + "expires"
 EXPIRES_FORMAT = "%Y%m%d%H%M"
 #: Appended to the description of resources that take a description but no labels
 #: (GCP networks, firewall rules, service accounts), so the leftover check finds them

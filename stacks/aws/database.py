@@ -9,36 +9,41 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from stacks import naming
-from stacks.aws.settings import DatabaseSettings
+from stacks.aws.settings import AwsSettings
 from stacks.aws.tags import named
+from stacks.component import Component
 from stacks.passwords import RDS_PASSWORD, random_password
 from stacks.postgres import DB_NAME, DB_PORT, DB_USER, backend_store_uri
 
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseArgs:
-    settings: DatabaseSettings
+    settings: AwsSettings
+    #: Private subnets in two zones.
     subnet_ids: list[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
-    tags: dict[str, str]
 
 
-class Database(pulumi.ComponentResource):
-    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:aws:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        db = args.settings
+class Database(Component):
+    """RDS for PostgreSQL in the private subnets: encrypted, TLS required, reachable only
+    from the VM's security group."""
+
+    TYPE = "mlflow-server:aws:Database"
+
+    def declare(self, name: str, args: DatabaseArgs) -> dict[str, pulumi.Input]:
+        db = args.settings.database
+        own_tags = args.settings.tags(name)
 
         def tags(suffix: str) -> dict[str, str]:
-            return named(args.tags, name, suffix)
+            return named(own_tags, name, suffix)
 
-        password = random_password(f"{name}-password", RDS_PASSWORD, child)
+        password = random_password(f"{name}-password", RDS_PASSWORD, self.child)
         subnets = aws.rds.SubnetGroup(
             f"{name}-subnets",
             subnet_ids=args.subnet_ids,
             description="MLflow database: private subnets in two zones",
             tags=tags("subnets"),
-            opts=child,
+            opts=self.child,
         )
         parameters = aws.rds.ParameterGroup(
             f"{name}-params",
@@ -46,7 +51,7 @@ class Database(pulumi.ComponentResource):
             description="MLflow database: TLS required",
             parameters=[{"name": "rds.force_ssl", "value": "1", "apply_method": "immediate"}],
             tags=tags("params"),
-            opts=child,
+            opts=self.child,
         )
         prod_like = db.final_snapshot_stack is not None
         final_snapshot = None
@@ -54,7 +59,9 @@ class Database(pulumi.ComponentResource):
             # A snapshot name must be new at every delete: a stack destroyed and created
             # again under the same name would otherwise fail its next destroy on the
             # snapshot the first one left. The suffix lives and dies with this database.
-            suffix = random.RandomId(f"{name}-final-snapshot-suffix", byte_length=4, opts=child)
+            suffix = random.RandomId(
+                f"{name}-final-snapshot-suffix", byte_length=4, opts=self.child
+            )
             final_snapshot = suffix.hex.apply(
                 lambda hex_suffix: naming.rds_identifier(
                     naming.final_snapshot_identifier(db.final_snapshot_stack, hex_suffix), 255
@@ -92,7 +99,7 @@ class Database(pulumi.ComponentResource):
             final_snapshot_identifier=final_snapshot,
             delete_automated_backups=not prod_like,
             tags=tags("instance"),
-            opts=child,
+            opts=self.child,
         )
         self.address = self.instance.address
         self.backend_store_uri = pulumi.Output.secret(
@@ -101,10 +108,8 @@ class Database(pulumi.ComponentResource):
             )
         )
         self.max_connections = db.max_connections
-        self.register_outputs(
-            {
-                "address": self.address,
-                "backend_store_uri": self.backend_store_uri,
-                "max_connections": self.max_connections,
-            }
-        )
+        return {
+            "address": self.address,
+            "backend_store_uri": self.backend_store_uri,
+            "max_connections": self.max_connections,
+        }

@@ -43,58 +43,26 @@ def declare(s: AwsSettings) -> dict[str, pulumi.Output]:
     )
     opts = pulumi.ResourceOptions(providers=[provider])
 
-    network = Network("network", NetworkArgs(cidr=s.vpc_cidr, tags=s.tags("network")), opts=opts)
-    firewall = Firewall(
-        "security",
-        FirewallArgs(
-            vpc_id=network.vpc.id,
-            https_cidrs=common.https_allowed_cidrs,
-            ssh_cidrs=[] if s.session_manager else common.ssh_allowed_cidrs,
-            open_http=common.tls_mode == "letsencrypt",
-            tags=s.tags("security"),
-        ),
-        opts=opts,
-    )
+    network = Network("network", NetworkArgs(settings=s), opts=opts)
+    firewall = Firewall("security", FirewallArgs(settings=s, vpc_id=network.vpc.id), opts=opts)
     database = Database(
         "database",
         DatabaseArgs(
-            settings=s.database,
+            settings=s,
             subnet_ids=[subnet.id for subnet in network.private_subnets],
             security_group_id=firewall.database.id,
-            tags=s.tags("database"),
         ),
         opts=opts,
     )
-    bucket = ArtifactBucket(
-        "artifacts",
-        ArtifactBucketArgs(partition=s.partition, retention=s.artifacts, tags=s.tags("artifacts")),
-        opts=opts,
-    )
-    identity = Identity(
-        "identity",
-        IdentityArgs(
-            bucket=bucket.name,
-            prefix=s.artifacts_prefix,
-            partition=s.partition,
-            session_manager=s.session_manager,
-            tags=s.tags("vm"),
-        ),
-        opts=opts,
-    )
+    bucket = ArtifactBucket("artifacts", ArtifactBucketArgs(settings=s), opts=opts)
+    identity = Identity("identity", IdentityArgs(settings=s, bucket=bucket.name), opts=opts)
     server = Server(
         "vm",
         ServerArgs(
+            settings=s,
             subnet_id=network.public_subnets[0].id,
             security_group_id=firewall.vm.id,
             instance_profile=identity.instance_profile.name,
-            instance_type=s.instance_type,
-            root_volume_gb=s.root_volume_gb,
-            ssh_user=common.ssh_user,
-            ssh_public_keys=common.ssh_public_keys,
-            termination_protection=s.deletion_protection,
-            tags=s.tags("vm"),
-            session_manager=s.session_manager,
-            region=s.region,
         ),
         opts=pulumi.ResourceOptions(providers=[provider], depends_on=[network.internet_gateway]),
     )

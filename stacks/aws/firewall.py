@@ -8,50 +8,42 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from stacks.aws.settings import AwsSettings
 from stacks.aws.tags import named
+from stacks.component import Component
 from stacks.ingress import HTTP, HTTPS, POSTGRES, vm_ingress
-
-#: What stacks deployed before the clouds' components were named alike call this type.
-FORMER_TYPE = "mlflow-server:aws:Security"
 
 
 @dataclass(frozen=True, kw_only=True)
 class FirewallArgs:
+    settings: AwsSettings
     vpc_id: pulumi.Input[str]
-    https_cidrs: list[str]
-    #: Empty when SSH is off (Session Manager): then no rule for port 22 exists at all.
-    ssh_cidrs: list[str]
-    #: Let's Encrypt's HTTP-01 challenge needs port 80 from anywhere.
-    open_http: bool
-    tags: dict[str, str]
 
 
-class Firewall(pulumi.ComponentResource):
+class Firewall(Component):
     """The VM's and the database's security groups, every rule a resource of its own."""
 
-    def __init__(self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None):
-        renamed = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_TYPE)])
-        super().__init__(
-            "mlflow-server:aws:Firewall", name, None, pulumi.ResourceOptions.merge(opts, renamed)
-        )
-        child = pulumi.ResourceOptions(parent=self)
+    TYPE = "mlflow-server:aws:Firewall"
+    #: What stacks deployed before the clouds' components were named alike call this type.
+    FORMER = "mlflow-server:aws:Security"
+
+    def declare(self, name: str, args: FirewallArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
+        own_tags = s.tags(name)
 
         # Rules are separate aws.vpc.SecurityGroup*Rule resources (the provider's
         # recommended form: one CIDR per rule, own tags and IDs), never inline ones.
-        self.vm = aws.ec2.SecurityGroup(
-            f"{name}-vm",
-            vpc_id=args.vpc_id,
-            description="MLflow VM: HTTPS from allowed CIDRs",
-            tags=named(args.tags, name, "vm"),
-            opts=child,
-        )
-        self.database = aws.ec2.SecurityGroup(
-            f"{name}-db",
-            vpc_id=args.vpc_id,
-            description="MLflow database: Postgres from the VM only",
-            tags=named(args.tags, name, "db"),
-            opts=child,
-        )
+        def group(suffix: str, description: str) -> aws.ec2.SecurityGroup:
+            return aws.ec2.SecurityGroup(
+                f"{name}-{suffix}",
+                vpc_id=args.vpc_id,
+                description=description,
+                tags=named(own_tags, name, suffix),
+                opts=self.child,
+            )
+
+        self.vm = group("vm", "MLflow VM: HTTPS from allowed CIDRs")
+        self.database = group("db", "MLflow database: Postgres from the VM only")
 
         def rule(kind, suffix: str, group, port: int, description: str, **source) -> None:
             kind(
@@ -61,14 +53,17 @@ class Firewall(pulumi.ComponentResource):
                 from_port=port,
                 to_port=port,
                 description=description,
-                tags=named(args.tags, name, suffix),
-                opts=child,
+                tags=named(own_tags, name, suffix),
+                opts=self.child,
                 **source,
             )
 
         ingress = aws.vpc.SecurityGroupIngressRule
+        # No SSH rule at all with Session Manager.
         plan = vm_ingress(
-            https_cidrs=args.https_cidrs, ssh_cidrs=args.ssh_cidrs, open_http=args.open_http
+            https_cidrs=s.common.https_allowed_cidrs,
+            ssh_cidrs=[] if s.session_manager else s.common.ssh_allowed_cidrs,
+            open_http=s.common.tls_mode == "letsencrypt",
         )
         for entry in plan:
             for index, cidr in enumerate(entry.sources):
@@ -86,7 +81,7 @@ class Firewall(pulumi.ComponentResource):
         rule(egress, "vm-out-postgres", self.vm, POSTGRES, to_db, **self._peer(self.database))
         rule(ingress, "db-from-vm", self.database, POSTGRES, from_vm, **self._peer(self.vm))
 
-        self.register_outputs({"vm_group_id": self.vm.id, "database_group_id": self.database.id})
+        return {"vm_group_id": self.vm.id, "database_group_id": self.database.id}
 
     @staticmethod
     def _peer(group: aws.ec2.SecurityGroup) -> dict[str, pulumi.Output]:

@@ -9,7 +9,9 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
+from stacks.aws.settings import AwsSettings
 from stacks.aws.tags import named
+from stacks.component import Component
 from stacks.passwords import AWS_ADMIN_PASSWORD, random_password
 
 #: Debian's own AWS account, which publishes the official Debian AMIs.
@@ -17,27 +19,6 @@ DEBIAN_OWNER = "136693071363"
 DEBIAN_12_AMD64 = "debian-12-amd64-*"
 #: The login user of Debian's cloud images.
 DEBIAN_DEFAULT_USER = "admin"
-#: What stacks deployed before the clouds' components were named alike call this type,
-#: and the admin password, which they declared at the top level.
-FORMER_TYPE = "mlflow-server:aws:Vm"
-FORMER_ADMIN_PASSWORD = "admin-password"  # noqa: S105 - a resource name
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerArgs:
-    subnet_id: pulumi.Input[str]
-    security_group_id: pulumi.Input[str]
-    instance_profile: pulumi.Input[str]
-    instance_type: str
-    root_volume_gb: int
-    ssh_user: str
-    ssh_public_keys: list[str]
-    #: Prod: the instance cannot be terminated until this is switched off.
-    termination_protection: bool
-    tags: dict[str, str]
-    #: Session Manager needs its agent, which Debian's images do not ship.
-    session_manager: bool
-    region: str
 
 
 def ssm_agent_commands(region: str) -> list[str]:
@@ -77,18 +58,30 @@ def cloud_config(ssh_user: str, keys: list[str], *, session_manager: bool, regio
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
 
 
-class Server(pulumi.ComponentResource):
+@dataclass(frozen=True, kw_only=True)
+class ServerArgs:
+    settings: AwsSettings
+    #: A public subnet.
+    subnet_id: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    instance_profile: pulumi.Input[str]
+
+
+class Server(Component):
     """The VM MLflow runs on, and the MLflow admin password it is bootstrapped with."""
 
-    def __init__(self, name: str, args: ServerArgs, opts: pulumi.ResourceOptions | None = None):
-        renamed = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_TYPE)])
-        super().__init__(
-            "mlflow-server:aws:Server", name, None, pulumi.ResourceOptions.merge(opts, renamed)
-        )
-        child = pulumi.ResourceOptions(parent=self)
+    TYPE = "mlflow-server:aws:Server"
+    #: What stacks deployed before the clouds' components were named alike call this type,
+    #: and the admin password, which they declared at the top level.
+    FORMER = "mlflow-server:aws:Vm"
+    FORMER_ADMIN_PASSWORD = "admin-password"  # noqa: S105 - a resource name
+
+    def declare(self, name: str, args: ServerArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
+        keys = s.common.ssh_public_keys
 
         def tags(suffix: str) -> dict[str, str]:
-            return named(args.tags, name, suffix)
+            return named(s.tags(name), name, suffix)
 
         image = aws.ec2.get_ami_output(
             most_recent=True,
@@ -100,13 +93,11 @@ class Server(pulumi.ComponentResource):
             ],
             opts=pulumi.InvokeOutputOptions(parent=self),
         )
-        key = aws.ec2.KeyPair(
-            f"{name}-key", public_key=args.ssh_public_keys[0], tags=tags("key"), opts=child
-        )
+        key = aws.ec2.KeyPair(f"{name}-key", public_key=keys[0], tags=tags("key"), opts=self.child)
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
             ami=image.id,
-            instance_type=args.instance_type,
+            instance_type=s.instance_type,
             subnet_id=args.subnet_id,
             vpc_security_group_ids=[args.security_group_id],
             iam_instance_profile=args.instance_profile,
@@ -119,16 +110,15 @@ class Server(pulumi.ComponentResource):
             root_block_device={
                 "encrypted": True,
                 "volume_type": "gp3",
-                "volume_size": args.root_volume_gb,
+                "volume_size": s.root_volume_gb,
                 "delete_on_termination": True,
             },
+            # Session Manager needs its agent, which Debian's images do not ship.
             user_data=cloud_config(
-                args.ssh_user,
-                args.ssh_public_keys,
-                session_manager=args.session_manager,
-                region=args.region,
+                s.common.ssh_user, keys, session_manager=s.session_manager, region=s.region
             ),
-            disable_api_termination=args.termination_protection,
+            # Prod: the instance cannot be terminated until this is switched off.
+            disable_api_termination=s.deletion_protection,
             monitoring=False,
             volume_tags=tags("root"),
             tags=tags("instance"),
@@ -136,12 +126,12 @@ class Server(pulumi.ComponentResource):
             # decision for the operator, not a side effect of the next `pulumi up`.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
         )
-        self.address = aws.ec2.Eip(f"{name}-ip", domain="vpc", tags=tags("ip"), opts=child)
+        self.address = aws.ec2.Eip(f"{name}-ip", domain="vpc", tags=tags("ip"), opts=self.child)
         aws.ec2.EipAssociation(
             f"{name}-ip-association",
             allocation_id=self.address.allocation_id,
             instance_id=self.instance.id,
-            opts=child,
+            opts=self.child,
         )
         password = random_password(
             f"{name}-admin-password",
@@ -149,7 +139,7 @@ class Server(pulumi.ComponentResource):
             pulumi.ResourceOptions(
                 parent=self,
                 aliases=[
-                    pulumi.Alias(name=FORMER_ADMIN_PASSWORD, parent=pulumi.ROOT_STACK_RESOURCE)
+                    pulumi.Alias(name=self.FORMER_ADMIN_PASSWORD, parent=pulumi.ROOT_STACK_RESOURCE)
                 ],
             ),
         )
@@ -158,10 +148,8 @@ class Server(pulumi.ComponentResource):
         #: The instance ID, which Session Manager takes, and its availability zone.
         self.vm_id = self.instance.id
         self.vm_zone = self.instance.availability_zone
-        self.register_outputs(
-            {
-                "public_ip": self.public_ip,
-                "instance_id": self.vm_id,
-                "admin_password": self.admin_password,
-            }
-        )
+        return {
+            "public_ip": self.public_ip,
+            "instance_id": self.vm_id,
+            "admin_password": self.admin_password,
+        }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from stacks.config import CommonSettings, ConfigReader, SettingError
 from stacks.connection_limits import rds_max_connections
 from stacks.contract import ARTIFACTS_PREFIX
-from stacks.retention import ArtifactRetention, default_retention
+from stacks.retention import ArtifactRetention, read_retention
 
 SSH_ACCESS = ("cidrs", "session-manager")
 #: Key types EC2 ImportKeyPair accepts (EC2 API reference, ImportKeyPair).
@@ -203,7 +203,6 @@ def read_aws(common: CommonSettings) -> AwsSettings:
             "false in a test stack: test stacks go away in one destroy",
         )
 
-    retention = default_retention(env)
     return AwsSettings(
         common=common,
         region=region,
@@ -214,6 +213,7 @@ def read_aws(common: CommonSettings) -> AwsSettings:
         root_volume_gb=root_volume_gb,
         database=DatabaseSettings(
             instance_class=db_instance_class,
+            max_connections=rds_max_connections(db_instance_class) or 0,
             storage_gb=db_storage_gb,
             postgres_version=postgres_version,
             multi_az=db_multi_az,
@@ -223,16 +223,13 @@ def read_aws(common: CommonSettings) -> AwsSettings:
             maintenance_window=maintenance,
             deletion_protection=protect,
             final_snapshot_stack=common.stack if common.is_prod else None,
-            max_connections=rds_max_connections(db_instance_class) or 0,
         ),
         deletion_protection=protect,
-        artifacts=ArtifactRetention(
-            versioning=config.get_bool("awsBucketVersioning", retention.versioning),
-            noncurrent_days=config.get_int(
-                "awsBucketNoncurrentDays", retention.noncurrent_days, 1, 3650
-            ),
-            expire_days=config.get_int("awsBucketExpireDays", retention.expire_days, 0, 36500),
-            force_destroy=retention.force_destroy,
+        artifacts=read_retention(
+            config,
+            env,
+            keys=("awsBucketVersioning", "awsBucketNoncurrentDays", "awsBucketExpireDays"),
+            max_expire_days=36500,
         ),
     )
 

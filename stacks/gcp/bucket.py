@@ -7,15 +7,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.component import Component
 from stacks.contract import ARTIFACTS_PREFIX
+from stacks.gcp.settings import GcpSettings
 from stacks.retention import ArtifactRetention
 
 
 @dataclass(frozen=True, kw_only=True)
 class ArtifactBucketArgs:
-    location: str
-    retention: ArtifactRetention
-    labels: dict[str, str]
+    settings: GcpSettings
 
 
 def _rule(action: str, **condition) -> gcp.storage.BucketLifecycleRuleArgs:
@@ -36,37 +36,34 @@ def lifecycle_rules(retention: ArtifactRetention) -> list[gcp.storage.BucketLife
     return rules
 
 
-class ArtifactBucket(pulumi.ComponentResource):
+class ArtifactBucket(Component):
     """A bucket no ACL or public grant can open; only IAM on the bucket grants access."""
 
-    def __init__(
-        self, name: str, args: ArtifactBucketArgs, opts: pulumi.ResourceOptions | None = None
-    ):
-        super().__init__("mlflow-server:gcp:ArtifactBucket", name, None, opts)
-        retention = args.retention
+    TYPE = "mlflow-server:gcp:ArtifactBucket"
+
+    def declare(self, name: str, args: ArtifactBucketArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
 
         self.bucket = gcp.storage.Bucket(
             f"{name}-bucket",
-            location=args.location,
+            location=s.bucket_location,
             storage_class="STANDARD",
             uniform_bucket_level_access=True,
             public_access_prevention="enforced",
-            versioning=gcp.storage.BucketVersioningArgs(enabled=retention.versioning),
-            lifecycle_rules=lifecycle_rules(retention),
-            force_destroy=retention.force_destroy,
+            versioning=gcp.storage.BucketVersioningArgs(enabled=s.artifacts.versioning),
+            lifecycle_rules=lifecycle_rules(s.artifacts),
+            force_destroy=s.artifacts.force_destroy,
             # A disposable bucket keeps no soft-deleted copies behind after destroy.
             soft_delete_policy=(
                 gcp.storage.BucketSoftDeletePolicyArgs(retention_duration_seconds=0)
-                if retention.force_destroy
+                if s.artifacts.force_destroy
                 else None
             ),
-            labels=args.labels,
+            labels=s.labels,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.name = self.bucket.name
         self.artifacts_destination = self.bucket.name.apply(
             lambda n: f"gs://{n}/{ARTIFACTS_PREFIX}"
         )
-        self.register_outputs(
-            {"name": self.name, "artifacts_destination": self.artifacts_destination}
-        )
+        return {"name": self.name, "artifacts_destination": self.artifacts_destination}

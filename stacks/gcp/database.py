@@ -7,35 +7,34 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from stacks.gcp.settings import DatabaseSettings
+from stacks.component import Component
+from stacks.gcp.settings import GcpSettings
 from stacks.passwords import GCP_PASSWORD, random_password
 from stacks.postgres import DB_NAME, DB_USER, backend_store_uri
 
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseArgs:
-    settings: DatabaseSettings
-    region: str
-    zone: str
+    settings: GcpSettings
     network: pulumi.Input[str]
     #: The private services connection the instance's private IP is allocated through.
     private_services: pulumi.Resource
-    labels: dict[str, str]
 
 
-class Database(pulumi.ComponentResource):
+class Database(Component):
     """A Postgres instance reachable only from the VPC, refusing unencrypted connections."""
 
-    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:gcp:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        db = args.settings
+    TYPE = "mlflow-server:gcp:Database"
 
-        self.password = random_password(f"{name}-password", GCP_PASSWORD, child)
+    def declare(self, name: str, args: DatabaseArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
+        db = s.database
+
+        self.password = random_password(f"{name}-password", GCP_PASSWORD, self.child)
         self.instance = gcp.sql.DatabaseInstance(
             f"{name}-instance",
             database_version=db.version,
-            region=args.region,
+            region=s.region,
             deletion_protection=db.deletion_protection,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
                 tier=db.tier,
@@ -48,7 +47,7 @@ class Database(pulumi.ComponentResource):
                 deletion_protection_enabled=db.deletion_protection,
                 retain_backups_on_delete=db.deletion_protection and db.backups,
                 location_preference=gcp.sql.DatabaseInstanceSettingsLocationPreferenceArgs(
-                    zone=args.zone
+                    zone=s.zone
                 ),
                 ip_configuration=gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs(
                     ipv4_enabled=False,
@@ -73,7 +72,7 @@ class Database(pulumi.ComponentResource):
                     gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name=flag, value=value)
                     for flag, value in sorted(db.flags.items())
                 ],
-                user_labels=args.labels,
+                user_labels=s.labels,
             ),
             # The private IP is allocated from the peered range, which must exist first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.private_services]),
@@ -85,7 +84,7 @@ class Database(pulumi.ComponentResource):
             name=DB_NAME,
             instance=self.instance.name,
             deletion_policy="ABANDON",
-            opts=child,
+            opts=self.child,
         )
         self.user = gcp.sql.User(
             f"{name}-user",
@@ -93,7 +92,7 @@ class Database(pulumi.ComponentResource):
             instance=self.instance.name,
             password=self.password.result,
             deletion_policy="ABANDON",
-            opts=child,
+            opts=self.child,
         )
 
         self.connection_name = self.instance.connection_name
@@ -104,11 +103,9 @@ class Database(pulumi.ComponentResource):
             )
         )
         self.max_connections = db.max_connections
-        self.register_outputs(
-            {
-                "connection_name": self.connection_name,
-                "private_ip": self.private_ip,
-                "backend_store_uri": self.backend_store_uri,
-                "max_connections": self.max_connections,
-            }
-        )
+        return {
+            "connection_name": self.connection_name,
+            "private_ip": self.private_ip,
+            "backend_store_uri": self.backend_store_uri,
+            "max_connections": self.max_connections,
+        }

@@ -25,7 +25,6 @@ def deploy(common: CommonSettings) -> dict[str, pulumi.Output]:
 
 
 def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
-    labels = s.labels
     # Every GCP resource goes through this provider, so project, region and zone are
     # the validated ones and default_labels reach every resource that takes labels.
     provider = gcp.Provider(
@@ -33,76 +32,27 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
         project=s.project,
         region=s.region,
         zone=s.zone,
-        default_labels=labels,
+        default_labels=s.labels,
         **provider_options("gcp"),
     )
     opts = pulumi.ResourceOptions(providers=[provider])
 
-    network = Network(
-        "mlflow-network",
-        NetworkArgs(
-            region=s.region,
-            subnet_cidr=s.subnet_cidr,
-            labels=labels,
-            deletable=not s.deletion_protection,
-            stack=s.common.stack,
-        ),
-        opts=opts,
-    )
-    bucket = ArtifactBucket(
-        "mlflow-artifacts",
-        ArtifactBucketArgs(location=s.bucket_location, retention=s.artifacts, labels=labels),
-        opts=opts,
-    )
-    identity = Identity(
-        "mlflow-identity",
-        IdentityArgs(
-            project=s.project,
-            account_id=s.service_account_id,
-            bucket=bucket.name,
-            stack=s.common.stack,
-        ),
-        opts=opts,
-    )
+    network = Network("mlflow-network", NetworkArgs(settings=s), opts=opts)
+    bucket = ArtifactBucket("mlflow-artifacts", ArtifactBucketArgs(settings=s), opts=opts)
+    identity = Identity("mlflow-identity", IdentityArgs(settings=s, bucket=bucket.name), opts=opts)
     Firewall(
         "mlflow-firewall",
-        FirewallArgs(
-            network=network.vpc.id,
-            target_service_account=identity.email,
-            https_cidrs=s.common.https_allowed_cidrs,
-            ssh_cidrs=s.ssh_source_cidrs,
-            open_http=s.common.tls_mode == "letsencrypt",
-            log=s.common.is_prod,
-            stack=s.common.stack,
-        ),
+        FirewallArgs(settings=s, network=network.vpc.id, target_service_account=identity.email),
         opts=opts,
     )
     database = Database(
         "mlflow-db",
-        DatabaseArgs(
-            settings=s.database,
-            region=s.region,
-            zone=s.zone,
-            network=network.vpc.id,
-            private_services=network.private_services,
-            labels=labels,
-        ),
+        DatabaseArgs(settings=s, network=network.vpc.id, private_services=network.private_services),
         opts=opts,
     )
     server = Server(
         "mlflow-vm",
-        ServerArgs(
-            region=s.region,
-            zone=s.zone,
-            machine_type=s.machine_type,
-            boot_disk_gb=s.boot_disk_gb,
-            subnet=network.subnet.id,
-            service_account=identity.email,
-            ssh_user=s.common.ssh_user,
-            ssh_public_keys=s.common.ssh_public_keys,
-            deletion_protection=s.deletion_protection,
-            labels=labels,
-        ),
+        ServerArgs(settings=s, subnet=network.subnet.id, service_account=identity.email),
         opts=opts,
     )
     return contract_outputs(

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.component import Component
 from stacks.gcp.marker import described
+from stacks.gcp.settings import GcpSettings
 from stacks.ingress import vm_ingress
 
 DESCRIPTIONS = {
@@ -21,27 +23,31 @@ DESCRIPTIONS = {
 
 @dataclass(frozen=True, kw_only=True)
 class FirewallArgs:
+    settings: GcpSettings
     network: pulumi.Input[str]
     #: Rules target the VM by its service account, which (unlike a network tag)
     #: only principals allowed to act as that account can attach to an instance.
     target_service_account: pulumi.Input[str]
-    https_cidrs: list[str]
-    #: IAP's range or sshAllowedCidrs: GCP always has a path for SSH.
-    ssh_cidrs: list[str]
-    #: Let's Encrypt's HTTP-01 challenge needs port 80 from anywhere.
-    open_http: bool
-    log: bool
-    #: The stack name, marked in each rule's description (firewall rules take no labels).
-    stack: str
 
 
-class Firewall(pulumi.ComponentResource):
+class Firewall(Component):
     """One ingress rule per purpose (https, http, ssh) of the VM's ingress plan."""
 
-    def __init__(self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:gcp:Firewall", name, None, opts)
+    TYPE = "mlflow-server:gcp:Firewall"
+
+    def declare(self, name: str, args: FirewallArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
+        # prod logs every connection the rules admit.
         log_config = (
-            gcp.compute.FirewallLogConfigArgs(metadata="EXCLUDE_ALL_METADATA") if args.log else None
+            gcp.compute.FirewallLogConfigArgs(metadata="EXCLUDE_ALL_METADATA")
+            if s.common.is_prod
+            else None
+        )
+        # SSH from IAP's range or sshAllowedCidrs: GCP always has a path for it.
+        plan = vm_ingress(
+            https_cidrs=s.common.https_allowed_cidrs,
+            ssh_cidrs=s.ssh_source_cidrs,
+            open_http=s.common.tls_mode == "letsencrypt",
         )
         self.rules = {
             ingress.purpose: gcp.compute.Firewall(
@@ -52,12 +58,10 @@ class Firewall(pulumi.ComponentResource):
                 allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=[str(ingress.port)])],
                 source_ranges=list(ingress.sources),
                 target_service_accounts=[args.target_service_account],
-                description=described(DESCRIPTIONS[ingress.purpose], args.stack),
+                description=described(DESCRIPTIONS[ingress.purpose], s.common.stack),
                 log_config=log_config,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            for ingress in vm_ingress(
-                https_cidrs=args.https_cidrs, ssh_cidrs=args.ssh_cidrs, open_http=args.open_http
-            )
+            for ingress in plan
         }
-        self.register_outputs({purpose: rule.id for purpose, rule in self.rules.items()})
+        return {purpose: rule.id for purpose, rule in self.rules.items()}

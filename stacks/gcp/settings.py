@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from stacks import naming
 from stacks.config import CommonSettings, ConfigReader, SettingError, cidr
 from stacks.connection_limits import cloud_sql_max_connections
-from stacks.retention import ArtifactRetention, default_retention
+from stacks.retention import ArtifactRetention, read_retention
 
 #: Google's IAP TCP forwarding source range (``gcloud compute ssh --tunnel-through-iap``).
 IAP_TCP_FORWARDING_CIDR = "35.235.240.0/20"
@@ -216,14 +216,11 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         )
 
     bucket_location = _bucket_location(reader, reader.get("gcpBucketLocation", region).upper())
-    retention = default_retention(env)
-    artifacts = ArtifactRetention(
-        versioning=reader.get_bool("gcpBucketVersioning", retention.versioning),
-        noncurrent_days=reader.get_int(
-            "gcpBucketNoncurrentDays", retention.noncurrent_days, 1, 3650
-        ),
-        expire_days=reader.get_int("gcpBucketExpireDays", retention.expire_days, 0, 3650),
-        force_destroy=retention.force_destroy,
+    artifacts = read_retention(
+        reader,
+        env,
+        keys=("gcpBucketVersioning", "gcpBucketNoncurrentDays", "gcpBucketExpireDays"),
+        max_expire_days=3650,
     )
 
     return GcpSettings(
@@ -237,6 +234,7 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         ssh_source_cidrs=ssh_source,
         database=DatabaseSettings(
             tier=db_tier,
+            max_connections=cloud_sql_max_connections(db_tier),
             edition=db_edition,
             version=f"POSTGRES_{db_version}",
             availability=db_availability.upper(),
@@ -252,7 +250,6 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
             update_track="stable" if env == "prod" else "canary",
             flags=_db_flags(env),
             deletion_protection=deletion_protection,
-            max_connections=cloud_sql_max_connections(db_tier),
         ),
         deletion_protection=deletion_protection,
         bucket_location=bucket_location,

@@ -25,12 +25,12 @@ class Ingress:
 
 
 def vm_ingress(
-    *, https_cidrs: Sequence[str], ssh_cidrs: Sequence[str], open_http: bool
+    *, https_cidrs: Sequence[str], ssh_cidrs: Sequence[str], tls_mode: str
 ) -> list[Ingress]:
     """The VM's ingress, in the order both clouds declare it; ``ssh_cidrs`` may be empty
     (AWS Session Manager: no SSH port at all)."""
     plan = [Ingress(purpose="https", port=HTTPS, sources=tuple(https_cidrs))]
-    if open_http:
+    if tls_mode == "letsencrypt":
         plan.append(Ingress(purpose="http", port=HTTP, sources=ACME_HTTP_SOURCES))
     plan.append(Ingress(purpose="ssh", port=SSH, sources=tuple(ssh_cidrs)))
     return plan

@@ -45,10 +45,10 @@ class Firewall(Component):
         self.vm = group("vm", "MLflow VM: HTTPS from allowed CIDRs")
         self.database = group("db", "MLflow database: Postgres from the VM only")
 
-        def rule(kind, suffix: str, group, port: int, description: str, **source) -> None:
+        def rule(kind, suffix: str, target, port: int, description: str, **source) -> None:
             kind(
                 f"{name}-{suffix}",
-                security_group_id=group.id,
+                security_group_id=target.id,
                 ip_protocol="tcp",
                 from_port=port,
                 to_port=port,
@@ -63,7 +63,7 @@ class Firewall(Component):
         plan = vm_ingress(
             https_cidrs=s.common.https_allowed_cidrs,
             ssh_cidrs=[] if s.session_manager else s.common.ssh_allowed_cidrs,
-            open_http=s.common.tls_mode == "letsencrypt",
+            tls_mode=s.common.tls_mode,
         )
         for entry in plan:
             for index, cidr in enumerate(entry.sources):

@@ -47,7 +47,7 @@ class Firewall(Component):
         plan = vm_ingress(
             https_cidrs=s.common.https_allowed_cidrs,
             ssh_cidrs=s.ssh_source_cidrs,
-            open_http=s.common.tls_mode == "letsencrypt",
+            tls_mode=s.common.tls_mode,
         )
         self.rules = {
             ingress.purpose: gcp.compute.Firewall(

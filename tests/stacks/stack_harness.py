@@ -197,6 +197,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+LIFECYCLE_OPTIONS = (
+    "ignoreChanges",
+    "replaceOnChanges",
+    "deleteBeforeReplace",
+    "protect",
+    "retainOnDelete",
+)
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,9 @@ class Registration:
     parent: str
     custom: bool
     aliases: tuple[AliasSpec, ...]
+    #: The options that decide between an update in place and a replacement or deletion,
+    #: those set: ignoreChanges, replaceOnChanges, deleteBeforeReplace, protect, retainOnDelete.
+    lifecycle: dict = field(default_factory=dict)
 
 
 def engine_urn(stack: str, parent: str, typ: str, name: str) -> str:
@@ -267,9 +277,20 @@ class RecordingMonitor(MockMonitor):
                 )
             else:
                 aliases.append(AliasSpec(urn=alias.urn))
+        lifecycle = {
+            option: list(value) if option.endswith("Changes") else value
+            for option in LIFECYCLE_OPTIONS
+            if (value := getattr(request, option))
+        }
         self.registrations.append(
             Registration(
-                urn, request.type, request.name, parent, bool(request.custom), tuple(aliases)
+                urn,
+                request.type,
+                request.name,
+                parent,
+                bool(request.custom),
+                tuple(aliases),
+                lifecycle,
             )
         )
         return response

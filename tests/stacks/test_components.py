@@ -192,6 +192,18 @@ def test_rds_limit_by_class(instance_class, limit):
     assert connection_limits.rds_max_connections(instance_class) == limit
 
 
+def test_rds_limit_is_the_default_parameter_groups_formula_on_the_class_memory():
+    """LEAST({DBInstanceClassMemory/9531392}, 5000), written out here with its literals."""
+    gib = {"db.t4g.micro": 1, "db.t4g.small": 2, "db.t3.medium": 4, "db.r6g.xlarge": 32}
+    for instance_class, memory in gib.items():
+        expected = min(memory * 1024**3 // 9531392, 5000)
+        assert connection_limits.rds_max_connections(instance_class) == expected
+    assert (connection_limits.RDS_BYTES_PER_CONNECTION, connection_limits.RDS_MAX_CONNECTIONS) == (
+        9531392,
+        5000,
+    )
+
+
 def test_a_tier_without_a_limit_is_refused():
     with pytest.raises(ValueError, match="db-n1-standard-1"):
         connection_limits.cloud_sql_max_connections("db-n1-standard-1")

@@ -3,6 +3,14 @@
 One harness for both clouds: the mocks answer registrations and invokes the way GCP
 and AWS would, keep every one, and the run hands back what was declared and exported.
 Mocks and config are process-global in the Pulumi SDK, so every run sets both afresh.
+The monitor also records each registration as the engine would see it (URN, parent,
+aliases, update-in-place options), so tests can replay the engine's alias matching
+(tests/stacks/urns.py).
+
+- ``config(cloud, environment, **overrides)``: a valid stack config;
+- ``run(values, stack)``: the program under the mocks, a ``StackRun``;
+- ``declared_stack(cloud, values, stack=...)``: the same for callers outside the stack
+  tests (the local cloud reads a VM's user data and metadata with it).
 
 A uniquely named module rather than conftest.py, so it cannot be confused with another
 test directory's conftest in one pytest process.

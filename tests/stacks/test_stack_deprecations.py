@@ -15,8 +15,11 @@ from stack_harness import RecordingMocks, config
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error::DeprecationWarning")]
 FIREWALL = "gcp:compute/firewall:Firewall"
-LETSENCRYPT = {"tlsMode": "letsencrypt", "domain": "mlflow.example.com"}
-LETSENCRYPT["acmeEmail"] = "ops@example.com"
+LETSENCRYPT = {
+    "tlsMode": "letsencrypt",
+    "domain": "mlflow.example.com",
+    "acmeEmail": "ops@example.com",
+}
 
 # (case id, cloud, environment, overrides)
 VARIANTS = [

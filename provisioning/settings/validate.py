@@ -235,5 +235,12 @@ def _check_db_tls(d: Deployment) -> None:
         parts = urlsplit(d.db_ca_url) if isinstance(d.db_ca_url, str) else None
         if parts is None or parts.scheme != "https" or not parts.hostname:
             raise SettingsError("db_ca_url", d.db_ca_url, "an https:// URL of a PEM bundle")
-    if d.db_ca_cert_file is not None and d.db_ca_url is not None:
-        raise SettingsError("db_ca_url", d.db_ca_url, "unset when db_ca_cert_file is set (one CA)")
+    if d.db_ca_pem is not None and (
+        not isinstance(d.db_ca_pem, str) or "-----BEGIN CERTIFICATE-----" not in d.db_ca_pem
+    ):
+        raise SettingsError("db_ca_pem", d.db_ca_pem, "PEM text of a CA certificate")
+    given = [k for k in ("db_ca_cert_file", "db_ca_url", "db_ca_pem") if getattr(d, k) is not None]
+    if len(given) > 1:
+        raise SettingsError(
+            given[1], getattr(d, given[1]), f"unset when {given[0]} is set (one CA)"
+        )

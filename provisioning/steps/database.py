@@ -22,8 +22,8 @@ def certificate(host: Host, deployment: Deployment) -> Outcome[None]:
         return unchanged(f"{address}:{port} encrypted, its certificate unchecked (db_tls: require)")
     ca = db_ca_path(deployment)
     installed = False
-    if deployment.db_ca_cert_file:
-        pem = Path(deployment.db_ca_cert_file).read_bytes()
+    if deployment.db_ca_cert_file or deployment.db_ca_pem:
+        pem = deployment.db_ca_pem or Path(deployment.db_ca_cert_file).read_text()
         installed = files.ensure_file(host, ca, pem, mode="0644")
     elif deployment.db_ca_url:
         fetched = host.run(
@@ -49,7 +49,11 @@ def certificate(host: Host, deployment: Deployment) -> Outcome[None]:
             + ("; ".join(reasons[:3]) or result.stdout.strip()[-300:])
             + ". Give the database's CA (db_ca_cert_file or db_ca_url), or db_tls: require.",
         )
-    source = deployment.db_ca_cert_file or deployment.db_ca_url or "the system's CAs"
+    source = (
+        deployment.db_ca_cert_file
+        or deployment.db_ca_url
+        or ("the stack's database CA" if deployment.db_ca_pem else "the system's CAs")
+    )
     detail = f"{address}:{port} verified against {source}"
     return changed(detail) if installed else unchanged(detail)
 

@@ -11,15 +11,13 @@ a second time. A failure ends in a RemoteError carrying the unit's own journal
 from __future__ import annotations
 
 import shlex
-import time
 
-from provisioning import facts
-from provisioning.transport import Host
+from provisioning import facts, waiting
+from provisioning.transport import Host, RemoteError
 
 UNIT_PREFIX = "mlflow-kit-"
 RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
 POLL_S = 2
-NOTE_EVERY_S = 30
 JOURNAL_LINES = 40
 
 
@@ -73,24 +71,23 @@ def _state(host: Host, unit: str) -> dict[str, str]:
 
 
 def _wait(host: Host, unit: str, timeout: float) -> None:
-    started = time.monotonic()
-    last_note = started
-    while True:
-        state = _state(host, unit)
-        if state.get("ActiveState") not in RUNNING_STATES:
-            break
-        now = time.monotonic()
-        if now - started > timeout:
-            raise host.error(
-                f"wait for {unit}",
-                -1,
-                f"{unit} still running after {timeout:.0f}s; it goes on by itself: run the "
-                f"task again to wait for it, or follow it with `journalctl -fu {unit}` on the host",
-            )
-        if now - last_note >= NOTE_EVERY_S:
-            host.note(f"still waiting for {unit} ({now - started:.0f}s)")
-            last_note = now
-        time.sleep(POLL_S)
+    def late(_state: dict) -> RemoteError:
+        return host.error(
+            f"wait for {unit}",
+            -1,
+            f"{unit} still running after {timeout:.0f}s; it goes on by itself: run the "
+            f"task again to wait for it, or follow it with `journalctl -fu {unit}` on the host",
+        )
+
+    state = waiting.until(
+        host,
+        lambda: _state(host, unit),
+        lambda s: s.get("ActiveState") not in RUNNING_STATES,
+        timeout=timeout,
+        poll=POLL_S,
+        late=late,
+        note=lambda _s, seconds: f"waiting for {unit} ({seconds:.0f}s)",
+    )
     if state.get("Result") not in ("success", ""):
         raise host.error(f"wait for {unit}", 1, _journal(host, unit))
 

@@ -118,24 +118,8 @@ def validate(d: Deployment) -> None:
         raise SettingsError("telemetry", d.telemetry, "true or false")
     if d.db_max_connections is not None:
         check_int("db_max_connections", d.db_max_connections, 20, 100_000)
-    if d.flask_secret_key is not None:
-        _set(d, "flask_secret_key", _secret(d, "flask_secret_key"))
-        if len(d.flask_secret_key) < MIN_FLASK_SECRET_KEY:
-            raise SettingsError(
-                "flask_secret_key",
-                d.flask_secret_key,
-                f"at least {MIN_FLASK_SECRET_KEY} characters, or unset to generate one on the VM",
-            )
-        check_printable("flask_secret_key", d.flask_secret_key)
-    if d.kek_passphrase is not None:
-        _set(d, "kek_passphrase", _secret(d, "kek_passphrase"))
-        if len(d.kek_passphrase) < MIN_KEK_PASSPHRASE:
-            raise SettingsError(
-                "kek_passphrase",
-                d.kek_passphrase,
-                f"at least {MIN_KEK_PASSPHRASE} characters, or unset to generate one on the VM",
-            )
-        check_printable("kek_passphrase", d.kek_passphrase)
+    _check_generated_secret(d, "flask_secret_key", MIN_FLASK_SECRET_KEY)
+    _check_generated_secret(d, "kek_passphrase", MIN_KEK_PASSPHRASE)
     _check_optional_str(d, "db_connection_name")
     if d.db_connection_name == "":
         _set(d, "db_connection_name", None)
@@ -244,3 +228,17 @@ def _check_db_tls(d: Deployment) -> None:
         raise SettingsError(
             given[1], getattr(d, given[1]), f"unset when {given[0]} is set (one CA)"
         )
+
+
+def _check_generated_secret(d: Deployment, name: str, minimum: int) -> None:
+    """A secret the VM generates when the settings do not give it."""
+    if getattr(d, name) is None:
+        return
+    _set(d, name, _secret(d, name))
+    if len(getattr(d, name)) < minimum:
+        raise SettingsError(
+            name,
+            getattr(d, name),
+            f"at least {minimum} characters, or unset to generate one on the VM",
+        )
+    check_printable(name, getattr(d, name))

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 
-from provisioning import facts
+from provisioning import facts, waiting
 from provisioning.layout import PATHS
 from provisioning.play import Outcome, unchanged
 from provisioning.settings import Deployment
@@ -71,19 +70,18 @@ def server_journal(host: Host) -> str:
 
 def wait_healthy(host: Host, timeout: float = HEALTH_TIMEOUT_S) -> None:
     """Until /health answers 200 through nginx; RemoteError with the servers' journal after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        code = host.read(facts.HEALTH_CODE)
-        if code == "200":
-            return
-        if time.monotonic() > deadline:
-            raise host.error(
-                facts.HEALTH_CODE.command,
-                1,
-                f"/health answered {code or 'nothing'} after {timeout:.0f}s\n"
-                + server_journal(host),
-            )
-        time.sleep(1)
+    waiting.until(
+        host,
+        lambda: host.read(facts.HEALTH_CODE),
+        lambda code: code == "200",
+        timeout=timeout,
+        poll=1,
+        late=lambda code: host.error(
+            facts.HEALTH_CODE.command,
+            1,
+            f"/health answered {code or 'nothing'} after {timeout:.0f}s\n" + server_journal(host),
+        ),
+    )
 
 
 def gate(host: Host, deployment: Deployment) -> Outcome[None]:

@@ -12,6 +12,7 @@ TASK_MODULES = (
     "provisioning.secret_tasks",
     "provisioning.stack_tasks",
     "provisioning.doctor_tasks",
+    "provisioning.backup_tasks",
 )
 
 

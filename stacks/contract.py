@@ -30,6 +30,9 @@ TLS_MODE = "tls_mode"
 #: The stack's domain and Let's Encrypt contact; empty strings when not set.
 DOMAIN = "domain"
 ACME_EMAIL = "acme_email"
+#: The managed database instance, for its own backups: AWS RDS DBInstanceIdentifier,
+#: GCP Cloud SQL instance name (with REGION / GCP_PROJECT it is found).
+DB_INSTANCE = "db_instance"
 
 #: Outputs every stack exports, whatever the cloud.
 COMMON_OUTPUTS = (

@@ -34,6 +34,7 @@ BOOTSTRAP_STEPS = [
     "first boot",
     "ca certificates",
     "system packages",
+    "backup tools",
     "database certificate",
     "mlflow user and directories",
     "miniforge",
@@ -46,6 +47,8 @@ BOOTSTRAP_STEPS = [
     "tls certificate",
     "nginx",
     "health gate",
+    "garbage collection",
+    "metrics",
 ]
 
 

@@ -16,7 +16,10 @@ def selection(stack: str | None, settings: str | None) -> str:
     """The arguments that select this deployment again, for a command to print."""
     return " ".join(
         part
-        for part in (f"--stack {stack}" if stack else "", f"--settings {settings}" if settings else "")
+        for part in (
+            f"--stack {stack}" if stack else "",
+            f"--settings {settings}" if settings else "",
+        )
         if part
     )
 
@@ -58,7 +61,9 @@ def backups(c, stack=None, settings=None):
     if not rows:
         print(f"{deployment.host}: no backups")
         return
-    print(f"{'ID':<18} {'finished':<21} {'database':<20} {'runs':>6} {'objects':>8} {'bytes':>12}  reason")
+    print(
+        f"{'ID':<18} {'finished':<21} {'database':<20} {'runs':>6} {'objects':>8} {'bytes':>12}  reason"
+    )
     for row in rows:
         if not row.get("complete"):
             print(f"{row['id']:<18} incomplete (no manifest): never restored")

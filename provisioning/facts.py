@@ -230,7 +230,11 @@ def parse_metrics(text: str) -> MetricsSummary:
         match = _SAMPLE.match(line)
         if not match or line.startswith("#"):
             continue
-        name, labels, value = match.group(1), dict(_LABEL.findall(match.group(2) or "")), match.group(3)
+        name, labels, value = (
+            match.group(1),
+            dict(_LABEL.findall(match.group(2) or "")),
+            match.group(3),
+        )
         try:
             number = float(value)
         except ValueError:
@@ -448,7 +452,6 @@ def metrics(port: int) -> Fact[MetricsSummary]:
     )
 
 
-
 @dataclass(frozen=True)
 class ServiceAge:
     """A service's state, when it last started and when its newest input last changed."""
@@ -470,7 +473,9 @@ def parse_service_age(text: str) -> ServiceAge:
         return ServiceAge("unknown", 0, 0)
     started = words[1].lstrip("@")
     return ServiceAge(
-        words[0], int(started) if started.isdigit() else 0, int(words[2]) if words[2].isdigit() else 0
+        words[0],
+        int(started) if started.isdigit() else 0,
+        int(words[2]) if words[2].isdigit() else 0,
     )
 
 

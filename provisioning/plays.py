@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from provisioning import facts
+from provisioning.backups.record import BackupRecord
 from provisioning.layout import PATHS, SERVER_FILES
 from provisioning.play import Play
 from provisioning.render import context, render
@@ -23,7 +24,6 @@ from provisioning.steps import (
     secrets,
     servers,
 )
-from provisioning.backups.record import BackupRecord
 from provisioning.steps import backup as backup_steps
 from provisioning.transport import Host
 

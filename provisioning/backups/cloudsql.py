@@ -51,7 +51,9 @@ def _json(response, what: str) -> dict[str, Any]:
     return response.json()
 
 
-def wait(http, project: str, operation: dict, *, poll: float = 10, timeout: float = TIMEOUT_S) -> dict:
+def wait(
+    http, project: str, operation: dict, *, poll: float = 10, timeout: float = TIMEOUT_S
+) -> dict:
     """Poll operations.get until the operation is DONE; raise with its errors, if any."""
     deadline = time.monotonic() + timeout
     while operation.get("status") != "DONE":
@@ -63,7 +65,9 @@ def wait(http, project: str, operation: dict, *, poll: float = 10, timeout: floa
     errors = (operation.get("error") or {}).get("errors") or []
     if errors:
         text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errors)
-        raise CloudSqlError(f"operation {operation['name']} ({operation.get('operationType')}) failed: {text}")
+        raise CloudSqlError(
+            f"operation {operation['name']} ({operation.get('operationType')}) failed: {text}"
+        )
     return operation
 
 
@@ -94,7 +98,9 @@ def _find_run(http, project: str, instance: str, description: str) -> str:
     raise CloudSqlError(f"no backup run described {description!r} on {instance}")
 
 
-def restore(http, project: str, instance: str, backup_run: str, *, poll: float = 10) -> dict[str, Any]:
+def restore(
+    http, project: str, instance: str, backup_run: str, *, poll: float = 10
+) -> dict[str, Any]:
     """Overwrite ``instance`` with ``backup_run`` (of the same instance), waited for."""
     url = f"{API}/projects/{project}/instances/{instance}/restoreBackup"
     body = {

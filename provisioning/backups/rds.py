@@ -67,7 +67,9 @@ def restore(rds, instance: str, snapshot: str, suffix: str, *, delay: float = 30
         "DBInstanceClass": current["DBInstanceClass"],
         "MultiAZ": current.get("MultiAZ", False),
         "PubliclyAccessible": False,
-        "VpcSecurityGroupIds": [g["VpcSecurityGroupId"] for g in current.get("VpcSecurityGroups", [])],
+        "VpcSecurityGroupIds": [
+            g["VpcSecurityGroupId"] for g in current.get("VpcSecurityGroups", [])
+        ],
         "DeletionProtection": current.get("DeletionProtection", False),
         "CopyTagsToSnapshot": True,
         "Tags": current.get("TagList", []),
@@ -87,7 +89,9 @@ def restore(rds, instance: str, snapshot: str, suffix: str, *, delay: float = 30
 
 
 def rename(rds, old: str, new: str, *, delay: float = 30) -> None:
-    rds.modify_db_instance(DBInstanceIdentifier=old, NewDBInstanceIdentifier=new, ApplyImmediately=True)
+    rds.modify_db_instance(
+        DBInstanceIdentifier=old, NewDBInstanceIdentifier=new, ApplyImmediately=True
+    )
     deadline = time.monotonic() + RENAME_TIMEOUT_S
     while True:
         try:
@@ -97,5 +101,7 @@ def rename(rds, old: str, new: str, *, delay: float = 30) -> None:
         except rds.exceptions.DBInstanceNotFoundFault:
             pass  # the rename has not happened yet
         if time.monotonic() > deadline:
-            raise TimeoutError(f"RDS instance {old} not available as {new} after {RENAME_TIMEOUT_S}s")
+            raise TimeoutError(
+                f"RDS instance {old} not available as {new} after {RENAME_TIMEOUT_S}s"
+            )
         time.sleep(delay)

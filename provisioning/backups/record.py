@@ -22,7 +22,7 @@ def database_method(d: Deployment) -> str:
 
 def new_id(now: datetime.datetime | None = None) -> str:
     """A backup's ID: its UTC start time, sortable (``20250107T031500Z``)."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 

@@ -33,7 +33,10 @@ MIN_KEK_PASSPHRASE = 32
 MAX_SERVER_INSTANCES = 64
 DATABASE_BACKUPS = ("auto", "pg_dump", "managed")
 #: ``mlflow gc --older-than``: MLflow's own pattern (mlflow/cli/__init__.py, gc), one unit at least.
-GC_AGE = re.compile(r"^((?P<days>[\.\d]+?)d)?((?P<hours>[\.\d]+?)h)?((?P<minutes>[\.\d]+?)m)?((?P<seconds>[\.\d]+?)s)?$")
+GC_AGE = re.compile(
+    r"^((?P<days>[\.\d]+?)d)?((?P<hours>[\.\d]+?)h)?((?P<minutes>[\.\d]+?)m)?"
+    r"((?P<seconds>[\.\d]+?)s)?$"
+)
 #: What an OnCalendar= expression is made of (systemd.time(7)); systemd checks the rest.
 CALENDAR = re.compile(r"^[A-Za-z0-9*:/,.~ -]{1,100}$")
 #: RDS DB instance identifiers and Cloud SQL instance names.

@@ -67,7 +67,9 @@ def deployment_from_outputs(
     if connection:
         values["db_connection_name"] = connection
     instance = outputs.get(contract.DB_INSTANCE)
-    location = outputs.get({"aws": contract.REGION, "gcp": contract.GCP_PROJECT}.get(values["cloud"], ""))
+    location = outputs.get(
+        {"aws": contract.REGION, "gcp": contract.GCP_PROJECT}.get(values["cloud"], "")
+    )
     if instance and location:
         values["db_instance"], values["db_location"] = instance, location
     if overrides:

@@ -50,7 +50,9 @@ def program(*args: str) -> str:
 def read(*args: str) -> facts.Fact:
     """``mlflow-backup ARGS`` as a read: a transient unit with the server's env, piped back."""
     props = " ".join(f"--property={k}={v}" for k, v in AS_SERVER.items())
-    return facts.json_output(f"systemd-run --quiet --wait --pipe --collect {props} {program(*args)}")
+    return facts.json_output(
+        f"systemd-run --quiet --wait --pipe --collect {props} {program(*args)}"
+    )
 
 
 def restore_command(backup_id: str, selection: str) -> str:
@@ -132,7 +134,9 @@ def before_migration(
         return unchanged("no server has run here yet: nothing to back up")
     if not host.read(facts.exists(PATHS["backup_program"])):
         raise host.error("backup", 1, "mlflow-backup is not installed: run fab bootstrap first")
-    return take(host, deployment, f"before migrating to MLflow {deployment.mlflow_version}", selection)
+    return take(
+        host, deployment, f"before migrating to MLflow {deployment.mlflow_version}", selection
+    )
 
 
 def listing(host: Host) -> list[dict]:
@@ -154,7 +158,9 @@ def manifest(host: Host, deployment: Deployment, backup_id: str) -> Outcome[dict
     current = host.read(facts.symlink_target(PATHS["current_env"])).rsplit("/", 1)[-1]
     running = installed.get(current, "")
     if not running:
-        raise PreflightError(f"[{host.name}] no MLflow server installed here: run fab bootstrap first")
+        raise PreflightError(
+            f"[{host.name}] no MLflow server installed here: run fab bootstrap first"
+        )
     if version_tuple(found.get("mlflow_version", "0")) > version_tuple(running):
         raise PreflightError(
             f"[{host.name}] backup {backup_id} was taken with MLflow {found['mlflow_version']}, "
@@ -193,8 +199,12 @@ def restore_database(host: Host, deployment: Deployment, found: dict) -> Outcome
         )
         return changed(f"dump of {found['id']} loaded ({db['bytes']} bytes)")
     if db["method"] == "rds-snapshot":
-        host.note(f"restoring RDS {db['instance']} from {db['snapshot']} (a new instance, then renamed)")
-        names = rds.restore(rds.client(db["region"]), db["instance"], db["snapshot"], found["id"].lower())
+        host.note(
+            f"restoring RDS {db['instance']} from {db['snapshot']} (a new instance, then renamed)"
+        )
+        names = rds.restore(
+            rds.client(db["region"]), db["instance"], db["snapshot"], found["id"].lower()
+        )
         return changed(
             f"{names['instance']} restored from {db['snapshot']}; the one it replaced is "
             f"{names['previous']} (delete it once the restore is checked)"

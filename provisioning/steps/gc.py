@@ -77,7 +77,9 @@ def status_rows(host: Host, deployment: Deployment) -> list[tuple[str, str]]:
         rows.append(("gc last run", "running now"))
     elif last:
         outcome = last.get("result", "?")
-        detail = f"{last.get('runs', 0)} run(s), {last.get('logged_models', 0)} logged model(s) removed"
+        detail = (
+            f"{last.get('runs', 0)} run(s), {last.get('logged_models', 0)} logged model(s) removed"
+        )
         if outcome != "success":
             detail = last.get("error", "see journalctl -u mlflow-gc")
         rows.append(("gc last run", f"{outcome} at {last.get('finished', '?')}: {detail}"))

@@ -51,9 +51,11 @@ def snapshot(logged: dict) -> dict:
             items = client.list_artifacts(run_id, top.path) if top.is_dir else [top]
             for item in items:
                 if not item.is_dir:
-                    artifacts[item.path] = mlflow.artifacts.load_text(
-                        f"runs:/{run_id}/{item.path}"
-                    ) if item.path.endswith((".txt", ".json")) else item.file_size
+                    artifacts[item.path] = (
+                        mlflow.artifacts.load_text(f"runs:/{run_id}/{item.path}")
+                        if item.path.endswith((".txt", ".json"))
+                        else item.file_size
+                    )
         seen[run_id] = {"params": run.data.params, "metrics": metrics, "artifacts": artifacts}
     versions = client.search_model_versions(f"name='{logged['name']}'")
     seen["versions"] = sorted((v.version, v.source, v.run_id) for v in versions)
@@ -71,8 +73,12 @@ def lose_everything(deployed) -> None:
     keys: list[str] = []
     if deployed["backend"] == "s3":
         s3 = cloud.s3.client()
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=ARTIFACT_PREFIX + "/")
-        keys = [o["Key"] for p in pages for o in p.get("Contents", []) if not o["Key"].startswith(keep)]
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=ARTIFACT_PREFIX + "/"
+        )
+        keys = [
+            o["Key"] for p in pages for o in p.get("Contents", []) if not o["Key"].startswith(keep)
+        ]
         for key in keys:
             s3.delete_object(Bucket=BUCKET, Key=key)
         left = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(

@@ -159,7 +159,9 @@ def test_libpq_settings_carry_the_uri_and_the_passfile_escapes_the_password():
     assert fields + [current] == ["10.20.0.3", "5432", "mlflow", "mlflow", NASTY_PASSWORD]
 
 
-def test_the_passfile_is_private_and_the_password_stays_out_of_the_environment(tmp_path, monkeypatch):
+def test_the_passfile_is_private_and_the_password_stays_out_of_the_environment(
+    tmp_path, monkeypatch
+):
     monkeypatch.setattr(mlflow_backup.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", NASTY_URI)
     db = mlflow_backup.Database(NASTY_URI, str(tmp_path))
@@ -171,14 +173,18 @@ def test_the_passfile_is_private_and_the_password_stays_out_of_the_environment(t
 @pytest.mark.parametrize(
     ("client", "server", "refused"), [(15, 15, False), (16, 15, False), (15, 16, True)]
 )
-def test_pg_dump_older_than_the_server_is_refused_naming_both(tmp_path, monkeypatch, client, server, refused):
+def test_pg_dump_older_than_the_server_is_refused_naming_both(
+    tmp_path, monkeypatch, client, server, refused
+):
     monkeypatch.setattr(mlflow_backup.shutil, "which", lambda name: f"/usr/bin/{name}")
     db = mlflow_backup.Database(NASTY_URI, str(tmp_path))
     monkeypatch.setattr(db, "versions", lambda: (client, server, f"{client}.4", f"{server}.2"))
     if refused:
         with pytest.raises(mlflow_backup.Refused) as caught:
             db.check_versions()
-        assert f"pg_dump {client}.4" in str(caught.value) and f"PostgreSQL {server}.2" in str(caught.value)
+        assert f"pg_dump {client}.4" in str(caught.value) and f"PostgreSQL {server}.2" in str(
+            caught.value
+        )
         assert "postgresql-client-16" in str(caught.value)
     else:
         assert db.check_versions() == (f"{client}.4", f"{server}.2")
@@ -217,7 +223,9 @@ def test_metrics_merge_labels_every_instance_s_samples():
         'mlflow_http_request_total{method="GET",status="200"} 3.0\n'
     )
     families = mlflow_metrics.merge({5001: text, 5002: text, 5003: None})
-    samples = [(s.name, s.labels.get("instance_port"), s.value) for f in families for s in f.samples]
+    samples = [
+        (s.name, s.labels.get("instance_port"), s.value) for f in families for s in f.samples
+    ]
     assert ("mlflow_kit_instance_up", "5003", 0) in samples
     assert ("mlflow_http_request_total", "5001", 3.0) in samples
     assert ("mlflow_http_request_total", "5002", 3.0) in samples
@@ -242,9 +250,19 @@ def test_metrics_find_the_instances_nginx_sends_to():
     [
         ({}, "pg_dump"),
         ({"db_instance": "mlflow-db", "db_location": "eu-west-1"}, "rds-snapshot"),
-        ({"db_instance": "mlflow-db", "db_location": "eu-west-1", "database_backup": "pg_dump"}, "pg_dump"),
-        ({"cloud": "gcp", "artifacts_destination": "gs://bucket/p", "db_instance": "mlflow-db",
-          "db_location": "my-project"}, "cloudsql-backup-run"),  # fmt: skip
+        (
+            {"db_instance": "mlflow-db", "db_location": "eu-west-1", "database_backup": "pg_dump"},
+            "pg_dump",
+        ),
+        (
+            {
+                "cloud": "gcp",
+                "artifacts_destination": "gs://bucket/p",
+                "db_instance": "mlflow-db",
+                "db_location": "my-project",
+            },
+            "cloudsql-backup-run",
+        ),  # fmt: skip
         ({"cloud": "local", "database_backup": "auto"}, "pg_dump"),
     ],
 )
@@ -255,8 +273,8 @@ def test_the_database_method_follows_the_settings(changes, method):
 def test_backup_ids_sort_by_time():
     import datetime
 
-    a = record.new_id(datetime.datetime(2025, 1, 7, 3, 15, 0, tzinfo=datetime.timezone.utc))
-    b = record.new_id(datetime.datetime(2025, 1, 7, 3, 15, 1, tzinfo=datetime.timezone.utc))
+    a = record.new_id(datetime.datetime(2025, 1, 7, 3, 15, 0, tzinfo=datetime.UTC))
+    b = record.new_id(datetime.datetime(2025, 1, 7, 3, 15, 1, tzinfo=datetime.UTC))
     assert a == "20250107T031500Z" and a < b
 
 
@@ -301,7 +319,10 @@ def test_rds_snapshot_is_taken_and_waited_for(rds_client):
 def test_rds_restore_makes_a_new_instance_then_gives_it_the_old_name(rds_client):
     taken = rds.take(rds_client, "mlflow-dev-db", "20250107T031500Z", delay=0)
     names = rds.restore(rds_client, "mlflow-dev-db", taken["snapshot"], "20250107t031500z", delay=0)
-    assert names == {"instance": "mlflow-dev-db", "previous": "mlflow-dev-db-before-20250107t031500z"}
+    assert names == {
+        "instance": "mlflow-dev-db",
+        "previous": "mlflow-dev-db-before-20250107t031500z",
+    }
     instances = {
         i["DBInstanceIdentifier"]: i for i in rds_client.describe_db_instances()["DBInstances"]
     }
@@ -369,7 +390,10 @@ def test_cloudsql_restore_overwrites_the_instance_and_waits(monkeypatch):
     monkeypatch.setattr(cloudsql.time, "sleep", lambda _s: None)
     http = Replay("cloudsql_restore.json")
     done = cloudsql.restore(http, "my-project", "mlflow-dev-db", "1736219700000")
-    assert done == {"instance": "mlflow-dev-db", "operation": "c1d2e3f4-0000-4000-8000-000000000003"}
+    assert done == {
+        "instance": "mlflow-dev-db",
+        "operation": "c1d2e3f4-0000-4000-8000-000000000003",
+    }
     assert http.exchanges == []
 
 

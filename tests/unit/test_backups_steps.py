@@ -21,7 +21,9 @@ MANIFEST = {
     "database": {"method": "pg_dump", "bytes": 4096, "counts": {"runs": 12}},
     "artifacts": {"destination": "gs://bucket/mlflow", "objects": 30, "bytes": 123456},
 }  # fmt: skip
-JOB_STATE = "$ systemctl show -p ActiveState -p Result -p ExecMainStatus mlflow-kit-backup-{}.service"
+JOB_STATE = (
+    "$ systemctl show -p ActiveState -p Result -p ExecMainStatus mlflow-kit-backup-{}.service"
+)
 AS_SERVER = (
     "--property=EnvironmentFile=/etc/mlflow/mlflow.env --property=User=mlflow "
     "--property=Group=mlflow --property=WorkingDirectory=/var/lib/mlflow"
@@ -48,7 +50,12 @@ def fixed_id(monkeypatch):
 
 def test_before_migration_on_a_host_that_never_ran_a_server_saves_nothing():
     host, conn = host_for(
-        [{"run": "# test -e /opt/mlflow/current/bin/python && echo yes || echo no", "stdout": "no\n"}]
+        [
+            {
+                "run": "# test -e /opt/mlflow/current/bin/python && echo yes || echo no",
+                "stdout": "no\n",
+            }
+        ]
     )
     outcome = backup.before_migration(host, Deployment(**BASE), "--stack dev")
     assert not outcome.changed and outcome.value is None
@@ -67,11 +74,25 @@ def test_before_migration_takes_a_backup_and_names_the_restore_command():
     )
     host, conn = host_for(
         [
-            {"run": "# test -e /opt/mlflow/current/bin/python && echo yes || echo no", "stdout": "yes\n"},
-            {"run": "# test -e /opt/mlflow/bin/mlflow-backup && echo yes || echo no", "stdout": "yes\n"},
-            {"run": JOB_STATE.format(BACKUP_ID), "stdout": "ActiveState=inactive\nResult=success\n"},
-            {"run": job_start(f"backup-{BACKUP_ID}", f"MLflow backup {BACKUP_ID}",
-                              program.replace("'", "'\"'\"'"))},  # fmt: skip
+            {
+                "run": "# test -e /opt/mlflow/current/bin/python && echo yes || echo no",
+                "stdout": "yes\n",
+            },
+            {
+                "run": "# test -e /opt/mlflow/bin/mlflow-backup && echo yes || echo no",
+                "stdout": "yes\n",
+            },
+            {
+                "run": JOB_STATE.format(BACKUP_ID),
+                "stdout": "ActiveState=inactive\nResult=success\n",
+            },
+            {
+                "run": job_start(
+                    f"backup-{BACKUP_ID}",
+                    f"MLflow backup {BACKUP_ID}",
+                    program.replace("'", "'\"'\"'"),
+                )
+            },  # fmt: skip
             {"run": show, "stdout": "mlflow-backup: progress\n" + json.dumps(MANIFEST) + "\n"},
         ]
     )
@@ -86,7 +107,9 @@ def test_before_migration_takes_a_backup_and_names_the_restore_command():
     # Nothing secret on any command line: the program reads the env file itself.
     secret = Deployment(**BASE).backend_store_uri.reveal()
     for shown in conn.ran:
-        assert "p%40ss" not in shown and "a-long-admin-password" not in shown and secret not in shown
+        assert (
+            "p%40ss" not in shown and "a-long-admin-password" not in shown and secret not in shown
+        )
 
 
 def test_a_backup_of_a_newer_mlflow_is_refused_before_anything_stops():

@@ -79,7 +79,7 @@ def unit_root(tmp_path) -> Path:
     python.parent.mkdir(parents=True)
     python.write_text("#!/bin/sh\n")
     python.chmod(0o755)
-    for template, name in UNITS.items():
+    for template in UNITS:
         (root / FILES[template].path.lstrip("/")).write_text(render(template, ctx_for()))
     return root
 

@@ -49,7 +49,9 @@ def destination() -> str:
         "MLFLOW_DEFAULT_ARTIFACT_ROOT"
     )
     if not value:
-        raise SystemExit("neither MLFLOW_ARTIFACTS_DESTINATION nor MLFLOW_DEFAULT_ARTIFACT_ROOT is set")
+        raise SystemExit(
+            "neither MLFLOW_ARTIFACTS_DESTINATION nor MLFLOW_DEFAULT_ARTIFACT_ROOT is set"
+        )
     return value
 
 
@@ -79,7 +81,9 @@ class S3Store(Store):
         if client is None:
             import boto3
 
-            client = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+            client = boto3.client(
+                "s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+            )
         self.client = client
 
     def list(self, under: str) -> list[Entry]:
@@ -89,7 +93,9 @@ class S3Store(Store):
             Bucket=self.bucket, Prefix=prefix
         ):
             for item in page.get("Contents", []):
-                found.append(Entry(self.relative(item["Key"]), item["Size"], item["ETag"].strip('"')))
+                found.append(
+                    Entry(self.relative(item["Key"]), item["Size"], item["ETag"].strip('"'))
+                )
         return found
 
     def children(self, under: str) -> list[str]:
@@ -99,7 +105,9 @@ class S3Store(Store):
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix, Delimiter="/"
         ):
-            names += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            names += [
+                p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+            ]
         return names
 
     def head(self, key: str) -> Entry | None:

@@ -98,7 +98,7 @@ def say(message: str) -> None:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------- the database
@@ -114,7 +114,11 @@ def libpq_settings(uri: str) -> dict[str, str]:
         "PGDATABASE": unquote(parts.path.lstrip("/")),
         "password": unquote(parts.password or ""),
     }
-    names = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "connect_timeout": "PGCONNECT_TIMEOUT"}
+    names = {
+        "sslmode": "PGSSLMODE",
+        "sslrootcert": "PGSSLROOTCERT",
+        "connect_timeout": "PGCONNECT_TIMEOUT",
+    }
     for key, value in parse_qsl(parts.query):
         if key in names:
             settings[names[key]] = value
@@ -136,7 +140,9 @@ class Database:
 
     def __init__(self, uri: str, private_dir: str):
         if shutil.which("pg_dump") is None or shutil.which("psql") is None:
-            raise Refused("pg_dump and psql are not installed (fab bootstrap installs postgresql-client)")
+            raise Refused(
+                "pg_dump and psql are not installed (fab bootstrap installs postgresql-client)"
+            )
         settings = libpq_settings(uri)
         passfile = os.path.join(private_dir, "pgpass")
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -217,7 +223,7 @@ class Database:
         schema = {}
         for name, table in (("tracking", "alembic_version"), ("auth", "alembic_version_auth")):
             try:
-                schema[name] = self.psql(f"SELECT version_num FROM {table}")
+                schema[name] = self.psql(f"SELECT version_num FROM {table}")  # noqa: S608 - two constants
             except RuntimeError:
                 schema[name] = ""
         size = int(self.psql("SELECT pg_database_size(current_database())"))
@@ -364,7 +370,9 @@ def restore_database(backup_id: str) -> dict:
     manifest = read_manifest(store, backup_id)
     database = manifest["database"]
     if database.get("method") != "pg_dump":
-        raise Refused(f"backup {backup_id}'s database is a {database.get('method')}: restore it there")
+        raise Refused(
+            f"backup {backup_id}'s database is a {database.get('method')}: restore it there"
+        )
     os.makedirs(WORK_DIR, mode=0o700, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as private:
         db = Database(os.environ["MLFLOW_BACKEND_STORE_URI"], private)
@@ -434,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
             result = restore_artifacts(args.id)
         else:
             with tempfile.TemporaryDirectory() as private:
-                client, server = Database(os.environ["MLFLOW_BACKEND_STORE_URI"], private).check_versions()
+                client, server = Database(
+                    os.environ["MLFLOW_BACKEND_STORE_URI"], private
+                ).check_versions()
             result = {"pg_dump": client, "server": server}
     except Refused as refused:
         say(f"refused: {refused}")

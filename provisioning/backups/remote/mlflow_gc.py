@@ -24,7 +24,7 @@ STATE = "/var/lib/mlflow/gc-last.json"
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def summarize(output: str) -> dict:

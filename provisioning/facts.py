@@ -489,3 +489,14 @@ def service_age(unit: str, inputs: tuple[str, ...]) -> Fact[ServiceAge]:
         f"$(stat -c %Y {paths} 2>/dev/null | sort -n | tail -n 1)",
         parse_service_age,
     )
+
+
+def kek_fingerprint(path: str) -> Fact[str]:
+    """``sha256:<16 hex>`` of the KEK kept in ``path`` ("VERSION PASSPHRASE"), as backups
+    record it; the passphrase goes through a pipe only ("" without a KEK)."""
+    q = shlex.quote(path)
+    return Fact(
+        f"if [ -s {q} ]; then printf 'sha256:%.16s\\n' \"$(cut -d' ' -f2- {q} | tr -d '\\n' "
+        f'| sha256sum)"; fi',
+        parse_text,
+    )

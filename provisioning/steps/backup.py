@@ -169,6 +169,12 @@ def manifest(host: Host, deployment: Deployment, backup_id: str) -> Outcome[dict
     method = found["database"]["method"]
     if method != record.PG_DUMP and method != record.MANAGED.get(deployment.cloud):
         raise PreflightError(f"[{host.name}] backup {backup_id}'s database is a {method}")
+    kek = host.read(facts.kek_fingerprint(PATHS["kek"]))
+    if found.get("kek_fingerprint") and kek and kek != found["kek_fingerprint"]:
+        host.note(
+            "the backup's AI Gateway secrets were encrypted under another KEK than this "
+            "server's: they will not decrypt here unless kek_passphrase is the old server's"
+        )
     return unchanged(
         f"{backup_id}: {found['database'].get('counts', {}).get('runs')} runs, "
         f"{found['artifacts']['objects']} objects, MLflow {found.get('mlflow_version')}",

@@ -147,3 +147,31 @@ def test_a_restore_stops_every_instance_gc_and_metrics_together():
     outcome = backup.stop_serving(host)
     assert outcome.value == [5001, 5002]
     conn.assert_done()
+
+
+def test_a_backup_under_another_kek_is_restored_with_a_warning():
+    show = (
+        f"# systemd-run --quiet --wait --pipe --collect {AS_SERVER} "
+        f"/opt/mlflow/current/bin/python /opt/mlflow/bin/mlflow-backup show {BACKUP_ID}"
+    )
+    from provisioning import facts
+
+    older = dict(MANIFEST, mlflow_version="3.16.0", kek_fingerprint="sha256:0123456789abcdef")
+    host, conn = host_for(
+        [
+            {"run": show, "stdout": json.dumps(older) + "\n"},
+            {"run": "$ ls -d /opt/mlflow/envs/*/lib/python3*/site-packages/mlflow-*.dist-info "
+                    "2>/dev/null || true",
+             "stdout": "/opt/mlflow/envs/abc/lib/python3.11/site-packages/mlflow-3.17.2.dist-info\n"},
+            {"run": "# readlink /opt/mlflow/current || true", "stdout": "/opt/mlflow/envs/abc\n"},
+            {"run": f"# {facts.kek_fingerprint('/etc/mlflow/kek').command}",
+             "stdout": "sha256:fedcba9876543210\n"},
+        ]
+    )  # fmt: skip
+    notes = []
+    host.note = notes.append
+    outcome = backup.manifest(host, Deployment(**BASE), BACKUP_ID)
+    conn.assert_done()
+    assert outcome.value == older and not outcome.changed
+    assert outcome.detail == f"{BACKUP_ID}: 12 runs, 30 objects, MLflow 3.16.0"
+    assert notes and "another KEK" in notes[0]

@@ -1,6 +1,19 @@
 """Backups: the programs that run on the VM (against moto's S3), the managed databases'
 backups (RDS against moto, Cloud SQL against responses written from Google's API
-reference), and how a deployment picks its method."""
+reference), and how a deployment picks its method.
+
+What these stand-ins do not show:
+- moto's RDS makes a snapshot and a restored instance available at once and renames at
+  once; real RDS takes minutes for each, and a renamed instance's endpoint answers under
+  the new name only after a while (rds.rename polls for it). moto does not enforce the
+  parameter group's rds.force_ssl, storage encryption or instance class limits.
+- The recorded Cloud SQL exchanges are written from the API reference, not captured:
+  real operations take minutes, may report RUNNING many times, and the restore also
+  restarts the instance (connections drop); IAM refusals may come as 403 or 404.
+- moto's S3 copies any size in one CopyObject; real S3 refuses above 5 GiB (the copy
+  then goes part by part, kit_storage.S3_SINGLE_COPY_MAX), and multipart ETags are not
+  MD5s of the content.
+"""
 
 from __future__ import annotations
 

@@ -101,11 +101,14 @@ def restore(c, from_=None, stack=None, settings=None, yes=False):
         raise Exit("restore: give --from BACKUP_ID (fab backups lists them)", code=2)
     deployment = load_deployment(c, stack, settings)
     if not yes:
-        answer = input(
-            f"Replace the database and artifacts of {deployment.host} with backup {from_}? [y/N] "
-        )
+        try:
+            answer = input(
+                f"Replace the database and artifacts of {deployment.host} with backup {from_}? [y/N] "
+            )
+        except EOFError:
+            answer = ""  # no terminal to ask: --yes says it
         if answer.strip().lower() not in ("y", "yes"):
-            raise Exit("restore: nothing changed", code=2)
+            raise Exit("restore: nothing changed (--yes replaces without asking)", code=2)
     started = time.monotonic()
     with on_host(deployment, "restore") as play:
         plays.restore(play, deployment, from_)

@@ -112,7 +112,8 @@ class Counts:
             if name in db:
                 g = GaugeMetricFamily(f"mlflow_kit_{name}", f"{name} by lifecycle stage",
                                       labels=["lifecycle_stage"])  # fmt: skip
-                for stage, value in sorted(db[name].items()):
+                stages = {"active": 0.0, "deleted": 0.0, **db[name]}
+                for stage, value in sorted(stages.items()):
                     g.add_metric([stage], value)
                 out.append(g)
         for name in ("registered_models", "model_versions", "database_bytes"):

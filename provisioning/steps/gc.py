@@ -73,16 +73,15 @@ def status_rows(host: Host, deployment: Deployment) -> list[tuple[str, str]]:
             f"{deployment.gc_older_than}; next {timer.get('NextElapseUSecRealtime') or '-'}",
         )
     ]
-    if state.get("ActiveState") == "activating":
-        rows.append(("gc last run", "running now"))
-    elif last:
+    running = " (running again now)" if state.get("ActiveState") == "activating" else ""
+    if last:
         outcome = last.get("result", "?")
         detail = (
             f"{last.get('runs', 0)} run(s), {last.get('logged_models', 0)} logged model(s) removed"
         )
         if outcome != "success":
             detail = last.get("error", "see journalctl -u mlflow-gc")
-        rows.append(("gc last run", f"{outcome} at {last.get('finished', '?')}: {detail}"))
+        rows.append(("gc last run", f"{outcome} at {last.get('finished', '?')}: {detail}{running}"))
     else:
-        rows.append(("gc last run", "never"))
+        rows.append(("gc last run", "running now (the first time)" if running else "never"))
     return rows

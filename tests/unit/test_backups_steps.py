@@ -175,3 +175,56 @@ def test_a_backup_under_another_kek_is_restored_with_a_warning():
     assert outcome.value == older and not outcome.changed
     assert outcome.detail == f"{BACKUP_ID}: 12 runs, 30 objects, MLflow 3.16.0"
     assert notes and "another KEK" in notes[0]
+
+
+def test_status_shows_gc_s_last_result_also_while_it_runs_again():
+    from provisioning.steps import gc
+
+    last = {"result": "success", "finished": "2025-01-07T03:00:04Z", "runs": 3, "logged_models": 1}
+    host, conn = host_for(
+        [
+            {"run": "$ systemctl show -p ActiveState -p NextElapseUSecRealtime mlflow-gc.timer",
+             "stdout": "ActiveState=active\nNextElapseUSecRealtime=\n"},
+            {"run": "# cat /var/lib/mlflow/gc-last.json 2>/dev/null || true",
+             "stdout": json.dumps(last)},
+            {"run": "$ systemctl show -p ActiveState mlflow-gc.service",
+             "stdout": "ActiveState=activating\n"},
+        ]
+    )  # fmt: skip
+    rows = dict(gc.status_rows(host, Deployment(**BASE)))
+    conn.assert_done()
+    assert rows["gc timer"] == "active, daily, older than 30d; next -"
+    assert rows["gc last run"] == (
+        "success at 2025-01-07T03:00:04Z: 3 run(s), 1 logged model(s) removed (running again now)"
+    )
+
+
+def test_status_summarizes_requests_per_instance_and_the_counts():
+    from provisioning import facts
+    from provisioning.steps import metrics
+
+    exposition = "\n".join(
+        [
+            'mlflow_http_request_total{method="GET",status="200",instance_port="5001"} 7.0',
+            'mlflow_http_request_total{method="POST",status="200",instance_port="5001"} 3.0',
+            'mlflow_http_request_total{method="GET",status="200",instance_port="5002"} 4.0',
+            'mlflow_kit_instance_up{instance_port="5001"} 1.0',
+            'mlflow_kit_instance_up{instance_port="5002"} 1.0',
+            'mlflow_kit_experiments{lifecycle_stage="active"} 2.0',
+            'mlflow_kit_runs{lifecycle_stage="active"} 10.0',
+            'mlflow_kit_runs{lifecycle_stage="deleted"} 1.0',
+            "mlflow_kit_registered_models 1.0",
+            "mlflow_kit_model_versions 2.0",
+            "mlflow_kit_database_bytes 1.1534336e+07",
+            "mlflow_kit_artifact_objects 14.0",
+            "mlflow_kit_artifact_bytes 2097152.0",
+        ]
+    )
+    host, conn = host_for([{"run": f"$ {facts.metrics(5200).command}", "stdout": exposition}])
+    rows = dict(metrics.status_rows(host))
+    conn.assert_done()
+    assert rows == {
+        "requests per instance": "5001:10, 5002:4",
+        "counts": "2 experiments, 10 runs (1 deleted), 1 registered models, 2 versions",
+        "storage": "database 11 MiB, 14 artifact objects (2 MiB)",
+    }

@@ -30,9 +30,9 @@ TLS_MODE = "tls_mode"
 #: The stack's domain and Let's Encrypt contact; empty strings when not set.
 DOMAIN = "domain"
 ACME_EMAIL = "acme_email"
-#: The managed database instance, for its own backups: AWS RDS DBInstanceIdentifier,
-#: GCP Cloud SQL instance name (with REGION / GCP_PROJECT it is found).
-DB_INSTANCE = "db_instance"
+#: The database as its cloud's API names it, for backups and restores: the RDS DB
+#: instance identifier, or the Cloud SQL instance name (with ``gcp_project``).
+DB_INSTANCE_ID = "db_instance_id"
 
 #: Outputs every stack exports, whatever the cloud.
 COMMON_OUTPUTS = (

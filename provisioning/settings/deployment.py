@@ -88,7 +88,7 @@ class Deployment:
     kek_passphrase: Secret | None = None
     db_connection_name: str | None = None
     #: The managed database instance (RDS DB instance identifier, Cloud SQL instance name;
-    #: the stack's db_instance output): ``fab backup`` uses its own backups.
+    #: the stack's db_instance_id output): ``fab backup`` uses its own backups.
     db_instance: str | None = None
     #: Where that instance is: its AWS region, or its GCP project.
     db_location: str | None = None

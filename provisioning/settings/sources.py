@@ -66,7 +66,7 @@ def deployment_from_outputs(
     connection = outputs.get(contract.DB_CONNECTION_NAME)
     if connection:
         values["db_connection_name"] = connection
-    instance = outputs.get(contract.DB_INSTANCE)
+    instance = outputs.get(contract.DB_INSTANCE_ID)
     location = outputs.get(
         {"aws": contract.REGION, "gcp": contract.GCP_PROJECT}.get(values["cloud"], "")
     )

@@ -141,7 +141,7 @@ def test_backup_gc_and_metrics_settings_are_accepted_as_written():
 
 @pytest.mark.parametrize("cloud", ["gcp", "aws"])
 def test_the_managed_database_comes_from_the_outputs(cloud):
-    outputs = dict(RECORDED_OUTPUTS[cloud], db_instance="mlflow-dev-db")
+    outputs = dict(RECORDED_OUTPUTS[cloud], db_instance_id="mlflow-dev-db")
     outputs.setdefault("region", "eu-west-1")
     outputs.setdefault("gcp_project", "my-project-id")
     deployment = deployment_from_outputs(outputs)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.kit import fab
+from tests.e2e.kit import fab, write_settings
 from tests.e2e.test_bootstrap import log_everything
 from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET, DB_NAME, DB_USER
 
@@ -138,3 +138,34 @@ def test_an_unknown_backup_is_refused_and_the_servers_keep_serving(deployed, cli
 
     health = requests.get(f"{client_env['url']}/health", verify=client_env["cert"], timeout=10)
     assert health.status_code == 200
+
+
+def test_a_fresh_server_restores_another_server_s_backup(deployed, client_env, monkeypatch):
+    """The drill a platform team runs: a new VM with an empty database, the same bucket."""
+    if deployed["backend"] != "gcs":
+        pytest.skip("one backend suffices: the s3 host restores its own backup above")
+    cloud = deployed["cloud"]
+    logged = log_runs("fresh-server")
+    before = snapshot(logged)
+    taken = fab("backup", "--settings", str(deployed["path"]))
+    backup_id = re.search(r"backup ID: (\S+)", taken.stdout).group(1)
+
+    cloud.postgres.psql(f"CREATE DATABASE {DB_NAME}_fresh OWNER {DB_USER};\n")
+    host = cloud.new_host()
+    try:
+        settings = cloud.deployment_settings(host, deployed["backend"])
+        settings["backend_store_uri"] = settings["backend_store_uri"].replace(
+            f"/{DB_NAME}?", f"/{DB_NAME}_fresh?"
+        )
+        path = str(write_settings(deployed["path"].parent / "fresh.yaml", settings))
+        fab("bootstrap", "--settings", path)
+        restored = fab("restore", "--from", backup_id, "--settings", path, "--yes")
+        assert "another KEK" in restored.stdout  # a new server made its own
+        cert = deployed["path"].parent / "fresh.crt"
+        cert.write_text(host.ssh("sudo cat /etc/mlflow/tls/server.crt").stdout)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://{host.address}")
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert))
+        assert snapshot(logged) == before
+    finally:
+        cloud.remove_host(host)
+        cloud.postgres.psql(f"DROP DATABASE IF EXISTS {DB_NAME}_fresh WITH (FORCE);\n")

@@ -37,6 +37,8 @@ PATHS = {
     "tls_cert": "/etc/mlflow/tls/server.crt",
     "tls_key": "/etc/mlflow/tls/server.key",
     "state_dir": "/var/lib/mlflow",  # the mlflow user's home
+    # The environments activated, most recent last (what a roll back and the pruning keep).
+    "env_history": "/var/lib/mlflow/environments",
     "systemd_dir": "/etc/systemd/system",
     "server_unit": "/etc/systemd/system/mlflow-server@.service",
     "migrate_unit": "/etc/systemd/system/mlflow-migrate.service",
@@ -141,9 +143,10 @@ FILES = {
 }
 
 #: Managed state that is not a rendered file, and what its change notifies.
-ACTIVE_ENVIRONMENT = "active environment"
 TLS_CERTIFICATE = "tls certificate"
-OTHER_STATE = {ACTIVE_ENVIRONMENT: RESTART_SERVERS, TLS_CERTIFICATE: RELOAD_NGINX}
+#: (The environment the servers run is compared with each instance's process instead:
+#: provisioning.steps.servers.)
+OTHER_STATE = {TLS_CERTIFICATE: RELOAD_NGINX}
 
 #: What the configuration step installs: the servers' and the migration's files.
 SERVER_FILES = (

@@ -21,11 +21,12 @@ from provisioning.steps import (
     packages,
     preflight,
     proxy,
+    schema,
     secrets,
     servers,
 )
 from provisioning.steps import backup as backup_steps
-from provisioning.transport import Host
+from provisioning.transport import Host, RemoteError
 
 
 def bootstrap(play: Play, d: Deployment) -> None:
@@ -56,15 +57,22 @@ def bootstrap(play: Play, d: Deployment) -> None:
         kek_version=keys.kek_version,
     )
     env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
+    plan = play.step("schema check", schema.check, d, env)
     play.step("configuration files", configuration.install, ctx, SERVER_FILES)
-    play.step("schema migration", database.migrate, d, env)
-    play.step("activate environment", conda.activate, env)
-    play.step("mlflow servers", servers.converge, ctx, env)
-    changed = play.step("tls certificate", proxy.certificate, d, ctx)
-    play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
-    play.step("health gate", health.gate, d)
+    play.step("schema migration", schema.migrate, d, plan)
+    previous = play.step("activate environment", conda.activate, env)
+    try:
+        play.step("mlflow servers", servers.converge, ctx, env)
+        changed = play.step("tls certificate", proxy.certificate, d, ctx)
+        play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
+        play.step("health gate", health.gate, d)
+    except RemoteError:
+        if previous is not None:
+            play.step("roll back", servers.roll_back, ctx, previous)
+        raise
     play.step("garbage collection", gc.converge, d, ctx)
     play.step("metrics", metrics.converge, ctx)
+    play.step("old environments", conda.prune, d.keep_environments)
 
 
 def rotate_kek(play: Play, d: Deployment) -> None:
@@ -146,6 +154,8 @@ def restore(play: Play, d: Deployment, backup_id: str) -> None:
         play.step("resume serving", backup_steps.resume_serving, d, ports)
         raise
     play.step("restore artifacts", backup_steps.restore_artifacts, found)
-    play.step("schema migration", backup_steps.migrate_restored, d)
+    env = play.step("environment", backup_steps.current_environment)
+    plan = play.step("schema check", schema.check, d, env)
+    play.step("schema migration", schema.migrate, d, plan)
     play.step("resume serving", backup_steps.resume_serving, d, ports)
     play.step("health gate", health.gate, d)

@@ -163,7 +163,7 @@ def env_dir(environment_yml: str) -> str:
 
 def db_ca_path(deployment: Deployment) -> str:
     """The CA file the servers check the database's certificate against."""
-    if deployment.db_ca_cert_file or deployment.db_ca_url:
+    if deployment.db_ca_cert_file or deployment.db_ca_url or deployment.db_ca_pem:
         return PATHS["db_ca"]
     return PATHS["system_ca_bundle"]
 

@@ -8,7 +8,9 @@
   (``session-manager``); with ``vm_id``, ``vm_zone``, ``region`` and ``gcp_project``
   that is enough to write the ProxyCommand, so the operator need not guess it;
 - ``mlflow_version``, ``tls_mode``, ``domain`` and ``acme_email`` are the server
-  settings the stack holds, which bootstrap must apply rather than its defaults.
+  settings the stack holds, which bootstrap must apply rather than its defaults, and
+  ``db_max_connections`` the database's connection limit, which the servers' connection
+  pools are sized within.
 
 Stacks deployed before these outputs existed lack them; then nothing is derived.
 Standard library only.
@@ -88,17 +90,25 @@ def proxy_command(outputs: Mapping[str, Any], tunnel: str = "auto") -> str | Non
     )
 
 
-def server_settings(outputs: Mapping[str, Any]) -> dict[str, str]:
-    """Bootstrap settings the stack holds: mlflow_version, tls_mode, domain, acme_email.
+def server_settings(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Bootstrap settings the stack holds: mlflow_version, tls_mode, domain, acme_email
+    (strings) and db_max_connections (an integer).
 
-    Empty or absent outputs give nothing, so bootstrap's own defaults apply.
+    Empty or absent outputs (and a connection limit of 0, which the stack exports for a
+    database class it does not know) give nothing, so bootstrap's own defaults apply.
     """
     names = {
         contract.MLFLOW_VERSION: "mlflow_version",
         contract.TLS_MODE: "tls_mode",
         contract.DOMAIN: "domain",
         contract.ACME_EMAIL: "acme_email",
+        contract.DB_MAX_CONNECTIONS: "db_max_connections",
     }
+    limit = outputs.get(contract.DB_MAX_CONNECTIONS)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise StackAccessError(
+            contract.DB_MAX_CONNECTIONS, limit, "a whole number of connections (0: not known)"
+        )
     return {setting: outputs[output] for output, setting in names.items() if outputs.get(output)}
 
 

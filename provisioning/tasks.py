@@ -10,6 +10,7 @@ from invoke import Collection, Task
 TASK_MODULES = (
     "provisioning.server_tasks",
     "provisioning.secret_tasks",
+    "provisioning.upgrade_tasks",
     "provisioning.stack_tasks",
     "provisioning.doctor_tasks",
     "provisioning.backup_tasks",

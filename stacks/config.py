@@ -23,10 +23,6 @@ from stacks import contract, keys, naming, rules
 
 PROJECT = keys.PROJECT
 WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
-#: Let's Encrypt validates HTTP-01 from addresses it does not publish, so port 80
-#: must be open to everyone in letsencrypt mode; nginx answers there only the
-#: challenge and a redirect to HTTPS (templates/nginx-mlflow.conf.j2).
-ACME_HTTP_SOURCES = ["0.0.0.0/0"]
 TLS_MODES = rules.TLS_MODES
 _SSH_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$"
@@ -209,7 +205,7 @@ def check_keys(cloud: str) -> None:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CommonSettings:
     """Settings whose meaning is the same on both clouds."""
 
@@ -236,16 +232,6 @@ class CommonSettings:
     @property
     def is_test(self) -> bool:
         return self.environment == "test"
-
-    def server_outputs(self) -> dict[str, pulumi.Output]:
-        """The contract's SERVER_OUTPUTS: settings of the server that bootstrap applies."""
-        values = {
-            contract.MLFLOW_VERSION: self.mlflow_version,
-            contract.TLS_MODE: self.tls_mode,
-            contract.DOMAIN: self.domain or "",
-            contract.ACME_EMAIL: self.acme_email or "",
-        }
-        return {name: pulumi.Output.from_input(value) for name, value in values.items()}
 
     def resource_labels(self) -> dict[str, str]:
         """User labels plus the kit's own stack/environment/expiry labels."""

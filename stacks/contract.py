@@ -30,6 +30,10 @@ TLS_MODE = "tls_mode"
 #: The stack's domain and Let's Encrypt contact; empty strings when not set.
 DOMAIN = "domain"
 ACME_EMAIL = "acme_email"
+#: The database's connection limit as its cloud derives it from the tier or instance
+#: class (stacks/connection_limits.py), an integer; 0 when the kit does not know the
+#: class. Bootstrap sizes the servers' connection pools within it.
+DB_MAX_CONNECTIONS = "db_max_connections"
 #: The database as its cloud's API names it, for backups and restores: the RDS DB
 #: instance identifier, or the Cloud SQL instance name (with ``gcp_project``).
 DB_INSTANCE_ID = "db_instance_id"
@@ -48,13 +52,15 @@ COMMON_OUTPUTS = (
 #: How to reach the VM and what the server should be; stacks deployed before these
 #: existed lack them, so provisioning treats them as optional.
 ACCESS_OUTPUTS = (VM_ID, VM_ZONE, REGION, SSH_ACCESS)
-SERVER_OUTPUTS = (MLFLOW_VERSION, TLS_MODE, DOMAIN, ACME_EMAIL)
+SERVER_OUTPUTS = (MLFLOW_VERSION, TLS_MODE, DOMAIN, ACME_EMAIL, DB_MAX_CONNECTIONS)
 #: Outputs only some clouds export.
 CLOUD_OUTPUTS = {"gcp": (DB_CONNECTION_NAME, GCP_PROJECT), "aws": ()}
 #: Outputs that must be Pulumi secrets in the stack state.
 SECRET_OUTPUTS = frozenset({BACKEND_STORE_URI, ADMIN_PASSWORD})
 
 CLOUDS = ("gcp", "aws")
+#: Where artifacts go in the bucket: ``artifacts_destination`` is ``<scheme>://<bucket>/`` this.
+ARTIFACTS_PREFIX = "mlflow-artifacts"
 #: The MLflow version the kit installs and tests, unless a setting pins another.
 DEFAULT_MLFLOW_VERSION = "3.17.2"
 ENVIRONMENTS = ("dev", "test", "prod")
@@ -63,10 +69,13 @@ ENVIRONMENTS = ("dev", "test", "prod")
 # that teardown can prove nothing of a stack is left and the reaper can find
 # expired test stacks. GCP label keys and values allow only lowercase letters,
 # digits, "-" and "_", so the same spelling is used on both clouds.
-LABEL_STACK = "mlflow-kit-stack"
-LABEL_ENVIRONMENT = "mlflow-kit-env"
+#: The kit's own label names start with this; a stack's own labels may not
+#: (stacks/rules.py).
+LABEL_PREFIX = "mlflow-kit-"
+LABEL_STACK = LABEL_PREFIX + "stack"
+LABEL_ENVIRONMENT = LABEL_PREFIX + "env"
 #: UTC expiry of a test stack as ``YYYYMMDDhhmm`` (digits only, label-safe).
-LABEL_EXPIRES = "mlflow-kit-expires"
+LABEL_EXPIRES = LABEL_PREFIX + "expires"
 EXPIRES_FORMAT = "%Y%m%d%H%M"
 #: Appended to the description of resources that take a description but no labels
 #: (GCP networks, firewall rules, service accounts), so the leftover check finds them

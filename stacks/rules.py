@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from stacks import contract
+
 TLS_MODES = ("self-signed", "provided", "letsencrypt")
 TLS_MODES_ALLOWED = "one of " + ", ".join(TLS_MODES)
 
@@ -48,7 +50,7 @@ LABEL_VALUE_ALLOWED = "label values of at most 63 lowercase letters, digits, '-'
 _LABEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 #: Label names the kit sets itself (stacks/contract.py); a stack may not set them.
-RESERVED_LABEL_PREFIX = "mlflow-kit-"
+RESERVED_LABEL_PREFIX = contract.LABEL_PREFIX
 #: GCP allows at most 64 labels per resource; the kit uses three of them.
 MAX_USER_LABELS = 61
 

@@ -72,10 +72,14 @@ class Deployment:
     #: Or where the VM fetches that CA over HTTPS (RDS's regional bundle); with neither,
     #: the VM's own trusted CAs.
     db_ca_url: str | None = None
+    #: Or the CA itself, as PEM text (the stack's db_ca_pem output: Cloud SQL's server CA).
+    db_ca_pem: str | None = None
     storage_env: dict[str, str] = field(default_factory=dict)
     storage_secret_env: dict[str, Secret] = field(default_factory=dict)
     #: None: sized from the VM at bootstrap time.
     server_instances: int | None = None
+    #: Environments kept on the VM: the current one and those a roll back may return to.
+    keep_environments: int = 2
     job_execution: bool = False
     #: MLflow's usage telemetry from the server and the kit's own client (off unless set).
     telemetry: bool = False

@@ -117,6 +117,7 @@ def validate(d: Deployment) -> None:
 
     if d.server_instances is not None:
         check_int("server_instances", d.server_instances, 1, MAX_SERVER_INSTANCES)
+    check_int("keep_environments", d.keep_environments, 2, 20)
     if not isinstance(d.job_execution, bool):
         raise SettingsError("job_execution", d.job_execution, "true or false")
     if not isinstance(d.telemetry, bool):
@@ -241,8 +242,15 @@ def _check_db_tls(d: Deployment) -> None:
         parts = urlsplit(d.db_ca_url) if isinstance(d.db_ca_url, str) else None
         if parts is None or parts.scheme != "https" or not parts.hostname:
             raise SettingsError("db_ca_url", d.db_ca_url, "an https:// URL of a PEM bundle")
-    if d.db_ca_cert_file is not None and d.db_ca_url is not None:
-        raise SettingsError("db_ca_url", d.db_ca_url, "unset when db_ca_cert_file is set (one CA)")
+    if d.db_ca_pem is not None and (
+        not isinstance(d.db_ca_pem, str) or "-----BEGIN CERTIFICATE-----" not in d.db_ca_pem
+    ):
+        raise SettingsError("db_ca_pem", d.db_ca_pem, "PEM text of a CA certificate")
+    given = [k for k in ("db_ca_cert_file", "db_ca_url", "db_ca_pem") if getattr(d, k) is not None]
+    if len(given) > 1:
+        raise SettingsError(
+            given[1], getattr(d, given[1]), f"unset when {given[0]} is set (one CA)"
+        )
 
 
 def _check_backups(d: Deployment) -> None:

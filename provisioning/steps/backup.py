@@ -21,7 +21,7 @@ from provisioning.backups.record import BackupRecord
 from provisioning.layout import GROUP, PATHS, USER
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.settings import Deployment
-from provisioning.steps import database, packages, servers
+from provisioning.steps import packages, servers
 from provisioning.steps.conda import Environment
 from provisioning.transport import Host, PreflightError
 
@@ -233,13 +233,15 @@ def restore_artifacts(host: Host, found: dict) -> Outcome[None]:
     return changed(f"{found['artifacts']['objects']} objects of {found['id']} in place")
 
 
-def migrate_restored(host: Host, deployment: Deployment) -> Outcome[None]:
-    """The restored schema brought to the installed MLflow (the migration markers no longer
-    hold: the schema is the backup's)."""
+def current_environment(host: Host) -> Outcome[Environment]:
+    """The environment the servers run, also the one the migration unit uses (``next``):
+    the restored schema is brought to its MLflow (provisioning.steps.schema)."""
     current = host.read(facts.symlink_target(PATHS["current_env"]))
-    host.run(f"rm -f {PATHS['state_dir']}/migrated-*")
-    files.ensure_symlink(host, PATHS["next_env"], current)
-    return database.migrate(host, deployment, Environment(current))
+    if not current:
+        raise host.error("restore", 1, "no current environment: run fab bootstrap first")
+    moved = files.ensure_symlink(host, PATHS["next_env"], current)
+    env = Environment(current)
+    return (changed if moved else unchanged)(f"env {env.name}", env)
 
 
 def resume_serving(host: Host, deployment: Deployment, ports: list[int]) -> Outcome[None]:

@@ -6,7 +6,7 @@ import shlex
 from dataclasses import dataclass
 
 from provisioning import facts, files, jobs
-from provisioning.layout import ACTIVE_ENVIRONMENT, PATHS
+from provisioning.layout import PATHS
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import env_dir
 from provisioning.settings import Deployment
@@ -98,8 +98,38 @@ def environment(host: Host, environment_yml: str, deployment: Deployment) -> Out
     return unchanged(f"env {env.name}", env)
 
 
-def activate(host: Host, env: Environment) -> Outcome[frozenset[str]]:
-    """Point ``current`` (what the servers run) at ``env``."""
-    if files.ensure_symlink(host, PATHS["current_env"], env.prefix):
-        return changed(f"env {env.name}", frozenset({ACTIVE_ENVIRONMENT}))
-    return unchanged(f"env {env.name} already active", frozenset())
+def activate(host: Host, env: Environment) -> Outcome[Environment | None]:
+    """Point ``current`` (what the servers run) at ``env``; the value is the environment it
+    pointed at before (None when unchanged), for a roll back."""
+    before = host.read(facts.symlink_target(PATHS["current_env"]))
+    history = host.read(facts.file_text(PATHS["env_history"])).split()
+    if history[-1:] != [env.name]:
+        # Most recent last: which environments a roll back or the pruning keeps.
+        files.ensure_file(
+            host, PATHS["env_history"], "\n".join([*history, env.name]) + "\n", mode="0644"
+        )
+    if before == env.prefix:
+        return unchanged(f"env {env.name} already active", None)
+    files.ensure_symlink(host, PATHS["current_env"], env.prefix)
+    previous = Environment(before) if before else None
+    return changed(f"env {env.name}" + (f" (was {previous.name})" if previous else ""), previous)
+
+
+def prune(host: Host, keep: int) -> Outcome[None]:
+    """Remove environments beyond the ``keep`` most recently activated (the current one and
+    those a roll back may want), and conda's package cache."""
+    history = host.read(facts.file_text(PATHS["env_history"])).split()
+    present = host.read(facts.directory_listing(PATHS["envs_dir"]))
+    kept = set(history[-keep:]) | {
+        host.read(facts.symlink_target(PATHS[link])).rsplit("/", 1)[-1]
+        for link in ("current_env", "next_env")
+    }
+    gone = sorted(name for name in present if name not in kept)
+    if not gone:
+        return unchanged(f"{len(present)} environment(s), at most {keep} kept")
+    for name in gone:
+        host.run(f"rm -rf {PATHS['envs_dir']}/{shlex.quote(name)}")
+    remaining = [name for name in history if name not in gone]
+    files.ensure_file(host, PATHS["env_history"], "\n".join(remaining) + "\n", mode="0644")
+    host.run(f"{PATHS['conda_bin']} clean --all --yes --quiet >/dev/null", check=False)
+    return changed(f"removed {len(gone)} old environment(s): {', '.join(gone)}")

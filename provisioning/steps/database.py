@@ -1,5 +1,4 @@
-"""The database: its certificate checked, its schema migrated once per MLflow version and
-environment, under a lock."""
+"""The database's certificate: installed for the servers, and checked before they change."""
 
 from __future__ import annotations
 
@@ -7,40 +6,12 @@ import ipaddress
 import shlex
 from pathlib import Path
 
-from provisioning import facts, files
-from provisioning.layout import GROUP, MIGRATE_UNIT_NAME, PATHS, USER
+from provisioning import files
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import db_ca_path
 from provisioning.settings import Deployment
 from provisioning.steps import preflight
-from provisioning.steps.conda import Environment
 from provisioning.transport import Host
-
-JOURNAL_LINES = 40
-
-
-def migration_marker(deployment: Deployment, env: Environment) -> str:
-    return f"{PATHS['state_dir']}/migrated-{deployment.mlflow_version}-{env.name}"
-
-
-def migrate(host: Host, deployment: Deployment, env: Environment) -> Outcome[None]:
-    """Upgrade the tracking and auth schemas with the new environment (mlflow-migrate.service)."""
-    marker = migration_marker(deployment, env)
-    rotation = host.read(facts.exists(PATHS["kek_request"]))
-    if host.read(facts.exists(marker)) and not rotation:
-        return unchanged(f"schema already at MLflow {deployment.mlflow_version}")
-    command = f"systemctl start {MIGRATE_UNIT_NAME}"
-    result = host.run(command, check=False, timeout=3600)
-    if result.exited != 0:
-        journal = host.read(facts.journal(f"-u {MIGRATE_UNIT_NAME}", JOURNAL_LINES, "cat"))
-        raise host.error(command, result.exited, journal)
-    if rotation and host.read(facts.exists(PATHS["kek_request"])):
-        raise host.error(command, 1, "the KEK rotation request is still there after the migration")
-    host.run(f"install -m 0644 -o {USER} -g {GROUP} /dev/null {marker}")
-    return changed(
-        f"schema at MLflow {deployment.mlflow_version}"
-        + ("; gateway secrets re-wrapped with the new KEK" if rotation else "")
-    )
 
 
 def certificate(host: Host, deployment: Deployment) -> Outcome[None]:
@@ -51,8 +22,8 @@ def certificate(host: Host, deployment: Deployment) -> Outcome[None]:
         return unchanged(f"{address}:{port} encrypted, its certificate unchecked (db_tls: require)")
     ca = db_ca_path(deployment)
     installed = False
-    if deployment.db_ca_cert_file:
-        pem = Path(deployment.db_ca_cert_file).read_bytes()
+    if deployment.db_ca_cert_file or deployment.db_ca_pem:
+        pem = deployment.db_ca_pem or Path(deployment.db_ca_cert_file).read_text()
         installed = files.ensure_file(host, ca, pem, mode="0644")
     elif deployment.db_ca_url:
         fetched = host.run(
@@ -78,7 +49,11 @@ def certificate(host: Host, deployment: Deployment) -> Outcome[None]:
             + ("; ".join(reasons[:3]) or result.stdout.strip()[-300:])
             + ". Give the database's CA (db_ca_cert_file or db_ca_url), or db_tls: require.",
         )
-    source = deployment.db_ca_cert_file or deployment.db_ca_url or "the system's CAs"
+    source = (
+        deployment.db_ca_cert_file
+        or deployment.db_ca_url
+        or ("the stack's database CA" if deployment.db_ca_pem else "the system's CAs")
+    )
     detail = f"{address}:{port} verified against {source}"
     return changed(detail) if installed else unchanged(detail)
 

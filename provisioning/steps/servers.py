@@ -173,3 +173,11 @@ def wait_healthy(host: Host, port: int) -> None:
                 f"/health on port {port} answered {code} after {HEALTH_TIMEOUT_S}s\n{journal}",
             )
         time.sleep(POLL_S)
+
+
+def roll_back(host: Host, ctx: dict, previous: Environment) -> Outcome[None]:
+    """After a failed switch: ``current`` back to ``previous``, its instances restarted one at
+    a time. A schema the new environment migrated stays migrated (no migration runs backwards)."""
+    files.ensure_symlink(host, PATHS["current_env"], previous.prefix)
+    converge(host, ctx, previous)
+    return changed(f"back on env {previous.name}")

@@ -9,28 +9,29 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.aws.policies import tls_only_bucket_policy
+from stacks.aws.settings import AwsSettings
+from stacks.component import Component
 
 
-@dataclass
-class BucketArgs:
-    partition: str
-    versioning: bool
-    #: Days after which replaced or deleted object versions are removed.
-    noncurrent_days: int
-    #: Days after which artifacts themselves expire; 0 keeps them forever.
-    expire_days: int
-    #: Test stacks: let ``pulumi destroy`` empty the bucket.
-    force_destroy: bool
-    tags: dict[str, str]
+@dataclass(frozen=True, kw_only=True)
+class ArtifactBucketArgs:
+    settings: AwsSettings
 
 
-class ArtifactBucket(pulumi.ComponentResource):
-    def __init__(self, name: str, args: BucketArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:aws:ArtifactBucket", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+class ArtifactBucket(Component):
+    """A private bucket: public access blocked, owner-enforced, encrypted, TLS-only, with
+    versioning and a lifecycle that follow the artifact s.artifacts."""
+
+    TYPE = "mlflow-server:aws:ArtifactBucket"
+
+    def declare(self, name: str, args: ArtifactBucketArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
 
         self.bucket = aws.s3.Bucket(
-            f"{name}-bucket", force_destroy=args.force_destroy, tags=args.tags, opts=child
+            f"{name}-bucket",
+            force_destroy=s.artifacts.force_destroy,
+            tags=s.tags(name),
+            opts=self.child,
         )
         block = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",
@@ -39,13 +40,13 @@ class ArtifactBucket(pulumi.ComponentResource):
             block_public_policy=True,
             ignore_public_acls=True,
             restrict_public_buckets=True,
-            opts=child,
+            opts=self.child,
         )
         aws.s3.BucketOwnershipControls(
             f"{name}-ownership",
             bucket=self.bucket.id,
             rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
+            opts=self.child,
         )
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-encryption",
@@ -56,7 +57,7 @@ class ArtifactBucket(pulumi.ComponentResource):
                     "bucket_key_enabled": True,
                 }
             ],
-            opts=child,
+            opts=self.child,
         )
         # The policy is a Deny only, but S3 refuses policy changes while the public
         # access block is being created, so it waits for the block.
@@ -64,15 +65,17 @@ class ArtifactBucket(pulumi.ComponentResource):
             f"{name}-tls-only",
             bucket=self.bucket.id,
             policy=self.bucket.bucket.apply(
-                lambda bucket: json.dumps(tls_only_bucket_policy(bucket, args.partition))
+                lambda bucket: json.dumps(tls_only_bucket_policy(bucket, s.partition))
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),
         )
         versioning = aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=self.bucket.id,
-            versioning_configuration={"status": "Enabled" if args.versioning else "Suspended"},
-            opts=child,
+            versioning_configuration={
+                "status": "Enabled" if s.artifacts.versioning else "Suspended"
+            },
+            opts=self.child,
         )
         rules = [
             {
@@ -83,18 +86,18 @@ class ArtifactBucket(pulumi.ComponentResource):
             },
             {
                 "id": "expire-noncurrent-versions",
-                "status": "Enabled" if args.versioning else "Disabled",
+                "status": "Enabled" if s.artifacts.versioning else "Disabled",
                 "filter": {},
-                "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_days},
+                "noncurrent_version_expiration": {"noncurrent_days": s.artifacts.noncurrent_days},
             },
         ]
-        if args.expire_days:
+        if s.artifacts.expire_days:
             rules.append(
                 {
                     "id": "expire-artifacts",
                     "status": "Enabled",
                     "filter": {},
-                    "expiration": {"days": args.expire_days},
+                    "expiration": {"days": s.artifacts.expire_days},
                 }
             )
         aws.s3.BucketLifecycleConfiguration(
@@ -104,4 +107,4 @@ class ArtifactBucket(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
         )
         self.name = self.bucket.bucket
-        self.register_outputs({"bucket": self.bucket.bucket, "arn": self.bucket.arn})
+        return {"bucket": self.bucket.bucket, "arn": self.bucket.arn}

@@ -3,98 +3,77 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
 from stacks import naming
+from stacks.aws.settings import AwsSettings
+from stacks.aws.tags import named
+from stacks.component import Component
+from stacks.passwords import RDS_PASSWORD, random_password
+from stacks.postgres import DB_NAME, DB_PORT, DB_USER, backend_store_uri
 
-DB_NAME = "mlflow"
-DB_USER = "mlflow"
-DB_PORT = 5432
-# RDS refuses "/", "@", '"' and spaces in master passwords.
-RDS_ALLOWED_SPECIALS = "!#$%&*()-_=+[]{}<>:?"
 
-
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class DatabaseArgs:
+    settings: AwsSettings
+    #: Private subnets in two zones.
     subnet_ids: list[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
-    instance_class: str
-    storage_gb: int
-    postgres_version: str
-    multi_az: bool
-    #: Only for the one update that moves to a new major version (applied immediately).
-    allow_major_version_upgrade: bool
-    backup_retention_days: int
-    backup_window: str
-    maintenance_window: str
-    deletion_protection: bool
-    #: None skips the final snapshot (test and dev stacks); prod names it after the stack.
-    final_snapshot_stack: str | None
-    tags: dict[str, str]
 
 
-def backend_store_uri(password: str, address: str, port: int = DB_PORT) -> str:
-    """The SQLAlchemy URI MLflow's ``--backend-store-uri`` takes, password URL-encoded."""
-    return (
-        f"postgresql+psycopg2://{DB_USER}:{quote(password, safe='')}@{address}:{port}/{DB_NAME}"
-        "?sslmode=require"
-    )
+class Database(Component):
+    """RDS for PostgreSQL in the private subnets: encrypted, TLS required, reachable only
+    from the VM's security group."""
 
+    TYPE = "mlflow-server:aws:Database"
 
-class Database(pulumi.ComponentResource):
-    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:aws:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+    def declare(self, name: str, args: DatabaseArgs) -> dict[str, pulumi.Input]:
+        db = args.settings.database
+        own_tags = args.settings.tags(name)
 
         def tags(suffix: str) -> dict[str, str]:
-            return {**args.tags, "Name": f"{args.tags.get('Name', name)}-{suffix}"}
+            return named(own_tags, name, suffix)
 
-        password = random.RandomPassword(
-            f"{name}-password",
-            length=32,
-            special=True,
-            override_special=RDS_ALLOWED_SPECIALS,
-            min_special=2,
-            opts=child,
-        )
+        password = random_password(f"{name}-password", RDS_PASSWORD, self.child)
         subnets = aws.rds.SubnetGroup(
             f"{name}-subnets",
             subnet_ids=args.subnet_ids,
             description="MLflow database: private subnets in two zones",
             tags=tags("subnets"),
-            opts=child,
+            opts=self.child,
         )
         parameters = aws.rds.ParameterGroup(
             f"{name}-params",
-            family=f"postgres{args.postgres_version}",
+            family=f"postgres{db.postgres_version}",
             description="MLflow database: TLS required",
             parameters=[{"name": "rds.force_ssl", "value": "1", "apply_method": "immediate"}],
             tags=tags("params"),
-            opts=child,
+            opts=self.child,
         )
-        prod_like = args.final_snapshot_stack is not None
+        prod_like = db.final_snapshot_stack is not None
         final_snapshot = None
         if prod_like:
             # A snapshot name must be new at every delete: a stack destroyed and created
             # again under the same name would otherwise fail its next destroy on the
             # snapshot the first one left. The suffix lives and dies with this database.
-            suffix = random.RandomId(f"{name}-final-snapshot-suffix", byte_length=4, opts=child)
+            suffix = random.RandomId(
+                f"{name}-final-snapshot-suffix", byte_length=4, opts=self.child
+            )
             final_snapshot = suffix.hex.apply(
                 lambda hex_suffix: naming.rds_identifier(
-                    naming.final_snapshot_identifier(args.final_snapshot_stack, hex_suffix), 255
+                    naming.final_snapshot_identifier(db.final_snapshot_stack, hex_suffix), 255
                 )
             )
         self.instance = aws.rds.Instance(
             f"{name}-instance",
             engine="postgres",
-            engine_version=args.postgres_version,
-            instance_class=args.instance_class,
-            allocated_storage=args.storage_gb,
-            max_allocated_storage=args.storage_gb * 5,
+            engine_version=db.postgres_version,
+            instance_class=db.instance_class,
+            allocated_storage=db.storage_gb,
+            max_allocated_storage=db.storage_gb * 5,
             storage_type="gp3",
             storage_encrypted=True,
             db_name=DB_NAME,
@@ -105,22 +84,22 @@ class Database(pulumi.ComponentResource):
             parameter_group_name=parameters.name,
             vpc_security_group_ids=[args.security_group_id],
             publicly_accessible=False,
-            multi_az=args.multi_az,
-            backup_retention_period=args.backup_retention_days,
-            backup_window=args.backup_window,
-            maintenance_window=args.maintenance_window,
+            multi_az=db.multi_az,
+            backup_retention_period=db.backup_retention_days,
+            backup_window=db.backup_window,
+            maintenance_window=db.maintenance_window,
             auto_minor_version_upgrade=True,
             # Off, RDS refuses a changed major version ("The AllowMajorVersionUpgrade flag
             # must be present..."), so a version bump never slips into an update unnoticed.
-            allow_major_version_upgrade=args.allow_major_version_upgrade,
-            apply_immediately=args.allow_major_version_upgrade,
+            allow_major_version_upgrade=db.allow_major_version_upgrade,
+            apply_immediately=db.allow_major_version_upgrade,
             copy_tags_to_snapshot=True,
-            deletion_protection=args.deletion_protection,
+            deletion_protection=db.deletion_protection,
             skip_final_snapshot=not prod_like,
             final_snapshot_identifier=final_snapshot,
             delete_automated_backups=not prod_like,
             tags=tags("instance"),
-            opts=child,
+            opts=self.child,
         )
         self.address = self.instance.address
         self.backend_store_uri = pulumi.Output.secret(
@@ -128,6 +107,9 @@ class Database(pulumi.ComponentResource):
                 lambda values: backend_store_uri(values[0], values[1])
             )
         )
-        self.register_outputs(
-            {"address": self.address, "backend_store_uri": self.backend_store_uri}
-        )
+        self.max_connections = db.max_connections
+        return {
+            "address": self.address,
+            "backend_store_uri": self.backend_store_uri,
+            "max_connections": self.max_connections,
+        }

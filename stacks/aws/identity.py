@@ -9,49 +9,55 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.aws.policies import SSM_CORE_POLICY, artifact_access_policy, ec2_trust_policy
+from stacks.aws.settings import AwsSettings
+from stacks.component import Component
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class IdentityArgs:
+    settings: AwsSettings
+    #: The artifact bucket's name: the role may use its artifact prefix only.
     bucket: pulumi.Input[str]
-    prefix: str
-    partition: str
-    session_manager: bool
-    tags: dict[str, str]
 
 
-class Identity(pulumi.ComponentResource):
-    def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:aws:Identity", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+#: The role and its instance profile carry the VM's Name tag: they are its identity.
+TAGGED_AS = "vm"
+
+
+class Identity(Component):
+    """The VM's role and instance profile: objects under the artifact prefix, and Session
+    Manager's core policy when SSH goes through it; nothing else."""
+
+    TYPE = "mlflow-server:aws:Identity"
+
+    def declare(self, name: str, args: IdentityArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
 
         self.role = aws.iam.Role(
             f"{name}-role",
             assume_role_policy=json.dumps(ec2_trust_policy()),
             description="MLflow VM: its artifact prefix only",
-            tags=args.tags,
-            opts=child,
+            tags=s.tags(TAGGED_AS),
+            opts=self.child,
         )
         aws.iam.RolePolicy(
             f"{name}-artifacts",
             role=self.role.id,
             policy=pulumi.Output.from_input(args.bucket).apply(
                 lambda bucket: json.dumps(
-                    artifact_access_policy(bucket, args.prefix, args.partition)
+                    artifact_access_policy(bucket, s.artifacts_prefix, s.partition)
                 )
             ),
-            opts=child,
+            opts=self.child,
         )
-        if args.session_manager:
+        if s.session_manager:
             aws.iam.RolePolicyAttachment(
                 f"{name}-ssm",
                 role=self.role.name,
-                policy_arn=f"arn:{args.partition}:iam::aws:{SSM_CORE_POLICY}",
-                opts=child,
+                policy_arn=f"arn:{s.partition}:iam::aws:{SSM_CORE_POLICY}",
+                opts=self.child,
             )
         self.instance_profile = aws.iam.InstanceProfile(
-            f"{name}-profile", role=self.role.name, tags=args.tags, opts=child
+            f"{name}-profile", role=self.role.name, tags=s.tags(TAGGED_AS), opts=self.child
         )
-        self.register_outputs(
-            {"role_arn": self.role.arn, "instance_profile": self.instance_profile.name}
-        )
+        return {"role_arn": self.role.arn, "instance_profile": self.instance_profile.name}

@@ -8,14 +8,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from stacks.aws.settings import AwsSettings
+from stacks.aws.tags import named
+from stacks.component import Component
+
 #: Both subnet tiers span two zones: an RDS subnet group needs two.
 ZONES = 2
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class NetworkArgs:
-    cidr: str
-    tags: dict[str, str]
+    settings: AwsSettings
 
 
 def subnet_cidrs(vpc_cidr: str) -> tuple[list[str], list[str]]:
@@ -24,13 +27,18 @@ def subnet_cidrs(vpc_cidr: str) -> tuple[list[str], list[str]]:
     return [str(b) for b in blocks[:ZONES]], [str(b) for b in blocks[8 : 8 + ZONES]]
 
 
-class Network(pulumi.ComponentResource):
-    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:aws:Network", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+class Network(Component):
+    """A VPC with public subnets for the VM and private subnets (their own route table,
+    no way out) for the database, in two Availability Zones."""
+
+    TYPE = "mlflow-server:aws:Network"
+
+    def declare(self, name: str, args: NetworkArgs) -> dict[str, pulumi.Input]:
+
+        s = args.settings
 
         def tags(suffix: str) -> dict[str, str]:
-            return {**args.tags, "Name": f"{args.tags.get('Name', name)}-{suffix}"}
+            return named(s.tags(name), name, suffix)
 
         # Availability Zones only: Local Zones and Wavelength Zones (opted in to by the
         # account) offer neither the instance types nor RDS Multi-AZ the stack uses.
@@ -42,77 +50,64 @@ class Network(pulumi.ComponentResource):
 
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
-            cidr_block=args.cidr,
+            cidr_block=s.vpc_cidr,
             enable_dns_support=True,
             enable_dns_hostnames=True,
             tags=tags("vpc"),
-            opts=child,
+            opts=self.child,
         )
         gateway = aws.ec2.InternetGateway(
-            f"{name}-igw", vpc_id=self.vpc.id, tags=tags("igw"), opts=child
+            f"{name}-igw", vpc_id=self.vpc.id, tags=tags("igw"), opts=self.child
         )
         public_routes = aws.ec2.RouteTable(
-            f"{name}-public-rt", vpc_id=self.vpc.id, tags=tags("public"), opts=child
+            f"{name}-public-rt", vpc_id=self.vpc.id, tags=tags("public"), opts=self.child
         )
         aws.ec2.Route(
             f"{name}-public-default",
             route_table_id=public_routes.id,
             destination_cidr_block="0.0.0.0/0",
             gateway_id=gateway.id,
-            opts=child,
+            opts=self.child,
         )
         # Private subnets get a table of their own with only the VPC-local route,
         # so nothing added to the main table later can open a path to the internet.
         private_routes = aws.ec2.RouteTable(
-            f"{name}-private-rt", vpc_id=self.vpc.id, tags=tags("private"), opts=child
+            f"{name}-private-rt", vpc_id=self.vpc.id, tags=tags("private"), opts=self.child
         )
 
-        public_cidrs, private_cidrs = subnet_cidrs(args.cidr)
-        self.public_subnets: list[aws.ec2.Subnet] = []
-        self.private_subnets: list[aws.ec2.Subnet] = []
+        public_cidrs, private_cidrs = subnet_cidrs(s.vpc_cidr)
+        tiers = {
+            "public": (public_cidrs, public_routes, []),
+            "private": (private_cidrs, private_routes, []),
+        }
         for index in range(ZONES):
             zone = zones.apply(lambda names, i=index: names[i])
-            public = aws.ec2.Subnet(
-                f"{name}-public-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=public_cidrs[index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags=tags(f"public-{index}"),
-                opts=child,
-            )
-            private = aws.ec2.Subnet(
-                f"{name}-private-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=private_cidrs[index],
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                tags=tags(f"private-{index}"),
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{index}-rt",
-                subnet_id=public.id,
-                route_table_id=public_routes.id,
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-{index}-rt",
-                subnet_id=private.id,
-                route_table_id=private_routes.id,
-                opts=child,
-            )
-            self.public_subnets.append(public)
-            self.private_subnets.append(private)
+            for tier, (cidrs, routes, subnets) in tiers.items():
+                subnet = aws.ec2.Subnet(
+                    f"{name}-{tier}-{index}",
+                    vpc_id=self.vpc.id,
+                    cidr_block=cidrs[index],
+                    availability_zone=zone,
+                    map_public_ip_on_launch=False,
+                    tags=tags(f"{tier}-{index}"),
+                    opts=self.child,
+                )
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-{tier}-{index}-rt",
+                    subnet_id=subnet.id,
+                    route_table_id=routes.id,
+                    opts=self.child,
+                )
+                subnets.append(subnet)
+        self.public_subnets: list[aws.ec2.Subnet] = tiers["public"][2]
+        self.private_subnets: list[aws.ec2.Subnet] = tiers["private"][2]
         self.internet_gateway = gateway
 
-        self.register_outputs(
-            {
-                "vpc_id": self.vpc.id,
-                "public_subnet_ids": [s.id for s in self.public_subnets],
-                "private_subnet_ids": [s.id for s in self.private_subnets],
-            }
-        )
+        return {
+            "vpc_id": self.vpc.id,
+            "public_subnet_ids": [s.id for s in self.public_subnets],
+            "private_subnet_ids": [s.id for s in self.private_subnets],
+        }
 
 
 def _two_zones(names: list[str]) -> list[str]:

@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 
 from stacks.config import CommonSettings, ConfigReader, SettingError
+from stacks.connection_limits import rds_max_connections
+from stacks.contract import ARTIFACTS_PREFIX
+from stacks.retention import ArtifactRetention, read_retention
 
-ARTIFACTS_PREFIX = "mlflow-artifacts"
 SSH_ACCESS = ("cidrs", "session-manager")
 #: Key types EC2 ImportKeyPair accepts (EC2 API reference, ImportKeyPair).
 EC2_KEY_PAIR_TYPES = ("ssh-ed25519", "ssh-rsa")
@@ -28,7 +30,7 @@ _HHMM = r"([01]\d|2[0-3]):[0-5]\d"
 _MAINTENANCE = re.compile(rf"^{_DAY}:{_HHMM}-{_DAY}:{_HHMM}$")
 _BACKUP_WINDOW = re.compile(rf"^{_HHMM}-{_HHMM}$")
 
-#: Defaults per environment class; the GCP stack's bucket defaults are the same.
+#: Defaults per environment class (the bucket's: stacks/retention.py, as on GCP).
 DEFAULTS = {
     "dev": {
         "instance": "t3.medium",
@@ -36,9 +38,6 @@ DEFAULTS = {
         "multi_az": False,
         "backups": 1,
         "protect": True,
-        "versioning": True,
-        "noncurrent_days": 30,
-        "expire_days": 0,
     },
     "test": {
         "instance": "t3.medium",
@@ -46,9 +45,6 @@ DEFAULTS = {
         "multi_az": False,
         "backups": 0,
         "protect": False,
-        "versioning": False,
-        "noncurrent_days": 30,
-        "expire_days": 7,
     },
     "prod": {
         "instance": "t3.large",
@@ -56,14 +52,33 @@ DEFAULTS = {
         "multi_az": True,
         "backups": 7,
         "protect": True,
-        "versioning": True,
-        "noncurrent_days": 90,
-        "expire_days": 0,
     },
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    """The RDS instance, as the stack's settings choose it."""
+
+    instance_class: str
+    storage_gb: int
+    postgres_version: str
+    multi_az: bool
+    #: RDS refuses a major version change unless the update allows it explicitly (the
+    #: update that has it applies at once).
+    allow_major_version_upgrade: bool
+    backup_retention_days: int
+    backup_window: str
+    maintenance_window: str
+    deletion_protection: bool
+    #: None skips the final snapshot (test and dev stacks); prod names it after the stack.
+    final_snapshot_stack: str | None
+    #: RDS's default max_connections for the class (stacks/connection_limits.py); 0 for a
+    #: class whose memory the kit does not know.
+    max_connections: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class AwsSettings:
     """Everything the AWS components need, already validated."""
 
@@ -74,34 +89,14 @@ class AwsSettings:
     ssh_access: str
     instance_type: str
     root_volume_gb: int
-    db_instance_class: str
-    db_storage_gb: int
-    postgres_version: str
-    db_multi_az: bool
-    #: RDS refuses a major version change unless the update allows it explicitly.
-    db_allow_major_version_upgrade: bool
-    db_backup_retention_days: int
-    db_backup_window: str
-    db_maintenance_window: str
+    database: DatabaseSettings
     deletion_protection: bool
-    bucket_versioning: bool
-    bucket_noncurrent_days: int
-    bucket_expire_days: int
+    artifacts: ArtifactRetention
     artifacts_prefix: str = ARTIFACTS_PREFIX
 
     @property
     def session_manager(self) -> bool:
         return self.ssh_access == "session-manager"
-
-    @property
-    def force_destroy(self) -> bool:
-        """Test stacks go away in one ``pulumi destroy``, objects and all."""
-        return self.common.is_test
-
-    @property
-    def final_snapshot_stack(self) -> str | None:
-        """The stack name the final snapshot is named after (prod only), None to skip it."""
-        return self.common.stack if self.common.is_prod else None
 
     def tags(self, name: str) -> dict[str, str]:
         """Explicit tags for one resource: the stack's labels plus a Name tag."""
@@ -216,20 +211,26 @@ def read_aws(common: CommonSettings) -> AwsSettings:
         ssh_access=ssh_access,
         instance_type=instance_type,
         root_volume_gb=root_volume_gb,
-        db_instance_class=db_instance_class,
-        db_storage_gb=db_storage_gb,
-        postgres_version=postgres_version,
-        db_multi_az=db_multi_az,
-        db_allow_major_version_upgrade=allow_major_upgrade,
-        db_backup_retention_days=backups,
-        db_backup_window=backup_window,
-        db_maintenance_window=maintenance,
-        deletion_protection=protect,
-        bucket_versioning=config.get_bool("awsBucketVersioning", defaults["versioning"]),
-        bucket_noncurrent_days=config.get_int(
-            "awsBucketNoncurrentDays", defaults["noncurrent_days"], 1, 3650
+        database=DatabaseSettings(
+            instance_class=db_instance_class,
+            max_connections=rds_max_connections(db_instance_class) or 0,
+            storage_gb=db_storage_gb,
+            postgres_version=postgres_version,
+            multi_az=db_multi_az,
+            allow_major_version_upgrade=allow_major_upgrade,
+            backup_retention_days=backups,
+            backup_window=backup_window,
+            maintenance_window=maintenance,
+            deletion_protection=protect,
+            final_snapshot_stack=common.stack if common.is_prod else None,
         ),
-        bucket_expire_days=config.get_int("awsBucketExpireDays", defaults["expire_days"], 0, 36500),
+        deletion_protection=protect,
+        artifacts=read_retention(
+            config,
+            env,
+            keys=("awsBucketVersioning", "awsBucketNoncurrentDays", "awsBucketExpireDays"),
+            max_expire_days=36500,
+        ),
     )
 
 

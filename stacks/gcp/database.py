@@ -3,86 +3,51 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pulumi
 import pulumi_gcp as gcp
-import pulumi_random as random
 
-DATABASE = "mlflow"
-USER = "mlflow"
-PORT = 5432
-#: Characters a generated password may use beyond letters and digits: URL-unreserved,
-#: so the password also survives env files and ini files on the VM unquoted.
-SAFE_SPECIAL_CHARS = "-_.~"
+from stacks.component import Component
+from stacks.gcp.settings import GcpSettings
+from stacks.passwords import GCP_PASSWORD, random_password
+from stacks.postgres import DB_NAME, DB_USER, backend_store_uri
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class DatabaseArgs:
-    region: str
-    zone: str
+    settings: GcpSettings
     network: pulumi.Input[str]
+    #: The private services connection the instance's private IP is allocated through.
     private_services: pulumi.Resource
-    tier: str
-    edition: str
-    version: str
-    availability: str
-    disk_gb: int
-    backups: bool
-    point_in_time_recovery: bool
-    backup_start_time: str
-    backup_retained: int
-    log_retention_days: int
-    maintenance_day: int
-    maintenance_hour: int
-    update_track: str
-    flags: dict[str, str]
-    deletion_protection: bool
-    labels: dict[str, str]
 
 
-def backend_store_uri(password: str, host: str) -> str:
-    """The SQLAlchemy URI MLflow's ``--backend-store-uri`` takes, password URL-encoded."""
-    return (
-        f"postgresql+psycopg2://{USER}:{quote(password, safe='')}@{host}:{PORT}/{DATABASE}"
-        "?sslmode=require"
-    )
-
-
-class Database(pulumi.ComponentResource):
+class Database(Component):
     """A Postgres instance reachable only from the VPC, refusing unencrypted connections."""
 
-    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:gcp:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+    TYPE = "mlflow-server:gcp:Database"
 
-        self.password = random.RandomPassword(
-            f"{name}-password",
-            length=32,
-            special=True,
-            override_special=SAFE_SPECIAL_CHARS,
-            min_lower=1,
-            min_upper=1,
-            min_numeric=1,
-            opts=child,
-        )
+    def declare(self, name: str, args: DatabaseArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
+        db = s.database
+
+        self.password = random_password(f"{name}-password", GCP_PASSWORD, self.child)
         self.instance = gcp.sql.DatabaseInstance(
             f"{name}-instance",
-            database_version=args.version,
-            region=args.region,
-            deletion_protection=args.deletion_protection,
+            database_version=db.version,
+            region=s.region,
+            deletion_protection=db.deletion_protection,
             settings=gcp.sql.DatabaseInstanceSettingsArgs(
-                tier=args.tier,
-                edition=args.edition,
-                availability_type=args.availability,
+                tier=db.tier,
+                edition=db.edition,
+                availability_type=db.availability,
                 disk_type="PD_SSD",
-                disk_size=args.disk_gb,
+                disk_size=db.disk_gb,
                 disk_autoresize=True,
                 # Protection in the Cloud SQL API too, not only in this program's state.
-                deletion_protection_enabled=args.deletion_protection,
-                retain_backups_on_delete=args.deletion_protection and args.backups,
+                deletion_protection_enabled=db.deletion_protection,
+                retain_backups_on_delete=db.deletion_protection and db.backups,
                 location_preference=gcp.sql.DatabaseInstanceSettingsLocationPreferenceArgs(
-                    zone=args.zone
+                    zone=s.zone
                 ),
                 ip_configuration=gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs(
                     ipv4_enabled=False,
@@ -90,24 +55,24 @@ class Database(pulumi.ComponentResource):
                     ssl_mode="ENCRYPTED_ONLY",
                 ),
                 backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
-                    enabled=args.backups,
-                    point_in_time_recovery_enabled=args.point_in_time_recovery,
-                    start_time=args.backup_start_time,
-                    transaction_log_retention_days=args.log_retention_days or None,
+                    enabled=db.backups,
+                    point_in_time_recovery_enabled=db.point_in_time_recovery,
+                    start_time=db.backup_start_time,
+                    transaction_log_retention_days=db.log_retention_days or None,
                     backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
-                        retained_backups=args.backup_retained, retention_unit="COUNT"
+                        retained_backups=db.backup_retained, retention_unit="COUNT"
                     ),
                 ),
                 maintenance_window=gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(
-                    day=args.maintenance_day,
-                    hour=args.maintenance_hour,
-                    update_track=args.update_track,
+                    day=db.maintenance_day,
+                    hour=db.maintenance_hour,
+                    update_track=db.update_track,
                 ),
                 database_flags=[
                     gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name=flag, value=value)
-                    for flag, value in sorted(args.flags.items())
+                    for flag, value in sorted(db.flags.items())
                 ],
-                user_labels=args.labels,
+                user_labels=s.labels,
             ),
             # The private IP is allocated from the peered range, which must exist first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.private_services]),
@@ -116,18 +81,18 @@ class Database(pulumi.ComponentResource):
         # the tracking data (database) or fail on a role that owns objects (user).
         self.database = gcp.sql.Database(
             f"{name}-db",
-            name=DATABASE,
+            name=DB_NAME,
             instance=self.instance.name,
             deletion_policy="ABANDON",
-            opts=child,
+            opts=self.child,
         )
         self.user = gcp.sql.User(
             f"{name}-user",
-            name=USER,
+            name=DB_USER,
             instance=self.instance.name,
             password=self.password.result,
             deletion_policy="ABANDON",
-            opts=child,
+            opts=self.child,
         )
 
         self.connection_name = self.instance.connection_name
@@ -137,10 +102,10 @@ class Database(pulumi.ComponentResource):
                 lambda a: backend_store_uri(a[0], a[1])
             )
         )
-        self.register_outputs(
-            {
-                "connection_name": self.connection_name,
-                "private_ip": self.private_ip,
-                "backend_store_uri": self.backend_store_uri,
-            }
-        )
+        self.max_connections = db.max_connections
+        return {
+            "connection_name": self.connection_name,
+            "private_ip": self.private_ip,
+            "backend_store_uri": self.backend_store_uri,
+            "max_connections": self.max_connections,
+        }

@@ -7,7 +7,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.component import Component
 from stacks.gcp.marker import described
+from stacks.gcp.settings import GcpSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentityArgs:
+    settings: GcpSettings
+    #: The artifact bucket, the one bucket the account may use.
+    bucket: pulumi.Input[str]
+
 
 #: Project-level roles the server needs: Cloud SQL connections, its logs and metrics.
 PROJECT_ROLES = (
@@ -19,29 +29,21 @@ PROJECT_ROLES = (
 BUCKET_ROLE = "roles/storage.objectUser"
 
 
-@dataclass
-class IdentityArgs:
-    project: str
-    account_id: str
-    bucket: pulumi.Input[str]
-    #: The stack name, marked in the account's description (accounts take no labels).
-    stack: str
-
-
-class Identity(pulumi.ComponentResource):
+class Identity(Component):
     """A service account (no keys: the VM gets tokens from the metadata server) with
     object access on the artifact bucket only, never a project-wide storage role."""
 
-    def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:gcp:Identity", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+    TYPE = "mlflow-server:gcp:Identity"
+
+    def declare(self, name: str, args: IdentityArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
 
         self.account = gcp.serviceaccount.Account(
             f"{name}-sa",
-            account_id=args.account_id,
+            account_id=s.service_account_id,
             display_name="MLflow tracking server",
-            description=described("Identity of the MLflow tracking server VM", args.stack),
-            opts=child,
+            description=described("Identity of the MLflow tracking server VM", s.common.stack),
+            opts=self.child,
         )
         self.email = self.account.email
         self.bucket_grant = gcp.storage.BucketIAMMember(
@@ -49,16 +51,16 @@ class Identity(pulumi.ComponentResource):
             bucket=args.bucket,
             role=BUCKET_ROLE,
             member=self.account.member,
-            opts=child,
+            opts=self.child,
         )
         self.project_grants = [
             gcp.projects.IAMMember(
                 f"{name}-{role.split('/')[1].replace('.', '-').lower()}",
-                project=args.project,
+                project=s.project,
                 role=role,
                 member=self.account.member,
-                opts=child,
+                opts=self.child,
             )
             for role in PROJECT_ROLES
         ]
-        self.register_outputs({"email": self.email})
+        return {"email": self.email}

@@ -7,30 +7,29 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.component import Component
 from stacks.gcp.marker import described
+from stacks.gcp.settings import GcpSettings
 
 #: Prefix length of the range Google's service producers (Cloud SQL) allocate from.
 PRIVATE_SERVICES_PREFIX = 20
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class NetworkArgs:
-    region: str
-    subnet_cidr: str
-    labels: dict[str, str]
-    #: Remove the Cloud SQL peering on destroy so the VPC can go in the same run.
-    deletable: bool
-    #: The stack name, marked in the descriptions of resources that take no labels.
-    stack: str
+    settings: GcpSettings
 
 
-class Network(pulumi.ComponentResource):
+class Network(Component):
     """A custom-mode VPC (no default subnets, no default firewall rules) with one
     regional subnet, and private services access so Cloud SQL gets a private IP."""
 
-    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:gcp:Network", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+    TYPE = "mlflow-server:gcp:Network"
+
+    def declare(self, name: str, args: NetworkArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
+        # The stack's name goes into the descriptions of the resources that take no labels.
+        stack = s.common.stack
         # GCP sets a network's or subnet's description only at creation; a changed one
         # would replace the VPC (and the database's peering with it) in a running stack.
         # New stacks get the marked description; existing ones keep theirs.
@@ -40,17 +39,17 @@ class Network(pulumi.ComponentResource):
             f"{name}-vpc",
             auto_create_subnetworks=False,
             routing_mode="REGIONAL",
-            description=described("MLflow tracking server network", args.stack),
+            description=described("MLflow tracking server network", stack),
             opts=create_only,
         )
         self.subnet = gcp.compute.Subnetwork(
             f"{name}-subnet",
             network=self.vpc.id,
-            region=args.region,
-            ip_cidr_range=args.subnet_cidr,
+            region=s.region,
+            ip_cidr_range=s.subnet_cidr,
             # The VM reaches Google APIs (GCS, Cloud SQL Admin) without leaving Google's network.
             private_ip_google_access=True,
-            description=described("MLflow tracking server subnet", args.stack),
+            description=described("MLflow tracking server subnet", stack),
             opts=create_only,
         )
         self.private_services_range = gcp.compute.GlobalAddress(
@@ -59,8 +58,8 @@ class Network(pulumi.ComponentResource):
             address_type="INTERNAL",
             prefix_length=PRIVATE_SERVICES_PREFIX,
             network=self.vpc.id,
-            labels=args.labels,
-            opts=child,
+            labels=s.labels,
+            opts=self.child,
         )
         self.private_services = gcp.servicenetworking.Connection(
             f"{name}-psa",
@@ -70,15 +69,13 @@ class Network(pulumi.ComponentResource):
             # The API refuses to delete a connection Cloud SQL used until days after the
             # instance is gone; a deletable stack removes the peering instead. A protected
             # stack keeps the default, so a replacement can never cut a live database off.
-            deletion_policy="REMOVE_PEERING" if args.deletable else None,
-            opts=child,
+            deletion_policy=None if s.deletion_protection else "REMOVE_PEERING",
+            opts=self.child,
         )
 
-        self.register_outputs(
-            {
-                "network_id": self.vpc.id,
-                "subnet_id": self.subnet.id,
-                "private_services_range": self.private_services_range.name,
-                "private_services_connection": self.private_services.id,
-            }
-        )
+        return {
+            "network_id": self.vpc.id,
+            "subnet_id": self.subnet.id,
+            "private_services_range": self.private_services_range.name,
+            "private_services_connection": self.private_services.id,
+        }

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from stacks import naming
 from stacks.config import CommonSettings, ConfigReader, SettingError, cidr
+from stacks.connection_limits import cloud_sql_max_connections
+from stacks.retention import ArtifactRetention, read_retention
 
 #: Google's IAP TCP forwarding source range (``gcloud compute ssh --tunnel-through-iap``).
 IAP_TCP_FORWARDING_CIDR = "35.235.240.0/20"
@@ -43,7 +45,32 @@ TIER_ALLOWED = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    """The Cloud SQL instance, as the stack's settings choose it."""
+
+    tier: str
+    edition: str
+    version: str
+    availability: str
+    disk_gb: int
+    backups: bool
+    point_in_time_recovery: bool
+    backup_start_time: str
+    backup_retained: int
+    #: Days of transaction logs for point-in-time recovery (0 without it); Cloud SQL
+    #: wants fewer days of logs than retained backups, and at most 7 on Enterprise.
+    log_retention_days: int
+    maintenance_day: int
+    maintenance_hour: int
+    update_track: str
+    flags: dict[str, str]
+    deletion_protection: bool
+    #: Cloud SQL's default max_connections for the tier (stacks/connection_limits.py).
+    max_connections: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class GcpSettings:
     """Everything the GCP components need, validated; built by ``read_gcp``."""
 
@@ -55,33 +82,20 @@ class GcpSettings:
     boot_disk_gb: int
     subnet_cidr: str
     ssh_source_cidrs: list[str]
-    db_tier: str
-    db_edition: str
-    db_version: str
-    db_availability: str
-    db_disk_gb: int
-    db_backups: bool
-    db_point_in_time_recovery: bool
-    db_backup_start_time: str
-    db_backup_retained: int
-    #: Days of transaction logs for point-in-time recovery (0 without it); Cloud SQL
-    #: wants fewer days of logs than retained backups, and at most 7 on Enterprise.
-    db_log_retention_days: int
-    db_maintenance_day: int
-    db_maintenance_hour: int
-    db_update_track: str
-    db_flags: dict[str, str]
+    database: DatabaseSettings
     deletion_protection: bool
     bucket_location: str
-    bucket_versioning: bool
-    bucket_noncurrent_days: int
-    bucket_expire_days: int
-    bucket_force_destroy: bool
+    artifacts: ArtifactRetention
     service_account_id: str
 
     @property
     def labels(self) -> dict[str, str]:
         return self.common.resource_labels()
+
+    @property
+    def ssh_access(self) -> str:
+        """Port 22 from the listed CIDRs, or from IAP's range only (contract.SSH_ACCESS_MODES)."""
+        return "cidrs" if self.common.ssh_allowed_cidrs else "iap"
 
 
 def _defaults(environment: str) -> dict[str, object]:
@@ -98,9 +112,6 @@ def _defaults(environment: str) -> dict[str, object]:
         "DbPointInTimeRecovery": prod,
         "DbBackupRetention": 30 if prod else 7,
         "DeletionProtection": not test,
-        "BucketVersioning": not test,
-        "BucketNoncurrentDays": 90 if prod else 30,
-        "BucketExpireDays": 7 if test else 0,
     }
 
 
@@ -205,11 +216,12 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         )
 
     bucket_location = _bucket_location(reader, reader.get("gcpBucketLocation", region).upper())
-    bucket_versioning = reader.get_bool("gcpBucketVersioning", default["BucketVersioning"])
-    noncurrent_days = reader.get_int(
-        "gcpBucketNoncurrentDays", default["BucketNoncurrentDays"], 1, 3650
+    artifacts = read_retention(
+        reader,
+        env,
+        keys=("gcpBucketVersioning", "gcpBucketNoncurrentDays", "gcpBucketExpireDays"),
+        max_expire_days=3650,
     )
-    expire_days = reader.get_int("gcpBucketExpireDays", default["BucketExpireDays"], 0, 3650)
 
     return GcpSettings(
         common=common,
@@ -220,27 +232,28 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         boot_disk_gb=boot_disk_gb,
         subnet_cidr=subnet_cidr,
         ssh_source_cidrs=ssh_source,
-        db_tier=db_tier,
-        db_edition=db_edition,
-        db_version=f"POSTGRES_{db_version}",
-        db_availability=db_availability.upper(),
-        db_disk_gb=db_disk_gb,
-        db_backups=db_backups,
-        db_point_in_time_recovery=db_pitr,
-        db_backup_start_time=backup_start,
-        db_backup_retained=backup_retained,
-        db_log_retention_days=min(7, backup_retained - 1) if db_pitr else 0,
-        db_maintenance_day=day,
-        db_maintenance_hour=hour,
-        # prod takes maintenance updates after they have run elsewhere first.
-        db_update_track="stable" if env == "prod" else "canary",
-        db_flags=_db_flags(env),
+        database=DatabaseSettings(
+            tier=db_tier,
+            max_connections=cloud_sql_max_connections(db_tier),
+            edition=db_edition,
+            version=f"POSTGRES_{db_version}",
+            availability=db_availability.upper(),
+            disk_gb=db_disk_gb,
+            backups=db_backups,
+            point_in_time_recovery=db_pitr,
+            backup_start_time=backup_start,
+            backup_retained=backup_retained,
+            log_retention_days=min(7, backup_retained - 1) if db_pitr else 0,
+            maintenance_day=day,
+            maintenance_hour=hour,
+            # prod takes maintenance updates after they have run elsewhere first.
+            update_track="stable" if env == "prod" else "canary",
+            flags=_db_flags(env),
+            deletion_protection=deletion_protection,
+        ),
         deletion_protection=deletion_protection,
         bucket_location=bucket_location,
-        bucket_versioning=bucket_versioning,
-        bucket_noncurrent_days=noncurrent_days,
-        bucket_expire_days=expire_days,
-        bucket_force_destroy=env == "test",
+        artifacts=artifacts,
         service_account_id=naming.service_account_id(common.stack),
     )
 

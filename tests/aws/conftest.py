@@ -1,24 +1,11 @@
-"""Fixtures for the AWS stack tests: no real credentials, no network but 127.0.0.1."""
+"""Fixtures for the AWS doctor tests: no real credentials, no network but 127.0.0.1.
+
+(The AWS stack's own tests are in tests/stacks, with the GCP stack's, on one harness.)
+"""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
-
-# pulumi_aws loads its submodules lazily, and loading one warns once for every
-# deprecated resource class it defines. Load them here, where no test's
-# "DeprecationWarning is an error" filter is active, so a test fails only on a
-# deprecation that the stack's own code runs into.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import pulumi_aws as _aws
-    import pulumi_random as _random
-
-    for _module in (_aws.ec2, _aws.iam, _aws.rds, _aws.s3, _aws.vpc):
-        getattr(_module, "__all__", None)
-    getattr(_random, "RandomPassword", None)
-    getattr(_aws, "Provider", None)
 
 _AWS_ENV = (
     "AWS_PROFILE",

@@ -3,6 +3,14 @@
 One harness for both clouds: the mocks answer registrations and invokes the way GCP
 and AWS would, keep every one, and the run hands back what was declared and exported.
 Mocks and config are process-global in the Pulumi SDK, so every run sets both afresh.
+The monitor also records each registration as the engine would see it (URN, parent,
+aliases, update-in-place options), so tests can replay the engine's alias matching
+(tests/stacks/urns.py).
+
+- ``config(cloud, environment, **overrides)``: a valid stack config;
+- ``run(values, stack)``: the program under the mocks, a ``StackRun``;
+- ``declared_stack(cloud, values, stack=...)``: the same for callers outside the stack
+  tests (the local cloud reads a VM's user data and metadata with it).
 
 A uniquely named module rather than conftest.py, so it cannot be confused with another
 test directory's conftest in one pytest process.
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from pulumi.runtime.mocks import MockMonitor
 
 #: Loading a provider module warns once per deprecated class it defines, used or not.
 #: Load them here, where no "DeprecationWarning is an error" filter is active, so a
@@ -49,6 +58,8 @@ DB_ADDRESS = "database-instance-abc1234.cxyz.eu-central-1.rds.amazonaws.com"
 AMI_ID = "ami-0debian12fake0001"
 RANDOM_HEX = "0a1b2c3d"
 INSTANCE_ID = "i-0123456789abcdef0"
+#: A password with every character a URI must escape (give it as ``default_password``).
+NASTY_PASSWORD = "p@ss:w/rd?x#y%z&a=b+c d"
 
 
 def public_key(algorithm: str = "ssh-ed25519", comment: str = "ops@example.com") -> str:
@@ -98,11 +109,19 @@ class Registered:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Answers like the clouds would and keeps every registration and invoke."""
 
-    def __init__(self, zones: list[str] | None = None, passwords: dict[str, str] | None = None):
+    def __init__(
+        self,
+        zones: list[str] | None = None,
+        passwords: dict[str, str] | None = None,
+        default_password: str | None = None,
+    ):
+        """``passwords``: what each RandomPassword (by name) generates; the others generate
+        ``default_password``, or as many ``x`` as their length."""
         self.registered: list[Registered] = []
         self.calls: list[tuple[str, dict]] = []
         self.zones = list(AWS_ZONES if zones is None else zones)
         self.passwords = passwords or {}
+        self.default_password = default_password
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.registered.append(
@@ -112,7 +131,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ.startswith("gcp:") and "name" not in state:
             state["name"] = f"{args.name}-a1b2c3d"  # Pulumi's auto-naming suffix
         if typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = self.passwords.get(args.name, "x" * int(args.inputs["length"]))
+            default = self.default_password or "x" * int(args.inputs["length"])
+            state["result"] = self.passwords.get(args.name, default)
         elif typ == "random:index/randomId:RandomId":
             state["hex"] = RANDOM_HEX
         elif typ == "gcp:sql/databaseInstance:DatabaseInstance":
@@ -167,6 +187,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
         (found,) = [r for r in self.resources if r.name == name]
         return found
 
+    def customs(self) -> list[Registered]:
+        """The resources a provider manages (no components)."""
+        return [r for r in self.resources if r.custom]
+
+    def provider_tags(self) -> dict[str, str]:
+        """The AWS provider's default_tags."""
+        return self.provider_input("aws", "defaultTags")["tags"]
+
     def provider_input(self, cloud: str, key: str) -> Any:
         """A provider input as the program gave it (providers take JSON-encoded values)."""
         value = self.one(f"pulumi:providers:{cloud}").inputs.get(key)
@@ -176,11 +204,112 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return value
 
 
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+LIFECYCLE_OPTIONS = (
+    "ignoreChanges",
+    "replaceOnChanges",
+    "deleteBeforeReplace",
+    "protect",
+    "retainOnDelete",
+)
+
+
+@dataclass(frozen=True)
+class AliasSpec:
+    """One ``pulumi.Alias`` as the engine receives it; empty strings are fields not given."""
+
+    name: str = ""
+    typ: str = ""
+    parent: str = ""
+    no_parent: bool = False
+    urn: str = ""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A RegisterResource request as the engine sees it: URNs in the engine's own form."""
+
+    urn: str
+    typ: str
+    name: str
+    parent: str
+    custom: bool
+    aliases: tuple[AliasSpec, ...]
+    #: The options that decide between an update in place and a replacement or deletion,
+    #: those set: ignoreChanges, replaceOnChanges, deleteBeforeReplace, protect, retainOnDelete.
+    lifecycle: dict = field(default_factory=dict)
+
+
+def engine_urn(stack: str, parent: str, typ: str, name: str) -> str:
+    """The URN the engine gives a resource: its parent's qualified type, unless the parent is
+    the root stack (pulumi/pulumi ``pkg/resource/deploy/deployment.go``, ``generateURN``)."""
+    qualified = typ
+    if parent and parent.split("::")[2] != ROOT_STACK_TYPE:
+        qualified = f"{parent.split('::')[2]}${typ}"
+    return f"urn:pulumi:{stack}::{PROJECT}::{qualified}::{name}"
+
+
+class RecordingMonitor(MockMonitor):
+    """The SDK's mock monitor, keeping each request's parent and aliases in the engine's form.
+
+    The mock monitor's own URNs keep only the parent's last type and include the root
+    stack's; the engine's do neither, so the recording computes the engine's (below) and
+    translates the parents and alias parents it names.
+    """
+
+    def __init__(self, mocks: pulumi.runtime.Mocks, stack: str):
+        super().__init__(mocks)
+        self.stack = stack
+        self.registrations: list[Registration] = []
+        self._engine: dict[str, str] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 - the gRPC method's name
+        response = super().RegisterResource(request)
+        if request.type == ROOT_STACK_TYPE:
+            self._engine[response.urn] = response.urn
+            return response
+        parent = self._engine.get(request.parent, request.parent)
+        urn = engine_urn(self.stack, parent, request.type, request.name)
+        self._engine[response.urn] = urn
+        aliases = []
+        for alias in request.aliases:
+            if alias.HasField("spec"):
+                spec = alias.spec
+                aliases.append(
+                    AliasSpec(
+                        name=spec.name,
+                        typ=spec.type,
+                        parent=self._engine.get(spec.parentUrn, spec.parentUrn),
+                        no_parent=spec.noParent,
+                    )
+                )
+            else:
+                aliases.append(AliasSpec(urn=alias.urn))
+        lifecycle = {
+            option: list(value) if option.endswith("Changes") else value
+            for option in LIFECYCLE_OPTIONS
+            if (value := getattr(request, option))
+        }
+        self.registrations.append(
+            Registration(
+                urn,
+                request.type,
+                request.name,
+                parent,
+                bool(request.custom),
+                tuple(aliases),
+                lifecycle,
+            )
+        )
+        return response
+
+
 @dataclass
 class StackRun:
     """What one run of the program declared and exported."""
 
     mocks: RecordingMocks
+    monitor: RecordingMonitor
     outputs: dict[str, Any] = field(default_factory=dict)
     secret: dict[str, bool] = field(default_factory=dict)
 
@@ -204,8 +333,9 @@ def run(
     cloud = values.get(f"{PROJECT}:cloud", "gcp")
     stack = stack or f"{cloud}-{values.get(PROJECT + ':environment', 'dev')}"
     pulumi.runtime.set_all_config(values, [])
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
-    result = StackRun(mocks)
+    monitor = RecordingMonitor(mocks, stack)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    result = StackRun(mocks, monitor)
 
     @pulumi.runtime.test
     def program():
@@ -220,3 +350,22 @@ def run(
 
     program()
     return result
+
+
+def declared_stack(
+    cloud: str, values: dict[str, str] | None = None, *, stack: str | None = None
+) -> StackRun:
+    """What the program declares for ``cloud`` with the stack config ``values`` (engine form,
+    as ``config`` builds it; None: the minimal valid dev stack of that cloud).
+
+    ``.resources`` are the registered resources with their inputs (wire names), ``.outputs``
+    the stack outputs. The provider SDKs' warnings about their own deprecated classes are
+    silenced; the stack tests judge the program's deprecations. For callers outside the
+    stack tests, such as the local cloud reading a VM's user data.
+    """
+    values = config(cloud) if values is None else values
+    if values.get(f"{PROJECT}:cloud", cloud) != cloud:
+        raise ValueError(f"config for cloud {values[PROJECT + ':cloud']!r}, asked for {cloud!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return run({f"{PROJECT}:cloud": cloud, **values}, stack=stack)

@@ -80,9 +80,30 @@ def test_server_settings_come_from_the_stack_and_empty_ones_are_left_to_defaults
         "tls_mode": "letsencrypt",
         "domain": "mlflow.example.com",
         "acme_email": "ops@example.com",
+        "db_max_connections": 50,
     }
-    assert server_settings(GCP) == {"mlflow_version": "3.17.2", "tls_mode": "self-signed"}
+    assert server_settings(GCP) == {
+        "mlflow_version": "3.17.2",
+        "tls_mode": "self-signed",
+        "db_max_connections": 50,
+    }
     assert server_settings({"cloud": "gcp"}) == {}
+    # A class the stack does not know the limit of: bootstrap keeps its own default.
+    assert server_settings({**AWS, "db_max_connections": 0}) == {
+        "mlflow_version": "3.17.2",
+        "tls_mode": "self-signed",
+    }
+
+
+@pytest.mark.parametrize("limit", ["50", 50.0, True, -1, None])
+def test_a_connection_limit_that_is_not_a_whole_number_is_refused(limit):
+    outputs = {**AWS, "db_max_connections": limit}
+    if limit is None:
+        assert "db_max_connections" not in server_settings(outputs)
+        return
+    with pytest.raises(StackAccessError) as raised:
+        server_settings(outputs)
+    assert (raised.value.key, raised.value.value) == ("db_max_connections", limit)
 
 
 def test_operator_settings_win_and_ssh_tunnel_is_consumed():
@@ -90,6 +111,7 @@ def test_operator_settings_win_and_ssh_tunnel_is_consumed():
     assert overrides == {
         "mlflow_version": "3.16.0",
         "tls_mode": "self-signed",
+        "db_max_connections": 112,
         "ssh_proxy_command": SSM,
         "ssh_key_file": "/k",
     }
@@ -103,6 +125,8 @@ def test_the_overrides_build_a_deployment_with_todays_settings_module(outputs):
     deployment = deployment_from_outputs(outputs, stack_overrides(outputs))
     assert deployment.ssh_proxy_command == (IAP if outputs is GCP else SSM)
     assert deployment.mlflow_version == "3.17.2"
+    # The stack's connection limit reaches bootstrap as an integer setting it accepts.
+    assert deployment.db_max_connections == (50 if outputs is GCP else 112)
 
 
 def test_a_letsencrypt_stack_is_bootstrapped_with_letsencrypt_and_its_pinned_version():

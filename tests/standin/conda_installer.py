@@ -3,7 +3,8 @@
 ``build_installer(path)`` writes ``not-conda-standin-installer.sh``: like
 Miniforge's installer it takes ``-b -p PREFIX`` and leaves ``PREFIX/bin/conda``.
 That ``conda`` is NOT conda: it understands exactly the commands the kit issues
-(``conda env create --quiet --prefix P --file F`` and ``conda --version``) and
+(``conda env create --quiet --prefix P --file F``, ``conda clean --all --yes`` and
+``conda --version``) and
 builds the environment from the same environment.yml with ``python3 -m venv``
 and pip, mapping conda-forge package names to their PyPI names. Everything
 else in the bootstrap is the production path.
@@ -53,6 +54,8 @@ def main(argv):
     if argv[:1] == ["--version"]:
         print("conda 0.0 (not conda: a venv-and-pip stand-in for tests)")
         return 0
+    if argv[:2] == ["clean", "--all"]:
+        return 0  # no package cache: pip's stays under the root's home, outside the envs
     if argv[:2] != ["env", "create"]:
         print(f"stand-in conda: unsupported command {argv}", file=sys.stderr)
         return 2

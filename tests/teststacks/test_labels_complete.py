@@ -1,9 +1,8 @@
 """Every resource that can carry labels/tags carries the kit's, so the leftover check is complete.
 
 Each cloud's program (stacks.program.main) runs as a test stack under the
-recording mocks its own tests use (tests/gcp/gcp_harness.py,
-tests/aws/aws_harness.py, loaded by path so the mocks stay in step with the
-programs). Nothing here lists resource types: every registered custom resource
+recording mocks the stack tests use (tests/stacks/stack_harness.py, so the mocks
+stay in step with the programs). Nothing here lists resource types: every registered custom resource
 is resolved to its SDK class, and if the class's constructor takes ``labels``
 or ``tags``, the resource must end up with the stack, environment and expiry
 labels, either in its own inputs or through its provider's
@@ -15,10 +14,8 @@ labels, either in its own inputs or through its provider's
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import pytest
 
 from stacks import contract
 from stacks.naming import stack_label as label_value
+from tests.stacks import stack_harness
 
 pytestmark = pytest.mark.unit
 TESTS = Path(__file__).resolve().parent.parent
@@ -38,29 +36,14 @@ NESTED_LABELS = {"gcp:sql/databaseInstance:DatabaseInstance": ("settings", "user
 PACKAGES = {"gcp": "pulumi_gcp", "aws": "pulumi_aws", "random": "pulumi_random"}
 
 
-def load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
+def run_cloud(cloud: str):
+    config = stack_harness.config(cloud, "test")
+    return stack_harness.declared_stack(cloud, config, stack=STACK).resources, config
 
 
 def run_gcp():
-    harness = load(TESTS / "gcp" / "gcp_harness.py", "teststacks_gcp_harness")
-    config = harness.stack_config("test")
-    return harness.run_program(config, stack=STACK).resources, config
+    return run_cloud("gcp")
 
-
-def run_aws():
-    harness = load(TESTS / "aws" / "aws_harness.py", "teststacks_aws_harness")
-    config = harness.config("test")
-    mocks = harness.RecordingMocks()
-    harness.run_stack(config, stack=STACK, mocks=mocks)
-    return list(mocks.resources), config
-
-
-RUNNERS = {"gcp": run_gcp, "aws": run_aws}
 
 # Loading an SDK submodule warns once for every deprecated class it defines, used or
 # not; load the ones the programs use quietly, as tests/gcp and tests/aws do.
@@ -130,9 +113,7 @@ def effective_labels(resource, param: str, defaults) -> dict[str, str]:
 def test_every_labellable_resource_carries_the_kits_labels(cloud):
     if not (STACKS / cloud / "deploy.py").exists():
         pytest.skip(f"stacks/{cloud}/deploy.py does not exist yet: no {cloud} program to check")
-    if not (TESTS / cloud / f"{cloud}_harness.py").exists():
-        pytest.skip(f"tests/{cloud}/{cloud}_harness.py (the {cloud} program's mocks) is missing")
-    resources, config = RUNNERS[cloud]()
+    resources, config = run_cloud(cloud)
     expected = {
         contract.LABEL_STACK: label_value(STACK),
         contract.LABEL_ENVIRONMENT: "test",

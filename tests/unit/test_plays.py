@@ -14,7 +14,6 @@ import pytest
 from provisioning import facts, handlers, plays
 from provisioning.handlers import inputs_of
 from provisioning.layout import (
-    ACTIVE_ENVIRONMENT,
     FILES,
     NGINX_UNIT_NAME,
     OTHER_STATE,
@@ -25,7 +24,9 @@ from provisioning.layout import (
 from provisioning.render import config_digest, render
 from provisioning.settings import Deployment
 from provisioning.steps.conda import Environment
+from provisioning.steps.schema import Schema, SchemaPlan
 from provisioning.steps.secrets import ServerSecrets
+from provisioning.transport import RemoteError
 from tests.unit.test_step_cases import BASE
 
 BOOTSTRAP_STEPS = [
@@ -40,6 +41,7 @@ BOOTSTRAP_STEPS = [
     "miniforge",
     "server secrets",
     "conda environment",
+    "schema check",
     "configuration files",
     "schema migration",
     "activate environment",
@@ -49,6 +51,7 @@ BOOTSTRAP_STEPS = [
     "health gate",
     "garbage collection",
     "metrics",
+    "old environments",
 ]
 
 
@@ -71,7 +74,8 @@ def record_bootstrap(deployment: Deployment, **changes) -> RecordingPlay:
         "server secrets": ServerSecrets("k" * 64, "p" * 48, 1),
         "conda environment": Environment("/opt/mlflow/envs/0123456789abcdef"),
         "configuration files": frozenset(changes.get("files", ())),
-        "activate environment": frozenset(changes.get("activated", ())),
+        "schema check": SchemaPlan("3.17.2", Schema("a", "a", True, 0), Schema("b", "b", True, 0)),
+        "activate environment": None,
         "tls certificate": frozenset(changes.get("certificate", ())),
     }
     recording = RecordingPlay(values)
@@ -88,7 +92,6 @@ def record_bootstrap(deployment: Deployment, **changes) -> RecordingPlay:
         ({"files": ["mlflow-server@.service.j2"]}, True, False),
         ({"files": ["mlflow-migrate.service.j2"]}, True, False),
         ({"files": ["mlflow-migrate.py"]}, False, False),
-        ({"activated": [ACTIVE_ENVIRONMENT]}, False, False),
         ({"certificate": [TLS_CERTIFICATE]}, False, True),
     ],
     ids=[
@@ -98,7 +101,6 @@ def record_bootstrap(deployment: Deployment, **changes) -> RecordingPlay:
         "server-unit-changed",
         "migrate-unit-changed",
         "migrate-script-changed",
-        "env-switched",
         "certificate-changed",
     ],
 )
@@ -145,11 +147,45 @@ def test_what_the_servers_read_is_in_their_digest(change, restarts):
     )
 
 
-def test_the_migration_runs_with_the_new_environment_before_it_is_activated():
+def test_the_new_environment_is_checked_and_migrates_before_it_is_activated():
     recording = record_bootstrap(Deployment(**BASE))
     env = recording.values["conda environment"]
-    assert recording.args("schema migration")[1] == env
+    assert recording.args("schema check")[1] == env
+    assert recording.args("schema migration")[1] == recording.values["schema check"]
     assert recording.args("activate environment") == (env,)
+    assert recording.args("old environments") == (2,)
+
+
+class FailingPlay(RecordingPlay):
+    def __init__(self, values: dict, failing: str):
+        super().__init__(values)
+        self.failing = failing
+
+    def step(self, name, function, *args):
+        value = super().step(name, function, *args)
+        if name == self.failing:
+            raise RemoteError("203.0.113.10", name, "x", 1, "failed")
+        return value
+
+
+@pytest.mark.parametrize("failing", ["mlflow servers", "nginx", "health gate"])
+def test_a_switch_that_fails_rolls_back_to_the_previous_environment(failing):
+    values = record_bootstrap(Deployment(**BASE)).values
+    previous = Environment("/opt/mlflow/envs/fedcba9876543210")
+    recording = FailingPlay({**values, "activate environment": previous}, failing)
+    with pytest.raises(RemoteError):
+        plays.bootstrap(recording, Deployment(**BASE))
+    names = [name for name, _f, _a in recording.steps]
+    assert names[-1] == "roll back" and names[-2] == failing
+    assert recording.args("roll back")[1] == previous
+
+
+def test_a_failure_before_any_switch_rolls_nothing_back():
+    values = record_bootstrap(Deployment(**BASE)).values
+    recording = FailingPlay(values, "health gate")  # activate changed nothing: value None
+    with pytest.raises(RemoteError):
+        plays.bootstrap(recording, Deployment(**BASE))
+    assert [name for name, _f, _a in recording.steps][-1] == "health gate"
 
 
 def test_rotate_kek_play_rotates_then_bootstraps():

@@ -254,6 +254,27 @@ INVALID = [
     # The same rule as the stack's sshUser (stacks/rules.py): never root or the server's user.
     ({"ssh_user": "root"}, "ssh_user"),
     ({"ssh_user": "mlflow"}, "ssh_user"),
+    ({"ssh_host_key": "ssh-ed25519 not-base64"}, "ssh_host_key"),
+    (
+        {
+            "ssh_host_key": "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIGq8hV3S2DfP2r7fT0kXy0y3wqYbW6gq4cQm1Jr1r1r1"
+        },
+        "ssh_host_key",
+    ),  # an ed25519 blob called rsa
+    ({"db_tls": "prefer"}, "db_tls"),
+    ({"db_ca_url": "http://truststore.example.com/b.pem"}, "db_ca_url"),
+    ({"db_ca_pem": "not a certificate"}, "db_ca_pem"),
+    (
+        {
+            "db_ca_url": "https://truststore.example.com/b.pem",
+            "db_ca_pem": "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        },
+        "db_ca_pem",
+    ),
+    ({"acme_directory_url": "http://acme.example.com/dir"}, "acme_directory_url"),
+    ({"keep_environments": 1}, "keep_environments"),
+    ({"telemetry": "yes"}, "telemetry"),
+    ({"db_max_connections": 5}, "db_max_connections"),
     ({"ssh_port": 0}, "ssh_port"),
     ({"ssh_port": 65536}, "ssh_port"),
     ({"ssh_port": "22"}, "ssh_port"),

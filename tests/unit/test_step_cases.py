@@ -5,12 +5,12 @@ arguments, the settings it runs with (overrides of a base deployment), the
 exact transcript (each command as a prompt shows it, with the host's recorded
 answer) and either the outcome or the error. Argument tokens: ``$deployment``,
 ``$context`` (the render context of that deployment), ``{$environment: PREFIX}``,
-``{$actions: [changed items]}``, ``{$set: [...]}``, ``{$secret: VALUE}``. In answers and uploads,
+``{$actions: [changed items]}``, ``{$set: [...]}``, ``{$secret: VALUE}``, ``{$plan: ...}``. In answers and uploads,
 ``{sha256 of TEMPLATE}`` stands for the digest of that template as rendered
 (``{sha256 of TEMPLATE server_ports=5001,5002 down_ports=}`` with those context
 values instead; ``{sha256 of program:NAME}`` for a program of
 provisioning/backups/remote), ``{config digest}`` for the digest of what the servers read, and
-in commands ``{smoke script}`` and ``{user update script}`` for those scripts, quoted.
+in commands ``{smoke script}`` (and the other SCRIPTS) for those scripts, quoted.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from provisioning.settings import Deployment, Secret
 from provisioning.steps.admin import USER_UPDATE_SCRIPT
 from provisioning.steps.conda import Environment
 from provisioning.steps.health import SMOKE_SCRIPT
+from provisioning.steps.schema import CHECK_SCRIPT, Schema, SchemaPlan
 from tests.unit.double import ScriptedConnection
 
 CASES_DIR = Path(__file__).parent / "steps"
@@ -49,7 +50,11 @@ FLASK_KEY = "k" * 64
 KEK = "p" * 48
 ERRORS = {"PreflightError": transport.PreflightError, "RemoteError": transport.RemoteError}
 #: Scripts a case names instead of spelling them: ``{smoke script}`` in a command.
-SCRIPTS = {"smoke script": SMOKE_SCRIPT, "user update script": USER_UPDATE_SCRIPT}
+SCRIPTS = {
+    "smoke script": SMOKE_SCRIPT,
+    "user update script": USER_UPDATE_SCRIPT,
+    "schema check script": CHECK_SCRIPT,
+}
 _SHA = re.compile(r"\{sha256 of ([^}\s]+)((?: \w+=[\d,]*)*)\}")
 
 
@@ -88,6 +93,8 @@ def resolve(value, deployment: Deployment, ctx: dict):
             return frozenset(inner)
         if key == "$secret":
             return Secret(inner)
+        if key == "$plan":
+            return SchemaPlan(inner["mlflow"], Schema(**inner["tracking"]), Schema(**inner["auth"]))
     if isinstance(value, list):
         return [resolve(v, deployment, ctx) for v in value]
     return value
@@ -159,7 +166,12 @@ def test_every_step_has_a_case_that_changes_nothing_and_one_that_changes():
         if "outcome" in case:
             seen.setdefault(case["step"], set()).add(case["outcome"]["changed"])
     # Some steps only read (preflight, the admin password and health checks); some always act.
-    reading = {"preflight.check", "admin.check_password", "health.gate"}
-    acting = {"servers.restart_all", "admin.change_password", "secrets.rotate_kek"}
+    reading = {"preflight.check", "admin.check_password", "health.gate", "schema.check"}
+    acting = {
+        "servers.restart_all",
+        "servers.roll_back",
+        "admin.change_password",
+        "secrets.rotate_kek",
+    }
     converging = set(seen) - reading - acting
     assert {step: seen[step] for step in converging if seen[step] != {True, False}} == {}

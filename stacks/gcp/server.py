@@ -1,4 +1,5 @@
-"""The server VM: Debian 12, Shielded VM, its own service account and a static address."""
+"""The server: a Shielded Debian 12 VM with its own service account and a static address,
+and the MLflow admin password it is bootstrapped with."""
 
 from __future__ import annotations
 
@@ -6,27 +7,22 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
-import pulumi_random as random
 
-from stacks.gcp.database import SAFE_SPECIAL_CHARS
-
-IMAGE = "debian-cloud/debian-12"
-#: MLflow basic-auth wants at least 12 characters; the kit uses more.
-ADMIN_PASSWORD_LENGTH = 32
+from stacks.component import Component
+from stacks.gcp.settings import GcpSettings
+from stacks.passwords import GCP_PASSWORD, random_password
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ServerArgs:
-    region: str
-    zone: str
-    machine_type: str
-    boot_disk_gb: int
+    settings: GcpSettings
     subnet: pulumi.Input[str]
+    #: The VM's own service account (its email).
     service_account: pulumi.Input[str]
-    ssh_user: str
-    ssh_public_keys: list[str]
-    deletion_protection: bool
-    labels: dict[str, str]
+
+
+#: Debian 12, as Google publishes it.
+IMAGE = "debian-cloud/debian-12"
 
 
 def ssh_keys_metadata(user: str, keys: list[str]) -> str:
@@ -34,29 +30,30 @@ def ssh_keys_metadata(user: str, keys: list[str]) -> str:
     return "\n".join(f"{user}:{key}" for key in keys)
 
 
-class Server(pulumi.ComponentResource):
+class Server(Component):
     """The VM MLflow runs on, and the MLflow admin password it is bootstrapped with."""
 
-    def __init__(self, name: str, args: ServerArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:gcp:Server", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+    TYPE = "mlflow-server:gcp:Server"
+
+    def declare(self, name: str, args: ServerArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
 
         self.address = gcp.compute.Address(
             f"{name}-ip",
-            region=args.region,
+            region=s.region,
             address_type="EXTERNAL",
             network_tier="PREMIUM",
-            labels=args.labels,
-            opts=child,
+            labels=s.labels,
+            opts=self.child,
         )
         self.instance = gcp.compute.Instance(
             f"{name}-instance",
-            zone=args.zone,
-            machine_type=args.machine_type,
+            zone=s.zone,
+            machine_type=s.machine_type,
             boot_disk=gcp.compute.InstanceBootDiskArgs(
                 auto_delete=True,
                 initialize_params=gcp.compute.InstanceBootDiskInitializeParamsArgs(
-                    image=IMAGE, size=args.boot_disk_gb, type="pd-balanced", labels=args.labels
+                    image=IMAGE, size=s.boot_disk_gb, type="pd-balanced", labels=s.labels
                 ),
             ),
             network_interfaces=[
@@ -87,29 +84,22 @@ class Server(pulumi.ComponentResource):
                 "block-project-ssh-keys": "TRUE",
                 "enable-oslogin": "FALSE",
                 "serial-port-enable": "FALSE",
-                "ssh-keys": ssh_keys_metadata(args.ssh_user, args.ssh_public_keys),
+                "ssh-keys": ssh_keys_metadata(s.common.ssh_user, s.common.ssh_public_keys),
             },
-            deletion_protection=args.deletion_protection,
+            deletion_protection=s.deletion_protection,
             # Changing the machine type stops the VM; let the update do that.
             allow_stopping_for_update=True,
-            labels=args.labels,
-            opts=child,
+            labels=s.labels,
+            opts=self.child,
         )
-        self.admin_password = random.RandomPassword(
-            f"{name}-admin-password",
-            length=ADMIN_PASSWORD_LENGTH,
-            special=True,
-            override_special=SAFE_SPECIAL_CHARS,
-            min_lower=1,
-            min_upper=1,
-            min_numeric=1,
-            opts=child,
-        )
-        self.external_ip = self.address.address
-        self.register_outputs(
-            {
-                "external_ip": self.external_ip,
-                "instance": self.instance.name,
-                "admin_password": pulumi.Output.secret(self.admin_password.result),
-            }
-        )
+        password = random_password(f"{name}-admin-password", GCP_PASSWORD, self.child)
+        self.admin_password = pulumi.Output.secret(password.result)
+        self.public_ip = self.address.address
+        #: The instance name, which IAP's tunnel takes, and its zone.
+        self.vm_id = self.instance.name
+        self.vm_zone = pulumi.Output.from_input(s.zone)
+        return {
+            "public_ip": self.public_ip,
+            "instance": self.vm_id,
+            "admin_password": self.admin_password,
+        }

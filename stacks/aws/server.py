@@ -1,4 +1,5 @@
-"""The Debian 12 VM: IMDSv2 only, encrypted root volume, instance profile, Elastic IP."""
+"""The server: a Debian 12 VM (IMDSv2 only, encrypted root volume, instance profile,
+Elastic IP) and the MLflow admin password it is bootstrapped with."""
 
 from __future__ import annotations
 
@@ -8,28 +9,16 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
+from stacks.aws.settings import AwsSettings
+from stacks.aws.tags import named
+from stacks.component import Component
+from stacks.passwords import AWS_ADMIN_PASSWORD, random_password
+
 #: Debian's own AWS account, which publishes the official Debian AMIs.
 DEBIAN_OWNER = "136693071363"
 DEBIAN_12_AMD64 = "debian-12-amd64-*"
 #: The login user of Debian's cloud images.
 DEBIAN_DEFAULT_USER = "admin"
-
-
-@dataclass
-class VmArgs:
-    subnet_id: pulumi.Input[str]
-    security_group_id: pulumi.Input[str]
-    instance_profile: pulumi.Input[str]
-    instance_type: str
-    root_volume_gb: int
-    ssh_user: str
-    ssh_public_keys: list[str]
-    #: Prod: the instance cannot be terminated until this is switched off.
-    termination_protection: bool
-    tags: dict[str, str]
-    #: Session Manager needs its agent, which Debian's images do not ship.
-    session_manager: bool = False
-    region: str = "us-east-1"
 
 
 def ssm_agent_commands(region: str) -> list[str]:
@@ -46,9 +35,7 @@ def ssm_agent_commands(region: str) -> list[str]:
     ]
 
 
-def cloud_config(
-    ssh_user: str, keys: list[str], session_manager: bool = False, region: str = "us-east-1"
-) -> str:
+def cloud_config(ssh_user: str, keys: list[str], *, session_manager: bool, region: str) -> str:
     """cloud-init user data: the login user with sudo and every listed key."""
     if ssh_user == DEBIAN_DEFAULT_USER:
         document = {"users": ["default"], "ssh_authorized_keys": keys}
@@ -71,13 +58,30 @@ def cloud_config(
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
 
 
-class Vm(pulumi.ComponentResource):
-    def __init__(self, name: str, args: VmArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("mlflow-server:aws:Vm", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+@dataclass(frozen=True, kw_only=True)
+class ServerArgs:
+    settings: AwsSettings
+    #: A public subnet.
+    subnet_id: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    instance_profile: pulumi.Input[str]
+
+
+class Server(Component):
+    """The VM MLflow runs on, and the MLflow admin password it is bootstrapped with."""
+
+    TYPE = "mlflow-server:aws:Server"
+    #: What stacks deployed before the clouds' components were named alike call this type,
+    #: and the admin password, which they declared at the top level.
+    FORMER = "mlflow-server:aws:Vm"
+    FORMER_ADMIN_PASSWORD = "admin-password"  # noqa: S105 - a resource name
+
+    def declare(self, name: str, args: ServerArgs) -> dict[str, pulumi.Input]:
+        s = args.settings
+        keys = s.common.ssh_public_keys
 
         def tags(suffix: str) -> dict[str, str]:
-            return {**args.tags, "Name": f"{args.tags.get('Name', name)}-{suffix}"}
+            return named(s.tags(name), name, suffix)
 
         image = aws.ec2.get_ami_output(
             most_recent=True,
@@ -89,13 +93,11 @@ class Vm(pulumi.ComponentResource):
             ],
             opts=pulumi.InvokeOutputOptions(parent=self),
         )
-        key = aws.ec2.KeyPair(
-            f"{name}-key", public_key=args.ssh_public_keys[0], tags=tags("key"), opts=child
-        )
+        key = aws.ec2.KeyPair(f"{name}-key", public_key=keys[0], tags=tags("key"), opts=self.child)
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
             ami=image.id,
-            instance_type=args.instance_type,
+            instance_type=s.instance_type,
             subnet_id=args.subnet_id,
             vpc_security_group_ids=[args.security_group_id],
             iam_instance_profile=args.instance_profile,
@@ -108,13 +110,15 @@ class Vm(pulumi.ComponentResource):
             root_block_device={
                 "encrypted": True,
                 "volume_type": "gp3",
-                "volume_size": args.root_volume_gb,
+                "volume_size": s.root_volume_gb,
                 "delete_on_termination": True,
             },
+            # Session Manager needs its agent, which Debian's images do not ship.
             user_data=cloud_config(
-                args.ssh_user, args.ssh_public_keys, args.session_manager, args.region
+                s.common.ssh_user, keys, session_manager=s.session_manager, region=s.region
             ),
-            disable_api_termination=args.termination_protection,
+            # Prod: the instance cannot be terminated until this is switched off.
+            disable_api_termination=s.deletion_protection,
             monitoring=False,
             volume_tags=tags("root"),
             tags=tags("instance"),
@@ -122,12 +126,30 @@ class Vm(pulumi.ComponentResource):
             # decision for the operator, not a side effect of the next `pulumi up`.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["ami"]),
         )
-        self.address = aws.ec2.Eip(f"{name}-ip", domain="vpc", tags=tags("ip"), opts=child)
+        self.address = aws.ec2.Eip(f"{name}-ip", domain="vpc", tags=tags("ip"), opts=self.child)
         aws.ec2.EipAssociation(
             f"{name}-ip-association",
             allocation_id=self.address.allocation_id,
             instance_id=self.instance.id,
-            opts=child,
+            opts=self.child,
         )
+        password = random_password(
+            f"{name}-admin-password",
+            AWS_ADMIN_PASSWORD,
+            pulumi.ResourceOptions(
+                parent=self,
+                aliases=[
+                    pulumi.Alias(name=self.FORMER_ADMIN_PASSWORD, parent=pulumi.ROOT_STACK_RESOURCE)
+                ],
+            ),
+        )
+        self.admin_password = pulumi.Output.secret(password.result)
         self.public_ip = self.address.public_ip
-        self.register_outputs({"instance_id": self.instance.id, "public_ip": self.public_ip})
+        #: The instance ID, which Session Manager takes, and its availability zone.
+        self.vm_id = self.instance.id
+        self.vm_zone = self.instance.availability_zone
+        return {
+            "public_ip": self.public_ip,
+            "instance_id": self.vm_id,
+            "admin_password": self.admin_password,
+        }

@@ -5,17 +5,27 @@ from __future__ import annotations
 import json
 
 import pytest
-from aws_harness import DB_ADDRESS, HTTPS_CIDR, SSH_CIDR, config, run_stack
+import stack_harness
+from stack_harness import DB_ADDRESS, HTTPS_CIDR, INSTANCE_ID, SSH_CIDR
 
 from stacks import contract
 from stacks.aws.policies import artifact_access_policy
 
-pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error::DeprecationWarning")]
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 GROUP = "aws:ec2/securityGroup:SecurityGroup"
 WORLD = ("0.0.0.0/0", "::/0")
+
+
+def config(**overrides):
+    """The AWS dev stack of these tests: a user label besides the kit's."""
+    return stack_harness.config("aws", "dev", **{"labels": {"team": "ml-platform"}, **overrides})
+
+
+def run_stack(values):
+    return stack_harness.run(values)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +208,7 @@ def test_vm_runs_the_debian_12_image_from_debians_account(dev):
 def test_elastic_ip_is_a_vpc_address_associated_with_the_vm(dev):
     assert dev.mocks.one("aws:ec2/eip:Eip").inputs["domain"] == "vpc"
     association = dev.mocks.one("aws:ec2/eipAssociation:EipAssociation").inputs
-    assert association == {"allocationId": "eipalloc-0fake", "instanceId": "vm-instance-id"}
+    assert association == {"allocationId": "eipalloc-0fake", "instanceId": INSTANCE_ID}
     assert dev.outputs[contract.HOST] == "203.0.113.10"
 
 
@@ -211,7 +221,7 @@ def test_every_aws_resource_goes_through_the_tagging_provider(dev):
         contract.LABEL_ENVIRONMENT: "dev",
     }
     assert provider.inputs["region"] == "eu-central-1"
-    for resource in dev.mocks.aws_resources():
+    for resource in dev.mocks.customs():
         if resource.typ.startswith("aws:"):
             # Not the default provider (no tags): the stack's own one, named "aws".
             assert resource.provider.endswith("$pulumi:providers:aws::aws::aws-id"), resource.name
@@ -219,7 +229,7 @@ def test_every_aws_resource_goes_through_the_tagging_provider(dev):
 
 def test_taggable_resources_carry_the_labels_and_a_name(dev):
     untaggable = {"aws:ec2/route:Route", "aws:ec2/routeTableAssociation:RouteTableAssociation"}
-    for resource in dev.mocks.aws_resources():
+    for resource in dev.mocks.customs():
         if not resource.typ.startswith("aws:") or resource.typ in untaggable:
             continue
         if "tags" not in resource.inputs:

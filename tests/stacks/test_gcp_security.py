@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import json
 
-import pulumi_gcp as gcp
 import pytest
-from gcp_harness import (
-    DB_PRIVATE_IP,
-    SSH_KEY,
-    STATIC_IP,
-    deprecation_findings,
-    resource_class,
-    run_program,
-    stack_config,
-)
+import stack_harness
+from deprecations import resource_class
+from stack_harness import DB_PRIVATE_IP, SSH_KEY, STATIC_IP
 
 from stacks import contract
 from stacks.gcp.settings import IAP_TCP_FORWARDING_CIDR
 
-pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error::DeprecationWarning")]
 
 FIREWALL = "gcp:compute/firewall:Firewall"
 SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
@@ -29,6 +23,14 @@ PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
 ACCOUNT = "gcp:serviceaccount/account:Account"
 INSTANCE = "gcp:compute/instance:Instance"
 WORLD = {"0.0.0.0/0", "::/0"}
+
+
+def stack_config(environment: str = "dev", **overrides):
+    return stack_harness.config("gcp", environment, **overrides)
+
+
+def run_program(values, stack: str | None = None):
+    return stack_harness.run(values, stack=stack)
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +263,7 @@ def test_every_resource_carries_the_stack_labels(environment):
     assert run.one(SQL_INSTANCE).inputs["settings"]["userLabels"] == expected
     assert run.one(INSTANCE).inputs["bootDisk"]["initializeParams"]["labels"] == expected
     provider = run.one("pulumi:providers:gcp")
-    assert provider.inputs["defaultLabels"] == __import__("json").dumps(expected)
+    assert provider.inputs["defaultLabels"] == json.dumps(expected)
 
 
 def test_every_gcp_resource_uses_the_validated_provider(dev):
@@ -274,33 +276,3 @@ def test_every_gcp_resource_uses_the_validated_provider(dev):
     for resource in dev.resources:
         if resource.custom and resource.typ.startswith("gcp:"):
             assert "pulumi:providers:gcp::mlflow-gcp::" in resource.provider, resource.name
-
-
-@pytest.mark.parametrize("environment", ["dev", "test", "prod"])
-def test_no_deprecated_resource_or_argument(environment):
-    run = run_program(
-        stack_config(
-            environment,
-            tlsMode="letsencrypt",
-            domain="mlflow.example.com",
-            acmeEmail="ops@example.com",
-        )
-    )
-    assert deprecation_findings(run.resources) == []
-
-
-def test_deprecation_checks_can_fail():
-    """The warning filter and the input replay each catch a deprecated argument."""
-    with pytest.raises(DeprecationWarning, match="log_config"):
-        gcp.compute.FirewallArgs(network="n", enable_logging=True)
-    # The SDK no longer has the deprecated require_ssl at all: ssl_mode replaced it.
-    assert (
-        "require_ssl"
-        not in inspect.signature(gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs).parameters
-    )
-    run = run_program(stack_config("dev"))
-    rule = run.of_type(FIREWALL)[0]
-    rule.inputs["enableLogging"] = True
-    assert deprecation_findings([rule]) == [
-        f"{FIREWALL} {rule.name}: Deprecated in favor of log_config"
-    ]

@@ -1,0 +1,145 @@
+"""The database schema: where it is, where the new environment would take it, and the
+migration itself (once, under a lock, before any server runs the new code).
+
+A schema migration cannot be undone in place, so a database whose schema is ahead
+of the MLflow being installed (a downgrade: an older ``mlflow_version``, or another
+operator's kit with an older default) is refused before the servers or the database
+change, naming both versions.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+
+from provisioning import facts
+from provisioning.layout import MIGRATE_UNIT_NAME, PATHS, USER
+from provisioning.play import Outcome, changed, unchanged
+from provisioning.render import server_backend_uri
+from provisioning.settings import Deployment
+from provisioning.steps.conda import Environment
+from provisioning.transport import Host
+
+JOURNAL_LINES = 40
+
+#: Reads the database's Alembic revisions (tracking, auth) and what this environment's MLflow
+#: knows; the backend URI comes as JSON on stdin. Prints one JSON document.
+CHECK_SCRIPT = """
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+uri = json.load(sys.stdin)["uri"]
+import mlflow, sqlalchemy
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from mlflow.server.auth.db.utils import _get_alembic_config as auth_config
+from mlflow.store.db.utils import _get_alembic_config as tracking_config
+engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+found = {"mlflow": mlflow.__version__}
+with engine.connect() as connection:
+    for name, config, table in (("tracking", tracking_config, "alembic_version"),
+                                ("auth", auth_config, "alembic_version_auth")):
+        script = ScriptDirectory.from_config(config(uri))
+        head = script.get_current_head()
+        current = MigrationContext.configure(connection, opts={"version_table": table}).get_current_revision()
+        known, pending = True, -1
+        if current is not None:
+            try:
+                script.get_revision(current)
+            except Exception:
+                known = False
+            if known:
+                pending = len([r for r in script.iterate_revisions(head, current) if r.revision != current])
+        found[name] = {"current": current, "head": head, "known": known, "pending": pending}
+engine.dispose()
+print(json.dumps(found))
+"""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One Alembic history (tracking or auth) of the database, seen by one MLflow version."""
+
+    current: str | None
+    head: str
+    known: bool
+    #: Migrations from ``current`` to ``head``; -1 for an empty database (all of them).
+    pending: int
+
+
+@dataclass(frozen=True)
+class SchemaPlan:
+    mlflow_version: str
+    tracking: Schema
+    auth: Schema
+
+    @property
+    def migrates(self) -> bool:
+        return any(s.pending != 0 for s in (self.tracking, self.auth))
+
+    @property
+    def empty(self) -> bool:
+        return self.tracking.current is None
+
+
+def parse_plan(text: str) -> SchemaPlan:
+    found = json.loads(text.strip().splitlines()[-1])
+    return SchemaPlan(found["mlflow"], Schema(**found["tracking"]), Schema(**found["auth"]))
+
+
+def check(host: Host, deployment: Deployment, env: Environment) -> Outcome[SchemaPlan]:
+    """What the new environment would do to the database's schema; a downgrade is refused."""
+    command = f"{env.prefix}/bin/python -c {shlex.quote(CHECK_SCRIPT)}"
+    uri = json.dumps({"uri": server_backend_uri(deployment)})
+    # As the service user: the database's CA is under /etc/mlflow, which only its group reads.
+    result = host.run(command, user=USER, check=False, stdin=uri, timeout=300)
+    if result.exited != 0:
+        raise host.error("schema check", result.exited, result.stderr or result.stdout)
+    plan = parse_plan(result.stdout)
+    for name, schema in (("tracking", plan.tracking), ("auth", plan.auth)):
+        if not schema.known:
+            running = _running_version(host)
+            raise host.error(
+                "schema check",
+                1,
+                f"refusing a downgrade: the database's {name} schema is at revision "
+                f"{schema.current}, which MLflow {plan.mlflow_version} does not know (a newer "
+                f"MLflow wrote it; the servers run MLflow {running}). Schema migrations cannot "
+                f"be undone in place: keep mlflow_version at {running} (or newer), or restore "
+                "a backup taken before the upgrade. Nothing was changed.",
+            )
+    if plan.empty:
+        detail = f"empty database: MLflow {plan.mlflow_version} creates its schema"
+    elif plan.migrates:
+        detail = (
+            f"MLflow {plan.mlflow_version} migrates: {plan.tracking.pending} tracking "
+            f"({plan.tracking.current} -> {plan.tracking.head}) and {plan.auth.pending} auth "
+            "migration(s)"
+        )
+    else:
+        detail = f"schema current for MLflow {plan.mlflow_version} ({plan.tracking.head})"
+    return unchanged(detail, plan)
+
+
+def _running_version(host: Host) -> str:
+    current = host.read(facts.symlink_target(PATHS["current_env"])).rsplit("/", 1)[-1]
+    return host.read(facts.environment_versions(PATHS["envs_dir"])).get(current, "unknown")
+
+
+def migrate(host: Host, deployment: Deployment, plan: SchemaPlan) -> Outcome[None]:
+    """Upgrade the tracking and auth schemas with the new environment (mlflow-migrate.service),
+    when the plan says so or a KEK rotation waits for the migration."""
+    rotation = host.read(facts.exists(PATHS["kek_request"]))
+    if not plan.migrates and not rotation:
+        return unchanged(f"nothing to migrate for MLflow {plan.mlflow_version}")
+    command = f"systemctl start {MIGRATE_UNIT_NAME}"
+    result = host.run(command, check=False, timeout=3600)
+    if result.exited != 0:
+        journal = host.read(facts.journal(f"-u {MIGRATE_UNIT_NAME}", JOURNAL_LINES, "cat"))
+        raise host.error(command, result.exited, journal)
+    if rotation and host.read(facts.exists(PATHS["kek_request"])):
+        raise host.error(command, 1, "the KEK rotation request is still there after the migration")
+    parts = [f"schema at MLflow {plan.mlflow_version}"] if plan.migrates else []
+    if rotation:
+        parts.append("gateway secrets re-wrapped with the new KEK")
+    return changed("; ".join(parts))

@@ -1,0 +1,65 @@
+"""The stack outputs (stacks/contract.py), built in one place for both clouds."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pulumi
+
+from stacks import contract
+from stacks.config import CommonSettings
+
+
+class ServerOutputs(Protocol):
+    """What both clouds' Server components expose."""
+
+    public_ip: pulumi.Output[str]
+    admin_password: pulumi.Output[str]
+    #: The VM as its cloud's tunnel names it, and its zone.
+    vm_id: pulumi.Output[str]
+    vm_zone: pulumi.Output[str]
+
+
+class DatabaseOutputs(Protocol):
+    """What both clouds' Database components expose."""
+
+    backend_store_uri: pulumi.Output[str]
+    max_connections: int
+
+
+def contract_outputs(
+    common: CommonSettings,
+    *,
+    server: ServerOutputs,
+    database: DatabaseOutputs,
+    artifacts_destination: pulumi.Input[str],
+    region: str,
+    ssh_access: str,
+    cloud_only: dict[str, pulumi.Input] | None = None,
+) -> dict[str, pulumi.Output]:
+    """Every output of contract.expected_outputs(common.cloud), in that order;
+    ``cloud_only`` holds the outputs only this cloud exports (contract.CLOUD_OUTPUTS)."""
+    host = pulumi.Output.from_input(common.domain or server.public_ip)
+    values = {
+        contract.CLOUD: common.cloud,
+        contract.HOST: host,
+        contract.SSH_USER: common.ssh_user,
+        contract.TRACKING_URL: host.apply(lambda h: f"https://{h}"),
+        contract.BACKEND_STORE_URI: database.backend_store_uri,
+        contract.ARTIFACTS_DESTINATION: artifacts_destination,
+        contract.ADMIN_PASSWORD: pulumi.Output.secret(server.admin_password),
+        contract.ENVIRONMENT: common.environment,
+        contract.VM_ID: server.vm_id,
+        contract.VM_ZONE: server.vm_zone,
+        contract.REGION: region,
+        contract.SSH_ACCESS: ssh_access,
+        contract.MLFLOW_VERSION: common.mlflow_version,
+        contract.TLS_MODE: common.tls_mode,
+        contract.DOMAIN: common.domain or "",
+        contract.ACME_EMAIL: common.acme_email or "",
+        contract.DB_MAX_CONNECTIONS: database.max_connections,
+        **(cloud_only or {}),
+    }
+    if tuple(values) != contract.expected_outputs(common.cloud):
+        raise ValueError(f"{common.cloud} outputs {list(values)} are not the contract's")
+    return {name: pulumi.Output.from_input(value) for name, value in values.items()}

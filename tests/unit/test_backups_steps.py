@@ -228,3 +228,36 @@ def test_status_summarizes_requests_per_instance_and_the_counts():
         "counts": "2 experiments, 10 runs (1 deleted), 1 registered models, 2 versions",
         "storage": "database 11 MiB, 14 artifact objects (2 MiB)",
     }
+
+
+def test_the_restore_play_order_and_a_failed_database_restore_resumes_serving():
+    from provisioning import plays
+    from tests.unit.test_plays import RecordingPlay
+
+    recording = RecordingPlay({"stop serving": [5001]})
+    plays.restore(recording, Deployment(**BASE), BACKUP_ID)
+    assert [name for name, _f, _a in recording.steps] == [
+        "preflight",
+        "backup manifest",
+        "stop serving",
+        "restore database",
+        "restore artifacts",
+        "environment",
+        "schema check",
+        "schema migration",
+        "resume serving",
+        "health gate",
+    ]
+
+    class Failing(RecordingPlay):
+        def step(self, name, function, *args):
+            result = super().step(name, function, *args)
+            if name == "restore database":
+                raise transport.RemoteError("h", name, "restore-database", 1, "psql failed")
+            return result
+
+    failing = Failing({"stop serving": [5001]})
+    with pytest.raises(transport.RemoteError):
+        plays.restore(failing, Deployment(**BASE), BACKUP_ID)
+    assert [name for name, _f, _a in failing.steps][-2:] == ["restore database", "resume serving"]
+    assert failing.args("resume serving")[1] == [5001]

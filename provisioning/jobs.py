@@ -33,13 +33,16 @@ def run_job(
     timeout: float,
     description: str,
     env: dict[str, str] | None = None,
+    properties: dict[str, str] | None = None,
 ) -> str:
     """Run ``command`` (a shell command, as root) as the unit ``mlflow-kit-<name>``; wait for it.
 
     Returns ``"started"`` or ``"attached"`` (an earlier run's unit was still at
     work, and this run waited for it instead). The caller checks the result it
     needs (a marker file, an installed package): an attached unit may have been
-    started with other arguments.
+    started with other arguments. ``properties`` are unit settings such as
+    ``EnvironmentFile`` (secrets reach the work through it, never its command line)
+    or ``User``.
     """
     unit = unit_name(name)
     if _state(host, unit).get("ActiveState") in RUNNING_STATES:
@@ -55,6 +58,7 @@ def run_job(
         "--service-type=exec",
         "--property=TimeoutStartSec=infinity",
         *(f"--setenv={shlex.quote(f'{k}={v}')}" for k, v in sorted((env or {}).items())),
+        *(f"--property={shlex.quote(f'{k}={v}')}" for k, v in (properties or {}).items()),
         "/bin/sh",
         "-c",
         shlex.quote(command),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from provisioning import facts
+from provisioning.backups.record import BackupRecord
 from provisioning.layout import PATHS, SERVER_FILES
 from provisioning.play import Play
 from provisioning.render import context, render
@@ -14,7 +15,9 @@ from provisioning.steps import (
     conda,
     configuration,
     database,
+    gc,
     health,
+    metrics,
     packages,
     preflight,
     proxy,
@@ -22,6 +25,7 @@ from provisioning.steps import (
     secrets,
     servers,
 )
+from provisioning.steps import backup as backup_steps
 from provisioning.transport import Host, RemoteError
 
 
@@ -39,6 +43,7 @@ def bootstrap(play: Play, d: Deployment) -> None:
     play.step("first boot", packages.first_boot)
     play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
     play.step("system packages", packages.system_packages)
+    play.step("backup tools", backup_steps.tools)
     play.step("database certificate", database.certificate, d)
     play.step("mlflow user and directories", configuration.service_user)
     play.step("miniforge", conda.miniforge, d)
@@ -65,6 +70,8 @@ def bootstrap(play: Play, d: Deployment) -> None:
         if previous is not None:
             play.step("roll back", servers.roll_back, ctx, previous)
         raise
+    play.step("garbage collection", gc.converge, d, ctx)
+    play.step("metrics", metrics.converge, ctx)
     play.step("old environments", conda.prune, d.keep_environments)
 
 
@@ -124,4 +131,31 @@ def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
     for what, address, port in preflight.endpoints(d):
         ok = host.read(facts.tcp_open(address, port))
         rows.append((what, f"{address}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
-    return rows
+    return rows + gc.status_rows(host, d) + metrics.status_rows(host)
+
+
+def backup(play: Play, d: Deployment, selection: str = "") -> BackupRecord:
+    """A backup of the database and the artifacts (provisioning.steps.backup); its record."""
+    play.step("preflight", preflight.check, d)
+    return play.step("backup", backup_steps.take, d, "on demand", selection)
+
+
+def restore(play: Play, d: Deployment, backup_id: str) -> None:
+    """The server put back as backup ``backup_id`` found it: the servers stop, the database
+    and then the artifacts are restored, the schema is brought to the installed MLflow,
+    the servers start and the health gate proves them. A failure before the database
+    changed starts the servers again on what they had."""
+    play.step("preflight", preflight.check, d)
+    found = play.step("backup manifest", backup_steps.manifest, d, backup_id)
+    ports = play.step("stop serving", backup_steps.stop_serving)
+    try:
+        play.step("restore database", backup_steps.restore_database, d, found)
+    except Exception:
+        play.step("resume serving", backup_steps.resume_serving, d, ports)
+        raise
+    play.step("restore artifacts", backup_steps.restore_artifacts, found)
+    env = play.step("environment", backup_steps.current_environment)
+    plan = play.step("schema check", schema.check, d, env)
+    play.step("schema migration", schema.migrate, d, plan)
+    play.step("resume serving", backup_steps.resume_serving, d, ports)
+    play.step("health gate", health.gate, d)

@@ -34,6 +34,9 @@ ACME_EMAIL = "acme_email"
 #: class (stacks/connection_limits.py), an integer; 0 when the kit does not know the
 #: class. Bootstrap sizes the servers' connection pools within it.
 DB_MAX_CONNECTIONS = "db_max_connections"
+#: The database as its cloud's API names it, for backups and restores: the RDS DB
+#: instance identifier, or the Cloud SQL instance name (with ``gcp_project``).
+DB_INSTANCE_ID = "db_instance_id"
 
 #: Outputs every stack exports, whatever the cloud.
 COMMON_OUTPUTS = (

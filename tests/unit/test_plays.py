@@ -35,6 +35,7 @@ BOOTSTRAP_STEPS = [
     "first boot",
     "ca certificates",
     "system packages",
+    "backup tools",
     "database certificate",
     "mlflow user and directories",
     "miniforge",
@@ -48,6 +49,8 @@ BOOTSTRAP_STEPS = [
     "tls certificate",
     "nginx",
     "health gate",
+    "garbage collection",
+    "metrics",
     "old environments",
 ]
 

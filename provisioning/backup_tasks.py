@@ -8,20 +8,8 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from provisioning import plays
-from provisioning.session import load_deployment, on_host, say
+from provisioning.session import load_deployment, on_host, say, selection
 from provisioning.steps import backup as backup_steps
-
-
-def selection(stack: str | None, settings: str | None) -> str:
-    """The arguments that select this deployment again, for a command to print."""
-    return " ".join(
-        part
-        for part in (
-            f"--stack {stack}" if stack else "",
-            f"--settings {settings}" if settings else "",
-        )
-        if part
-    )
 
 
 @task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})

@@ -29,13 +29,15 @@ from provisioning.steps import backup as backup_steps
 from provisioning.transport import Host, RemoteError
 
 
-def bootstrap(play: Play, d: Deployment) -> None:
+def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
     """Converge the host to ``d``: a TLS, authenticated MLflow server, proven by the health gate.
 
     The new environment is migrated before the servers switch to it, so a failed
-    migration leaves the old server running. Each instance restarts, one at a
-    time, when what it was started with differs from what it should run; nginx
-    reloads for what changed (provisioning.handlers).
+    migration leaves the old server running; a migration is preceded by a backup,
+    and a switch that fails rolls back to the previous environment, naming the
+    command that restores that backup (``selection``: the task's --stack/--settings).
+    Each instance restarts, one at a time, when what it was started with differs
+    from what it should run; nginx reloads for what changed (provisioning.handlers).
     """
     resources = play.step("preflight", preflight.check, d)
     ports = servers.ports_for(d, resources)
@@ -59,6 +61,10 @@ def bootstrap(play: Play, d: Deployment) -> None:
     env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
     plan = play.step("schema check", schema.check, d, env)
     play.step("configuration files", configuration.install, ctx, SERVER_FILES)
+    restore = ""
+    if plan.migrates and not plan.empty:
+        taken = play.step("backup before migration", backup_steps.before_migration, d, selection)
+        restore = taken.restore_command if taken else ""
     play.step("schema migration", schema.migrate, d, plan)
     previous = play.step("activate environment", conda.activate, env)
     try:
@@ -68,7 +74,7 @@ def bootstrap(play: Play, d: Deployment) -> None:
         play.step("health gate", health.gate, d)
     except RemoteError:
         if previous is not None:
-            play.step("roll back", servers.roll_back, ctx, previous)
+            play.step("roll back", servers.roll_back, ctx, previous, restore)
         raise
     play.step("garbage collection", gc.converge, d, ctx)
     play.step("metrics", metrics.converge, ctx)

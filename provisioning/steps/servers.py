@@ -184,9 +184,11 @@ def wait_healthy(host: Host, port: int) -> None:
     )
 
 
-def roll_back(host: Host, ctx: dict, previous: Environment) -> Outcome[None]:
+def roll_back(host: Host, ctx: dict, previous: Environment, restore: str = "") -> Outcome[None]:
     """After a failed switch: ``current`` back to ``previous``, its instances restarted one at
-    a time. A schema the new environment migrated stays migrated (no migration runs backwards)."""
+    a time. A schema the new environment migrated stays migrated (no migration runs
+    backwards): ``restore`` is the command that puts back the backup taken before it."""
     files.ensure_symlink(host, PATHS["current_env"], previous.prefix)
     converge(host, ctx, previous)
-    return changed(f"back on env {previous.name}")
+    after = f"; the database was migrated: to put it back, {restore}" if restore else ""
+    return changed(f"back on env {previous.name}{after}")

@@ -22,8 +22,9 @@ SMOKE_SCRIPT = """
 import json, os, sys, tempfile, uuid
 given = json.load(sys.stdin)
 os.environ.update(given["env"])
-os.environ.update(MLFLOW_TRACKING_URI="https://127.0.0.1", MLFLOW_TRACKING_INSECURE_TLS="true",
-                  MLFLOW_TRACKING_USERNAME=given["username"], MLFLOW_TRACKING_PASSWORD=given["password"])
+os.environ.update(MLFLOW_TRACKING_URI=given.get("tracking_uri", "https://127.0.0.1"),
+                  MLFLOW_TRACKING_INSECURE_TLS="true", MLFLOW_TRACKING_USERNAME=given["username"],
+                  MLFLOW_TRACKING_PASSWORD=given["password"])
 import warnings; warnings.filterwarnings("ignore")
 from mlflow.tracking import MlflowClient
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository

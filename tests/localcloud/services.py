@@ -76,11 +76,29 @@ class Postgres:
     def socket_dir(self) -> Path:
         return self.run_dir / "postgres" / "socket"
 
-    def uri(self, driver: str = "postgresql+psycopg2") -> str:
+    def uri(self, driver: str = "postgresql+psycopg2", database: str = DB_NAME) -> str:
         return (
             f"{driver}://{DB_USER}:{quote(self.password, safe='')}@{self.address}:{self.port}"
-            f"/{DB_NAME}?sslmode=require"
+            f"/{database}?sslmode=require"
         )
+
+    def copy_database(self, name: str, source: str = DB_NAME) -> str:
+        """A new database ``name`` owned by the kit's role with ``source``'s contents (dump
+        and restore: the source may be in use); its URI."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"database name {name!r}: letters, digits and _ only")
+        self.psql(f"CREATE DATABASE {name} OWNER {DB_USER};\n")
+        common = ["-h", str(self.socket_dir), "-p", str(self.port), "-U", "postgres"]
+        dump = run([str(postgres_bindir() / "pg_dump"), *common, source], user="postgres")
+        run(
+            [str(postgres_bindir() / "psql"), *common, "-q", "-v", "ON_ERROR_STOP=1", "-d", name],
+            input=dump.stdout,
+            user="postgres",
+        )
+        return self.uri(database=name)
+
+    def drop_database(self, name: str) -> None:
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\n")
 
     def start(self) -> None:
         base = self.run_dir / "postgres"

@@ -526,3 +526,41 @@ def test_pebble_refuses_a_domain_whose_caa_names_another_ca(local_cloud, certbot
     local_cloud.point_domain(domain, certbot_host)
     local_cloud.challtestsrv.add_caa(domain, "ca.example.net")
     assert certbot(local_cloud, certbot_host, domain).returncode != 0
+
+
+# -- a bootstrapped host's clone for a test that changes it ------------------------------
+
+
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+def test_deployed_clone_serves_on_its_own_address_and_database(
+    deployed, deployed_clone, clone_client_env, client_env
+):
+    import requests
+
+    clone, source = deployed_clone["host"], deployed["host"]
+    assert clone.address != source.address and deployed_clone["source"] is source
+    health = requests.get(f"{clone_client_env['url']}/health", verify=clone_client_env["cert"],
+                          timeout=30)  # fmt: skip
+    assert health.status_code == 200  # its certificate names its own address now
+    # A change through the clone (a new admin password in its database) stays there.
+    users = "/api/2.0/mlflow/users"
+    changed = requests.patch(
+        f"{clone_client_env['url']}{users}/update-password",
+        auth=("admin", clone_client_env["password"]),
+        verify=clone_client_env["cert"],
+        json={
+            "username": "admin",
+            "password": "only-on-the-clone-0123",
+            "current_password": clone_client_env["password"],
+        },  # fmt: skip
+        timeout=30,
+    )
+    assert changed.status_code == 200, changed.text
+
+    def status(env, password):
+        return requests.get(f"{env['url']}{users}/get", params={"username": "admin"},
+                            auth=("admin", password), verify=env["cert"], timeout=30).status_code  # fmt: skip
+
+    assert status(clone_client_env, "only-on-the-clone-0123") == 200
+    assert status(client_env, client_env["password"]) == 200
+    assert status(client_env, "only-on-the-clone-0123") == 401

@@ -468,8 +468,8 @@ def certbot_host(local_cloud):
         local_cloud.remove_host(host)
 
 
-def certbot(local_cloud, host, domain: str) -> subprocess.CompletedProcess:
-    command = CERTBOT.format(server=local_cloud.acme_directory_url, domain=domain)
+def certbot(local_cloud, host, domain: str, server: str = "") -> subprocess.CompletedProcess:
+    command = CERTBOT.format(server=server or local_cloud.acme_directory_url, domain=domain)
     return host.ssh(command, check=False, timeout=300)
 
 
@@ -483,9 +483,17 @@ def test_certbot_in_a_guest_gets_a_certificate_from_pebble_that_chains_to_its_ro
 ):
     host = certbot_host
     domain = f"tracking-{host.slot}.mlflow-kit.test"
-    local_cloud.point_domain(domain, host)
+    # What a Let's Encrypt deployment on the local cloud is given (and the domain pointed).
+    settings = local_cloud.deployment_settings(host, "s3", letsencrypt_domain=domain)
+    pebble = local_cloud.pebble
+    assert settings["tls_mode"] == "letsencrypt" and settings["domain"] == domain
+    assert settings["acme_email"] == "ops@example.com"
+    assert settings["acme_directory_url"] == f"https://{pebble.address}:{pebble.port}/dir"
+    assert Path(settings["acme_ca_cert_file"]).read_text() == (
+        host.ssh("cat /tmp/acme-ca.pem").stdout
+    )
 
-    result = certbot(local_cloud, host, domain)
+    result = certbot(local_cloud, host, domain, server=settings["acme_directory_url"])
 
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     leaf, *chain = split_pem(

@@ -441,6 +441,25 @@ def test_postgres_serves_a_certificate_from_the_database_ca(local_cloud, fresh_h
     assert "Verify return code: 0 (ok)" in handshake.stdout
 
 
+def test_a_host_can_have_a_database_of_its_own(local_cloud, fresh_host):
+    import psycopg2
+
+    name = f"mlflow_host_{fresh_host.slot}"
+    settings = local_cloud.deployment_settings(fresh_host, "s3", database=name)
+    try:
+        uri = settings["backend_store_uri"]
+        assert uri.split("?")[0].endswith(f"/{name}")
+        dsn = uri.replace("postgresql+psycopg2://", "postgresql://").replace(
+            "sslmode=require", f"sslmode=verify-full&sslrootcert={settings['db_ca_cert_file']}"
+        )
+        with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT current_database(), current_user")
+            assert cursor.fetchone() == (name, "mlflow")
+        assert local_cloud.deployment_settings(fresh_host, "s3")["backend_store_uri"] != uri
+    finally:
+        local_cloud.postgres.drop_database(name)
+
+
 #: certbot in a guest, against Pebble at the services address (never a registry's host).
 CERTBOT = (
     "sudo env REQUESTS_CA_BUNDLE=/tmp/acme-ca.pem certbot certonly --standalone"

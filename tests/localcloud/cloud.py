@@ -283,10 +283,18 @@ class LocalCloud:
     # -- settings for the kit -------------------------------------------------------------
 
     def deployment_settings(
-        self, host: FreshHost, backend: str, letsencrypt_domain: str | None = None
+        self,
+        host: FreshHost,
+        backend: str,
+        letsencrypt_domain: str | None = None,
+        *,
+        database: str | None = None,
     ) -> dict:
         """A ``fab bootstrap --settings`` document for ``host`` with ``backend`` s3 or gcs.
 
+        ``database``: a database of the host's own, created now, instead of the one every
+        host of this cloud shares (whose users, admin password and secrets a test on one
+        host would then change for all).
         ``letsencrypt_domain``: TLS from Pebble for that (made-up) name, which is pointed
         at ``host`` (``point_domain``); certbot on the host then reaches Pebble at
         ``acme_directory_url`` and trusts its listener through ``acme_ca_cert_file``.
@@ -300,7 +308,9 @@ class LocalCloud:
             "ssh_user": host.user,
             "ssh_key_file": str(host.key_file),
             "known_hosts_file": str(host.known_hosts),
-            "backend_store_uri": self.postgres.uri(),
+            "backend_store_uri": (
+                self.postgres.create_database(database) if database else self.postgres.uri()
+            ),
             # The database's certificate is checked (verify-full) against this CA.
             "db_ca_cert_file": str(self.postgres.ca.cert),
             "admin_password": self.admin_password(),

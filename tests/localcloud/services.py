@@ -82,12 +82,18 @@ class Postgres:
             f"/{database}?sslmode=require"
         )
 
+    def create_database(self, name: str) -> str:
+        """A new, empty database ``name`` owned by the kit's role (a second cloud database
+        instance, as far as the kit can tell); its URI."""
+        if not name.replace("_", "").isalnum() or name.lower() != name:
+            raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
+        self.psql(f"CREATE DATABASE {name} OWNER {DB_USER};\n")
+        return self.uri(database=name)
+
     def copy_database(self, name: str, source: str = DB_NAME) -> str:
         """A new database ``name`` owned by the kit's role with ``source``'s contents (dump
         and restore: the source may be in use); its URI."""
-        if not name.replace("_", "").isalnum():
-            raise ValueError(f"database name {name!r}: letters, digits and _ only")
-        self.psql(f"CREATE DATABASE {name} OWNER {DB_USER};\n")
+        self.create_database(name)
         common = ["-h", str(self.socket_dir), "-p", str(self.port), "-U", "postgres"]
         dump = run([str(postgres_bindir() / "pg_dump"), *common, source], user="postgres")
         run(

@@ -290,11 +290,6 @@ def test_aws_session_manager_user_data_installs_the_ssm_agent(local_cloud):
         local_cloud.remove_host(host)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the AWS user data runs `dpkg -i` for the SSM agent without waiting for the dpkg"
-    " lock, so it fails while unattended-upgrades holds it on first boot",
-)
 def test_ssm_agent_installs_while_the_first_boot_holds_the_dpkg_lock(local_cloud):
     from tests.localcloud.cloudlike import CloudLike
 

@@ -147,6 +147,7 @@ class LocalCloud:
         host.create(self.image_rootfs, plain=False)
         declared = like.declare(host.key_file.with_suffix(".pub").read_text().strip())
         host.flavour, host.user = declared.cloud, declared.ssh_user
+        host.stack_host_key = " ".join((declared.ssh_host_key or "").split()[:2])
         host.limits = for_machine_type(declared.machine_type) if limits == MACHINE_TYPE else limits
         downloads = vendor.downloads(declared.user_data, declared.startup_script)
         etc_hosts = {}
@@ -204,6 +205,7 @@ class LocalCloud:
         slot = claim_slot()
         host = FreshHost(slot, self.run_dir / f"host-{slot}", self.tied)
         host.limits = source.limits if limits == MACHINE_TYPE else limits
+        host.stack_host_key = source.stack_host_key
         self.hosts.append(host)
         try:
             host.create_from(source)
@@ -440,6 +442,7 @@ def _host_fields(host: FreshHost) -> dict:
         "flavour": host.flavour,
         "user": host.user,
         "instance_id": host.instance_id,
+        "stack_host_key": host.stack_host_key,
         "limits": vars(host.limits) if host.limits else None,
     }
 
@@ -449,6 +452,7 @@ def _load_host(fields: dict, tied: bool) -> FreshHost:
     host.flavour = fields.get("flavour", host.flavour)
     host.user = fields.get("user", host.user)
     host.instance_id = fields.get("instance_id", "")
+    host.stack_host_key = fields.get("stack_host_key", "")
     host.limits = Limits(**fields["limits"]) if fields.get("limits") else None
     return host
 

@@ -42,6 +42,9 @@ from pathlib import Path
 from tests.localcloud.pki import LocalCA
 from tests.localcloud.procs import run
 
+#: GCP's metadata server, as a startup script reaches it; the cloud-like guest's own
+#: stand-in serves it (``cloudlike.METADATA_SERVER``), not the vendor server.
+METADATA_URL = "http://metadata.google.internal/computeMetadata/v1/"
 URL = re.compile(r"""\bhttps?://[^\s'"`)<>]+""")
 SSM_AGENT = re.compile(
     r"^https://(?P<host>s3\.[a-z0-9-]+\.amazonaws\.com)"
@@ -81,6 +84,8 @@ def downloads(*scripts: str | None) -> list[Download]:
     found = []
     for script in scripts:
         for url in URL.findall(script or ""):
+            if url.startswith(METADATA_URL):
+                continue  # served by the guest's metadata-server stand-in (cloudlike.py)
             match = SSM_AGENT.match(url)
             if not match:
                 raise ValueError(

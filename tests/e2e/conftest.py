@@ -20,8 +20,10 @@ def deployed(request, local_cloud, tmp_path_factory):
     """A cloud-like host bootstrapped once per artifact backend, right after its first boot
     (before sshd answers); the gcs one after an interrupted first try."""
     backend = request.param
-    host = local_cloud.new_host(like=CloudLike(CLOUD_OF[backend], lock_seconds=90), wait=False)
-    settings = local_cloud.deployment_settings(host, backend)
+    host = local_cloud.new_host(like=CloudLike(CLOUD_OF[backend], lock_seconds=45), wait=False)
+    # Its own database: users, the admin password and gateway secrets are per server.
+    database = f"mlflow_{backend}"
+    settings = local_cloud.deployment_settings(host, backend, database=database)
     path = write_settings(tmp_path_factory.mktemp(backend) / "settings.yaml", settings)
     interrupted = ""
     try:
@@ -33,12 +35,14 @@ def deployed(request, local_cloud, tmp_path_factory):
             "settings": settings,
             "path": path,
             "backend": backend,
+            "database": database,
             "first": first,
             "interrupted": interrupted,
             "cloud": local_cloud,
         }
     finally:
         local_cloud.remove_host(host)
+        local_cloud.postgres.drop_database(database)
 
 
 def interrupt_during_the_conda_build(path, host) -> str:
@@ -84,7 +88,7 @@ def deployed_clone(deployed, local_cloud, host_factory, tmp_path):
     """
     source = deployed["host"]
     database = f"mlflow_clone_{secrets.token_hex(4)}"
-    uri = local_cloud.postgres.copy_database(database)
+    uri = local_cloud.postgres.copy_database(database, source=deployed["database"])
     clone = host_factory.clone_of(source)
     try:
         # The source was powered off for the copy: back to serving before any other test.

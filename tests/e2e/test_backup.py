@@ -129,6 +129,7 @@ def test_restore_drill_brings_back_every_run_metric_artifact_and_model_version(
     assert snapshot(logged) == before
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
 def test_an_unknown_backup_is_refused_and_the_servers_keep_serving(deployed, client_env):
     result = fab("restore", "--from", "20000101T000000Z", "--settings", str(deployed["path"]),
                  "--yes", check=False)  # fmt: skip

@@ -59,6 +59,7 @@ def test_a_run_deleted_past_the_threshold_loses_its_artifacts_when_the_timer_fir
     assert "daily" in timer or "00:00:00" in timer, timer
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
 def test_metrics_need_the_admin_and_show_each_instance_s_requests(deployed, client_env):
     url = f"{client_env['url']}/metrics"
     cert = client_env["cert"]

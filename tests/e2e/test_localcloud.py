@@ -314,16 +314,17 @@ STARTUP_SCRIPT = (
 
 @pytest.fixture(scope="module")
 def gcp_host(local_cloud):
-    """A GCP-like host whose stack (for this test) also declares a startup script."""
+    """A GCP-like host whose stack's startup script (for this test) also records each run."""
     import dataclasses
 
     from tests.localcloud.cloudlike import CloudLike
 
     class WithStartupScript(CloudLike):
         def declare(self, ssh_public_key):
-            return dataclasses.replace(
-                super().declare(ssh_public_key), startup_script=STARTUP_SCRIPT
-            )
+            declared = super().declare(ssh_public_key)
+            shebang, _, rest = declared.startup_script.partition("\n")
+            script = f"{shebang}\n{STARTUP_SCRIPT}{rest}"
+            return dataclasses.replace(declared, startup_script=script)
 
     host = local_cloud.new_host(like=WithStartupScript("gcp", lock_seconds=0))
     try:
@@ -341,8 +342,21 @@ def test_gcp_like_host_creates_the_metadata_users_and_runs_the_startup_script(gc
     assert gcp_host.ssh("getent passwd admin debian", check=False).stdout == ""
     first = gcp_host.ssh("cat /var/tmp/startup-runs").stdout.split()
     assert first == ["root", gcp_host.boot_id()]
+    # The stack's script fetched the stack's host key from the metadata server and sshd
+    # serves it alone: every login here pinned it (known_hosts holds nothing else).
+    assert gcp_host.known_hosts.read_text() == f"{gcp_host.address} {gcp_host.stack_host_key}\n"
+    assert gcp_host.host_keys() == [gcp_host.stack_host_key]
+    assert (
+        "set_host_keys = false" in gcp_host.ssh("sudo cat /etc/default/instance_configs.cfg").stdout
+    )
+    refused = gcp_host.ssh(
+        "curl -s -o /dev/null -w '%{http_code}' http://metadata.google.internal/computeMetadata/v1/"
+        "instance/attributes/ssh-host-ed25519-key"
+    )
+    assert refused.stdout == "403"  # no Metadata-Flavor header
     gcp_host.reboot()
     assert len(gcp_host.ssh("cat /var/tmp/startup-runs").stdout.splitlines()) == 2
+    assert gcp_host.host_keys() == [gcp_host.stack_host_key]
 
 
 def test_cloud_like_host_is_limited_like_its_machine_type(gcp_host):

@@ -54,6 +54,7 @@ def test_a_dropped_session_s_build_is_attached_to_not_repeated(deployed):
     assert "policy-rc.d" not in deployed["host"].ssh("ls /usr/sbin").stdout
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
 def test_fab_restart_loses_no_request(deployed, client_env):
     before = main_pids(deployed["host"])
     with RequestLoop(client_env, new_run(client_env)) as loop:
@@ -65,6 +66,7 @@ def test_fab_restart_loses_no_request(deployed, client_env):
     assert_lost_nothing(loop, 50)
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
 def test_a_configuration_change_and_an_interrupted_bootstrap_lose_no_request(
     deployed, client_env, tmp_path
 ):
@@ -98,6 +100,7 @@ def test_a_configuration_change_and_an_interrupted_bootstrap_lose_no_request(
     assert " 0 changed" in fab("bootstrap", "--settings", path).stdout
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
 def test_a_second_bootstrap_at_the_same_time_is_refused_naming_the_first(deployed):
     path = str(deployed["path"])
     first = subprocess.Popen(
@@ -121,6 +124,7 @@ def test_a_second_bootstrap_at_the_same_time_is_refused_naming_the_first(deploye
     assert " 0 changed" in fab("bootstrap", "--settings", path).stdout
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
 def test_idle_gaps_longer_than_the_servers_keep_alive_lose_no_request(client_env):
     # uvicorn closes a connection idle for 5 s; nginx must never reuse one it is closing.
     with RequestLoop(client_env, new_run(client_env), pause=5.2, max_requests=12) as loop:
@@ -130,6 +134,7 @@ def test_idle_gaps_longer_than_the_servers_keep_alive_lose_no_request(client_env
     assert_lost_nothing(loop, 12)
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
 def test_status_shows_what_each_instance_runs(deployed):
     status = fab("status", "--settings", str(deployed["path"])).stdout
     current = deployed["host"].ssh("readlink /opt/mlflow/current").stdout.strip().rsplit("/", 1)[-1]

@@ -13,17 +13,27 @@ from tests.e2e.kit import fab, main_pids, write_settings
 pytestmark = pytest.mark.e2e
 
 
+#: Successful SSH logins sshd has logged, except the one counting them (told apart by its
+#: client port, which sshd logs as "Accepted publickey for U from A port P ssh2").
+COUNT_LOGINS = (
+    "own=$(echo $SSH_CONNECTION | cut -d' ' -f2); sudo journalctl -u ssh -o cat --no-pager"
+    " | grep 'Accepted publickey' | grep -vc \" port $own ssh2\" || true"
+)
+
+
 def logins(host) -> int:
-    """Successful SSH logins the host's sshd has logged so far, this one included."""
-    out = host.ssh(
-        "sudo journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey' || true"
-    )
-    return int(out.stdout.strip())
+    """Successful SSH logins the host's sshd has logged so far, not counting this one."""
+    return int(host.ssh(COUNT_LOGINS).stdout.strip())
 
 
-def test_host_keys_unknown_refused_recorded_on_request_changed_refused(deployed, tmp_path):
-    host = deployed["host"]
-    settings = {k: v for k, v in deployed["settings"].items() if k != "known_hosts_file"}
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+def test_host_keys_unknown_refused_recorded_on_request_changed_refused(
+    deployed_clone, tmp_path, monkeypatch
+):
+    host = deployed_clone["host"]
+    # The kit records keys in its own known_hosts (XDG state): this test's, empty.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    settings = {k: v for k, v in deployed_clone["settings"].items() if k != "known_hosts_file"}
     path = str(write_settings(tmp_path / "no-pin.yaml", settings))
 
     before = logins(host)
@@ -31,7 +41,7 @@ def test_host_keys_unknown_refused_recorded_on_request_changed_refused(deployed,
     assert unknown.returncode == 1
     assert "host key of" in unknown.stderr and "is unknown" in unknown.stderr
     assert "--accept-new-host-key" in unknown.stderr
-    assert logins(host) == before + 1  # only the count's own: refused before authenticating
+    assert logins(host) == before  # refused before authenticating
 
     assert " 0 changed" in fab("bootstrap", "--settings", path, "--accept-new-host-key").stdout
     assert fab("status", "--settings", path).returncode == 0  # recorded: no flag needed now
@@ -46,7 +56,7 @@ def test_host_keys_unknown_refused_recorded_on_request_changed_refused(deployed,
         assert changed.returncode == 1
         assert "host key of" in changed.stderr and "changed" in changed.stderr
         assert "ssh-keygen -R" in changed.stderr
-        assert logins_trusting_any_key(host) == before + 1  # only this check's own login
+        assert logins_trusting_any_key(host) == before  # refused before authenticating
     finally:
         # The test's own way back in, to the host's original key.
         trusting_any_key(
@@ -65,10 +75,10 @@ def trusting_any_key(host, command: str) -> subprocess.CompletedProcess:
 
 
 def logins_trusting_any_key(host) -> int:
-    command = "sudo journalctl -u ssh -o cat --no-pager | grep -c 'Accepted publickey' || true"
-    return int(trusting_any_key(host, command).stdout.strip())
+    return int(trusting_any_key(host, COUNT_LOGINS).stdout.strip())
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
 def test_a_database_certificate_from_another_ca_is_refused_before_any_server_changes(
     deployed, tmp_path
 ):
@@ -145,6 +155,7 @@ def permissive_server(tmp_path_factory):
         server.wait(timeout=10)
 
 
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
 @pytest.mark.parametrize("offer", sorted(OFFERS))
 def test_only_modern_tls_is_offered(deployed, permissive_server, offer):
     assert negotiates("127.0.0.1", permissive_server, OFFERS[offer]), (
@@ -181,7 +192,11 @@ def decrypt_on_host(host, secret_id: str) -> str:
     ).stdout
 
 
-def test_the_secret_store_has_its_own_kek_and_rotating_it_keeps_secrets(deployed, client_env):
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+def test_the_secret_store_has_its_own_kek_and_rotating_it_keeps_secrets(
+    deployed_clone, clone_client_env
+):
+    deployed, client_env = deployed_clone, clone_client_env
     config = gateway(client_env, "GET", "/ajax-api/3.0/mlflow/gateway/secrets/config")
     assert config.status_code == 200 and config.json()["using_default_passphrase"] is False
 
@@ -224,8 +239,13 @@ def clear_auth_caches(host) -> None:
     )
 
 
-def test_admin_password_drift_is_explained_and_rotation_converges(deployed, client_env, tmp_path):
-    host, settings, path = deployed["host"], deployed["settings"], str(deployed["path"])
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+def test_admin_password_drift_is_explained_and_rotation_converges(
+    deployed_clone, clone_client_env, tmp_path
+):
+    """On a copy of the host and its database: the admin password changes for good."""
+    host, settings = deployed_clone["host"], deployed_clone["settings"]
+    client_env = clone_client_env
     original = settings["admin_password"]
     stored = tmp_path / "admin_password"
     stored.write_text(original + "\n")
@@ -248,32 +268,22 @@ def test_admin_password_drift_is_explained_and_rotation_converges(deployed, clie
 
     ui = "changed-in-the-ui-" + original[:8]
     new_file = tmp_path / "new"
-    try:
-        # Changed "in the UI": the kit's password is stale; bootstrap says so before any change.
-        assert set_password(original, ui) == 200
-        clear_auth_caches(host)
-        before = main_pids(host)
-        drift = fab("bootstrap", "--settings", by_file, check=False)
-        assert drift.returncode == 1
-        assert "no longer opens the server" in drift.stderr
-        assert "rotate-admin-password" in drift.stderr
-        assert main_pids(host) == before
+    # Changed "in the UI": the kit's password is stale; bootstrap says so before any change.
+    assert set_password(original, ui) == 200
+    clear_auth_caches(host)
+    before = main_pids(host)
+    drift = fab("bootstrap", "--settings", by_file, check=False)
+    assert drift.returncode == 1
+    assert "no longer opens the server" in drift.stderr
+    assert "rotate-admin-password" in drift.stderr
+    assert main_pids(host) == before
 
-        # Rotation from the UI's password to a new one, kept in the settings' password file.
-        current = tmp_path / "current"
-        current.write_text(ui)
-        out = fab("rotate-admin-password", "--settings", by_file, "--new-password-file",
-                  str(new_file), "--current-password-file", str(current)).stdout  # fmt: skip
-        new = new_file.read_text().strip()
-        assert stored.read_text().strip() == new and "written to" in out and new not in out
-        assert status_as(new) == 200 and status_as(ui) == 401 and status_as(original) == 401
-        assert " 0 changed" in fab("bootstrap", "--settings", by_file).stdout
-    finally:
-        # Back to the password the other tests (and the other host on this database) use.
-        candidates = [ui, new_file.read_text().strip() if new_file.exists() else ui]
-        for current in candidates:
-            if status_as(current) == 200:
-                assert set_password(current, original) == 200
-        clear_auth_caches(host)
-        assert status_as(original) == 200
-        fab("bootstrap", "--settings", path)
+    # Rotation from the UI's password to a new one, kept in the settings' password file.
+    current = tmp_path / "current"
+    current.write_text(ui)
+    out = fab("rotate-admin-password", "--settings", by_file, "--new-password-file",
+              str(new_file), "--current-password-file", str(current)).stdout  # fmt: skip
+    new = new_file.read_text().strip()
+    assert stored.read_text().strip() == new and "written to" in out and new not in out
+    assert status_as(new) == 200 and status_as(ui) == 401 and status_as(original) == 401
+    assert " 0 changed" in fab("bootstrap", "--settings", by_file).stdout

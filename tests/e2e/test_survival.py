@@ -39,9 +39,8 @@ def assert_lost_nothing(loop: RequestLoop, at_least: int) -> None:
     assert loop.sent >= at_least, f"only {loop.sent} requests sent"
 
 
+@pytest.mark.parametrize("deployed", ["gcs"], indirect=True)  # its first bootstrap was killed
 def test_a_dropped_session_s_build_is_attached_to_not_repeated(deployed):
-    if deployed["backend"] != "gcs":
-        pytest.skip("the gcs host is the one whose first bootstrap was killed mid-build")
     assert "conda environment" not in deployed["interrupted"]  # killed inside that step
     starts = (
         deployed["host"]

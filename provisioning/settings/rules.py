@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from provisioning.settings.auth import OIDC_ENV
 from provisioning.settings.secret import Secret, SettingsError
 from stacks import contract
 
@@ -68,7 +69,7 @@ RESERVED_ENV = frozenset(
         "AWS_CA_BUNDLE",
         "SSL_CERT_FILE",
     }
-)
+) | OIDC_ENV
 
 PUBLIC_KEY_TYPES = (
     "ssh-ed25519",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from provisioning.settings.auth import validate_auth
 from provisioning.settings.rules import (
     ARTIFACT_MODES,
     CLOUDS,
@@ -139,6 +140,7 @@ def validate(d: Deployment) -> None:
     _check_optional_str(d, "db_connection_name")
     if d.db_connection_name == "":
         _set(d, "db_connection_name", None)
+    validate_auth(d)
     _set(d, "notes", tuple(notes))
 
 

@@ -15,7 +15,9 @@ from provisioning.steps import (
     configuration,
     database,
     health,
+    oidc,
     packages,
+    permissions,
     preflight,
     proxy,
     schema,
@@ -35,10 +37,14 @@ def bootstrap(play: Play, d: Deployment) -> None:
     """
     resources = play.step("preflight", preflight.check, d)
     ports = servers.ports_for(d, resources)
-    play.step("admin password", admin.check_password, d)
+    if d.auth == "basic":
+        play.step("admin password", admin.check_password, d)
     play.step("first boot", packages.first_boot)
     play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
     play.step("system packages", packages.system_packages)
+    if d.auth == "oidc":
+        # From the VM, before anything the servers read changes (provisioning.steps.oidc).
+        play.step("identity provider", oidc.check_provider, d)
     play.step("database certificate", database.certificate, d)
     play.step("mlflow user and directories", configuration.service_user)
     play.step("miniforge", conda.miniforge, d)
@@ -55,16 +61,21 @@ def bootstrap(play: Play, d: Deployment) -> None:
     plan = play.step("schema check", schema.check, d, env)
     play.step("configuration files", configuration.install, ctx, SERVER_FILES)
     play.step("schema migration", schema.migrate, d, plan)
+    # auth oidc: the plugin's schema, the kit's admin account and its token (kept on the VM).
+    token = play.step("oidc accounts", oidc.admin_account, d, env) if d.auth == "oidc" else None
     previous = play.step("activate environment", conda.activate, env)
     try:
         play.step("mlflow servers", servers.converge, ctx, env)
         changed = play.step("tls certificate", proxy.certificate, d, ctx)
         play.step("nginx", proxy.nginx, ctx, proxy.site_files(d), changed)
-        play.step("health gate", health.gate, d)
+        as_admin = dataclasses.replace(d, admin_password=token) if token is not None else d
+        play.step("health gate", health.gate, as_admin)
     except RemoteError:
         if previous is not None:
             play.step("roll back", servers.roll_back, ctx, previous)
         raise
+    # Also with no grants set: those the kit made before and the settings dropped go.
+    play.step("permissions", permissions.converge, d, token)
     play.step("old environments", conda.prune, d.keep_environments)
 
 

@@ -48,6 +48,7 @@ BOOTSTRAP_STEPS = [
     "tls certificate",
     "nginx",
     "health gate",
+    "permissions",
     "old environments",
 ]
 

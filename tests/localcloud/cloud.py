@@ -19,6 +19,7 @@ from tests.localcloud.cloudlike import CloudLike
 from tests.localcloud.host import SUBNET_PREFIX, FreshHost, Link, claim_slot
 from tests.localcloud.image import CACHE_ROOT, ensure_image
 from tests.localcloud.limits import Limits, for_machine_type
+from tests.localcloud.oidc import OidcProvider
 from tests.localcloud.services import (
     ARTIFACT_PREFIX,
     BUCKET,
@@ -47,6 +48,7 @@ class LocalCloud:
     gcs: GcsEmulator | None = None
     files: FileServer | None = None
     vendor: VendorFiles | None = None
+    oidc: OidcProvider | None = None
     hosts: list[FreshHost] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     image_rootfs: Path | None = None
@@ -167,6 +169,14 @@ class LocalCloud:
                 shutil.copyfile(deb, target)
         return {download.host: self.vendor.address for download in downloads}
 
+    def oidc_provider(self) -> OidcProvider:
+        """The OpenID Connect provider (tests/localcloud/oidc.py), started on first use."""
+        if self.oidc is None or not self.oidc.pid:
+            self.oidc = OidcProvider(Link(self.services_slot).host_address, self.run_dir, self.tied)
+            self.oidc.start(self.local_ca())
+            self.save()
+        return self.oidc
+
     def clone_host(
         self,
         source: FreshHost,
@@ -223,7 +233,7 @@ class LocalCloud:
         for host in list(self.hosts):
             host.destroy()
         self.hosts.clear()
-        for service in (self.vendor, self.files, self.gcs, self.s3, self.postgres):
+        for service in (self.oidc, self.vendor, self.files, self.gcs, self.s3, self.postgres):
             if service is not None:
                 service.stop()
         if self.services_slot:
@@ -295,6 +305,7 @@ class LocalCloud:
             "gcs": _fields(self.gcs),
             "files": _fields(self.files),
             "vendor": _fields(self.vendor),
+            "oidc": _fields(self.oidc),
             "hosts": [_host_fields(h) for h in self.hosts],
         }
         path = self.run_dir / "state.json"
@@ -322,6 +333,8 @@ class LocalCloud:
             cloud.files = FileServer(**{**state["files"], "run_dir": cloud.run_dir})
         if state.get("vendor"):
             cloud.vendor = VendorFiles(**{**state["vendor"], "run_dir": cloud.run_dir})
+        if state.get("oidc"):
+            cloud.oidc = OidcProvider(**{**state["oidc"], "run_dir": cloud.run_dir})
         cloud.hosts = [_load_host(h, cloud.tied) for h in state["hosts"]]
         return cloud
 
@@ -344,7 +357,7 @@ def sweep_stale(log=print) -> None:
             continue
         pids = [
             s.pid
-            for s in (cloud.postgres, cloud.s3, cloud.gcs, cloud.files, cloud.vendor)
+            for s in (cloud.postgres, cloud.s3, cloud.gcs, cloud.files, cloud.vendor, cloud.oidc)
             if s is not None and s.pid
         ]
         pids += [h.supervisor_pid for h in cloud.hosts if h.supervisor_pid]

@@ -1,0 +1,234 @@
+"""Single sign-on and permissions as code, end to end: a real OpenID Connect provider
+(tests/localcloud/oidc.py) on the local cloud, ``fab bootstrap`` with ``auth: oidc``, and
+people signing in the way a browser does (authorization code with PKCE, through nginx).
+
+The tests of this module share one host and run in order: the grants converge, people
+sign in and see what their groups may see, a script logs with a token, logout ends the
+session, a dropped grant goes, and bad settings stop bootstrap before anything changes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import subprocess
+import sys
+import textwrap
+from urllib.parse import urljoin
+
+import pytest
+import requests
+
+from tests.e2e.kit import fab, main_pids, write_settings
+
+pytestmark = pytest.mark.e2e
+
+#: Experiments the tests create; the settings grant on them.
+EXPERIMENTS = ("team-a-exp", "team-b-exp", "private-exp")
+PERMISSIONS = {
+    "groups": {
+        "team-a": {"experiments": {"team-a-exp": "EDIT"}},
+        "team-b": {"experiments": {"team-b-exp": "EDIT"}},
+    },
+    "users": {"bob@example.test": {"experiments": {"team-a-exp": "READ"}}},
+}
+MAX_HOPS = 10
+
+
+@pytest.fixture(scope="module")
+def sso(local_cloud, tmp_path_factory):
+    """A host bootstrapped with auth oidc against the local cloud's provider."""
+    provider = local_cloud.oidc_provider()
+    host = local_cloud.new_host()
+    try:
+        url = f"https://{host.address}"
+        client_id, client_secret = provider.register_client([f"{url}/callback"])
+        settings = local_cloud.deployment_settings(host, "s3")
+        settings["extra_ca_certs"] = [*settings["extra_ca_certs"], str(provider.ca_cert)]
+        settings.update(
+            auth="oidc",
+            oidc_issuer=provider.issuer,
+            oidc_client_id=client_id,
+            oidc_client_secret=client_secret,
+            oidc_allowed_groups=["mlflow-users"],
+            oidc_admin_groups=["mlflow-admins"],
+            permissions=PERMISSIONS,
+        )
+        folder = tmp_path_factory.mktemp("sso")
+        path = write_settings(folder / "settings.yaml", settings)
+        first = fab("bootstrap", "--settings", str(path))
+        cert = folder / "server.crt"
+        cert.write_text(host.ssh("sudo cat /etc/mlflow/tls/server.crt").stdout)
+        token = host.ssh("sudo cat /var/lib/mlflow/kit-admin-token").stdout.strip()
+        yield {
+            "host": host, "url": url, "cert": str(cert), "settings": settings, "path": path,
+            "folder": folder, "provider": provider, "first": first, "admin": ("admin", token),
+        }  # fmt: skip
+    finally:
+        local_cloud.remove_host(host)
+
+
+def sign_in(sso: dict, sub: str) -> tuple[requests.Session, str]:
+    """What a browser does: MLflow's /login, the provider's form (posting the subject),
+    back to MLflow's callback; the session and where it ended. Redirects are followed by
+    hand (bounded), each host with its own CA."""
+    session = requests.Session()
+    url, idp = f"{sso['url']}/login", sso["provider"].issuer
+    for _ in range(MAX_HOPS):
+        verify = str(sso["provider"].ca_cert) if url.startswith(idp) else sso["cert"]
+        response = session.get(url, allow_redirects=False, timeout=30, verify=verify)
+        if response.status_code == 200 and url.startswith(f"{idp}/oauth2/authorize"):
+            assert "code_challenge=" in url and "code_challenge_method=S256" in url, url
+            response = session.post(url, data={"sub": sub}, allow_redirects=False, timeout=30,
+                                    verify=verify)  # fmt: skip
+        if response.status_code not in (301, 302, 303, 307):
+            return session, url
+        url = urljoin(url, response.headers["location"])
+    raise AssertionError(f"no end to the redirects for {sub} after {MAX_HOPS} hops")
+
+
+def api(sso: dict, session, method: str, path: str, **kwargs) -> requests.Response:
+    return session.request(method, f"{sso['url']}{path}", timeout=30, verify=sso["cert"], **kwargs)
+
+
+def as_admin(sso: dict, method: str, path: str, **kwargs) -> requests.Response:
+    return requests.request(method, f"{sso['url']}{path}", auth=sso["admin"], timeout=30,
+                            verify=sso["cert"], **kwargs)  # fmt: skip
+
+
+def experiment_id(sso: dict, name: str) -> str:
+    response = as_admin(sso, "GET", "/api/2.0/mlflow/experiments/get-by-name",
+                        params={"experiment_name": name})  # fmt: skip
+    return response.json()["experiment"]["experiment_id"]
+
+
+def visible(sso: dict, session) -> set[str]:
+    response = api(sso, session, "POST", "/api/2.0/mlflow/experiments/search", json={"max_results": 100})
+    assert response.status_code == 200, response.text
+    return {e["name"] for e in response.json().get("experiments", [])}
+
+
+def personal_token(sso: dict, session) -> str:
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    response = api(sso, session, "POST", "/api/2.0/mlflow/users/current/tokens",
+                   json={"name": "e2e-script", "expiration": expires.isoformat()})  # fmt: skip
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+def log_with_token(sso: dict, username: str, token: str, experiment: str) -> subprocess.CompletedProcess:
+    """A script that logs a run with the MLflow client, a token and no browser."""
+    script = textwrap.dedent(f"""
+        import mlflow
+        mlflow.set_experiment({experiment!r})
+        with mlflow.start_run():
+            mlflow.log_param("who", {username!r})
+            mlflow.log_metric("loss", 0.25)
+        print("logged")
+    """)
+    env = {
+        "PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": sso["url"],
+        "MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": token,
+        "MLFLOW_TRACKING_SERVER_CERT_PATH": sso["cert"], "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }  # fmt: skip
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+
+
+def bootstrap(sso: dict, settings: dict | None = None, name: str = "settings.yaml", check=True):
+    path = sso["path"] if settings is None else write_settings(sso["folder"] / name, settings)
+    return fab("bootstrap", "--settings", str(path), check=check)
+
+
+def test_grants_converge_and_a_second_bootstrap_changes_nothing(sso):
+    assert "identity provider" in sso["first"].stdout and "client accepted" in sso["first"].stdout
+    assert "waiting" in sso["first"].stdout  # the experiments do not exist yet
+    for name in EXPERIMENTS:
+        response = as_admin(sso, "POST", "/api/2.0/mlflow/experiments/create", json={"name": name})
+        assert response.status_code == 200, response.text
+    sign_in(sso, "bob")  # a user grant applies once the user is known
+    second = bootstrap(sso)
+    assert "3 granted, 0 changed, 0 removed" in second.stdout, second.stdout
+    third = bootstrap(sso)
+    assert " 0 changed" in third.stdout, third.stdout
+
+
+def test_a_member_of_an_allowed_group_sees_only_what_their_groups_may_read(sso):
+    alice, ended = sign_in(sso, "alice")
+    current = api(sso, alice, "GET", "/api/2.0/mlflow/users/current")
+    assert current.status_code == 200 and current.json()["username"] == "alice@example.test"
+    assert visible(sso, alice) == {"team-a-exp"}
+    run = api(sso, alice, "POST", "/api/2.0/mlflow/runs/create",
+              json={"experiment_id": experiment_id(sso, "team-a-exp")})  # fmt: skip
+    assert run.status_code == 200, run.text
+    denied = api(sso, alice, "POST", "/api/2.0/mlflow/runs/create",
+                 json={"experiment_id": experiment_id(sso, "private-exp")})  # fmt: skip
+    assert denied.status_code == 403, denied.text
+
+
+@pytest.mark.parametrize("sub", ["mallory", "carol"])
+def test_a_user_outside_the_allowed_groups_is_refused(sso, sub):
+    session, _ended = sign_in(sso, sub)  # mallory: another group; carol: no groups claim
+    assert api(sso, session, "GET", "/api/2.0/mlflow/users/current").status_code == 401
+    assert api(sso, session, "POST", "/api/2.0/mlflow/experiments/search",
+               json={"max_results": 10}).status_code == 401  # fmt: skip
+
+
+def test_a_script_logs_a_run_with_a_token_and_a_read_grant_cannot_log(sso):
+    alice, _ = sign_in(sso, "alice")
+    logged = log_with_token(sso, "alice@example.test", personal_token(sso, alice), "team-a-exp")
+    assert logged.returncode == 0 and "logged" in logged.stdout, logged.stderr[-2000:]
+    bob, _ = sign_in(sso, "bob")
+    assert visible(sso, bob) == {"team-a-exp", "team-b-exp"}  # his group's, and READ on team-a's
+    refused = log_with_token(sso, "bob@example.test", personal_token(sso, bob), "team-a-exp")
+    assert refused.returncode != 0
+    assert "PERMISSION_DENIED" in refused.stderr or "403" in refused.stderr, refused.stderr[-2000:]
+
+
+def test_logout_ends_the_session(sso):
+    alice, _ = sign_in(sso, "alice")
+    cookies = alice.cookies.copy()
+    assert api(sso, alice, "GET", "/api/2.0/mlflow/users/current").status_code == 200
+    response = api(sso, alice, "GET", "/logout", allow_redirects=False)
+    assert response.status_code in (302, 303, 307)
+    assert api(sso, alice, "GET", "/api/2.0/mlflow/users/current").status_code == 401
+    replay = requests.Session()
+    replay.cookies.update(cookies)  # the cookie from before the logout, kept by an attacker
+    assert api(sso, replay, "GET", "/api/2.0/mlflow/users/current").status_code == 401
+
+
+def test_a_grant_removed_from_the_settings_is_removed(sso):
+    settings = {**sso["settings"], "permissions": {"groups": PERMISSIONS["groups"]}}
+    changed = bootstrap(sso, settings, "without-bob.yaml")
+    assert "0 granted, 0 changed, 1 removed" in changed.stdout, changed.stdout
+    grant = as_admin(sso, "GET", "/api/2.0/mlflow/permissions/users/bob%40example.test/experiments/"
+                     + experiment_id(sso, "team-a-exp"))  # fmt: skip
+    assert grant.status_code == 404, grant.text
+    bob, _ = sign_in(sso, "bob")
+    assert visible(sso, bob) == {"team-b-exp"}
+    assert " 0 changed" in bootstrap(sso, settings, "without-bob.yaml").stdout
+
+
+def server_state(host) -> tuple[dict, str]:
+    digest = hashlib.sha256(host.ssh("sudo cat /etc/mlflow/mlflow.env").stdout.encode()).hexdigest()
+    return main_pids(host), digest
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"oidc_issuer": "https://{services}:9"}, "oidc_issuer"),
+        ({"oidc_client_secret": "not-the-secret"}, "oidc_client_secret"),
+        ({"oidc_groups_claim": "roles"}, "oidc_groups_claim"),
+    ],
+    ids=["unreachable-issuer", "wrong-client-secret", "missing-groups-claim"],
+)
+def test_bad_provider_settings_stop_bootstrap_before_any_change(sso, change, named):
+    services = sso["provider"].address
+    change = {k: v.replace("{services}", services) for k, v in change.items()}
+    before = server_state(sso["host"])
+    failed = bootstrap(sso, {**sso["settings"], **change}, f"bad-{named}.yaml", check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert named in failed.stderr and "Nothing was changed" in failed.stderr, failed.stderr
+    assert server_state(sso["host"]) == before

@@ -29,6 +29,8 @@ from provisioning.settings import Deployment, Secret
 from provisioning.steps.admin import USER_UPDATE_SCRIPT
 from provisioning.steps.conda import Environment
 from provisioning.steps.health import SMOKE_SCRIPT
+from provisioning.steps.oidc import ADMIN_SCRIPT
+from provisioning.steps.permissions import APPLY_SCRIPT, READ_SCRIPT
 from provisioning.steps.schema import CHECK_SCRIPT, Schema, SchemaPlan
 from tests.unit.double import ScriptedConnection
 
@@ -52,6 +54,9 @@ SCRIPTS = {
     "smoke script": SMOKE_SCRIPT,
     "user update script": USER_UPDATE_SCRIPT,
     "schema check script": CHECK_SCRIPT,
+    "oidc admin script": ADMIN_SCRIPT,
+    "permissions read script": READ_SCRIPT,
+    "permissions apply script": APPLY_SCRIPT,
 }
 _SHA = re.compile(r"\{sha256 of ([^}\s]+)((?: \w+=[\d,]*)*)\}")
 

@@ -76,7 +76,13 @@ def _check_oidc(d: Deployment) -> None:
     parts = urlsplit(issuer) if isinstance(issuer, str) else None
     if issuer is None:
         raise SettingsError("oidc_issuer", MISSING, "the provider's issuer URL, with auth 'oidc'")
-    if parts is None or parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+    if (
+        parts is None
+        or parts.scheme != "https"
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+    ):
         raise SettingsError(
             "oidc_issuer", issuer, "an https:// issuer URL (its discovery document is "
             "<issuer>/.well-known/openid-configuration)"
@@ -132,7 +138,9 @@ def check_permissions(value: Any, auth: str) -> dict:
             raise SettingsError("permissions.workspaces", value[name],
                                 "unset: the kit does not enable MLflow workspaces")  # fmt: skip
         if name not in PERMISSION_KEYS:
-            raise SettingsError(f"{key}.{name}", value[name], "one of " + ", ".join(PERMISSION_KEYS))
+            raise SettingsError(
+                f"{key}.{name}", value[name], "one of " + ", ".join(PERMISSION_KEYS)
+            )
     default = value.get("default")
     if default is not None and default not in DEFAULT_LEVELS:
         raise SettingsError("permissions.default", default, "one of " + ", ".join(DEFAULT_LEVELS))
@@ -166,12 +174,16 @@ def _grants(where: str, grants: Any) -> dict:
         if resource not in RESOURCES:
             raise SettingsError(f"{where}.{resource}", named, "one of " + ", ".join(RESOURCES))
         if not isinstance(named, Mapping):
-            raise SettingsError(f"{where}.{resource}", named, "a mapping of names to READ, EDIT or MANAGE")
+            raise SettingsError(
+                f"{where}.{resource}", named, "a mapping of names to READ, EDIT or MANAGE"
+            )
         for name, level in named.items():
             if not isinstance(name, str) or not NAME.fullmatch(name):
                 raise SettingsError(f"{where}.{resource}", name, "a name without slashes")
             if level not in LEVELS:
-                raise SettingsError(f"{where}.{resource}.{name}", level, "one of " + ", ".join(LEVELS))
+                raise SettingsError(
+                    f"{where}.{resource}.{name}", level, "one of " + ", ".join(LEVELS)
+                )
         out[resource] = dict(named)
     return out
 

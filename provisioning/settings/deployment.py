@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from provisioning.settings.auth import DEFAULT_OIDC_PLUGIN_VERSION
 from provisioning.settings.rules import (
     DEFAULT_ACME_DIRECTORY,
     DEFAULT_MINIFORGE_SHA256,
@@ -14,7 +15,6 @@ from provisioning.settings.rules import (
     DEFAULT_MLFLOW_VERSION,
     DEFAULT_PYTHON_VERSION,
 )
-from provisioning.settings.auth import DEFAULT_OIDC_PLUGIN_VERSION
 from provisioning.settings.secret import REDACTED, Secret
 from provisioning.settings.validate import validate
 
@@ -145,7 +145,13 @@ REQUIRED_KEYS = tuple(
     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 )
 SECRET_FIELDS = frozenset(
-    {"backend_store_uri", "admin_password", "flask_secret_key", "kek_passphrase", "oidc_client_secret"}
+    {
+        "backend_store_uri",
+        "admin_password",
+        "flask_secret_key",
+        "kek_passphrase",
+        "oidc_client_secret",
+    }
 )
 #: Fields whose values are local file paths; a settings file's relative paths are
 #: resolved against the settings file's directory.

@@ -69,7 +69,9 @@ RESERVED_ENV = frozenset(
         "AWS_CA_BUNDLE",
         "SSL_CERT_FILE",
     }
-) | OIDC_ENV
+)
+#: ... and the mlflow-oidc-auth plugin's, which it writes with auth oidc.
+RESERVED_ENV |= OIDC_ENV
 
 PUBLIC_KEY_TYPES = (
     "ssh-ed25519",

@@ -192,7 +192,9 @@ def plan(
     for key, level in sorted(want.items()):
         kind, subject, resource, name = key
         if (resource, name) not in exists:
-            result.waiting.append((key, f"{resource.replace('_', ' ')[:-1]} {name!r} does not exist yet"))
+            result.waiting.append(
+                (key, f"{resource.replace('_', ' ')[:-1]} {name!r} does not exist yet")
+            )
         elif kind == "user" and subject not in users:
             why = "has not signed in yet" if mode == "oidc" else "is no MLflow user yet"
             result.waiting.append((key, f"user {subject!r} {why}"))
@@ -269,7 +271,9 @@ def converge(host: Host, deployment: Deployment, token: Secret | None = None) ->
     counts = {op: sum(1 for o in steps.ops if o[0] == op) for op in ("create", "update", "delete")}
     detail = f"{counts['create']} granted, {counts['update']} changed, {counts['delete']} removed"
     if applied["done"] and any(o[0] == "create-group" for o in steps.ops):
-        detail += ", groups created: " + ", ".join(o[2] for o in steps.ops if o[0] == "create-group")
+        detail += ", groups created: " + ", ".join(
+            o[2] for o in steps.ops if o[0] == "create-group"
+        )
     if waiting:
         detail += f"; waiting: {waiting}"
     return changed(detail)
@@ -297,7 +301,8 @@ else:
         if user.get("is_admin"):
             rows.append([f"user {name}", "everything", "*", "admin", "admin"])
         for row in r.json().get("permissions", []) if r.status_code == 200 else []:
-            rows.append([f"user {name}", row["resource_type"], row["resource_pattern"], row["permission"], row.get("role_name", "")])
+            rows.append([f"user {name}", row["resource_type"], row["resource_pattern"],
+                         row["permission"], row.get("role_name", "")])
 print(json.dumps({"rows": rows}))
 """
 )

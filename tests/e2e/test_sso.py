@@ -103,7 +103,9 @@ def experiment_id(sso: dict, name: str) -> str:
 
 
 def visible(sso: dict, session) -> set[str]:
-    response = api(sso, session, "POST", "/api/2.0/mlflow/experiments/search", json={"max_results": 100})
+    response = api(
+        sso, session, "POST", "/api/2.0/mlflow/experiments/search", json={"max_results": 100}
+    )
     assert response.status_code == 200, response.text
     return {e["name"] for e in response.json().get("experiments", [])}
 
@@ -116,7 +118,9 @@ def personal_token(sso: dict, session) -> str:
     return response.json()["token"]
 
 
-def log_with_token(sso: dict, username: str, token: str, experiment: str) -> subprocess.CompletedProcess:
+def log_with_token(
+    sso: dict, username: str, token: str, experiment: str
+) -> subprocess.CompletedProcess:
     """A script that logs a run with the MLflow client, a token and no browser."""
     script = textwrap.dedent(f"""
         import mlflow

@@ -28,7 +28,9 @@ def test_basic_stays_the_default_and_grants_no_groups():
     deployment = Deployment(**valid_settings())
     assert deployment.auth == "basic"
     with pytest.raises(SettingsError) as raised:
-        Deployment(**valid_settings(permissions={"groups": {"team": {"experiments": {"e": "READ"}}}}))
+        Deployment(
+            **valid_settings(permissions={"groups": {"team": {"experiments": {"e": "READ"}}}})
+        )
     assert raised.value.key == "permissions.groups"
 
 
@@ -47,7 +49,10 @@ def test_basic_stays_the_default_and_grants_no_groups():
         ({"oidc_plugin_version": "11.0.2"}, "oidc_plugin_version"),
         ({"permissions": {"default": "WRITE"}}, "permissions.default"),
         ({"permissions": {"workspaces": {}}}, "permissions.workspaces"),
-        ({"permissions": {"users": {"a": {"experiments": {"e": "OWNER"}}}}}, "permissions.users.a.experiments.e"),
+        (
+            {"permissions": {"users": {"a": {"experiments": {"e": "OWNER"}}}}},
+            "permissions.users.a.experiments.e",
+        ),
         ({"permissions": {"users": {"a": {"runs": {}}}}}, "permissions.users.a.runs"),
         ({"permissions": {"teams": {}}}, "permissions.teams"),
     ],
@@ -105,7 +110,9 @@ def test_the_plugins_tables_live_in_their_own_schema():
 
 
 def test_default_permission_follows_the_mode_unless_set():
-    assert "default_permission = READ" in render_for(Deployment(**valid_settings()), "basic_auth.ini.j2")
+    assert "default_permission = READ" in render_for(
+        Deployment(**valid_settings()), "basic_auth.ini.j2"
+    )
     assert 'DEFAULT_MLFLOW_PERMISSION="NO_PERMISSIONS"' in render_for(oidc(), "mlflow.env.j2")
 
 

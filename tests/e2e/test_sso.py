@@ -9,12 +9,14 @@ session, a dropped grant goes, and bad settings stop bootstrap before anything c
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
+import secrets
 import subprocess
 import sys
 import textwrap
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
@@ -118,10 +120,37 @@ def personal_token(sso: dict, session) -> str:
     return response.json()["token"]
 
 
+def provider_token(sso: dict, sub: str, redeem_with: str | None = None) -> requests.Response:
+    """The provider's token response for ``sub``, obtained as this server's client with the
+    authorization code and PKCE but without MLflow, as a command-line login helper does;
+    ``redeem_with``: another code verifier than the one the challenge was made from."""
+    provider, settings = sso["provider"], sso["settings"]
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    query = {
+        "response_type": "code", "client_id": settings["oidc_client_id"],
+        "redirect_uri": f"{sso['url']}/callback", "scope": "openid email profile",
+        "state": secrets.token_urlsafe(8), "nonce": secrets.token_urlsafe(8),
+        "code_challenge": challenge.decode(), "code_challenge_method": "S256",
+    }  # fmt: skip
+    ca = str(provider.ca_cert)
+    authorized = requests.post(f"{provider.issuer}/oauth2/authorize?{urlencode(query)}",
+                               data={"sub": sub}, allow_redirects=False, timeout=30, verify=ca)  # fmt: skip
+    code = parse_qs(urlsplit(authorized.headers["location"]).query)["code"][0]
+    return requests.post(
+        f"{provider.issuer}/oauth2/token", timeout=30, verify=ca,
+        auth=(settings["oidc_client_id"], settings["oidc_client_secret"]),
+        data={"grant_type": "authorization_code", "code": code,
+              "code_verifier": redeem_with or verifier, "redirect_uri": f"{sso['url']}/callback"},
+    )  # fmt: skip
+
+
 def log_with_token(
-    sso: dict, username: str, token: str, experiment: str
+    sso: dict, username: str | None, token: str, experiment: str
 ) -> subprocess.CompletedProcess:
-    """A script that logs a run with the MLflow client, a token and no browser."""
+    """A script that logs a run with the MLflow client, a token and no browser: a personal
+    access token as the password of ``username``, or (``username`` None) the provider's
+    token as MLFLOW_TRACKING_TOKEN."""
     script = textwrap.dedent(f"""
         import mlflow
         mlflow.set_experiment({experiment!r})
@@ -132,10 +161,13 @@ def log_with_token(
     """)
     env = {
         "PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": sso["url"],
-        "MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": token,
         "MLFLOW_TRACKING_SERVER_CERT_PATH": sso["cert"], "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     }  # fmt: skip
+    if username is None:
+        env["MLFLOW_TRACKING_TOKEN"] = token
+    else:
+        env.update(MLFLOW_TRACKING_USERNAME=username, MLFLOW_TRACKING_PASSWORD=token)
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=300, check=False)  # fmt: skip
 
@@ -156,6 +188,28 @@ def test_grants_converge_and_a_second_bootstrap_changes_nothing(sso):
     assert "3 granted, 0 changed, 0 removed" in second.stdout, second.stdout
     third = bootstrap(sso)
     assert " 0 changed" in third.stdout, third.stdout
+    listed = fab("users", "--settings", str(sso["path"])).stdout
+    rows = [line.split() for line in listed.splitlines()]
+    assert [
+        "group",
+        "team-a",
+        "experiment",
+        "team-a-exp",
+        "EDIT",
+        "group",
+        "(fab",
+        "bootstrap)",
+    ] in rows
+    assert [
+        "user",
+        "bob@example.test",
+        "experiment",
+        "team-a-exp",
+        "READ",
+        "user",
+        "(fab",
+        "bootstrap)",
+    ] in rows
 
 
 def test_a_member_of_an_allowed_group_sees_only_what_their_groups_may_read(sso):
@@ -186,8 +240,21 @@ def test_a_script_logs_a_run_with_a_token_and_a_read_grant_cannot_log(sso):
     bob, _ = sign_in(sso, "bob")
     assert visible(sso, bob) == {"team-a-exp", "team-b-exp"}  # his group's, and READ on team-a's
     refused = log_with_token(sso, "bob@example.test", personal_token(sso, bob), "team-a-exp")
-    assert refused.returncode != 0
-    assert "PERMISSION_DENIED" in refused.stderr or "403" in refused.stderr, refused.stderr[-2000:]
+    # The plugin answers 403 with error_code INTERNAL_ERROR and "Permission denied".
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr, refused.stderr[-2000:]
+    denied = api(sso, bob, "POST", "/api/2.0/mlflow/runs/create",
+                 json={"experiment_id": experiment_id(sso, "team-a-exp")})  # fmt: skip
+    assert denied.status_code == 403, denied.text
+
+
+def test_a_ci_job_logs_with_the_providers_token(sso):
+    response = provider_token(sso, "alice")
+    assert response.status_code == 200, response.text
+    logged = log_with_token(sso, None, response.json()["id_token"], "team-a-exp")
+    assert logged.returncode == 0 and "logged" in logged.stdout, logged.stderr[-2000:]
+    # PKCE holds at the provider: a code redeemed with another verifier gets no token.
+    intercepted = provider_token(sso, "alice", redeem_with="x" * 43)
+    assert intercepted.status_code == 400 and "invalid_grant" in intercepted.text
 
 
 def test_logout_ends_the_session(sso):

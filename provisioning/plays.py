@@ -75,7 +75,7 @@ def bootstrap(play: Play, d: Deployment) -> None:
             play.step("roll back", servers.roll_back, ctx, previous)
         raise
     # Also with no grants set: those the kit made before and the settings dropped go.
-    play.step("permissions", permissions.converge, d, token)
+    play.step("permissions", permissions.converge, d)
     play.step("old environments", conda.prune, d.keep_environments)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from provisioning import facts
 from provisioning.layout import PATHS, USER
 from provisioning.play import Outcome, changed, unchanged
-from provisioning.settings import Deployment, Secret
+from provisioning.settings import Deployment
 from provisioning.transport import Host
 
 #: (kind "user" | "group", subject, resource "experiments" | "registered_models", name)
@@ -39,7 +39,8 @@ from urllib.parse import quote
 import requests
 warnings.filterwarnings("ignore")
 given = json.load(sys.stdin)
-API = "https://127.0.0.1"
+#: nginx on the VM's loopback (a test may point the scripts elsewhere).
+API = given.get("api", "https://127.0.0.1")
 password = given.get("password")
 if password is None:
     with open(given["token_file"]) as handle:
@@ -217,7 +218,8 @@ def plan(
     return result
 
 
-def _credentials(deployment: Deployment, token: Secret | None) -> dict:
+def _credentials(deployment: Deployment) -> dict:
+    """The kit's admin: with oidc its token file is read on the VM, by the script itself."""
     if deployment.auth == "oidc":
         return {"username": deployment.admin_username, "password": None,
                 "token_file": PATHS["oidc_admin_token"]}  # fmt: skip
@@ -240,7 +242,7 @@ def owned_grants(host: Host) -> set[Key]:
     return {tuple(k) for k in json.loads(text)} if text else set()
 
 
-def converge(host: Host, deployment: Deployment, token: Secret | None = None) -> Outcome[None]:
+def converge(host: Host, deployment: Deployment) -> Outcome[None]:
     """The grants of the settings in place; those the kit created and the settings dropped
     removed (all others on the named resources too with ``exclusive``)."""
     want = desired(deployment)
@@ -249,7 +251,7 @@ def converge(host: Host, deployment: Deployment, token: Secret | None = None) ->
         return unchanged("no grants in the settings, none made before")
     keys = set(want) | owned
     given = {
-        **_credentials(deployment, token),
+        **_credentials(deployment),
         "mode": deployment.auth,
         "experiments": sorted({k[3] for k in keys if k[2] == "experiments"}),
         "models": sorted({k[3] for k in keys if k[2] == "registered_models"}),
@@ -310,7 +312,7 @@ print(json.dumps({"rows": rows}))
 
 def listing(host: Host, deployment: Deployment) -> list[list[str]]:
     """Rows of (subject, resource, name, permission, how): every user's and group's grants."""
-    given = {**_credentials(deployment, None), "mode": deployment.auth}
+    given = {**_credentials(deployment), "mode": deployment.auth}
     rows = _run(host, "list MLflow's grants", LIST_SCRIPT, given)["rows"]
     owned = owned_grants(host)
     marked = []

@@ -170,3 +170,42 @@ def test_desired_lists_every_grant_of_the_settings():
         ("group", "team-a", "registered_models", "m"): "READ",
         ("user", "alice@example.com", "experiments", "b"): "MANAGE",
     }
+
+
+def test_the_oidc_bootstrap_checks_the_provider_first_and_proves_the_server_as_the_kit():
+    from provisioning import facts, plays
+    from provisioning.settings import Secret
+    from provisioning.steps.conda import Environment
+    from provisioning.steps.schema import Schema, SchemaPlan
+    from provisioning.steps.secrets import ServerSecrets
+    from tests.unit.test_plays import RecordingPlay
+
+    token = Secret("mlf_0123abcd_secret")
+    recording = RecordingPlay({
+        "preflight": facts.Resources(2, 4000, 20000),
+        "server secrets": ServerSecrets("k" * 64, "p" * 48, 1),
+        "conda environment": Environment("/opt/mlflow/envs/0123456789abcdef"),
+        "configuration files": frozenset(),
+        "schema check": SchemaPlan("3.17.2", Schema("a", "a", True, 0), Schema("b", "b", True, 0)),
+        "oidc accounts": token,
+        "tls certificate": frozenset(),
+    })  # fmt: skip
+    plays.bootstrap(recording, oidc())
+    names = [name for name, _f, _a in recording.steps]
+    assert "admin password" not in names  # MLflow's basic-auth admin is not the kit's here
+    # The provider before anything the servers read; the accounts before the servers switch.
+    assert names.index("identity provider") < names.index("database certificate")
+    assert (
+        names.index("schema migration")
+        < names.index("oidc accounts")
+        < names.index("activate environment")
+    )
+    assert names.index("health gate") < names.index("permissions")
+    (gated,) = recording.args("health gate")
+    assert gated.admin_password == token and gated.admin_username == "admin"
+
+
+def test_storage_env_cannot_set_the_plugins_settings():
+    with pytest.raises(SettingsError) as raised:
+        Deployment(**valid_settings(storage_env={"OIDC_CLIENT_SECRET": "x"}))
+    assert raised.value.key == "storage_env.OIDC_CLIENT_SECRET"

@@ -59,6 +59,16 @@ PATHS = {
     "oidc_admin_token": "/var/lib/mlflow/kit-admin-token",
     # The grants fab bootstrap created (and so may remove); mlflow 0600.
     "permissions_record": "/var/lib/mlflow/kit-permissions.json",
+    # Backups, garbage collection and metrics (provisioning/backups/remote: the programs).
+    "kit_storage": "/opt/mlflow/bin/kit_storage.py",
+    "backup_program": "/opt/mlflow/bin/mlflow-backup",
+    "gc_program": "/opt/mlflow/bin/mlflow-gc",
+    "metrics_program": "/opt/mlflow/bin/mlflow-metrics",
+    "gc_unit": "/etc/systemd/system/mlflow-gc.service",
+    "gc_timer": "/etc/systemd/system/mlflow-gc.timer",
+    # What the last gc run did (JSON, written by mlflow-gc); fab status shows it.
+    "gc_last": "/var/lib/mlflow/gc-last.json",
+    "metrics_unit": "/etc/systemd/system/mlflow-metrics.service",
 }
 USER = "mlflow"
 GROUP = "mlflow"
@@ -68,6 +78,11 @@ NGINX_UNIT_NAME = "nginx.service"
 #: Services the kit does not render but starts or reloads (installed by the packages step).
 SYSTEM_SERVICES = (NGINX_UNIT_NAME,)
 FIRST_SERVER_PORT = 5001
+GC_UNIT_NAME = "mlflow-gc.service"
+GC_TIMER_NAME = "mlflow-gc.timer"
+METRICS_UNIT_NAME = "mlflow-metrics.service"
+#: Loopback port of mlflow-metrics (every instance's metrics and the kit's counts in one).
+METRICS_PORT = 5200
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,12 @@ FILES = {
     "certbot-env.conf.j2": ManagedFile(PATHS["certbot_dropin"], "root", "root", 0o644),
     # Run by certbot after a renewal; it reloads nginx itself.
     "certbot-deploy-hook.sh.j2": ManagedFile(PATHS["certbot_deploy_hook"], "root", "root", 0o755),
+    # Started by their timer; a change applies at the next run (the gc step reloads units).
+    "mlflow-gc.service.j2": ManagedFile(PATHS["gc_unit"], "root", "root", 0o644),
+    "mlflow-gc.timer.j2": ManagedFile(PATHS["gc_timer"], "root", "root", 0o644),
+    "mlflow-metrics.service.j2": ManagedFile(
+        PATHS["metrics_unit"], "root", "root", 0o644, Handler("restart", METRICS_UNIT_NAME)
+    ),
 }
 
 #: Managed state that is not a rendered file, and what its change notifies.

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 
-from provisioning import facts
+from provisioning import facts, waiting
 from provisioning.layout import PATHS
 from provisioning.play import Outcome, unchanged
 from provisioning.settings import Deployment
@@ -23,8 +22,9 @@ SMOKE_SCRIPT = """
 import json, os, sys, tempfile, uuid
 given = json.load(sys.stdin)
 os.environ.update(given["env"])
-os.environ.update(MLFLOW_TRACKING_URI="https://127.0.0.1", MLFLOW_TRACKING_INSECURE_TLS="true",
-                  MLFLOW_TRACKING_USERNAME=given["username"], MLFLOW_TRACKING_PASSWORD=given["password"])
+os.environ.update(MLFLOW_TRACKING_URI=given.get("tracking_uri", "https://127.0.0.1"),
+                  MLFLOW_TRACKING_INSECURE_TLS="true", MLFLOW_TRACKING_USERNAME=given["username"],
+                  MLFLOW_TRACKING_PASSWORD=given["password"])
 import warnings; warnings.filterwarnings("ignore")
 from mlflow.tracking import MlflowClient
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -49,9 +49,10 @@ print(f"smoke ok: a metric and an artifact written, read back and deleted in exp
 """
 
 
-def smoke_input(deployment: Deployment) -> str:
-    """What the smoke client reads on stdin: credentials, and the storage client's settings
-    (with direct artifacts the client itself writes to the bucket)."""
+def smoke_input(deployment: Deployment, password: str | None = None) -> str:
+    """What the smoke client reads on stdin: credentials (``password``: instead of the
+    admin's), and the storage client's settings (with direct artifacts the client itself
+    writes to the bucket)."""
     env = dict(deployment.storage_env)
     if not deployment.telemetry:
         env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
@@ -59,7 +60,7 @@ def smoke_input(deployment: Deployment) -> str:
     return json.dumps(
         {
             "username": deployment.admin_username,
-            "password": deployment.admin_password.reveal(),
+            "password": deployment.admin_password.reveal() if password is None else password,
             "env": env,
         }
     )
@@ -71,30 +72,44 @@ def server_journal(host: Host) -> str:
 
 def wait_healthy(host: Host, timeout: float = HEALTH_TIMEOUT_S) -> None:
     """Until /health answers 200 through nginx; RemoteError with the servers' journal after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        code = host.read(facts.HEALTH_CODE)
-        if code == "200":
-            return
-        if time.monotonic() > deadline:
-            raise host.error(
-                facts.HEALTH_CODE.command,
-                1,
-                f"/health answered {code or 'nothing'} after {timeout:.0f}s\n"
-                + server_journal(host),
-            )
-        time.sleep(1)
+    waiting.until(
+        host,
+        lambda: host.read(facts.HEALTH_CODE),
+        lambda code: code == "200",
+        timeout=timeout,
+        poll=1,
+        late=lambda code: host.error(
+            facts.HEALTH_CODE.command,
+            1,
+            f"/health answered {code or 'nothing'} after {timeout:.0f}s\n" + server_journal(host),
+        ),
+    )
+
+
+def kit_token(host: Host) -> str:
+    """auth oidc: the access token of the kit's service account, kept on the VM by
+    ``fab bootstrap`` (provisioning.steps.oidc); the plugin takes it as the password."""
+    token = host.read(facts.file_text(PATHS["oidc_admin_token"]))
+    if not token:
+        raise host.error(
+            SMOKE_CHECK,
+            1,
+            f"no access token of the kit's admin at {PATHS['oidc_admin_token']}: "
+            "fab bootstrap issues it",
+        )
+    return token
 
 
 def gate(host: Host, deployment: Deployment) -> Outcome[None]:
-    """/health through nginx, then the MLflow client logs a metric and reads it back."""
+    """/health through nginx, then the MLflow client logs a metric and reads it back (as
+    the admin; with auth oidc as the kit's service account, with its token)."""
     wait_healthy(host)
     # The client reads the credentials from its stdin, never from its command line.
     result = host.run(
         f"{PATHS['current_env']}/bin/python -c {shlex.quote(SMOKE_SCRIPT)}",
         sudo=False,
         check=False,
-        stdin=smoke_input(deployment),
+        stdin=smoke_input(deployment, kit_token(host) if deployment.auth == "oidc" else None),
         timeout=300,
     )
     if result.exited != 0 or "smoke ok" not in result.stdout:

@@ -179,7 +179,8 @@ def _answer(code: str, body: str) -> str:
 
 def admin_account(host: Host, deployment: Deployment, env: Environment) -> Outcome[Secret | None]:
     """auth oidc: the plugin's schema migrated, the kit's admin service account and its token
-    (the value, for the health gate and the permissions); nothing under basic auth."""
+    (kept on the VM for the health gate, permissions, gc and metrics; returned too);
+    nothing under basic auth."""
     if deployment.auth != "oidc":
         return unchanged(f"auth {deployment.auth}: MLflow keeps the admin", None)
     given = {

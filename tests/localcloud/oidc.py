@@ -47,11 +47,11 @@ import argparse
 import json
 import ssl
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.localcloud.procs import free_port, run, spawn, stop, wait_for
+from tests.localcloud.pki import LocalCA
+from tests.localcloud.procs import free_port, spawn, stop, wait_for
 
 #: The claims a user may carry besides ``sub``; published as ``claims_supported``.
 CLAIMS = ("email", "email_verified", "name", "preferred_username", "groups")
@@ -167,14 +167,11 @@ class OidcProvider:
         """The CA that signed the provider's certificate (give it to the guest and to clients)."""
         return self.directory / "mlflow-kit-localcloud-oidc-ca.crt"
 
-    def start(self, ca) -> None:
-        """Start serving with a certificate for the address from ``ca`` (a vendor.LocalCA)."""
-        import shutil
-
+    def start(self, ca: LocalCA) -> None:
+        """Start serving with a certificate for the address from the local cloud's ``ca``."""
         self.port = self.port or free_port(self.address)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ca.cert, self.ca_cert)
-        pem = issue_for_address(ca, self.address, self.directory / "server.pem")
+        ca.copy_cert(self.ca_cert)
+        pem = ca.issue(self.address, self.directory)
         proc = spawn(
             [sys.executable, "-m", "tests.localcloud.oidc", "--bind", self.address,
              "--port", str(self.port), "--cert", str(pem)],
@@ -214,25 +211,6 @@ class OidcProvider:
         response.raise_for_status()
         answer = response.json()
         return answer["client_id"], answer["client_secret"]
-
-
-def issue_for_address(ca, address: str, pem: Path) -> Path:
-    """``pem``: a server certificate for the IP ``address`` from ``ca``, then its key."""
-    if pem.exists():
-        return pem
-    with tempfile.TemporaryDirectory(prefix="localcloud-oidc-") as tmp:
-        key, csr, crt, ext = (Path(tmp) / n for n in ("k.pem", "r.csr", "c.pem", "ext.cnf"))
-        run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={address}",
-             "-keyout", str(key), "-out", str(csr)])  # fmt: skip
-        ext.write_text(
-            f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
-        )
-        run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey",
-             str(ca.key), "-CAcreateserial", "-days", "30", "-extfile", str(ext),
-             "-out", str(crt)])  # fmt: skip
-        pem.write_text(crt.read_text() + key.read_text())
-    pem.chmod(0o600)
-    return pem
 
 
 if __name__ == "__main__":

@@ -12,16 +12,19 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
 import secrets
 import subprocess
 import sys
 import textwrap
+import time
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
 
 from tests.e2e.kit import fab, main_pids, write_settings
+from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET
 
 pytestmark = pytest.mark.e2e
 
@@ -303,3 +306,49 @@ def test_bad_provider_settings_stop_bootstrap_before_any_change(sso, change, nam
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert named in failed.stderr and "Nothing was changed" in failed.stderr, failed.stderr
     assert server_state(sso["host"]) == before
+
+
+def test_metrics_and_gc_act_as_the_kits_service_account(sso, local_cloud, monkeypatch):
+    import mlflow
+
+    url, cert = f"{sso['url']}/metrics", sso["cert"]
+    assert requests.get(url, verify=cert, timeout=30).status_code == 401
+    answer = requests.get(url, verify=cert, timeout=30, auth=sso["admin"])
+    assert answer.status_code == 200, answer.text[:500]
+    # mlflow-metrics read every instance's own metrics with the kit's token.
+    up = [line for line in answer.text.splitlines() if line.startswith("mlflow_kit_instance_up{")]
+    assert up and all(line.endswith(" 1.0") for line in up), up
+    alice, _ = sign_in(sso, "alice")  # signed in, and no administrator
+    assert api(sso, alice, "GET", "/metrics").status_code == 403
+
+    # gc deletes a deleted run's artifacts through the server, signed with the kit's token.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sso["url"])
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", sso["admin"][0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", sso["admin"][1])
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", cert)
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment("gc-under-sso")
+    run = client.create_run(experiment)
+    client.log_text(run.info.run_id, "to be collected", "junk/file.txt")
+    prefix = f"{ARTIFACT_PREFIX}/{experiment}/{run.info.run_id}/"
+
+    def stored() -> list:
+        return (
+            local_cloud.s3.client()
+            .list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+            .get("Contents", [])
+        )
+
+    assert stored()
+    client.delete_run(run.info.run_id)
+    time.sleep(2)
+    # The installed program with the unit's user and env file; only the age differs.
+    sso["host"].ssh(
+        "sudo systemd-run --wait --quiet -p User=mlflow -p EnvironmentFile=/etc/mlflow/mlflow.env "
+        "-p Environment=MLFLOW_KIT_GC_OLDER_THAN=1s /opt/mlflow/current/bin/python "
+        "/opt/mlflow/bin/mlflow-gc",
+        check=False,
+    )
+    last = json.loads(sso["host"].ssh("sudo cat /var/lib/mlflow/gc-last.json").stdout)
+    assert last["result"] == "success" and last["runs"] == 1, last
+    assert not stored()

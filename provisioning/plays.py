@@ -175,5 +175,9 @@ def restore(play: Play, d: Deployment, backup_id: str) -> None:
     env = play.step("environment", backup_steps.current_environment)
     plan = play.step("schema check", schema.check, d, env)
     play.step("schema migration", schema.migrate, d, plan)
+    if d.auth == "oidc":
+        # The plugin's schema is the backup's (or gone, from a server without it): the
+        # kit's account and token made right again before the gate uses them.
+        play.step("oidc accounts", oidc.admin_account, d, env)
     play.step("resume serving", backup_steps.resume_serving, d, ports)
     play.step("health gate", health.gate, d)

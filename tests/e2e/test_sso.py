@@ -13,6 +13,7 @@ import base64
 import datetime
 import hashlib
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -352,3 +353,36 @@ def test_metrics_and_gc_act_as_the_kits_service_account(sso, local_cloud, monkey
     last = json.loads(sso["host"].ssh("sudo cat /var/lib/mlflow/gc-last.json").stdout)
     assert last["result"] == "success" and last["runs"] == 1, last
     assert not stored()
+
+
+def test_a_restore_brings_back_the_plugins_grants_and_the_kit_still_signs_in(sso):
+    path, host = str(sso["path"]), sso["host"]
+    taken = fab("backup", "--settings", path)
+    backup_id = re.search(r"backup ID: (\S+)", taken.stdout).group(1)
+    team_a = experiment_id(sso, "team-a-exp")
+    # After the backup: team-a's grant revoked in the plugin, an experiment made.
+    revoked = as_admin(
+        sso, "DELETE", f"/api/2.0/mlflow/permissions/groups/team-a/experiments/{team_a}"
+    )
+    assert revoked.status_code in (200, 204), revoked.text
+    alice, _ = sign_in(sso, "alice")
+    assert visible(sso, alice) == set()
+    made = as_admin(
+        sso, "POST", "/api/2.0/mlflow/experiments/create", json={"name": "after-backup"}
+    )
+    assert made.status_code == 200, made.text
+
+    # The servers come back behind the health gate, which signs in as the kit's account.
+    restored = fab("restore", "--from", backup_id, "--settings", path, "--yes")
+    assert "health gate" in restored.stdout, restored.stdout
+    alice, _ = sign_in(sso, "alice")
+    assert visible(sso, alice) == {"team-a-exp"}
+    token = host.ssh("sudo cat /var/lib/mlflow/kit-admin-token").stdout.strip()
+    gone = requests.get(f"{sso['url']}/api/2.0/mlflow/experiments/get-by-name",
+                        params={"experiment_name": "after-backup"}, auth=("admin", token),
+                        timeout=30, verify=sso["cert"])  # fmt: skip
+    assert gone.status_code == 404, gone.text
+    # A bootstrap afterwards finds the grants as the settings (without bob's) want them.
+    settings = {**sso["settings"], "permissions": {"groups": PERMISSIONS["groups"]}}
+    again = bootstrap(sso, settings, "without-bob.yaml").stdout
+    assert "2 grant(s) as set" in again, again

@@ -500,3 +500,29 @@ def kek_fingerprint(path: str) -> Fact[str]:
         f'| sha256sum)"; fi',
         parse_text,
     )
+
+
+def parse_http(text: str) -> tuple[str, str]:
+    """curl's body then ``-w '\\n%{http_code}'`` -> (status, body); status 000: no answer
+    (the body is then curl's own error)."""
+    body, _, code = text.rstrip("\n").rpartition("\n")
+    return code.strip(), body
+
+
+def https_get(url: str) -> Fact[tuple[str, str]]:
+    """(status, body) of a GET from the host, trusting the host's CAs (10 s at most)."""
+    return Fact(
+        f"curl -sS --max-time 10 -w '\\n%{{http_code}}' {shlex.quote(url)} 2>&1 || true",
+        parse_http,
+        sudo=False,
+    )
+
+
+def https_post_config(url: str) -> Fact[tuple[str, str]]:
+    """(status, body) of a POST from the host whose credentials and form come as a curl
+    config on stdin (``user = ...``, ``data = ...``), never on the command line."""
+    return Fact(
+        f"curl -sS --max-time 10 -K - -w '\\n%{{http_code}}' {shlex.quote(url)} 2>&1 || true",
+        parse_http,
+        sudo=False,
+    )

@@ -55,6 +55,10 @@ PATHS = {
     "local_ca_dir": "/usr/local/share/ca-certificates",
     "kit_ca_dir": "/usr/local/share/ca-certificates/mlflow-kit",
     "pip_conf": "/etc/pip.conf",
+    # auth oidc: the access token of the kit's own admin service account (mlflow 0600).
+    "oidc_admin_token": "/var/lib/mlflow/kit-admin-token",
+    # The grants fab bootstrap created (and so may remove); mlflow 0600.
+    "permissions_record": "/var/lib/mlflow/kit-permissions.json",
     # Backups, garbage collection and metrics (provisioning/backups/remote: the programs).
     "kit_storage": "/opt/mlflow/bin/kit_storage.py",
     "backup_program": "/opt/mlflow/bin/mlflow-backup",

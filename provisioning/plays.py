@@ -18,7 +18,9 @@ from provisioning.steps import (
     gc,
     health,
     metrics,
+    oidc,
     packages,
+    permissions,
     preflight,
     proxy,
     schema,
@@ -41,10 +43,14 @@ def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
     """
     resources = play.step("preflight", preflight.check, d)
     ports = servers.ports_for(d, resources)
-    play.step("admin password", admin.check_password, d)
+    if d.auth == "basic":
+        play.step("admin password", admin.check_password, d)
     play.step("first boot", packages.first_boot)
     play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
     play.step("system packages", packages.system_packages)
+    if d.auth == "oidc":
+        # From the VM, before anything the servers read changes (provisioning.steps.oidc).
+        play.step("identity provider", oidc.check_provider, d)
     play.step("backup tools", backup_steps.tools)
     play.step("database certificate", database.certificate, d)
     play.step("mlflow user and directories", configuration.service_user)
@@ -66,6 +72,10 @@ def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
         taken = play.step("backup before migration", backup_steps.before_migration, d, selection)
         restore = taken.restore_command if taken else ""
     play.step("schema migration", schema.migrate, d, plan)
+    if d.auth == "oidc":
+        # The plugin's schema, the kit's admin account and its token (kept on the VM, where
+        # the health gate, permissions, gc and metrics read it).
+        play.step("oidc accounts", oidc.admin_account, d, env)
     previous = play.step("activate environment", conda.activate, env)
     try:
         play.step("mlflow servers", servers.converge, ctx, env)
@@ -76,6 +86,8 @@ def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
         if previous is not None:
             play.step("roll back", servers.roll_back, ctx, previous, restore)
         raise
+    # Also with no grants set: those the kit made before and the settings dropped go.
+    play.step("permissions", permissions.converge, d)
     play.step("garbage collection", gc.converge, d, ctx)
     play.step("metrics", metrics.converge, ctx)
     play.step("old environments", conda.prune, d.keep_environments)
@@ -163,5 +175,9 @@ def restore(play: Play, d: Deployment, backup_id: str) -> None:
     env = play.step("environment", backup_steps.current_environment)
     plan = play.step("schema check", schema.check, d, env)
     play.step("schema migration", schema.migrate, d, plan)
+    if d.auth == "oidc":
+        # The plugin's schema is the backup's (or gone, from a server without it): the
+        # kit's account and token made right again before the gate uses them.
+        play.step("oidc accounts", oidc.admin_account, d, env)
     play.step("resume serving", backup_steps.resume_serving, d, ports)
     play.step("health gate", health.gate, d)

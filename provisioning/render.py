@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import jinja2
 
 from provisioning import sizing
+from provisioning.auth import auth_context
 from provisioning.handlers import inputs_of
 from provisioning.layout import (
     GROUP,
@@ -292,6 +293,7 @@ def context(
         "down_ports": [],
         "config_digest": "",
     }
+    ctx.update(auth_context(deployment, ctx["backend_store_uri"]))
     ctx["config_digest"] = config_digest(ctx)
     return ctx
 

@@ -62,6 +62,12 @@ def rotate_admin_password(
       fab rotate-admin-password --stack dev --new-password-file ~/.mlflow-dev-admin
     """
     deployment = load_deployment(c, stack, settings)
+    if deployment.auth != "basic":
+        raise Exit(
+            "rotate-admin-password: with auth oidc the kit's admin is a service account whose "
+            "token bootstrap renews; people administer through oidc_admin_groups",
+            code=2,
+        )
     new = _password_file(Path(new_password_file).expanduser(), create=True)
     current = deployment.admin_password
     if current_password_file:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from provisioning.settings.auth import DEFAULT_OIDC_PLUGIN_VERSION
 from provisioning.settings.rules import (
     DEFAULT_ACME_DIRECTORY,
     DEFAULT_MINIFORGE_SHA256,
@@ -108,6 +109,21 @@ class Deployment:
     gc_schedule: str = "daily"
     #: Addresses that may read /metrics without the admin's credentials.
     metrics_allowed_cidrs: tuple[str, ...] = ()
+    #: ``basic`` (MLflow's basic auth) or ``oidc`` (sign-in through an OpenID Connect
+    #: provider, with the mlflow-oidc-auth plugin): provisioning.settings.auth.
+    auth: str = "basic"
+    #: The provider's issuer URL (``https://...``; discovery at ``/.well-known/openid-configuration``).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: Secret | None = None
+    #: Members of any of these groups may sign in; of the admin groups, administer.
+    oidc_allowed_groups: tuple[str, ...] = ()
+    oidc_admin_groups: tuple[str, ...] = ()
+    #: The token claim that lists a user's groups.
+    oidc_groups_claim: str = "groups"
+    oidc_plugin_version: str = DEFAULT_OIDC_PLUGIN_VERSION
+    #: Grants the kit converges through MLflow's auth API (provisioning.settings.auth).
+    permissions: dict[str, Any] = field(default_factory=dict)
     #: What validation changed on the way in (e.g. a rewritten URI scheme), for display.
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
@@ -146,7 +162,13 @@ REQUIRED_KEYS = tuple(
     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 )
 SECRET_FIELDS = frozenset(
-    {"backend_store_uri", "admin_password", "flask_secret_key", "kek_passphrase"}
+    {
+        "backend_store_uri",
+        "admin_password",
+        "flask_secret_key",
+        "kek_passphrase",
+        "oidc_client_secret",
+    }
 )
 #: Fields whose values are local file paths; a settings file's relative paths are
 #: resolved against the settings file's directory.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from provisioning.settings.auth import OIDC_ENV
 from provisioning.settings.secret import Secret, SettingsError
 from stacks import contract
 
@@ -81,6 +82,8 @@ RESERVED_ENV = frozenset(
         "SSL_CERT_FILE",
     }
 )
+#: ... and the mlflow-oidc-auth plugin's, which it writes with auth oidc.
+RESERVED_ENV |= OIDC_ENV
 
 PUBLIC_KEY_TYPES = (
     "ssh-ed25519",

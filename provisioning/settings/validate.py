@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from provisioning.settings.auth import validate_auth
 from provisioning.settings.rules import (
     ARTIFACT_MODES,
     CALENDAR,
@@ -130,6 +131,7 @@ def validate(d: Deployment) -> None:
     if d.db_connection_name == "":
         _set(d, "db_connection_name", None)
     _check_backups(d)
+    validate_auth(d)
     _set(d, "notes", tuple(notes))
 
 

@@ -49,9 +49,10 @@ print(f"smoke ok: a metric and an artifact written, read back and deleted in exp
 """
 
 
-def smoke_input(deployment: Deployment) -> str:
-    """What the smoke client reads on stdin: credentials, and the storage client's settings
-    (with direct artifacts the client itself writes to the bucket)."""
+def smoke_input(deployment: Deployment, password: str | None = None) -> str:
+    """What the smoke client reads on stdin: credentials (``password``: instead of the
+    admin's), and the storage client's settings (with direct artifacts the client itself
+    writes to the bucket)."""
     env = dict(deployment.storage_env)
     if not deployment.telemetry:
         env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
@@ -59,7 +60,7 @@ def smoke_input(deployment: Deployment) -> str:
     return json.dumps(
         {
             "username": deployment.admin_username,
-            "password": deployment.admin_password.reveal(),
+            "password": deployment.admin_password.reveal() if password is None else password,
             "env": env,
         }
     )
@@ -85,15 +86,30 @@ def wait_healthy(host: Host, timeout: float = HEALTH_TIMEOUT_S) -> None:
     )
 
 
+def kit_token(host: Host) -> str:
+    """auth oidc: the access token of the kit's service account, kept on the VM by
+    ``fab bootstrap`` (provisioning.steps.oidc); the plugin takes it as the password."""
+    token = host.read(facts.file_text(PATHS["oidc_admin_token"]))
+    if not token:
+        raise host.error(
+            SMOKE_CHECK,
+            1,
+            f"no access token of the kit's admin at {PATHS['oidc_admin_token']}: "
+            "fab bootstrap issues it",
+        )
+    return token
+
+
 def gate(host: Host, deployment: Deployment) -> Outcome[None]:
-    """/health through nginx, then the MLflow client logs a metric and reads it back."""
+    """/health through nginx, then the MLflow client logs a metric and reads it back (as
+    the admin; with auth oidc as the kit's service account, with its token)."""
     wait_healthy(host)
     # The client reads the credentials from its stdin, never from its command line.
     result = host.run(
         f"{PATHS['current_env']}/bin/python -c {shlex.quote(SMOKE_SCRIPT)}",
         sudo=False,
         check=False,
-        stdin=smoke_input(deployment),
+        stdin=smoke_input(deployment, kit_token(host) if deployment.auth == "oidc" else None),
         timeout=300,
     )
     if result.exited != 0 or "smoke ok" not in result.stdout:

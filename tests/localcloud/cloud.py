@@ -20,6 +20,7 @@ from tests.localcloud.cloudlike import CloudLike
 from tests.localcloud.host import SUBNET_PREFIX, FreshHost, Link, claim_slot
 from tests.localcloud.image import CACHE_ROOT, ensure_image
 from tests.localcloud.limits import Limits, for_machine_type
+from tests.localcloud.oidc import OidcProvider
 from tests.localcloud.pki import LocalCA
 from tests.localcloud.services import (
     ARTIFACT_PREFIX,
@@ -51,6 +52,7 @@ class LocalCloud:
     gcs: GcsEmulator | None = None
     files: FileServer | None = None
     vendor: VendorFiles | None = None
+    oidc: OidcProvider | None = None
     challtestsrv: ChallTestSrv | None = None
     pebble: Pebble | None = None
     hosts: list[FreshHost] = field(default_factory=list)
@@ -181,6 +183,14 @@ class LocalCloud:
                 shutil.copyfile(deb, target)
         return {download.host: self.vendor.address for download in downloads}
 
+    def oidc_provider(self) -> OidcProvider:
+        """The OpenID Connect provider (tests/localcloud/oidc.py), started on first use."""
+        if self.oidc is None or not self.oidc.pid:
+            self.oidc = OidcProvider(Link(self.services_slot).host_address, self.run_dir, self.tied)
+            self.oidc.start(self.local_ca())
+            self.save()
+        return self.oidc
+
     def clone_host(
         self,
         source: FreshHost,
@@ -249,8 +259,8 @@ class LocalCloud:
     def _services(self) -> tuple:
         """Every service, in the order they stop."""
         return (
-            self.pebble, self.challtestsrv, self.vendor, self.files, self.gcs, self.s3,
-            self.postgres,
+            self.oidc, self.pebble, self.challtestsrv, self.vendor, self.files, self.gcs,
+            self.s3, self.postgres,
         )  # fmt: skip
 
     # -- Let's Encrypt's test server (acme.py) --------------------------------------------
@@ -374,6 +384,7 @@ class LocalCloud:
             "gcs": _fields(self.gcs),
             "files": _fields(self.files),
             "vendor": _fields(self.vendor),
+            "oidc": _fields(self.oidc),
             "challtestsrv": _fields(self.challtestsrv),
             "pebble": _fields(self.pebble),
             "hosts": [_host_fields(h) for h in self.hosts],
@@ -403,6 +414,8 @@ class LocalCloud:
             cloud.files = FileServer(**{**state["files"], "run_dir": cloud.run_dir})
         if state.get("vendor"):
             cloud.vendor = VendorFiles(**{**state["vendor"], "run_dir": cloud.run_dir})
+        if state.get("oidc"):
+            cloud.oidc = OidcProvider(**{**state["oidc"], "run_dir": cloud.run_dir})
         if state.get("challtestsrv"):
             cloud.challtestsrv = ChallTestSrv(**{**state["challtestsrv"], "run_dir": cloud.run_dir})
         if state.get("pebble"):

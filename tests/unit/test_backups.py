@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import pytest
 
+from provisioning.auth import OIDC_SCHEMA
 from provisioning.backups import cloudsql, rds, record
 from provisioning.backups.remote import HERE as REMOTE
 from provisioning.settings import Deployment
@@ -203,11 +204,13 @@ def test_pg_dump_older_than_the_server_is_refused_naming_both(
         assert db.check_versions() == (f"{client}.4", f"{server}.2")
 
 
-def test_the_restore_drops_only_what_the_role_owns_in_public():
-    sql = mlflow_backup.DROP_OWNED_IN_PUBLIC
+def test_the_restore_drops_only_what_the_role_owns_in_public_and_the_plugins_schema():
+    sql = mlflow_backup.DROP_OWNED_BEFORE_RESTORE
     assert sql.count("n.nspname = 'public'") == 4
-    assert sql.count("pg_has_role(") == 4
-    assert "DROP SCHEMA" not in sql and "DROP DATABASE" not in sql
+    assert sql.count("pg_has_role(") == 5
+    assert sql.count("DROP SCHEMA") == 1 and "DROP SCHEMA mlflow_oidc_auth CASCADE" in sql
+    assert "nspname = 'mlflow_oidc_auth'" in sql and "DROP DATABASE" not in sql
+    assert OIDC_SCHEMA == "mlflow_oidc_auth"  # the program on the VM cannot import it
 
 
 # --------------------------------------------------------------------------- gc

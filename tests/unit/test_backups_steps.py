@@ -261,3 +261,27 @@ def test_the_restore_play_order_and_a_failed_database_restore_resumes_serving():
         plays.restore(failing, Deployment(**BASE), BACKUP_ID)
     assert [name for name, _f, _a in failing.steps][-2:] == ["restore database", "resume serving"]
     assert failing.args("resume serving")[1] == [5001]
+
+
+def test_with_auth_oidc_the_restore_makes_the_kits_account_right_before_the_gate():
+    from provisioning import plays
+    from provisioning.steps.conda import Environment
+    from tests.unit.test_plays import RecordingPlay
+
+    oidc = Deployment(**{
+        **BASE, "auth": "oidc", "oidc_issuer": "https://idp.example.com",
+        "oidc_client_id": "web-client", "oidc_client_secret": "s3cret",
+        "oidc_allowed_groups": ["mlflow-users"],
+    })  # fmt: skip
+    env = Environment("/opt/mlflow/envs/0123456789abcdef")
+    recording = RecordingPlay({"stop serving": [5001], "environment": env})
+    plays.restore(recording, oidc, BACKUP_ID)
+    names = [name for name, _f, _a in recording.steps]
+    # The restored plugin schema holds the backup's token (or none): the gate would get 401.
+    assert names[names.index("schema migration") :] == [
+        "schema migration",
+        "oidc accounts",
+        "resume serving",
+        "health gate",
+    ]
+    assert recording.args("oidc accounts") == (oidc, env)

@@ -67,6 +67,21 @@ def test_metrics_cidrs_are_allowed_and_everyone_else_needs_the_admin():
     assert "internal;" in auth and "users/get?username=admin;" in auth
 
 
+def test_with_auth_oidc_metrics_ask_the_plugin_whether_the_caller_administers():
+    oidc = {
+        "auth": "oidc", "oidc_issuer": "https://idp.example.com", "oidc_client_id": "mlflow",
+        "oidc_client_secret": "client-secret-1", "oidc_allowed_groups": ["mlflow-users"],
+    }  # fmt: skip
+    ctx = ctx_for(**oidc)
+    site = render("nginx-mlflow.conf.j2", ctx)
+    auth = site.split("location = /kit-auth/admin {")[1].split("}")[0]
+    # The plugin's admin-only user lookup: 200 for an administrator, 403 for anyone else.
+    assert "proxy_pass http://mlflow/api/2.0/mlflow/users/admin;" in auth
+    env = render("mlflow.env.j2", ctx)
+    assert f'MLFLOW_KIT_ADMIN_TOKEN_FILE="{PATHS["oidc_admin_token"]}"\n' in env
+    assert "MLFLOW_KIT_ADMIN_TOKEN_FILE" not in render("mlflow.env.j2", ctx_for())
+
+
 @pytest.fixture
 def unit_root(tmp_path) -> Path:
     if not Path("/usr/lib/systemd/system/multi-user.target").exists():

@@ -25,6 +25,10 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("MLFLOW_KIT_UPDATE_GOLDEN") == "1"
 FLASK_KEY = "0123456789abcdef" * 4
 KEK = "kek-passphrase-" + "fedcba9876543210" * 3
+#: auth oidc: sign-in through an OpenID Connect provider (provisioning/auth.py).
+OIDC = {"auth": "oidc", "oidc_issuer": "https://login.example.com/realms/acme",
+        "oidc_client_id": "mlflow", "oidc_client_secret": "client-secret-%-$HOME",
+        "oidc_allowed_groups": ["mlflow-users", "data-science"], "oidc_admin_groups": ["mlflow-admins"]}  # fmt: skip
 #: (golden file, template, deployment changes)
 CASES = [
     ("mlflow-server@.service", "mlflow-server@.service.j2", {}),
@@ -39,6 +43,8 @@ CASES = [
         "tls_mode": "letsencrypt", "domain": "mlflow.example.com", "acme_email": "ops@example.com"}),
     ("certbot-deploy-hook.sh", "certbot-deploy-hook.sh.j2", {
         "tls_mode": "letsencrypt", "domain": "mlflow.example.com", "acme_email": "ops@example.com"}),
+    ("mlflow.env.oidc", "mlflow.env.j2", OIDC),
+    ("environment.yml.oidc", "environment.yml.j2", OIDC),
 ]  # fmt: skip
 #: Exposure of each unit in ``systemd-analyze security --offline=yes`` (systemd 252).
 EXPOSURE = {"mlflow-server@.service": "1.3", "mlflow-migrate.service": "1.3"}

@@ -50,6 +50,7 @@ BOOTSTRAP_STEPS = [
     "tls certificate",
     "nginx",
     "health gate",
+    "permissions",
     "garbage collection",
     "metrics",
     "old environments",

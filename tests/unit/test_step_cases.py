@@ -31,6 +31,8 @@ from provisioning.settings import Deployment, Secret
 from provisioning.steps.admin import USER_UPDATE_SCRIPT
 from provisioning.steps.conda import Environment
 from provisioning.steps.health import SMOKE_SCRIPT
+from provisioning.steps.oidc import ADMIN_SCRIPT
+from provisioning.steps.permissions import APPLY_SCRIPT, READ_SCRIPT
 from provisioning.steps.schema import CHECK_SCRIPT, Schema, SchemaPlan
 from tests.unit.double import ScriptedConnection
 
@@ -54,6 +56,9 @@ SCRIPTS = {
     "smoke script": SMOKE_SCRIPT,
     "user update script": USER_UPDATE_SCRIPT,
     "schema check script": CHECK_SCRIPT,
+    "oidc admin script": ADMIN_SCRIPT,
+    "permissions read script": READ_SCRIPT,
+    "permissions apply script": APPLY_SCRIPT,
 }
 _SHA = re.compile(r"\{sha256 of ([^}\s]+)((?: \w+=[\d,]*)*)\}")
 
@@ -166,7 +171,13 @@ def test_every_step_has_a_case_that_changes_nothing_and_one_that_changes():
         if "outcome" in case:
             seen.setdefault(case["step"], set()).add(case["outcome"]["changed"])
     # Some steps only read (preflight, the admin password and health checks); some always act.
-    reading = {"preflight.check", "admin.check_password", "health.gate", "schema.check"}
+    reading = {
+        "preflight.check",
+        "admin.check_password",
+        "health.gate",
+        "schema.check",
+        "oidc.check_provider",
+    }
     acting = {
         "servers.restart_all",
         "servers.roll_back",

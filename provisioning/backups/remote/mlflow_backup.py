@@ -57,11 +57,18 @@ COUNTS = {
 }
 #: Before the dump is loaded, in the same transaction: every table, view, sequence, type
 #: and routine the server's role owns in schema public goes, so that what a newer MLflow
-#: (or a half-done migration) added does not survive next to the restored schema.
-DROP_OWNED_IN_PUBLIC = """
+#: (or a half-done migration) added does not survive next to the restored schema; and
+#: the schema of the mlflow-oidc-auth plugin (auth oidc: created by fab bootstrap, as the
+#: role) when the role owns it: a dump of such a server creates it again, and a dump
+#: without it brings back a server without the plugin's users and grants.
+DROP_OWNED_BEFORE_RESTORE = """
 DO $kit$
 DECLARE r record;
 BEGIN
+  IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'mlflow_oidc_auth'
+             AND pg_has_role(nspowner, 'USAGE')) THEN
+    DROP SCHEMA mlflow_oidc_auth CASCADE;
+  END IF;
   FOR r IN SELECT format('DROP TABLE IF EXISTS %I.%I CASCADE', n.nspname, c.relname) AS q
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'f')
@@ -192,13 +199,14 @@ class Database:
             raise RuntimeError(f"pg_dump failed: {result.stderr.strip()[-800:]}")
 
     def restore(self, path: str) -> None:
-        """Replace what the role owns in schema public by the dump, in one transaction."""
+        """Replace what the role owns in schema public (and the plugin's schema) by the
+        dump, in one transaction."""
         psql = subprocess.Popen(
             ["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-f", "-"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env=self.environ,
         )  # fmt: skip
-        psql.stdin.write(DROP_OWNED_IN_PUBLIC.encode())
+        psql.stdin.write(DROP_OWNED_BEFORE_RESTORE.encode())
         psql.stdin.flush()
         restore = subprocess.run(
             ["pg_restore", "--no-owner", "--no-privileges", "-f", "-", path],

@@ -43,6 +43,16 @@ def write_state(state: dict, path: str = STATE) -> None:
     os.replace(tmp, path)
 
 
+def admin_password() -> str:
+    """The admin's password: with auth oidc the access token of the kit's service account,
+    read from its file (MLFLOW_KIT_ADMIN_TOKEN_FILE, renewed by fab bootstrap) each time."""
+    path = os.environ.get("MLFLOW_KIT_ADMIN_TOKEN_FILE")
+    if path:
+        with open(path) as handle:
+            return handle.read().strip()
+    return os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+
+
 def run_gc(older_than: str, uri: str) -> tuple[str, str | None]:
     """Run ``mlflow gc`` in this process; (what it printed, an error message or None)."""
     import click
@@ -77,7 +87,7 @@ def main() -> int:
     # nginx on this host; its certificate names the public host, not the loopback.
     os.environ.setdefault("MLFLOW_TRACKING_INSECURE_TLS", "true")
     os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin")
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = admin_password()
     started = now()
     output, error = run_gc(older_than, uri)
     sys.stdout.write(output)

@@ -160,11 +160,21 @@ def fetch(port: int, auth: str) -> str | None:
         return None
 
 
+def admin_password() -> str:
+    """The admin's password: with auth oidc the access token of the kit's service account,
+    read from its file (MLFLOW_KIT_ADMIN_TOKEN_FILE, renewed by fab bootstrap) each time."""
+    path = os.environ.get("MLFLOW_KIT_ADMIN_TOKEN_FILE")
+    if path:
+        with open(path) as handle:
+            return handle.read().strip()
+    return os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+
+
 def exposition(upstream: str, counts: Counts) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
 
     user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin")
-    password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+    password = admin_password()
     auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     with open(upstream) as handle:
         ports = instance_ports(handle.read())

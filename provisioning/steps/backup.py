@@ -27,7 +27,7 @@ from provisioning.transport import Host, PreflightError
 
 CLIENT_PACKAGE = "postgresql-client"
 #: The programs this step installs (gc and metrics install their own).
-PROGRAMS = ("kit_storage.py", "mlflow_backup.py")
+PROGRAMS = ("kit_storage.py", "kit_database.py", "mlflow_backup.py")
 #: The unit settings the programs run with: the server's secrets through its env file.
 AS_SERVER = {
     "EnvironmentFile": PATHS["env_file"],

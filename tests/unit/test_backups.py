@@ -31,6 +31,7 @@ from provisioning.settings import Deployment
 from tests.unit.conftest import NASTY_PASSWORD, NASTY_URI, valid_settings
 
 sys.path.insert(0, str(REMOTE))
+import kit_database  # noqa: E402
 import kit_storage  # noqa: E402 - installed beside the programs on the VM
 import mlflow_backup  # noqa: E402
 import mlflow_gc  # noqa: E402
@@ -152,13 +153,13 @@ def test_an_incomplete_or_unknown_backup_is_refused(s3):
 
 def test_libpq_settings_carry_the_uri_and_the_passfile_escapes_the_password():
     uri = NASTY_URI + "?sslmode=verify-full&sslrootcert=%2Fetc%2Fmlflow%2Fdb-ca.pem"
-    settings = mlflow_backup.libpq_settings(uri)
+    settings = kit_database.libpq_settings(uri)
     assert settings["password"] == NASTY_PASSWORD
     assert (settings["PGHOST"], settings["PGPORT"], settings["PGUSER"], settings["PGDATABASE"]) == (
         "10.20.0.3", "5432", "mlflow", "mlflow")  # fmt: skip
     assert settings["PGSSLMODE"] == "verify-full"
     assert settings["PGSSLROOTCERT"] == "/etc/mlflow/db-ca.pem"
-    line = mlflow_backup.passfile_line(settings)
+    line = kit_database.passfile_line(settings)
     # libpq splits on unescaped ':' and unescapes '\:' and '\\'.
     fields, current, escaped = [], "", False
     for ch in line.rstrip("\n"):
@@ -176,9 +177,9 @@ def test_libpq_settings_carry_the_uri_and_the_passfile_escapes_the_password():
 def test_the_passfile_is_private_and_the_password_stays_out_of_the_environment(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(mlflow_backup.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(kit_database.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", NASTY_URI)
-    db = mlflow_backup.Database(NASTY_URI, str(tmp_path))
+    db = kit_database.Database(NASTY_URI, str(tmp_path))
     assert (tmp_path / "pgpass").stat().st_mode & 0o777 == 0o600
     assert NASTY_PASSWORD not in json.dumps(db.environ)
     assert quote(NASTY_PASSWORD, safe="") not in json.dumps(db.environ)
@@ -190,11 +191,11 @@ def test_the_passfile_is_private_and_the_password_stays_out_of_the_environment(
 def test_pg_dump_older_than_the_server_is_refused_naming_both(
     tmp_path, monkeypatch, client, server, refused
 ):
-    monkeypatch.setattr(mlflow_backup.shutil, "which", lambda name: f"/usr/bin/{name}")
-    db = mlflow_backup.Database(NASTY_URI, str(tmp_path))
+    monkeypatch.setattr(kit_database.shutil, "which", lambda name: f"/usr/bin/{name}")
+    db = kit_database.Database(NASTY_URI, str(tmp_path))
     monkeypatch.setattr(db, "versions", lambda: (client, server, f"{client}.4", f"{server}.2"))
     if refused:
-        with pytest.raises(mlflow_backup.Refused) as caught:
+        with pytest.raises(kit_database.Refused) as caught:
             db.check_versions()
         assert f"pg_dump {client}.4" in str(caught.value) and f"PostgreSQL {server}.2" in str(
             caught.value
@@ -205,7 +206,7 @@ def test_pg_dump_older_than_the_server_is_refused_naming_both(
 
 
 def test_the_restore_drops_only_what_the_role_owns_in_public_and_the_plugins_schema():
-    sql = mlflow_backup.DROP_OWNED_BEFORE_RESTORE
+    sql = kit_database.DROP_OWNED_BEFORE_RESTORE
     assert sql.count("n.nspname = 'public'") == 4
     assert sql.count("pg_has_role(") == 5
     assert sql.count("DROP SCHEMA") == 1 and "DROP SCHEMA mlflow_oidc_auth CASCADE" in sql

@@ -13,9 +13,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-#: File here -> where it goes on the VM (the scripts find kit_storage beside them).
+#: File here -> where it goes on the VM (the scripts find kit_storage and kit_database beside them).
 PROGRAMS = {
     "kit_storage.py": "/opt/mlflow/bin/kit_storage.py",
+    "kit_database.py": "/opt/mlflow/bin/kit_database.py",
     "mlflow_backup.py": "/opt/mlflow/bin/mlflow-backup",
     "mlflow_gc.py": "/opt/mlflow/bin/mlflow-gc",
     "mlflow_metrics.py": "/opt/mlflow/bin/mlflow-metrics",

@@ -1,0 +1,307 @@
+"""Model endpoints: registered model versions served as authenticated HTTP endpoints.
+
+The operator's wish is one file on the host (``models.json``: each endpoint's name,
+version or alias, and its size from the settings), written here through the kit's
+file convergence. One program on the host (templates/mlflow-models.py, run by
+``mlflow-models.service``) makes it real: downloads, environments, units, nginx.
+``fab serve-model`` and ``fab unserve-model`` start that unit and wait for it (a
+dropped session neither stops nor repeats it), and the follow timer starts the same
+unit: one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+
+from provisioning import facts, files, sizing
+from provisioning.layout import FILES, PATHS
+from provisioning.play import Outcome, changed, unchanged
+from provisioning.settings import Deployment
+from provisioning.steps.admin import curl_login
+from provisioning.steps.configuration import install_files
+from provisioning.steps.servers import SURGE_PORT
+from provisioning.transport import Host, PreflightError
+
+MODEL_FILES = (
+    "mlflow-models.py",
+    "mlflow-model@.service.j2",
+    "mlflow-models.service.j2",
+    "mlflow-models.timer.j2",
+)
+MODELS_UNIT = "mlflow-models.service"
+TIMER_UNIT = "mlflow-models.timer"
+#: (path, mode) of the directories the model endpoints live in, all root's.
+DIRECTORIES = (
+    (PATHS["models_dir"], "755"),
+    (PATHS["model_envs_dir"], "755"),
+    (PATHS["nginx_models_dir"], "755"),
+)
+RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
+#: A run builds environments (pip, conda) and waits for instances to load.
+RECONCILE_TIMEOUT_S = 3600
+POLL_S = 2
+JOURNAL_LINES = 400
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One wanted endpoint, as models.json keeps it."""
+
+    name: str
+    version: str
+    alias: str = ""
+    follow: bool = False
+    workers: int = 1
+    memory_mb: int = 512
+
+    def as_json(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "follow": self.follow,
+            "workers": self.workers,
+            "memory_mb": self.memory_mb,
+        }
+
+    @property
+    def asked(self) -> str:
+        """What the operator asked for: ``@alias`` (following or not) or ``version N``."""
+        if self.alias:
+            return f"@{self.alias}" + (" (following)" if self.follow else "")
+        return f"version {self.version}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """``fab serve-model``'s arguments."""
+
+    name: str
+    version: str = ""
+    alias: str = ""
+    follow: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    """models.json before and after a step wrote it."""
+
+    before: str
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def parse_desired(text: str) -> list[Endpoint]:
+    if not text.strip():
+        return []
+    return [Endpoint(**entry) for entry in json.loads(text)["endpoints"]]
+
+
+def desired_text(endpoints: list[Endpoint]) -> str:
+    """models.json as the kit writes it: the same endpoints always give the same bytes."""
+    ordered = sorted(endpoints, key=lambda e: e.name)
+    return json.dumps({"endpoints": [e.as_json() for e in ordered]}, indent=2) + "\n"
+
+
+def sizes_for(deployment: Deployment, name: str) -> tuple[int, int]:
+    """(workers, memory per worker) of the endpoint ``name``, from the settings."""
+    override = deployment.model_endpoints.get(name, {})
+    return (
+        override.get("workers", deployment.model_workers),
+        override.get("memory_mb", deployment.model_memory_mb),
+    )
+
+
+def resized(deployment: Deployment, endpoints: list[Endpoint]) -> list[Endpoint]:
+    """The endpoints with the sizes the settings give them now."""
+    out = []
+    for e in endpoints:
+        workers, memory = sizes_for(deployment, e.name)
+        out.append(Endpoint(e.name, e.version, e.alias, e.follow, workers, memory))
+    return out
+
+
+def room_message(
+    host: str,
+    resources: facts.Resources,
+    servers: int,
+    endpoints: list[Endpoint],
+) -> str | None:
+    """Why these endpoints do not fit on the host (None when they do)."""
+    room = sizing.model_room_mb(resources.memory_mb, servers)
+    need = sizing.models_need_mb([(e.workers, e.memory_mb) for e in endpoints])
+    if need <= room:
+        return None
+    each = ", ".join(f"{e.name} {e.workers} x {e.memory_mb} MB" for e in endpoints)
+    largest = max(e.workers * e.memory_mb for e in endpoints)
+    return (
+        f"[{host}] no room for the model endpoints: they need {need} MB ({each}, plus "
+        f"{largest} MB to switch versions) and the host has {max(room, 0)} MB for them "
+        f"({resources.memory_mb} MB less {sizing.RESERVED_MB} MB kept for the OS, nginx and "
+        f"builds and {servers} tracking server instance(s) x {sizing.INSTANCE_MB} MB, which come "
+        "first). Lower model_memory_mb or model_workers (or model_endpoints.<name>), unserve "
+        "an endpoint, or use a VM with more memory. Nothing was changed."
+    )
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def room(
+    host: Host, deployment: Deployment, resources: facts.Resources, name: str
+) -> Outcome[list[Endpoint]]:
+    """The endpoints with ``name`` added (or resized) fit beside the tracking servers;
+    refused otherwise, naming the settings and the numbers. Changes nothing; the value
+    is the endpoints wanted now."""
+    present = parse_desired(host.read(facts.file_text(PATHS["models_desired"])))
+    servers = sum(
+        1 for port, i in host.read(facts.INSTANCES).items() if port != SURGE_PORT and i.state == "active"
+    )
+    workers, memory = sizes_for(deployment, name)
+    wanted = resized(deployment, [e for e in present if e.name != name])
+    wanted.append(Endpoint(name, "", workers=workers, memory_mb=memory))
+    refusal = room_message(host.name, resources, max(servers, 1), wanted)
+    if refusal:
+        raise PreflightError(refusal)
+    need = sizing.models_need_mb([(e.workers, e.memory_mb) for e in wanted])
+    room_mb = sizing.model_room_mb(resources.memory_mb, max(servers, 1))
+    return unchanged(f"{len(wanted)} endpoint(s) need {need} of {room_mb} MB", present)
+
+
+def install(host: Host, ctx: dict) -> Outcome[frozenset[str]]:
+    """The program, the units and the timer on the host, and their directories. Needs a
+    bootstrapped host whose nginx site includes the model endpoints."""
+    python = f"{PATHS['current_env']}/bin/python"
+    if not host.read(facts.executable(python)) or not host.read(
+        facts.file_contains(PATHS["nginx_site"], PATHS["nginx_models_dir"] + "/")
+    ):
+        raise PreflightError(
+            f"[{host.name}] the MLflow server is not bootstrapped with model endpoints here "
+            f"({python} and an nginx site that includes {PATHS['nginx_models_dir']}): "
+            "run fab bootstrap first"
+        )
+    fixed = [
+        path
+        for path, mode in DIRECTORIES
+        if files.ensure_directory(host, path, mode=mode, owner="root", group="root")
+    ]
+    installed = install_files(host, ctx, MODEL_FILES)
+    if any(FILES[name].is_unit for name in installed):
+        host.run("systemctl daemon-reload")
+    if "mlflow-models.timer.j2" in installed and host.read(facts.unit_active(TIMER_UNIT)) == "active":
+        host.run(f"systemctl restart {TIMER_UNIT}")
+    if not installed and not fixed:
+        return unchanged(f"{len(MODEL_FILES)} files as rendered", installed)
+    return changed(", ".join([*fixed, *(n for n in MODEL_FILES if n in installed)]), installed)
+
+
+def resolve(host: Host, request: Request) -> Outcome[str]:
+    """The version to serve: the one given, checked, or the one the alias points at now.
+    Read on the host through the tracking server (the admin's credentials stay there)."""
+    how = f"--alias {shlex.quote(request.alias)}" if request.alias else f"--version {shlex.quote(request.version)}"
+    command = (
+        f"{PATHS['current_env']}/bin/python {PATHS['models_program']} resolve "
+        f"{shlex.quote(request.name)} {how}"
+    )
+    result = host.run(command, check=False, timeout=120)
+    if result.exited != 0:
+        raise host.error(command, result.exited, result.stderr or result.stdout)
+    version = json.loads(result.stdout.strip().splitlines()[-1])["version"]
+    asked = f"@{request.alias}" if request.alias else f"version {request.version}"
+    return unchanged(f"{request.name} {asked}: version {version}", version)
+
+
+def desire(
+    host: Host, deployment: Deployment, present: list[Endpoint], request: Request, version: str
+) -> Outcome[Change]:
+    """models.json with the endpoint of ``request`` at ``version`` (the others resized as the
+    settings say now)."""
+    workers, memory = sizes_for(deployment, request.name)
+    endpoint = Endpoint(
+        request.name, version, request.alias, request.follow, workers, memory
+    )
+    wanted = [e for e in resized(deployment, present) if e.name != request.name] + [endpoint]
+    return _write(host, present, wanted, f"{request.name} {endpoint.asked}")
+
+
+def withdraw(host: Host, deployment: Deployment, name: str) -> Outcome[Change]:
+    """models.json without the endpoint ``name``."""
+    present = parse_desired(host.read(facts.file_text(PATHS["models_desired"])))
+    wanted = [e for e in resized(deployment, present) if e.name != name]
+    return _write(host, present, wanted, f"{name} withdrawn")
+
+
+def _write(host: Host, present: list[Endpoint], wanted: list[Endpoint], what: str) -> Outcome[Change]:
+    change = Change(desired_text(present) if present else "", desired_text(wanted))
+    written = files.ensure_file(host, PATHS["models_desired"], change.after, mode="0644")
+    if written:
+        return changed(what, change)
+    return unchanged(f"{what}: as wanted", change)
+
+
+def reconcile(host: Host, change: Change) -> Outcome[dict]:
+    """Run the program (mlflow-models.service) and wait for it; a run still at work from an
+    earlier session is waited for first, then a fresh one reads what was just written.
+
+    A run that fails leaves every running endpoint as it was and names why (pip's or
+    conda's own error); models.json is then put back as it was before this task.
+    """
+    # Builds that failed before are tried again when an operator asks.
+    host.run(f"rm -f {PATHS['model_envs_dir']}/*.kit-failed")
+    started = time.monotonic()
+    while host.read(facts.unit_active(MODELS_UNIT)) in RUNNING_STATES:
+        if time.monotonic() - started > RECONCILE_TIMEOUT_S:
+            raise host.error(
+                f"wait for {MODELS_UNIT}", -1,
+                f"an earlier run is still at work; follow it with `journalctl -fu {MODELS_UNIT}`",
+            )  # fmt: skip
+        host.note(f"an earlier {MODELS_UNIT} run is at work: waiting for it")
+        time.sleep(POLL_S)
+    result = host.run(f"systemctl start {MODELS_UNIT}", check=False, timeout=RECONCILE_TIMEOUT_S)
+    invocation = host.read(facts.unit_properties(MODELS_UNIT, "InvocationID")).get("InvocationID", "")
+    log = host.read(
+        facts.journal(f"-u {MODELS_UNIT} _SYSTEMD_INVOCATION_ID={invocation}", JOURNAL_LINES, "cat")
+    )
+    summary = run_summary(log)
+    if result.exited != 0 or summary is None or summary["failed"]:
+        if change.changed:
+            files.ensure_file(host, PATHS["models_desired"], change.before, mode="0644")
+        failed = (summary or {}).get("failed") or {}
+        detail = "\n".join(f"{name}: {why}" for name, why in failed.items()) or log
+        raise host.error(f"systemctl start {MODELS_UNIT}", result.exited or 1, detail)
+    if summary["changed"]:
+        detail = "; ".join(f"{n}: {what}" for n, what in sorted(summary["changed"].items()))
+        return changed(detail, summary)
+    detail = "; ".join(f"{n}: {what}" for n, what in sorted(summary["ok"].items()))
+    return unchanged(detail or "no endpoints", summary)
+
+
+def run_summary(log: str) -> dict | None:
+    """The program's last ``summary: {json}`` line, or None."""
+    for line in reversed(log.splitlines()):
+        if line.startswith("summary: "):
+            return json.loads(line.removeprefix("summary: "))
+    return None
+
+
+def check(host: Host, deployment: Deployment, name: str) -> Outcome[None]:
+    """/models/NAME/ping through nginx: 200 with the admin's credentials, 401 without."""
+    with_login = host.read(
+        facts.model_ping(name, with_credentials=True),
+        stdin=curl_login(deployment.admin_username, deployment.admin_password.reveal()),
+    )
+    without = host.read(facts.model_ping(name, with_credentials=False))
+    if with_login != "200" or without != "401":
+        raise host.error(
+            f"GET https://127.0.0.1/models/{name}/ping",
+            1,
+            f"answered {with_login} with the admin's credentials (200 wanted) and {without} "
+            "without (401 wanted)",
+        )
+    return unchanged(f"/models/{name}/ping: 200 as {deployment.admin_username}, 401 without credentials")

@@ -375,7 +375,7 @@ def journal(units: str, lines: int, output: str = "short-iso") -> Fact[str]:
 
 @dataclass(frozen=True)
 class ModelInstance:
-    """One mlflow-model@NAME:PORT unit and, when it runs, what its process serves."""
+    """One mlflow-model@NAME-PORT unit and, when it runs, what its process serves."""
 
     name: str
     port: int
@@ -401,7 +401,7 @@ def parse_model_instances(text: str) -> list[ModelInstance]:
         if len(parts) != 6 or not parts[0].startswith("mlflow-model@"):
             continue
         instance = parts[0].removeprefix("mlflow-model@").removesuffix(".service")
-        name, _, port = instance.rpartition(":")
+        name, _, port = instance.rpartition("-")
         if not name or not port.isdigit() or not parts[2].isdigit():
             continue
         path, interpreter = (p if p != "-" else "" for p in parts[3:5])

@@ -78,7 +78,7 @@ NGINX_UNIT_NAME = "nginx.service"
 #: Services the kit does not render but starts or reloads (installed by the packages step).
 SYSTEM_SERVICES = (NGINX_UNIT_NAME,)
 FIRST_SERVER_PORT = 5001
-#: The loopback ports of model endpoint instances (mlflow-model@<name>:<port>).
+#: The loopback ports of model endpoint instances (mlflow-model@<name>-<port>).
 MODEL_PORTS = (5201, 5899)
 
 

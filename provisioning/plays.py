@@ -130,22 +130,26 @@ def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
 
 def serve_model(play: Play, d: Deployment, request: models.Request) -> None:
     """Serve a registered model version at /models/<name>/ (models.json, then the program
-    that makes it real), proven through nginx. A refusal (no room, no such model) comes
-    before anything changes; a failed run puts models.json back as it was."""
-    resources = play.step("preflight", preflight.check, d)
-    present = play.step("room for the endpoint", models.room, d, resources, request.name)
+    that makes it real), proven through nginx. A refusal (no room, no such model or alias)
+    comes before anything changes; a failed run puts models.json back as it was."""
+    play.step("preflight", preflight.check, d)
+    play.step("room for the endpoint", models.room, d, request.name)
     play.step("model endpoint files", models.install, model_context(d))
-    version = play.step("model version", models.resolve, request)
-    change = play.step("desired endpoints", models.desire, d, present, request, version)
-    play.step("model endpoints", models.reconcile, change)
+    version = play.step(
+        "model version", models.resolve, request.name, request.version, request.alias
+    )
+    before = play.step(
+        "desired endpoints", models.desire, d, request.name, version, request.alias, request.follow
+    )
+    play.step("model endpoints", models.reconcile, before)
     play.step("endpoint check", models.check, d, request.name)
 
 
 def unserve_model(play: Play, d: Deployment, name: str) -> None:
     """Take the endpoint ``name`` out of nginx, drain and stop it, remove what only it used."""
     play.step("model endpoint files", models.install, model_context(d))
-    change = play.step("desired endpoints", models.withdraw, d, name)
-    play.step("model endpoints", models.reconcile, change)
+    before = play.step("desired endpoints", models.withdraw, d, name)
+    play.step("model endpoints", models.reconcile, before)
 
 
 def models_status(host: Host, d: Deployment) -> list[tuple[str, str]]:
@@ -184,7 +188,7 @@ def models_status(host: Host, d: Deployment) -> list[tuple[str, str]]:
     for instance in running:
         if instance.name not in names or instance.port not in live.get(instance.name, []):
             rows.append(
-                (f"{instance.name}:{instance.port}", f"{instance.state}, not in nginx (left over)")
+                (f"{instance.name}-{instance.port}", f"{instance.state}, not in nginx (left over)")
             )
     return rows or [("model endpoints", "none (fab serve-model --name NAME --alias A)")]
 

@@ -10,7 +10,7 @@
 version downloaded once (through the tracking server on loopback, as the
 ``mlflow`` user), its Python environment built once per requirement set (conda,
 as the ``mlflow`` user; or the server's own environment when it already meets the
-model's requirements), single-worker scoring servers ``mlflow-model@NAME:PORT``
+model's requirements), single-worker scoring servers ``mlflow-model@NAME-PORT``
 and nginx's upstream and locations for ``/models/NAME/``. A new version or
 configuration is switched blue/green: the new instances start beside the old,
 answer /ping, nginx switches to them with a graceful reload, the old ones drain
@@ -88,12 +88,12 @@ def parse_env_file(text):
 
 
 def instance_unit(name, port):
-    return "mlflow-model@%s:%d.service" % (name, port)
+    return "mlflow-model@%s-%d.service" % (name, port)
 
 
 def parse_instance(unit):
-    """``mlflow-model@NAME:PORT.service`` -> (NAME, PORT), or None."""
-    match = re.fullmatch(r"mlflow-model@(.+):(\d+)\.service", unit)
+    """``mlflow-model@NAME-PORT.service`` -> (NAME, PORT), or None."""
+    match = re.fullmatch(r"mlflow-model@(.+)-(\d+)\.service", unit)
     return (match.group(1), int(match.group(2))) if match else None
 
 

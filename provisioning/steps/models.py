@@ -85,18 +85,6 @@ class Request:
     follow: bool = False
 
 
-@dataclass(frozen=True)
-class Change:
-    """models.json before and after a step wrote it."""
-
-    before: str
-    after: str
-
-    @property
-    def changed(self) -> bool:
-        return self.before != self.after
-
-
 def parse_desired(text: str) -> list[Endpoint]:
     if not text.strip():
         return []
@@ -128,10 +116,7 @@ def resized(deployment: Deployment, endpoints: list[Endpoint]) -> list[Endpoint]
 
 
 def room_message(
-    host: str,
-    resources: facts.Resources,
-    servers: int,
-    endpoints: list[Endpoint],
+    host: str, resources: facts.Resources, servers: int, endpoints: list[Endpoint]
 ) -> str | None:
     """Why these endpoints do not fit on the host (None when they do)."""
     room = sizing.model_room_mb(resources.memory_mb, servers)
@@ -153,25 +138,23 @@ def room_message(
 # --------------------------------------------------------------------------- steps
 
 
-def room(
-    host: Host, deployment: Deployment, resources: facts.Resources, name: str
-) -> Outcome[list[Endpoint]]:
+def room(host: Host, deployment: Deployment, name: str) -> Outcome[None]:
     """The endpoints with ``name`` added (or resized) fit beside the tracking servers;
-    refused otherwise, naming the settings and the numbers. Changes nothing; the value
-    is the endpoints wanted now."""
+    refused otherwise, naming the settings and the numbers. Changes nothing."""
+    resources = host.read(facts.RESOURCES)
     present = parse_desired(host.read(facts.file_text(PATHS["models_desired"])))
-    servers = sum(
+    servers = max(1, sum(
         1 for port, i in host.read(facts.INSTANCES).items() if port != SURGE_PORT and i.state == "active"
-    )
+    ))  # fmt: skip
     workers, memory = sizes_for(deployment, name)
     wanted = resized(deployment, [e for e in present if e.name != name])
     wanted.append(Endpoint(name, "", workers=workers, memory_mb=memory))
-    refusal = room_message(host.name, resources, max(servers, 1), wanted)
+    refusal = room_message(host.name, resources, servers, wanted)
     if refusal:
         raise PreflightError(refusal)
     need = sizing.models_need_mb([(e.workers, e.memory_mb) for e in wanted])
-    room_mb = sizing.model_room_mb(resources.memory_mb, max(servers, 1))
-    return unchanged(f"{len(wanted)} endpoint(s) need {need} of {room_mb} MB", present)
+    room_mb = sizing.model_room_mb(resources.memory_mb, servers)
+    return unchanged(f"{len(wanted)} endpoint(s) need {need} of {room_mb} MB")
 
 
 def install(host: Host, ctx: dict) -> Outcome[frozenset[str]]:
@@ -201,56 +184,59 @@ def install(host: Host, ctx: dict) -> Outcome[frozenset[str]]:
     return changed(", ".join([*fixed, *(n for n in MODEL_FILES if n in installed)]), installed)
 
 
-def resolve(host: Host, request: Request) -> Outcome[str]:
-    """The version to serve: the one given, checked, or the one the alias points at now.
+def resolve(host: Host, name: str, version: str, alias: str) -> Outcome[str]:
+    """The version to serve: ``version``, checked, or the one ``alias`` points at now.
     Read on the host through the tracking server (the admin's credentials stay there)."""
-    how = f"--alias {shlex.quote(request.alias)}" if request.alias else f"--version {shlex.quote(request.version)}"
+    how = f"--alias {shlex.quote(alias)}" if alias else f"--version {shlex.quote(version)}"
     command = (
         f"{PATHS['current_env']}/bin/python {PATHS['models_program']} resolve "
-        f"{shlex.quote(request.name)} {how}"
+        f"{shlex.quote(name)} {how}"
     )
     result = host.run(command, check=False, timeout=120)
     if result.exited != 0:
         raise host.error(command, result.exited, result.stderr or result.stdout)
-    version = json.loads(result.stdout.strip().splitlines()[-1])["version"]
-    asked = f"@{request.alias}" if request.alias else f"version {request.version}"
-    return unchanged(f"{request.name} {asked}: version {version}", version)
+    found = json.loads(result.stdout.strip().splitlines()[-1])["version"]
+    asked = f"@{alias}" if alias else f"version {version}"
+    return unchanged(f"{name} {asked}: version {found}", found)
 
 
 def desire(
-    host: Host, deployment: Deployment, present: list[Endpoint], request: Request, version: str
-) -> Outcome[Change]:
-    """models.json with the endpoint of ``request`` at ``version`` (the others resized as the
-    settings say now)."""
-    workers, memory = sizes_for(deployment, request.name)
-    endpoint = Endpoint(
-        request.name, version, request.alias, request.follow, workers, memory
-    )
-    wanted = [e for e in resized(deployment, present) if e.name != request.name] + [endpoint]
-    return _write(host, present, wanted, f"{request.name} {endpoint.asked}")
+    host: Host, deployment: Deployment, name: str, version: str, alias: str, follow: bool
+) -> Outcome[str | None]:
+    """models.json with the endpoint ``name`` serving ``version`` (asked as ``alias``, followed
+    or not), every endpoint sized as the settings say now. The value is what the file held
+    before when this changed it (for a failed run to put back), else None."""
+    before = host.read(facts.file_text(PATHS["models_desired"]))
+    present = parse_desired(before)
+    workers, memory = sizes_for(deployment, name)
+    endpoint = Endpoint(name, version, alias, follow, workers, memory)
+    wanted = [e for e in resized(deployment, present) if e.name != name] + [endpoint]
+    return _write(host, before, wanted, f"{name} {endpoint.asked}, version {version}")
 
 
-def withdraw(host: Host, deployment: Deployment, name: str) -> Outcome[Change]:
-    """models.json without the endpoint ``name``."""
-    present = parse_desired(host.read(facts.file_text(PATHS["models_desired"])))
+def withdraw(host: Host, deployment: Deployment, name: str) -> Outcome[str | None]:
+    """models.json without the endpoint ``name``; the value as for :func:`desire`."""
+    before = host.read(facts.file_text(PATHS["models_desired"]))
+    present = parse_desired(before)
+    if name not in {e.name for e in present}:
+        return unchanged(f"{name} is not served", None)
     wanted = [e for e in resized(deployment, present) if e.name != name]
-    return _write(host, present, wanted, f"{name} withdrawn")
+    return _write(host, before, wanted, f"{name} withdrawn")
 
 
-def _write(host: Host, present: list[Endpoint], wanted: list[Endpoint], what: str) -> Outcome[Change]:
-    change = Change(desired_text(present) if present else "", desired_text(wanted))
-    written = files.ensure_file(host, PATHS["models_desired"], change.after, mode="0644")
-    if written:
-        return changed(what, change)
-    return unchanged(f"{what}: as wanted", change)
+def _write(host: Host, before: str, wanted: list[Endpoint], what: str) -> Outcome[str | None]:
+    if files.ensure_file(host, PATHS["models_desired"], desired_text(wanted), mode="0644"):
+        return changed(what, before)
+    return unchanged(f"{what}: as wanted", None)
 
 
-def reconcile(host: Host, change: Change) -> Outcome[dict]:
+def reconcile(host: Host, before: str | None) -> Outcome[dict]:
     """Run the program (mlflow-models.service) and wait for it; a run still at work from an
     earlier session is waited for first, then a fresh one reads what was just written.
 
     A run that fails leaves every running endpoint as it was and names why (pip's or
-    conda's own error); models.json is then put back as it was before this task.
+    conda's own error); models.json is then put back as it was (``before``, when the
+    task changed it).
     """
     # Builds that failed before are tried again when an operator asks.
     host.run(f"rm -f {PATHS['model_envs_dir']}/*.kit-failed")
@@ -270,8 +256,11 @@ def reconcile(host: Host, change: Change) -> Outcome[dict]:
     )
     summary = run_summary(log)
     if result.exited != 0 or summary is None or summary["failed"]:
-        if change.changed:
-            files.ensure_file(host, PATHS["models_desired"], change.before, mode="0644")
+        if before is not None:
+            if before:
+                files.ensure_file(host, PATHS["models_desired"], before + "\n", mode="0644")
+            else:
+                files.ensure_absent(host, PATHS["models_desired"])
         failed = (summary or {}).get("failed") or {}
         detail = "\n".join(f"{name}: {why}" for name, why in failed.items()) or log
         raise host.error(f"systemctl start {MODELS_UNIT}", result.exited or 1, detail)
@@ -304,4 +293,6 @@ def check(host: Host, deployment: Deployment, name: str) -> Outcome[None]:
             f"answered {with_login} with the admin's credentials (200 wanted) and {without} "
             "without (401 wanted)",
         )
-    return unchanged(f"/models/{name}/ping: 200 as {deployment.admin_username}, 401 without credentials")
+    return unchanged(
+        f"/models/{name}/ping: 200 as {deployment.admin_username}, 401 without credentials"
+    )

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 from provisioning import facts
-from provisioning.layout import MIGRATE_UNIT_NAME, PATHS
+from provisioning.layout import MIGRATE_UNIT_NAME, PATHS, USER
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import server_backend_uri
 from provisioning.settings import Deployment
@@ -91,7 +91,8 @@ def check(host: Host, deployment: Deployment, env: Environment) -> Outcome[Schem
     """What the new environment would do to the database's schema; a downgrade is refused."""
     command = f"{env.prefix}/bin/python -c {shlex.quote(CHECK_SCRIPT)}"
     uri = json.dumps({"uri": server_backend_uri(deployment)})
-    result = host.run(command, sudo=False, check=False, stdin=uri, timeout=300)
+    # As the service user: the database's CA is under /etc/mlflow, which only its group reads.
+    result = host.run(command, user=USER, check=False, stdin=uri, timeout=300)
     if result.exited != 0:
         raise host.error("schema check", result.exited, result.stderr or result.stdout)
     plan = parse_plan(result.stdout)

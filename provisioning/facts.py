@@ -489,3 +489,28 @@ def model_ping(name: str, *, with_credentials: bool) -> Fact[str]:
         parse_text,
         sudo=False,
     )
+
+
+def parse_cursor(text: str) -> str:
+    """The ``-- cursor: ...`` line ``journalctl --show-cursor`` ends with ("" when none)."""
+    for line in reversed(text.splitlines()):
+        if line.startswith("-- cursor: "):
+            return line.removeprefix("-- cursor: ").strip()
+    return ""
+
+
+def journal_cursor(unit: str) -> Fact[str]:
+    """Where the unit's journal ends now, to read what a run adds after it."""
+    return Fact(
+        f"journalctl -u {unit} -n 1 --show-cursor --no-pager -o cat 2>/dev/null || true",
+        parse_cursor,
+    )
+
+
+def journal_after(unit: str, cursor: str, lines: int = 2000) -> Fact[str]:
+    """The unit's journal lines after ``cursor`` (all of them when it is "")."""
+    after = f" --after-cursor={shlex.quote(cursor)}" if cursor else ""
+    return Fact(
+        f"journalctl -u {unit}{after} --no-pager -o cat 2>/dev/null | head -n {int(lines)}",
+        parse_text,
+    )

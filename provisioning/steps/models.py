@@ -43,7 +43,6 @@ RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
 #: A run builds environments (pip, conda) and waits for instances to load.
 RECONCILE_TIMEOUT_S = 3600
 POLL_S = 2
-JOURNAL_LINES = 400
 
 
 @dataclass(frozen=True)
@@ -249,11 +248,10 @@ def reconcile(host: Host, before: str | None) -> Outcome[dict]:
             )  # fmt: skip
         host.note(f"an earlier {MODELS_UNIT} run is at work: waiting for it")
         time.sleep(POLL_S)
+    # This run's lines are those after the cursor; its summary is the first one there.
+    cursor = host.read(facts.journal_cursor(MODELS_UNIT))
     result = host.run(f"systemctl start {MODELS_UNIT}", check=False, timeout=RECONCILE_TIMEOUT_S)
-    invocation = host.read(facts.unit_properties(MODELS_UNIT, "InvocationID")).get("InvocationID", "")
-    log = host.read(
-        facts.journal(f"-u {MODELS_UNIT} _SYSTEMD_INVOCATION_ID={invocation}", JOURNAL_LINES, "cat")
-    )
+    log = host.read(facts.journal_after(MODELS_UNIT, cursor))
     summary = run_summary(log)
     if result.exited != 0 or summary is None or summary["failed"]:
         if before is not None:
@@ -272,8 +270,8 @@ def reconcile(host: Host, before: str | None) -> Outcome[dict]:
 
 
 def run_summary(log: str) -> dict | None:
-    """The program's last ``summary: {json}`` line, or None."""
-    for line in reversed(log.splitlines()):
+    """The first ``summary: {json}`` line the program printed, or None."""
+    for line in log.splitlines():
         if line.startswith("summary: "):
             return json.loads(line.removeprefix("summary: "))
     return None

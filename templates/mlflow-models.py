@@ -64,6 +64,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SERVER_ONLY = re.compile(r"^(MLFLOW_BACKEND_STORE_URI|MLFLOW_FLASK_SERVER_SECRET_KEY|MLFLOW_CRYPTO_|MLFLOW_AUTH_)")
 HEALTH_TIMEOUT_S = 300
 DRAIN_TIMEOUT_S = 30
+MAX_RESTARTS = 3
 JOURNAL_LINES = 30
 
 
@@ -286,7 +287,7 @@ def journal(unit, lines=JOURNAL_LINES):
 
 
 def unit_state(unit):
-    out = run(["systemctl", "show", "-p", "ActiveState", "-p", "UnitFileState", unit],
+    out = run(["systemctl", "show", "-p", "ActiveState", "-p", "UnitFileState", "-p", "NRestarts", unit],
               check=False).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
@@ -470,8 +471,12 @@ def wait_healthy(units):
         for unit, port in list(pending.items()):
             if healthy(port):
                 del pending[unit]
-            elif unit_state(unit).get("ActiveState") == "failed":
-                raise Failure("%s failed to start:\n%s" % (unit, journal(unit)))
+            else:
+                state = unit_state(unit)
+                # A model that cannot load makes its process exit again and again.
+                if state.get("ActiveState") == "failed" or int(state.get("NRestarts") or 0) >= MAX_RESTARTS:
+                    raise Failure("%s does not start (%s restarts):\n%s"
+                                  % (unit, state.get("NRestarts"), journal(unit)))
         if pending and time.monotonic() > deadline:
             unit = next(iter(pending))
             raise Failure("%s did not answer /ping within %ds:\n%s" % (unit, HEALTH_TIMEOUT_S, journal(unit)))
@@ -649,9 +654,11 @@ def reconcile():
             summary["failed"][name] = str(failure)
             print("endpoint %s: FAILED, left as it was: %s" % (name, failure), file=sys.stderr, flush=True)
             continue
-        bucket = "changed" if what else "ok"
-        summary[bucket][name] = what or "version %s, as wanted" % version
-        print("endpoint %s: %s" % (name, summary[bucket][name]), flush=True)
+        if what:
+            summary["changed"][name] = what
+            print("endpoint %s: %s" % (name, what), flush=True)
+        else:
+            summary["ok"][name] = "version %s, as wanted" % version
     wanted = {endpoint["name"] for endpoint in desired}
     present = instances()
     gone = sorted({parse_instance(unit)[0] for unit in present} - wanted)

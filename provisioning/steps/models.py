@@ -208,9 +208,11 @@ def desire(
     before = host.read(facts.file_text(PATHS["models_desired"]))
     present = parse_desired(before)
     workers, memory = sizes_for(deployment, name)
-    endpoint = Endpoint(name, version, alias, follow, workers, memory)
+    # An endpoint that follows its alias serves whatever version it points at.
+    endpoint = Endpoint(name, "" if follow else version, alias, follow, workers, memory)
     wanted = [e for e in resized(deployment, present) if e.name != name] + [endpoint]
-    return _write(host, before, wanted, f"{name} {endpoint.asked}, version {version}")
+    what = f"{name} {endpoint.asked}" + (f": version {version} now" if alias else "")
+    return _write(host, before, wanted, what)
 
 
 def withdraw(host: Host, deployment: Deployment, name: str) -> Outcome[str | None]:
@@ -237,8 +239,6 @@ def reconcile(host: Host, before: str | None) -> Outcome[dict]:
     conda's own error); models.json is then put back as it was (``before``, when the
     task changed it).
     """
-    # Builds that failed before are tried again when an operator asks.
-    host.run(f"rm -f {PATHS['model_envs_dir']}/*.kit-failed")
     started = time.monotonic()
     while host.read(facts.unit_active(MODELS_UNIT)) in RUNNING_STATES:
         if time.monotonic() - started > RECONCILE_TIMEOUT_S:
@@ -248,6 +248,8 @@ def reconcile(host: Host, before: str | None) -> Outcome[dict]:
             )  # fmt: skip
         host.note(f"an earlier {MODELS_UNIT} run is at work: waiting for it")
         time.sleep(POLL_S)
+    # Builds that failed before (in a timer's run) are tried again when an operator asks.
+    host.run(f"rm -f {PATHS['model_envs_dir']}/*.kit-failed")
     # This run's lines are those after the cursor; its summary is the first one there.
     cursor = host.read(facts.journal_cursor(MODELS_UNIT))
     result = host.run(f"systemctl start {MODELS_UNIT}", check=False, timeout=RECONCILE_TIMEOUT_S)

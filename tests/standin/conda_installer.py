@@ -83,9 +83,9 @@ def main(argv):
         return 1
     packages = [PIP_NAMES.get(c, c) for c in conda if not c.startswith("python=") and c not in SKIP]
     subprocess.run([sys.executable, "-m", "venv", prefix], check=True)
-    subprocess.run([f"{prefix}/bin/pip", "install", "--quiet", "--disable-pip-version-check",
-                    *packages, *pip], check=True)
-    return 0
+    # pip's own error is the stand-in's error, as conda reports pip's failure.
+    return subprocess.run([f"{prefix}/bin/pip", "install", "--quiet", "--disable-pip-version-check",
+                           *packages, *pip]).returncode
 
 
 if __name__ == "__main__":

@@ -406,7 +406,9 @@ def parse_model_instances(text: str) -> list[ModelInstance]:
             continue
         path, interpreter = (p if p != "-" else "" for p in parts[3:5])
         uptime = int(parts[5]) if parts[5].isdigit() else 0
-        found.append(ModelInstance(name, int(port), parts[1], int(parts[2]), path, interpreter, uptime))
+        found.append(
+            ModelInstance(name, int(port), parts[1], int(parts[2]), path, interpreter, uptime)
+        )
     return sorted(found, key=lambda i: (i.name, i.port))
 
 

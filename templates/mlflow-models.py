@@ -40,28 +40,32 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-DESIRED = {{ paths.models_desired | tojson }}
-MODELS_DIR = {{ paths.models_dir | tojson }}
-ENVS_DIR = {{ paths.model_envs_dir | tojson }}
-CURRENT_ENV = {{ paths.current_env | tojson }}
-SERVER_ENVS_DIR = {{ paths.envs_dir | tojson }}
-ENV_FILE = {{ paths.env_file | tojson }}
-CONDA = {{ paths.conda_bin | tojson }}
-UNIT_FILE = {{ paths.model_unit | tojson }}
-SYSTEMD_DIR = {{ paths.systemd_dir | tojson }}
-NGINX_DIR = {{ paths.nginx_models_dir | tojson }}
-NGINX_LOG_DIR = {{ paths.nginx_log_dir | tojson }}
-CA_BUNDLE = {{ paths.system_ca_bundle | tojson }}
-STATE_DIR = {{ paths.state_dir | tojson }}
-USER = {{ user | tojson }}
-FIRST_PORT, LAST_PORT = {{ model_ports | tojson }}
+#: The kit's layout (provisioning.layout), rendered in by fab serve-model.
+LAYOUT = json.loads('{{ {"paths": paths, "user": user, "ports": model_ports} | tojson }}')
+PATHS = LAYOUT["paths"]
+DESIRED = PATHS["models_desired"]
+MODELS_DIR = PATHS["models_dir"]
+ENVS_DIR = PATHS["model_envs_dir"]
+CURRENT_ENV = PATHS["current_env"]
+ENV_FILE = PATHS["env_file"]
+CONDA = PATHS["conda_bin"]
+UNIT_FILE = PATHS["model_unit"]
+SYSTEMD_DIR = PATHS["systemd_dir"]
+NGINX_DIR = PATHS["nginx_models_dir"]
+NGINX_LOG_DIR = PATHS["nginx_log_dir"]
+CA_BUNDLE = PATHS["system_ca_bundle"]
+STATE_DIR = PATHS["state_dir"]
+USER = LAYOUT["user"]
+FIRST_PORT, LAST_PORT = LAYOUT["ports"]
 TIMER = "mlflow-models.timer"
 TRACKING = "https://127.0.0.1"
 COMPLETE = ".kit-complete"
 FAILED = ".kit-failed"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: Server-only secrets a model download never needs.
-SERVER_ONLY = re.compile(r"^(MLFLOW_BACKEND_STORE_URI|MLFLOW_FLASK_SERVER_SECRET_KEY|MLFLOW_CRYPTO_|MLFLOW_AUTH_)")
+SERVER_ONLY = re.compile(
+    r"^(MLFLOW_BACKEND_STORE_URI|MLFLOW_FLASK_SERVER_SECRET_KEY|MLFLOW_CRYPTO_|MLFLOW_AUTH_)"
+)
 HEALTH_TIMEOUT_S = 300
 DRAIN_TIMEOUT_S = 30
 MAX_RESTARTS = 3
@@ -89,7 +93,7 @@ def parse_env_file(text):
 
 
 def instance_unit(name, port):
-    return "mlflow-model@%s-%d.service" % (name, port)
+    return f"mlflow-model@{name}-{port}.service"
 
 
 def parse_instance(unit):
@@ -106,7 +110,9 @@ def requirement_lines(text):
         if not line or line.startswith("#"):
             continue
         if line.startswith("-"):
-            raise Failure("requirements.txt line %r: options and nested files are not supported" % line)
+            raise Failure(
+                f"requirements.txt line {line!r}: options and nested files are not supported"
+            )
         lines.append(line)
     return lines
 
@@ -114,9 +120,16 @@ def requirement_lines(text):
 def environment_yml(python_version, requirements):
     """The conda environment for a model: its Python, then its requirements through pip.
     Its sha256 names the environment, so models with the same requirements share one."""
-    out = ["channels:", "  - conda-forge", "  - nodefaults", "dependencies:",
-           "  - python=%s" % python_version, "  - pip", "  - pip:"]
-    out += ["      - %s" % json.dumps(line) for line in requirements]
+    out = [
+        "channels:",
+        "  - conda-forge",
+        "  - nodefaults",
+        "dependencies:",
+        f"  - python={python_version}",
+        "  - pip",
+        "  - pip:",
+    ]
+    out += [f"      - {json.dumps(line)}" for line in requirements]
     return "\n".join(out) + "\n"
 
 
@@ -171,8 +184,8 @@ def dropin(name, version, port, python, model_dir, memory_mb, spec):
         "__pyfunc_model_path__": model_dir,
     }
     lines = ["# Written by mlflow-models: do not edit (fab serve-model converges it).", "[Service]"]
-    lines += ['Environment="%s=%s"' % (key, value) for key, value in env.items()]
-    lines += ["MemoryHigh=%dM" % (memory_mb * 9 // 10), "MemoryMax=%dM" % memory_mb]
+    lines += [f'Environment="{key}={value}"' for key, value in env.items()]
+    lines += [f"MemoryHigh={memory_mb * 9 // 10}M", f"MemoryMax={memory_mb}M"]
     return "\n".join(lines) + "\n"
 
 
@@ -184,35 +197,34 @@ def parse_dropin(text):
 
 
 def upstream_conf(name, version, ports):
-    servers = "".join(
-        "    server 127.0.0.1:%d max_fails=3 fail_timeout=10s;\n" % port for port in ports
-    )
-    return (
-        "# Written by mlflow-models: model %s version %s; do not edit.\n"
-        "upstream mlflow-model-%s {\n"
-        "    least_conn;\n"
-        "%s"
-        "    keepalive 16;\n"
-        "    # uvicorn closes a connection idle for 5 s: nginx lets go of it first.\n"
-        "    keepalive_timeout 4s;\n"
-        "}\n"
-    ) % (name, version, name, servers)
+    servers = [f"    server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;" for port in ports]
+    lines = [
+        f"# Written by mlflow-models: model {name} version {version}; do not edit.",
+        f"upstream mlflow-model-{name} " + "{",
+        "    least_conn;",
+        *servers,
+        "    keepalive 16;",
+        "    # uvicorn closes a connection idle for 5 s: nginx lets go of it first.",
+        "    keepalive_timeout 4s;",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def location_conf(name):
     """/models/NAME/{invocations,ping,version}, each allowed only when MLflow itself says the
     caller may read the registered model (the same users and permissions as the registry)."""
-    out = ["# Written by mlflow-models: model %s; do not edit." % name]
+    out = [f"# Written by mlflow-models: model {name}; do not edit."]
     for path in ("invocations", "ping", "version"):
         out += [
-            "location = /models/%s/%s {" % (name, path),
-            "    auth_request /_mlflow-model-auth/%s;" % name,
-            "    access_log %s/mlflow-model-%s.log combined;" % (NGINX_LOG_DIR, name),
-            "    proxy_pass http://mlflow-model-%s/%s;" % (name, path),
+            f"location = /models/{name}/{path} " + "{",
+            f"    auth_request /_mlflow-model-auth/{name};",
+            f"    access_log {NGINX_LOG_DIR}/mlflow-model-{name}.log combined;",
+            f"    proxy_pass http://mlflow-model-{name}/{path};",
             "}",
         ]
     out += [
-        "location = /_mlflow-model-auth/%s {" % name,
+        f"location = /_mlflow-model-auth/{name} " + "{",
         "    internal;",
         "    proxy_method GET;",
         "    proxy_pass_request_body off;",
@@ -222,7 +234,7 @@ def location_conf(name):
         '    proxy_set_header Connection "";',
         "    proxy_set_header Host $host;",
         "    access_log off;",
-        "    proxy_pass http://mlflow/api/2.0/mlflow/registered-models/get?name=%s;" % name,
+        f"    proxy_pass http://mlflow/api/2.0/mlflow/registered-models/get?name={name};",
         "}",
     ]
     return "\n".join(out) + "\n"
@@ -239,7 +251,7 @@ def free_ports(count, taken, is_free):
             ports.append(port)
             if len(ports) == count:
                 return ports
-    raise Failure("no %d free ports from %d to %d" % (count, FIRST_PORT, LAST_PORT))
+    raise Failure(f"no {count} free ports from {FIRST_PORT} to {LAST_PORT}")
 
 
 # --------------------------------------------------------------------------- the host
@@ -248,8 +260,8 @@ def free_ports(count, taken, is_free):
 def run(argv, check=True, **kwargs):
     result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
     if check and result.returncode != 0:
-        raise Failure("`%s` exited %d: %s" % (" ".join(argv), result.returncode,
-                                               (result.stderr or result.stdout).strip()[-2000:]))
+        output = (result.stderr or result.stdout).strip()[-2000:]
+        raise Failure(f"`{' '.join(argv)}` exited {result.returncode}: {output}")
     return result
 
 
@@ -282,13 +294,16 @@ def remove(path):
 
 
 def journal(unit, lines=JOURNAL_LINES):
-    return run(["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"],
-               check=False).stdout.strip()
+    return run(
+        ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"], check=False
+    ).stdout.strip()
 
 
 def unit_state(unit):
-    out = run(["systemctl", "show", "-p", "ActiveState", "-p", "UnitFileState", "-p", "NRestarts", unit],
-              check=False).stdout
+    out = run(
+        ["systemctl", "show", "-p", "ActiveState", "-p", "UnitFileState", "-p", "NRestarts", unit],
+        check=False,
+    ).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -300,22 +315,22 @@ def admin():
 def api(path, params):
     """GET the tracking server's REST API through nginx on loopback, as the admin."""
     username, password = admin()
-    url = "%s/api/2.0/mlflow/%s?%s" % (TRACKING, path, urllib.parse.urlencode(params))
-    request = urllib.request.Request(url)
-    token = base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+    url = f"{TRACKING}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(params)}"
+    request = urllib.request.Request(url)  # noqa: S310 - https://127.0.0.1, this host's nginx
+    token = base64.b64encode((f"{username}:{password}").encode()).decode()
     request.add_header("Authorization", "Basic " + token)
     context = ssl.create_default_context()
     # Loopback to this host's own nginx, whose certificate names the public host.
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(request, timeout=60, context=context) as response:
+        with urllib.request.urlopen(request, timeout=60, context=context) as response:  # noqa: S310 - https://127.0.0.1
             return json.load(response)
     except urllib.error.HTTPError as error:
         body = error.read().decode(errors="replace")[:500]
-        raise Failure("the tracking server answered %d to %s: %s" % (error.code, path, body)) from None
+        raise Failure(f"the tracking server answered {error.code} to {path}: {body}") from None
     except OSError as error:
-        raise Failure("the tracking server did not answer %s: %s" % (path, error)) from None
+        raise Failure(f"the tracking server did not answer {path}: {error}") from None
 
 
 def resolve(name, alias=None, version=None):
@@ -344,26 +359,41 @@ def ensure_model(name, version):
     target = os.path.join(MODELS_DIR, name, version)
     if os.path.exists(os.path.join(target, COMPLETE)):
         return target, False
-    staging = os.path.join(MODELS_DIR, name, ".%s.download" % version)
+    staging = os.path.join(MODELS_DIR, name, f".{version}.download")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     os.makedirs(staging, mode=0o755)
     shutil.chown(staging, USER, USER)
     username, password = admin()
     env = {k: v for k, v in parse_env_file(read(ENV_FILE)).items() if not SERVER_ONLY.match(k)}
-    given = {"env": env, "uri": TRACKING, "username": username, "password": password,
-             "model_uri": "models:/%s/%s" % (name, version), "dst": staging}
+    given = {
+        "env": env,
+        "uri": TRACKING,
+        "username": username,
+        "password": password,
+        "model_uri": f"models:/{name}/{version}",
+        "dst": staging,
+    }
     result = subprocess.run(
-        [sys.executable, "-c", DOWNLOAD], input=json.dumps(given), capture_output=True, text=True,
-        user=USER, group=USER, extra_groups=[], umask=0o022, cwd=STATE_DIR, env=clean_env(),
+        [sys.executable, "-c", DOWNLOAD],
+        input=json.dumps(given),
+        capture_output=True,
+        text=True,
+        user=USER,
+        group=USER,
+        extra_groups=[],
+        umask=0o022,
+        cwd=STATE_DIR,
+        env=clean_env(),
     )
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        raise Failure("model %s version %s could not be downloaded:\n%s"
-                      % (name, version, result.stderr.strip()[-2000:]))
+        raise Failure(
+            f"model {name} version {version} could not be downloaded:\n{result.stderr.strip()[-2000:]}"
+        )
     if not os.path.exists(os.path.join(staging, "MLmodel")):
         shutil.rmtree(staging, ignore_errors=True)
-        raise Failure("model %s version %s has no MLmodel file: not an MLflow model" % (name, version))
+        raise Failure(f"model {name} version {version} has no MLmodel file: not an MLflow model")
     run(["chown", "-R", "root:root", staging])
     run(["chmod", "-R", "u+rwX,go+rX,go-w", staging])
     open(os.path.join(staging, COMPLETE), "w").close()
@@ -372,8 +402,13 @@ def ensure_model(name, version):
 
 
 def clean_env():
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": STATE_DIR, "LANG": "C.UTF-8",
-            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": STATE_DIR,
+        "LANG": "C.UTF-8",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
 
 
 def model_requirements(model_dir):
@@ -405,27 +440,48 @@ def ensure_env(model_dir):
     if os.path.exists(os.path.join(home, COMPLETE)):
         return python, ""
     if os.path.exists(home + FAILED):
-        raise Failure("its environment %s failed to build before (fab serve-model tries again):\n%s"
-                      % (name, read(home + FAILED)))
+        raise Failure(
+            f"its environment {name} failed to build before (fab serve-model tries again):\n{read(home + FAILED)}"
+        )
     shutil.rmtree(home, ignore_errors=True)
     os.makedirs(home, mode=0o755)
     write(os.path.join(home, "environment.yml"), text)
     shutil.chown(home, USER, USER)
-    ca = {k: CA_BUNDLE for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CONDA_SSL_VERIFY")}
-    print("building environment %s (python %s, %d requirements)" % (name, python_version, len(requirements)),
-          flush=True)
+    ca = {
+        k: CA_BUNDLE
+        for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CONDA_SSL_VERIFY")
+    }
+    print(
+        f"building environment {name} (python {python_version}, {len(requirements)} requirements)",
+        flush=True,
+    )
     result = subprocess.run(
-        [CONDA, "env", "create", "--quiet", "--prefix", os.path.join(home, "env"),
-         "--file", os.path.join(home, "environment.yml")],
-        capture_output=True, text=True, user=USER, group=USER, extra_groups=[], umask=0o022,
-        cwd=STATE_DIR, env={**clean_env(), **ca},
+        [
+            CONDA,
+            "env",
+            "create",
+            "--quiet",
+            "--prefix",
+            os.path.join(home, "env"),
+            "--file",
+            os.path.join(home, "environment.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        user=USER,
+        group=USER,
+        extra_groups=[],
+        umask=0o022,
+        cwd=STATE_DIR,
+        env={**clean_env(), **ca},
     )
     if result.returncode != 0:
         error = (result.stderr.strip() or result.stdout.strip())[-3000:]
         shutil.rmtree(home, ignore_errors=True)
         write(home + FAILED, error + "\n")
-        raise Failure("its environment %s could not be built (conda env create exited %d):\n%s"
-                      % (name, result.returncode, error))
+        raise Failure(
+            f"its environment {name} could not be built (conda env create exited {result.returncode}):\n{error}"
+        )
     run(["chown", "-R", "root:root", home])
     run(["chmod", "-R", "go-w", home])
     open(os.path.join(home, COMPLETE), "w").close()
@@ -458,7 +514,8 @@ def port_is_free(port):
 
 def healthy(port):
     try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/ping" % port, timeout=5) as response:
+        url = f"http://127.0.0.1:{port}/ping"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
             return response.status == 200
     except OSError:
         return False
@@ -474,18 +531,26 @@ def wait_healthy(units):
             else:
                 state = unit_state(unit)
                 # A model that cannot load makes its process exit again and again.
-                if state.get("ActiveState") == "failed" or int(state.get("NRestarts") or 0) >= MAX_RESTARTS:
-                    raise Failure("%s does not start (%s restarts):\n%s"
-                                  % (unit, state.get("NRestarts"), journal(unit)))
+                if (
+                    state.get("ActiveState") == "failed"
+                    or int(state.get("NRestarts") or 0) >= MAX_RESTARTS
+                ):
+                    raise Failure(
+                        "{} does not start ({} restarts):\n{}".format(
+                            unit, state.get("NRestarts"), journal(unit)
+                        )
+                    )
         if pending and time.monotonic() > deadline:
             unit = next(iter(pending))
-            raise Failure("%s did not answer /ping within %ds:\n%s" % (unit, HEALTH_TIMEOUT_S, journal(unit)))
+            raise Failure(
+                f"{unit} did not answer /ping within {HEALTH_TIMEOUT_S}s:\n{journal(unit)}"
+            )
         if pending:
             time.sleep(1)
 
 
 def connections(port):
-    out = run(["ss", "-Htn", "state", "established", "( dport = :%d )" % port], check=False).stdout
+    out = run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"], check=False).stdout
     return len(out.splitlines())
 
 
@@ -507,8 +572,10 @@ def start_instances(name, version, ports, python, model_dir, memory_mb, spec):
         unit = instance_unit(name, port)
         directory = os.path.join(SYSTEMD_DIR, unit + ".d")
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        write(os.path.join(directory, "kit.conf"),
-              dropin(name, version, port, python, model_dir, memory_mb, spec))
+        write(
+            os.path.join(directory, "kit.conf"),
+            dropin(name, version, port, python, model_dir, memory_mb, spec),
+        )
         units[unit] = port
     run(["systemctl", "daemon-reload"])
     for unit in units:
@@ -542,9 +609,8 @@ def converge(endpoint, present, unit_text):
     mine = {unit: values for unit, values in present.items() if parse_instance(unit)[0] == name}
     live_units = [instance_unit(name, port) for port in live]
     done = []
-    if (
-        len(live) == workers
-        and all(mine.get(unit, {}).get("KIT_MODEL_SPEC") == spec for unit in live_units)
+    if len(live) == workers and all(
+        mine.get(unit, {}).get("KIT_MODEL_SPEC") == spec for unit in live_units
     ):
         for unit in live_units:
             state = unit_state(unit)
@@ -552,7 +618,7 @@ def converge(endpoint, present, unit_text):
                 run(["systemctl", "reset-failed", unit], check=False)
                 run(["systemctl", "enable", unit])
                 run(["systemctl", "restart", unit])
-                done.append("restarted %s" % unit)
+                done.append(f"restarted {unit}")
         if done:
             wait_healthy({unit: parse_instance(unit)[1] for unit in live_units})
         if write(location_path, location_conf(name)):
@@ -560,7 +626,7 @@ def converge(endpoint, present, unit_text):
             done.append("nginx location")
         leftovers = [unit for unit in mine if unit not in live_units]
         stop_instances(leftovers)
-        done += ["removed %s" % unit for unit in leftovers]
+        done += [f"removed {unit}" for unit in leftovers]
         return version, ", ".join(done)
     # Blue/green: the new instances beside the old ones, nginx switched, the old drained.
     taken = {parse_instance(unit)[1] for unit in present}
@@ -583,45 +649,49 @@ def converge(endpoint, present, unit_text):
     old = [unit for unit in mine if unit not in new]
     drain([parse_instance(unit)[1] for unit in old])
     stop_instances(old)
-    what = "version %s on %s" % (version, ", ".join(str(p) for p in ports))
+    what = "version {} on {}".format(version, ", ".join(str(p) for p in ports))
     if built:
-        what += " (environment %s built)" % built
+        what += f" (environment {built} built)"
     elif downloaded:
         what += " (downloaded)"
     if old:
-        what += ", replaced %s" % ", ".join(sorted(old))
+        what += ", replaced {}".format(", ".join(sorted(old)))
     return version, what
 
 
 def withdraw(name, present):
     """An endpoint no longer desired: out of nginx, drained, stopped."""
-    paths = [os.path.join(NGINX_DIR, name + suffix) for suffix in (".location.conf", ".upstream.conf")]
+    paths = [
+        os.path.join(NGINX_DIR, name + suffix) for suffix in (".location.conf", ".upstream.conf")
+    ]
     if any([remove(path) for path in paths]):
         reload_nginx()
     units = [unit for unit in present if parse_instance(unit)[0] == name]
     drain([parse_instance(unit)[1] for unit in units])
     stop_instances(units)
-    return "withdrawn (%d instance(s) stopped)" % len(units)
+    return f"withdrawn ({len(units)} instance(s) stopped)"
 
 
 def prune(present):
     """Model versions and environments no instance uses any more."""
     used_dirs = {values.get("__pyfunc_model_path__") for values in present.values()}
-    used_envs = {values.get("KIT_MODEL_PYTHON", "").split("/env/bin/")[0] for values in present.values()}
+    used_envs = {
+        values.get("KIT_MODEL_PYTHON", "").split("/env/bin/")[0] for values in present.values()
+    }
     removed = []
     for name in os.listdir(MODELS_DIR) if os.path.isdir(MODELS_DIR) else ():
         for version in os.listdir(os.path.join(MODELS_DIR, name)):
             path = os.path.join(MODELS_DIR, name, version)
             if path not in used_dirs:
                 shutil.rmtree(path, ignore_errors=True)
-                removed.append("model %s/%s" % (name, version))
+                removed.append(f"model {name}/{version}")
         if not os.listdir(os.path.join(MODELS_DIR, name)):
             os.rmdir(os.path.join(MODELS_DIR, name))
     for entry in os.listdir(ENVS_DIR) if os.path.isdir(ENVS_DIR) else ():
         path = os.path.join(ENVS_DIR, entry)
         if os.path.isdir(path) and path not in used_envs:
             shutil.rmtree(path, ignore_errors=True)
-            removed.append("environment %s" % entry)
+            removed.append(f"environment {entry}")
     return removed
 
 
@@ -652,24 +722,28 @@ def reconcile():
             version, what = converge(endpoint, instances(), unit_text)
         except Failure as failure:
             summary["failed"][name] = str(failure)
-            print("endpoint %s: FAILED, left as it was: %s" % (name, failure), file=sys.stderr, flush=True)
+            print(
+                f"endpoint {name}: FAILED, left as it was: {failure}", file=sys.stderr, flush=True
+            )
             continue
         if what:
             summary["changed"][name] = what
-            print("endpoint %s: %s" % (name, what), flush=True)
+            print(f"endpoint {name}: {what}", flush=True)
         else:
-            summary["ok"][name] = "version %s, as wanted" % version
+            summary["ok"][name] = f"version {version}, as wanted"
     wanted = {endpoint["name"] for endpoint in desired}
     present = instances()
     gone = sorted({parse_instance(unit)[0] for unit in present} - wanted)
     gone += sorted(
-        entry.rsplit(".", 2)[0] for entry in os.listdir(NGINX_DIR)
-        if entry.endswith(".location.conf") and entry.rsplit(".", 2)[0] not in wanted
+        entry.rsplit(".", 2)[0]
+        for entry in os.listdir(NGINX_DIR)
+        if entry.endswith(".location.conf")
+        and entry.rsplit(".", 2)[0] not in wanted
         and entry.rsplit(".", 2)[0] not in gone
     )
     for name in gone:
         summary["changed"][name] = withdraw(name, present)
-        print("endpoint %s: %s" % (name, summary["changed"][name]), flush=True)
+        print("endpoint {}: {}".format(name, summary["changed"][name]), flush=True)
     if not summary["failed"]:
         removed = prune(instances())
         if removed:
@@ -687,15 +761,26 @@ def main(argv):
     if argv[:1] == ["resolve"] and len(argv) == 4 and argv[2] in ("--alias", "--version"):
         name = argv[1]
         if not NAME.fullmatch(name):
-            print("model name %r: the kit serves names of letters, digits and _.-" % name, file=sys.stderr)
+            print(
+                f"model name {name!r}: the kit serves names of letters, digits and _.-",
+                file=sys.stderr,
+            )
             return 2
         try:
             found = resolve(name, **{argv[2][2:]: argv[3]})
         except Failure as failure:
             print(str(failure), file=sys.stderr)
             return 1
-        print(json.dumps({"name": name, "version": str(found["version"]),
-                          "run_id": found.get("run_id", ""), "status": found.get("status", "")}))
+        print(
+            json.dumps(
+                {
+                    "name": name,
+                    "version": str(found["version"]),
+                    "run_id": found.get("run_id", ""),
+                    "status": found.get("status", ""),
+                }
+            )
+        )
         return 0
     print(__doc__, file=sys.stderr)
     return 2

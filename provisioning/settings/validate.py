@@ -262,7 +262,9 @@ def _check_models(d: Deployment) -> None:
         )
     for name, sizes in endpoints.items():
         if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
-            raise SettingsError(f"model_endpoints.{name}", sizes, f"a model name of {MODEL_NAME_ALLOWED}")
+            raise SettingsError(
+                f"model_endpoints.{name}", sizes, f"a model name of {MODEL_NAME_ALLOWED}"
+            )
         if not isinstance(sizes, dict) or not sizes or set(sizes) - {"workers", "memory_mb"}:
             raise SettingsError(
                 f"model_endpoints.{name}", sizes, "a mapping with workers and/or memory_mb"

@@ -176,7 +176,10 @@ def install(host: Host, ctx: dict) -> Outcome[frozenset[str]]:
     installed = install_files(host, ctx, MODEL_FILES)
     if any(FILES[name].is_unit for name in installed):
         host.run("systemctl daemon-reload")
-    if "mlflow-models.timer.j2" in installed and host.read(facts.unit_active(TIMER_UNIT)) == "active":
+    if (
+        "mlflow-models.timer.j2" in installed
+        and host.read(facts.unit_active(TIMER_UNIT)) == "active"
+    ):
         host.run(f"systemctl restart {TIMER_UNIT}")
     if not installed and not fixed:
         return unchanged(f"{len(MODEL_FILES)} files as rendered", installed)

@@ -14,9 +14,7 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -107,7 +105,7 @@ def test_the_model_files_need_no_server_secret():
 
 
 @needs_systemd_analyze
-def test_model_units_pass_systemd_analyze_verify(tmp_path, system_units, ctx):
+def test_model_units_pass_systemd_analyze_verify(tmp_path, system_units, ctx):  # noqa: F811
     root = tmp_path / "root"
     shutil.copytree(system_units, root / "usr/lib/systemd/system")
     (root / "etc/systemd/system").mkdir(parents=True)
@@ -162,7 +160,11 @@ def test_model_unit_runs_the_command_mlflow_models_serve_execs(ctx, monkeypatch)
     argv = shlex.split(exec_start.removeprefix("ExecStart="))
     assert argv[:4] == ["/usr/bin/env", "${KIT_MODEL_PYTHON}", "-m", "uvicorn"]
     assert words[0] == "uvicorn" and words[-1] == argv[-1] == "mlflow.pyfunc.scoring_server.app:app"
-    for option, value in (("--host", "127.0.0.1"), ("--port", "${KIT_MODEL_PORT}"), ("--workers", "1")):
+    for option, value in (
+        ("--host", "127.0.0.1"),
+        ("--port", "${KIT_MODEL_PORT}"),
+        ("--workers", "1"),
+    ):
         assert argv[argv.index(option) + 1] == value
         assert option in words
     # What the scoring server reads: the model path variable the program's drop-in sets.
@@ -234,8 +236,12 @@ def test_program_requirements_and_environment_for_the_conda_stand_in(program, tm
 
     assert yaml.safe_load(text)["dependencies"][-1] == {"pip": requirements}
     # The same requirements name the same environment, whatever model asks for them.
-    assert program.env_name(text) == program.env_name(program.environment_yml("3.11.7", requirements))
-    assert program.env_name(text) != program.env_name(program.environment_yml("3.11.8", requirements))
+    assert program.env_name(text) == program.env_name(
+        program.environment_yml("3.11.7", requirements)
+    )
+    assert program.env_name(text) != program.env_name(
+        program.environment_yml("3.11.8", requirements)
+    )
     for line in ("-r other.txt", "--index-url https://pypi.example/simple"):
         with pytest.raises(program.Failure, match="options and nested files"):
             program.requirement_lines(line)
@@ -244,7 +250,7 @@ def test_program_requirements_and_environment_for_the_conda_stand_in(program, tm
 def test_program_serves_on_the_server_env_only_when_it_meets_every_requirement(program):
     from importlib import metadata
 
-    python = "%d.%d.1" % sys.version_info[:2]
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}.1"
     pyyaml = metadata.version("pyyaml")
     assert program.satisfied_by_running_python(python, [f"pyyaml=={pyyaml}", "packaging"])
     assert program.satisfied_by_running_python(python, ['no-such-dist==1; python_version < "3"'])
@@ -272,7 +278,9 @@ def test_nginx_accepts_the_site_with_the_program_s_model_files(tmp_path, pem_dir
         upstream = program.upstream_conf(name, "3", ports)
         assert program.upstream_ports(upstream) == ports
         (models / f"{name}.upstream.conf").write_text(upstream)
-        location = program.location_conf(name).replace(PATHS["nginx_log_dir"], str(tmp_path / "logs"))
+        location = program.location_conf(name).replace(
+            PATHS["nginx_log_dir"], str(tmp_path / "logs")
+        )
         (models / f"{name}.location.conf").write_text(location)
     site = render("nginx-mlflow.conf.j2", ctx).replace(PATHS["nginx_models_dir"], str(models))
     result = nginx_test(tmp_path, site, ctx)

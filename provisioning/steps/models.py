@@ -214,7 +214,7 @@ def desire(
     # An endpoint that follows its alias serves whatever version it points at.
     endpoint = Endpoint(name, "" if follow else version, alias, follow, workers, memory)
     wanted = [e for e in resized(deployment, present) if e.name != name] + [endpoint]
-    what = f"{name} {endpoint.asked}" + (f": version {version} now" if alias else "")
+    what = f"{name} {endpoint.asked}" + (f" = version {version}" if alias else "")
     return _write(host, before, wanted, what)
 
 
@@ -231,7 +231,7 @@ def withdraw(host: Host, deployment: Deployment, name: str) -> Outcome[str | Non
 def _write(host: Host, before: str, wanted: list[Endpoint], what: str) -> Outcome[str | None]:
     if files.ensure_file(host, PATHS["models_desired"], desired_text(wanted), mode="0644"):
         return changed(what, before)
-    return unchanged(f"{what}: as wanted", None)
+    return unchanged(f"{what}, as models.json has it", None)
 
 
 def reconcile(host: Host, before: str | None) -> Outcome[dict]:

@@ -7,6 +7,8 @@ the host. Steps read facts first and change only what differs.
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,6 +190,68 @@ def parse_processes(text: str) -> list[tuple[int, str]]:
     return found
 
 
+def parse_json_output(text: str):
+    """A program's answer: its last line of output, as JSON (None when it printed nothing)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+def parse_json_file(text: str) -> dict:
+    """A small JSON state file ({} when absent or unreadable)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    """What the metrics endpoint says, in short: requests per instance and the kit's counts."""
+
+    #: instance port -> requests it served since it started (mlflow_http_request_total).
+    requests: dict[int, float]
+    #: mlflow_kit_* gauge -> value (labelled ones summed: runs of every lifecycle stage).
+    counts: dict[str, float]
+    #: instance port -> whether it answered.
+    up: dict[int, bool]
+
+
+def parse_metrics(text: str) -> MetricsSummary:
+    """Prometheus text exposition from mlflow-metrics -> MetricsSummary."""
+    requests: dict[int, float] = {}
+    counts: dict[str, float] = {}
+    up: dict[int, bool] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or line.startswith("#"):
+            continue
+        name, labels, value = (
+            match.group(1),
+            dict(_LABEL.findall(match.group(2) or "")),
+            match.group(3),
+        )
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        port = labels.get("instance_port", "")
+        if name == "mlflow_http_request_total" and port.isdigit():
+            requests[int(port)] = requests.get(int(port), 0.0) + number
+        elif name == "mlflow_kit_instance_up" and port.isdigit():
+            up[int(port)] = number == 1
+        elif name.startswith("mlflow_kit_"):
+            key = name.removeprefix("mlflow_kit_")
+            if labels.get("lifecycle_stage"):
+                key += f"_{labels['lifecycle_stage']}"
+            counts[key] = counts.get(key, 0.0) + number
+    return MetricsSummary(requests, counts, up)
+
+
 # --------------------------------------------------------------------------- facts
 
 OS_RELEASE = Fact("cat /etc/os-release", parse_os_release, sudo=False)
@@ -366,6 +430,74 @@ def journal(units: str, lines: int, output: str = "short-iso") -> Fact[str]:
     """The last ``lines`` journal lines of ``units`` (``-u A -u B`` arguments)."""
     return Fact(
         f"journalctl {units} -n {int(lines)} --no-pager -o {output} 2>/dev/null || true",
+        parse_text,
+    )
+
+
+def json_output(command: str) -> Fact:
+    """A kit program's JSON answer (its last line of output)."""
+    return Fact(command, parse_json_output)
+
+
+def json_file(path: str) -> Fact[dict]:
+    return Fact(f"cat {shlex.quote(path)} 2>/dev/null || true", parse_json_file)
+
+
+def metrics(port: int) -> Fact[MetricsSummary]:
+    """mlflow-metrics on loopback, summarized (nothing when it does not answer)."""
+    return Fact(
+        f"curl -s --max-time 20 http://127.0.0.1:{int(port)}/metrics || true",
+        parse_metrics,
+        sudo=False,
+    )
+
+
+@dataclass(frozen=True)
+class ServiceAge:
+    """A service's state, when it last started and when its newest input last changed."""
+
+    state: str
+    started: int
+    newest_input: int
+
+    @property
+    def stale(self) -> bool:
+        """Not running, or started before an input changed (it runs what it read then)."""
+        return self.state != "active" or self.newest_input > self.started
+
+
+def parse_service_age(text: str) -> ServiceAge:
+    """``STATE @STARTED NEWEST`` (epoch seconds; ``@`` or ``0`` when never started)."""
+    words = text.split()
+    if len(words) != 3:
+        return ServiceAge("unknown", 0, 0)
+    started = words[1].lstrip("@")
+    return ServiceAge(
+        words[0],
+        int(started) if started.isdigit() else 0,
+        int(words[2]) if words[2].isdigit() else 0,
+    )
+
+
+def service_age(unit: str, inputs: tuple[str, ...]) -> Fact[ServiceAge]:
+    """Whether ``unit`` runs and whether any of ``inputs`` (files, symlinks themselves)
+    changed after it started."""
+    paths = " ".join(shlex.quote(p) for p in inputs)
+    return Fact(
+        f"echo $(systemctl is-active {unit}) "
+        f"$(systemctl show -P ActiveEnterTimestamp --timestamp=unix {unit}) "
+        f"$(stat -c %Y {paths} 2>/dev/null | sort -n | tail -n 1)",
+        parse_service_age,
+    )
+
+
+def kek_fingerprint(path: str) -> Fact[str]:
+    """``sha256:<16 hex>`` of the KEK kept in ``path`` ("VERSION PASSPHRASE"), as backups
+    record it; the passphrase goes through a pipe only ("" without a KEK)."""
+    q = shlex.quote(path)
+    return Fact(
+        f"if [ -s {q} ]; then printf 'sha256:%.16s\\n' \"$(cut -d' ' -f2- {q} | tr -d '\\n' "
+        f'| sha256sum)"; fi',
         parse_text,
     )
 

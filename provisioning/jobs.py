@@ -11,15 +11,13 @@ a second time. A failure ends in a RemoteError carrying the unit's own journal
 from __future__ import annotations
 
 import shlex
-import time
 
-from provisioning import facts
-from provisioning.transport import Host
+from provisioning import facts, waiting
+from provisioning.transport import Host, RemoteError
 
 UNIT_PREFIX = "mlflow-kit-"
 RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
 POLL_S = 2
-NOTE_EVERY_S = 30
 JOURNAL_LINES = 40
 
 
@@ -35,13 +33,16 @@ def run_job(
     timeout: float,
     description: str,
     env: dict[str, str] | None = None,
+    properties: dict[str, str] | None = None,
 ) -> str:
     """Run ``command`` (a shell command, as root) as the unit ``mlflow-kit-<name>``; wait for it.
 
     Returns ``"started"`` or ``"attached"`` (an earlier run's unit was still at
     work, and this run waited for it instead). The caller checks the result it
     needs (a marker file, an installed package): an attached unit may have been
-    started with other arguments.
+    started with other arguments. ``properties`` are unit settings such as
+    ``EnvironmentFile`` (secrets reach the work through it, never its command line)
+    or ``User``.
     """
     unit = unit_name(name)
     if _state(host, unit).get("ActiveState") in RUNNING_STATES:
@@ -57,6 +58,7 @@ def run_job(
         "--service-type=exec",
         "--property=TimeoutStartSec=infinity",
         *(f"--setenv={shlex.quote(f'{k}={v}')}" for k, v in sorted((env or {}).items())),
+        *(f"--property={shlex.quote(f'{k}={v}')}" for k, v in (properties or {}).items()),
         "/bin/sh",
         "-c",
         shlex.quote(command),
@@ -73,24 +75,23 @@ def _state(host: Host, unit: str) -> dict[str, str]:
 
 
 def _wait(host: Host, unit: str, timeout: float) -> None:
-    started = time.monotonic()
-    last_note = started
-    while True:
-        state = _state(host, unit)
-        if state.get("ActiveState") not in RUNNING_STATES:
-            break
-        now = time.monotonic()
-        if now - started > timeout:
-            raise host.error(
-                f"wait for {unit}",
-                -1,
-                f"{unit} still running after {timeout:.0f}s; it goes on by itself: run the "
-                f"task again to wait for it, or follow it with `journalctl -fu {unit}` on the host",
-            )
-        if now - last_note >= NOTE_EVERY_S:
-            host.note(f"still waiting for {unit} ({now - started:.0f}s)")
-            last_note = now
-        time.sleep(POLL_S)
+    def late(_state: dict) -> RemoteError:
+        return host.error(
+            f"wait for {unit}",
+            -1,
+            f"{unit} still running after {timeout:.0f}s; it goes on by itself: run the "
+            f"task again to wait for it, or follow it with `journalctl -fu {unit}` on the host",
+        )
+
+    state = waiting.until(
+        host,
+        lambda: _state(host, unit),
+        lambda s: s.get("ActiveState") not in RUNNING_STATES,
+        timeout=timeout,
+        poll=POLL_S,
+        late=late,
+        note=lambda _s, seconds: f"waiting for {unit} ({seconds:.0f}s)",
+    )
     if state.get("Result") not in ("success", ""):
         raise host.error(f"wait for {unit}", 1, _journal(host, unit))
 

@@ -69,6 +69,16 @@ PATHS = {
     # Each endpoint's nginx upstream and locations, included by the site.
     "nginx_models_dir": "/etc/nginx/mlflow-models",
     "nginx_log_dir": "/var/log/nginx",
+    # Backups, garbage collection and metrics (provisioning/backups/remote: the programs).
+    "kit_storage": "/opt/mlflow/bin/kit_storage.py",
+    "backup_program": "/opt/mlflow/bin/mlflow-backup",
+    "gc_program": "/opt/mlflow/bin/mlflow-gc",
+    "metrics_program": "/opt/mlflow/bin/mlflow-metrics",
+    "gc_unit": "/etc/systemd/system/mlflow-gc.service",
+    "gc_timer": "/etc/systemd/system/mlflow-gc.timer",
+    # What the last gc run did (JSON, written by mlflow-gc); fab status shows it.
+    "gc_last": "/var/lib/mlflow/gc-last.json",
+    "metrics_unit": "/etc/systemd/system/mlflow-metrics.service",
 }
 USER = "mlflow"
 GROUP = "mlflow"
@@ -80,6 +90,11 @@ SYSTEM_SERVICES = (NGINX_UNIT_NAME,)
 FIRST_SERVER_PORT = 5001
 #: The loopback ports of model endpoint instances (mlflow-model@<name>-<port>).
 MODEL_PORTS = (5201, 5899)
+GC_UNIT_NAME = "mlflow-gc.service"
+GC_TIMER_NAME = "mlflow-gc.timer"
+METRICS_UNIT_NAME = "mlflow-metrics.service"
+#: Loopback port of mlflow-metrics (every instance's metrics and the kit's counts in one).
+METRICS_PORT = 5200
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,12 @@ FILES = {
     "mlflow-models.service.j2": ManagedFile(PATHS["models_unit"], "root", "root", 0o644),
     "mlflow-models.timer.j2": ManagedFile(
         PATHS["models_timer"], "root", "root", 0o644, Handler("restart", "mlflow-models.timer")
+    ),
+    # Started by their timer; a change applies at the next run (the gc step reloads units).
+    "mlflow-gc.service.j2": ManagedFile(PATHS["gc_unit"], "root", "root", 0o644),
+    "mlflow-gc.timer.j2": ManagedFile(PATHS["gc_timer"], "root", "root", 0o644),
+    "mlflow-metrics.service.j2": ManagedFile(
+        PATHS["metrics_unit"], "root", "root", 0o644, Handler("restart", METRICS_UNIT_NAME)
     ),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from provisioning import facts
+from provisioning.backups.record import BackupRecord
 from provisioning.layout import PATHS, SERVER_FILES
 from provisioning.play import Play
 from provisioning.render import context, model_context, render
@@ -14,7 +15,9 @@ from provisioning.steps import (
     conda,
     configuration,
     database,
+    gc,
     health,
+    metrics,
     models,
     packages,
     preflight,
@@ -23,16 +26,19 @@ from provisioning.steps import (
     secrets,
     servers,
 )
+from provisioning.steps import backup as backup_steps
 from provisioning.transport import Host, RemoteError
 
 
-def bootstrap(play: Play, d: Deployment) -> None:
+def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
     """Converge the host to ``d``: a TLS, authenticated MLflow server, proven by the health gate.
 
     The new environment is migrated before the servers switch to it, so a failed
-    migration leaves the old server running. Each instance restarts, one at a
-    time, when what it was started with differs from what it should run; nginx
-    reloads for what changed (provisioning.handlers).
+    migration leaves the old server running; a migration is preceded by a backup,
+    and a switch that fails rolls back to the previous environment, naming the
+    command that restores that backup (``selection``: the task's --stack/--settings).
+    Each instance restarts, one at a time, when what it was started with differs
+    from what it should run; nginx reloads for what changed (provisioning.handlers).
     """
     resources = play.step("preflight", preflight.check, d)
     ports = servers.ports_for(d, resources)
@@ -40,6 +46,7 @@ def bootstrap(play: Play, d: Deployment) -> None:
     play.step("first boot", packages.first_boot)
     play.step("ca certificates", packages.trust_ca_certs, d.extra_ca_certs)
     play.step("system packages", packages.system_packages)
+    play.step("backup tools", backup_steps.tools)
     play.step("database certificate", database.certificate, d)
     play.step("mlflow user and directories", configuration.service_user)
     play.step("miniforge", conda.miniforge, d)
@@ -55,6 +62,10 @@ def bootstrap(play: Play, d: Deployment) -> None:
     env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
     plan = play.step("schema check", schema.check, d, env)
     play.step("configuration files", configuration.install, ctx, SERVER_FILES)
+    restore = ""
+    if plan.migrates and not plan.empty:
+        taken = play.step("backup before migration", backup_steps.before_migration, d, selection)
+        restore = taken.restore_command if taken else ""
     play.step("schema migration", schema.migrate, d, plan)
     previous = play.step("activate environment", conda.activate, env)
     try:
@@ -64,8 +75,10 @@ def bootstrap(play: Play, d: Deployment) -> None:
         play.step("health gate", health.gate, d)
     except RemoteError:
         if previous is not None:
-            play.step("roll back", servers.roll_back, ctx, previous)
+            play.step("roll back", servers.roll_back, ctx, previous, restore)
         raise
+    play.step("garbage collection", gc.converge, d, ctx)
+    play.step("metrics", metrics.converge, ctx)
     play.step("old environments", conda.prune, d.keep_environments)
 
 
@@ -125,7 +138,34 @@ def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
     for what, address, port in preflight.endpoints(d):
         ok = host.read(facts.tcp_open(address, port))
         rows.append((what, f"{address}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
-    return rows
+    return rows + gc.status_rows(host, d) + metrics.status_rows(host)
+
+
+def backup(play: Play, d: Deployment, selection: str = "") -> BackupRecord:
+    """A backup of the database and the artifacts (provisioning.steps.backup); its record."""
+    play.step("preflight", preflight.check, d)
+    return play.step("backup", backup_steps.take, d, "on demand", selection)
+
+
+def restore(play: Play, d: Deployment, backup_id: str) -> None:
+    """The server put back as backup ``backup_id`` found it: the servers stop, the database
+    and then the artifacts are restored, the schema is brought to the installed MLflow,
+    the servers start and the health gate proves them. A failure before the database
+    changed starts the servers again on what they had."""
+    play.step("preflight", preflight.check, d)
+    found = play.step("backup manifest", backup_steps.manifest, d, backup_id)
+    ports = play.step("stop serving", backup_steps.stop_serving)
+    try:
+        play.step("restore database", backup_steps.restore_database, d, found)
+    except Exception:
+        play.step("resume serving", backup_steps.resume_serving, d, ports)
+        raise
+    play.step("restore artifacts", backup_steps.restore_artifacts, found)
+    env = play.step("environment", backup_steps.current_environment)
+    plan = play.step("schema check", schema.check, d, env)
+    play.step("schema migration", schema.migrate, d, plan)
+    play.step("resume serving", backup_steps.resume_serving, d, ports)
+    play.step("health gate", health.gate, d)
 
 
 def serve_model(play: Play, d: Deployment, request: models.Request) -> None:

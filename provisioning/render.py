@@ -17,7 +17,15 @@ import jinja2
 
 from provisioning import sizing
 from provisioning.handlers import inputs_of
-from provisioning.layout import GROUP, MIGRATE_UNIT_NAME, MODEL_PORTS, PATHS, SERVER_UNIT_NAME, USER
+from provisioning.layout import (
+    GROUP,
+    METRICS_PORT,
+    MIGRATE_UNIT_NAME,
+    MODEL_PORTS,
+    PATHS,
+    SERVER_UNIT_NAME,
+    USER,
+)
 from provisioning.settings import Deployment
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -276,6 +284,11 @@ def context(
         "db_max_overflow": pool.max_overflow,
         "instance_memory_high_mb": sizing.INSTANCE_MEMORY_HIGH_MB,
         "instance_memory_max_mb": sizing.INSTANCE_MEMORY_MAX_MB,
+        # Garbage collection (mlflow-gc.timer) and metrics (mlflow-metrics, /metrics).
+        "gc_older_than": deployment.gc_older_than,
+        "gc_schedule": deployment.gc_schedule,
+        "metrics_port": METRICS_PORT,
+        "metrics_allowed_cidrs": list(deployment.metrics_allowed_cidrs),
         # Instances a rolling restart has taken out of nginx's upstream for now.
         "down_ports": [],
         "config_digest": "",

@@ -8,7 +8,7 @@ import time
 from fabric import task
 
 from provisioning import plays
-from provisioning.session import load_deployment, on_host, say
+from provisioning.session import load_deployment, on_host, say, selection
 
 
 @task(
@@ -35,7 +35,7 @@ def bootstrap(c, stack=None, settings=None, accept_new_host_key=False):
     deployment = load_deployment(c, stack, settings)
     started = time.monotonic()
     with on_host(deployment, "bootstrap", accept_new_host_key=accept_new_host_key) as play:
-        plays.bootstrap(play, deployment)
+        plays.bootstrap(play, deployment, selection(stack, settings))
     say(
         f"[{deployment.host}] bootstrap finished in {time.monotonic() - started:.1f}s: "
         f"{play.changes} changed, {len(play.reports) - play.changes} ok"

@@ -134,3 +134,15 @@ def on_host(deployment: Deployment, task: str, *, lock: bool = True, accept_new_
             raise Exit(str(error), code=1) from error
         except (RemoteError, PreflightError) as error:
             raise Exit(f"{task} of {deployment.host} stopped: {error}", code=1) from error
+
+
+def selection(stack: str | None, settings: str | None) -> str:
+    """The arguments that select this deployment again, for a command to print."""
+    return " ".join(
+        part
+        for part in (
+            f"--stack {stack}" if stack else "",
+            f"--settings {settings}" if settings else "",
+        )
+        if part
+    )

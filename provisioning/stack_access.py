@@ -10,7 +10,11 @@
 - ``mlflow_version``, ``tls_mode``, ``domain`` and ``acme_email`` are the server
   settings the stack holds, which bootstrap must apply rather than its defaults, and
   ``db_max_connections`` the database's connection limit, which the servers' connection
-  pools are sized within.
+  pools are sized within;
+- ``ssh_host_key`` is the VM's SSH host key, which the stack generated and installed at
+  first boot: bootstrap pins it, so no other key is accepted;
+- ``db_ca_pem`` (GCP: the Cloud SQL server CA certificates) or ``db_ca_url`` (AWS: RDS's
+  regional CA bundle) is what the servers verify the database's certificate against.
 
 Stacks deployed before these outputs existed lack them; then nothing is derived.
 Standard library only.
@@ -30,6 +34,22 @@ TUNNEL_CHOICES = ("auto", "direct", "iap", "session-manager")
 CLOUD_TUNNEL = {"gcp": "iap", "aws": "session-manager"}
 #: sshd's port on the VM, which the tunnel forwards to.
 VM_SSH_PORT = 22
+#: Stack output -> the bootstrap setting it becomes (the same name).
+SERVER_SETTINGS = {
+    contract.MLFLOW_VERSION: "mlflow_version",
+    contract.TLS_MODE: "tls_mode",
+    contract.DOMAIN: "domain",
+    contract.ACME_EMAIL: "acme_email",
+    contract.DB_MAX_CONNECTIONS: "db_max_connections",
+    contract.SSH_HOST_KEY: "ssh_host_key",
+    contract.DB_CA_PEM: "db_ca_pem",
+    contract.DB_CA_URL: "db_ca_url",
+}
+#: Operator settings that say how the host's key is known: any of them replaces the
+#: stack's ``ssh_host_key`` (e.g. for a VM created before the stack generated its key).
+HOST_KEY_SETTINGS = ("ssh_host_key", "known_hosts_file")
+#: Operator settings that name the database's CA: any of them replaces the stack's.
+DB_CA_SETTINGS = ("db_ca_cert_file", "db_ca_url", "db_ca_pem")
 
 
 class StackAccessError(ValueError):
@@ -91,25 +111,26 @@ def proxy_command(outputs: Mapping[str, Any], tunnel: str = "auto") -> str | Non
 
 
 def server_settings(outputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Bootstrap settings the stack holds: mlflow_version, tls_mode, domain, acme_email
-    (strings) and db_max_connections (an integer).
+    """Bootstrap settings the stack holds: mlflow_version, tls_mode, domain, acme_email,
+    ssh_host_key, db_ca_pem or db_ca_url (strings) and db_max_connections (an integer).
 
     Empty or absent outputs (and a connection limit of 0, which the stack exports for a
     database class it does not know) give nothing, so bootstrap's own defaults apply.
     """
-    names = {
-        contract.MLFLOW_VERSION: "mlflow_version",
-        contract.TLS_MODE: "tls_mode",
-        contract.DOMAIN: "domain",
-        contract.ACME_EMAIL: "acme_email",
-        contract.DB_MAX_CONNECTIONS: "db_max_connections",
-    }
     limit = outputs.get(contract.DB_MAX_CONNECTIONS)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise StackAccessError(
             contract.DB_MAX_CONNECTIONS, limit, "a whole number of connections (0: not known)"
         )
-    return {setting: outputs[output] for output, setting in names.items() if outputs.get(output)}
+    for output in (contract.SSH_HOST_KEY, contract.DB_CA_PEM, contract.DB_CA_URL):
+        value = outputs.get(output)
+        if value is not None and not isinstance(value, str):
+            raise StackAccessError(output, value, "a string output")
+    return {
+        setting: outputs[output]
+        for output, setting in SERVER_SETTINGS.items()
+        if outputs.get(output)
+    }
 
 
 def stack_overrides(
@@ -119,11 +140,19 @@ def stack_overrides(
 
     ``settings`` are the operator's own (a settings file, ``fab -H``); they win. Its
     ``ssh_tunnel`` key (see TUNNEL_CHOICES) is consumed here; an ``ssh_proxy_command``
-    there replaces the derived one.
+    there replaces the derived one; a host key setting (HOST_KEY_SETTINGS) replaces the
+    stack's host key, and a database CA setting (DB_CA_SETTINGS) the stack's CA.
     """
     settings = dict(settings or {})
     tunnel = settings.pop("ssh_tunnel", "auto")
     derived: dict[str, Any] = server_settings(outputs)
+    for given, replaced in (
+        (HOST_KEY_SETTINGS, ("ssh_host_key",)),
+        (DB_CA_SETTINGS, DB_CA_SETTINGS),
+    ):
+        if any(key in settings for key in given):
+            for key in replaced:
+                derived.pop(key, None)
     if "ssh_proxy_command" not in settings:
         command = proxy_command(outputs, tunnel)
         if command:

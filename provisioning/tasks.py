@@ -14,6 +14,7 @@ TASK_MODULES = (
     "provisioning.stack_tasks",
     "provisioning.doctor_tasks",
     "provisioning.model_tasks",
+    "provisioning.backup_tasks",
 )
 
 

@@ -10,7 +10,7 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from provisioning import plays, pulumi_cli
-from provisioning.session import load_deployment, on_host, say
+from provisioning.session import load_deployment, on_host, say, selection
 from provisioning.settings import SettingsError
 
 _VERSION_LINE = re.compile(r"^mlflow_version:.*$", re.M)
@@ -40,7 +40,7 @@ def upgrade(c, mlflow_version, stack=None, settings=None):
     except SettingsError as error:
         raise Exit(f"upgrade: {error}", code=2) from error
     with on_host(target, "upgrade") as play:
-        plays.bootstrap(play, target)
+        plays.bootstrap(play, target, selection(stack, settings))
     say(
         f"[{target.host}] MLflow {mlflow_version} running; {_record(stack, settings, mlflow_version)}"
     )

@@ -173,12 +173,18 @@ def stack_config() -> dict[str, Any]:
     return out
 
 
-def check_keys(cloud: str) -> None:
-    """Refuse keys the program would silently ignore: typos in the project namespace,
-    provider keys the stack's explicit provider does not take, the other cloud's keys."""
-    secret = set(pulumi.runtime.config.get_config_secret_keys_env()) | set(
+def secret_keys() -> set[str]:
+    """The config keys the stack stores encrypted (``namespace:name``)."""
+    return set(pulumi.runtime.config.get_config_secret_keys_env()) | set(
         pulumi.runtime.config._SECRET_KEYS.get()  # noqa: SLF001 - the SDK has no getter
     )
+
+
+def check_keys(cloud: str) -> None:
+    """Refuse keys the program would silently ignore: typos in the project namespace,
+    provider keys the stack's explicit provider does not take, the other cloud's keys;
+    and keys that must be secret but are stored in plain text."""
+    secret = secret_keys()
     for full, value in sorted(stack_config().items()):
         namespace, _, name = full.partition(":")
         shown = "[secret]" if full in secret else value
@@ -187,6 +193,13 @@ def check_keys(cloud: str) -> None:
                 full,
                 shown,
                 "a known mlflow-server key (see Pulumi.yaml)" + keys.nearest(name, keys.TYPES),
+            )
+        if namespace == PROJECT and name in keys.SECRET and full not in secret:
+            raise SettingError(
+                full,
+                "[stored in plain text]",
+                f"a secret: `pulumi config set --secret {full}` with the value on stdin "
+                "(`fab rotate-admin-password --stack` does this)",
             )
         if namespace in keys.PROVIDER_KEYS and namespace != cloud:
             raise SettingError(
@@ -224,6 +237,9 @@ class CommonSettings:
     expires_at: str | None
     #: The world-open CIDRs that were set explicitly, for a loud warning.
     world_open: list[str] = field(default_factory=list)
+    #: The operator's MLflow admin password (``adminPassword``), a secret; None: the
+    #: stack's generated one.
+    admin_password: pulumi.Output[str] | None = field(default=None, repr=False)
 
     @property
     def is_prod(self) -> bool:
@@ -304,6 +320,9 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
             "a UTC time as YYYYMMDDhhmm: test stacks must expire (fab test-stack sets it)",
         )
     world = [c for c in https + ssh if c in WORLD_CIDRS]
+    admin_password = reader.get("adminPassword")
+    if admin_password is not None:
+        _ruled(reader, "adminPassword", rules.admin_password, admin_password)
     return CommonSettings(
         cloud=cloud,
         environment=environment,
@@ -319,4 +338,5 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
         labels=labels,
         expires_at=expires_at,
         world_open=world,
+        admin_password=None if admin_password is None else pulumi.Output.secret(admin_password),
     )

@@ -34,6 +34,17 @@ ACME_EMAIL = "acme_email"
 #: class (stacks/connection_limits.py), an integer; 0 when the kit does not know the
 #: class. Bootstrap sizes the servers' connection pools within it.
 DB_MAX_CONNECTIONS = "db_max_connections"
+#: The VM's SSH host key, an OpenSSH public key line (``ssh-ed25519 AAAA...``): the stack
+#: generates the key pair and installs it at first boot, so bootstrap can pin it.
+SSH_HOST_KEY = "ssh_host_key"
+#: The database as its cloud's API names it, for backups and restores: the RDS DB
+#: instance identifier, or the Cloud SQL instance name (with ``gcp_project``).
+DB_INSTANCE_ID = "db_instance_id"
+#: GCP only: the CA certificates (PEM) that sign the Cloud SQL server certificate, which
+#: names the instance's private IP (Google-managed shared CA), for ``sslmode=verify-full``.
+DB_CA_PEM = "db_ca_pem"
+#: AWS only: where the VM fetches the CA bundle of RDS in the stack's region (https).
+DB_CA_URL = "db_ca_url"
 
 #: Outputs every stack exports, whatever the cloud.
 COMMON_OUTPUTS = (
@@ -46,12 +57,14 @@ COMMON_OUTPUTS = (
     ADMIN_PASSWORD,
     ENVIRONMENT,
 )
-#: How to reach the VM and what the server should be; stacks deployed before these
-#: existed lack them, so provisioning treats them as optional.
-ACCESS_OUTPUTS = (VM_ID, VM_ZONE, REGION, SSH_ACCESS)
+#: How to reach the VM and what the server should be, and the database as its cloud
+#: names it; stacks deployed before these existed lack them, so provisioning treats
+#: them as optional.
+ACCESS_OUTPUTS = (VM_ID, VM_ZONE, REGION, SSH_ACCESS, SSH_HOST_KEY)
 SERVER_OUTPUTS = (MLFLOW_VERSION, TLS_MODE, DOMAIN, ACME_EMAIL, DB_MAX_CONNECTIONS)
+DATABASE_OUTPUTS = (DB_INSTANCE_ID,)
 #: Outputs only some clouds export.
-CLOUD_OUTPUTS = {"gcp": (DB_CONNECTION_NAME, GCP_PROJECT), "aws": ()}
+CLOUD_OUTPUTS = {"gcp": (DB_CONNECTION_NAME, GCP_PROJECT, DB_CA_PEM), "aws": (DB_CA_URL,)}
 #: Outputs that must be Pulumi secrets in the stack state.
 SECRET_OUTPUTS = frozenset({BACKEND_STORE_URI, ADMIN_PASSWORD})
 
@@ -83,4 +96,6 @@ DESCRIPTION_MARKER = "[" + LABEL_STACK + "={stack}]"
 
 def expected_outputs(cloud: str) -> tuple[str, ...]:
     """Every output name a stack for ``cloud`` exports."""
-    return COMMON_OUTPUTS + ACCESS_OUTPUTS + SERVER_OUTPUTS + CLOUD_OUTPUTS[cloud]
+    return (
+        COMMON_OUTPUTS + ACCESS_OUTPUTS + SERVER_OUTPUTS + DATABASE_OUTPUTS + CLOUD_OUTPUTS[cloud]
+    )

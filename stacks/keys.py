@@ -47,6 +47,7 @@ UNDECLARED = {
     "domain": "string",
     "acmeEmail": "string",
     "expiresAt": "string",
+    "adminPassword": "string",
     "gcpMachineType": "string",
     "gcpBootDiskGb": "integer",
     "gcpDbTier": "string",
@@ -70,6 +71,8 @@ UNDECLARED = {
     "awsBucketNoncurrentDays": "integer",
     "awsBucketExpireDays": "integer",
 }
+#: Keys whose value must be stored encrypted (``pulumi config set --secret``).
+SECRET = frozenset({"adminPassword"})
 TYPES: dict[str, str] = {
     **REQUIRED,
     **{key: typ for key, (typ, _) in DECLARED_DEFAULTS.items()},

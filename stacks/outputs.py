@@ -18,6 +18,8 @@ class ServerOutputs(Protocol):
     #: The VM as its cloud's tunnel names it, and its zone.
     vm_id: pulumi.Output[str]
     vm_zone: pulumi.Output[str]
+    #: The public half of the host key the stack generated, ``ssh-ed25519 AAAA...``.
+    ssh_host_key: pulumi.Output[str]
 
 
 class DatabaseOutputs(Protocol):
@@ -25,6 +27,8 @@ class DatabaseOutputs(Protocol):
 
     backend_store_uri: pulumi.Output[str]
     max_connections: int
+    #: The database as its cloud's API names it.
+    instance_id: pulumi.Output[str]
 
 
 def contract_outputs(
@@ -53,11 +57,13 @@ def contract_outputs(
         contract.VM_ZONE: server.vm_zone,
         contract.REGION: region,
         contract.SSH_ACCESS: ssh_access,
+        contract.SSH_HOST_KEY: server.ssh_host_key,
         contract.MLFLOW_VERSION: common.mlflow_version,
         contract.TLS_MODE: common.tls_mode,
         contract.DOMAIN: common.domain or "",
         contract.ACME_EMAIL: common.acme_email or "",
         contract.DB_MAX_CONNECTIONS: database.max_connections,
+        contract.DB_INSTANCE_ID: database.instance_id,
         **(cloud_only or {}),
     }
     if tuple(values) != contract.expected_outputs(common.cloud):

@@ -40,6 +40,16 @@ RDS_PASSWORD = PasswordRule(specials=RDS_SPECIALS, min_special=2)
 AWS_ADMIN_PASSWORD = PasswordRule()
 
 
+def admin_password(
+    chosen: pulumi.Output[str] | None, generated: pulumi.Output[str]
+) -> pulumi.Output[str]:
+    """The MLflow admin password a stack exports: the operator's own (the stack secret
+    ``adminPassword``, set by ``fab rotate-admin-password``) when set, else the generated
+    one. The generated password stays declared either way, so setting or removing
+    ``adminPassword`` changes the output and replaces nothing."""
+    return pulumi.Output.secret(generated if chosen is None else chosen)
+
+
 def random_password(
     name: str, rule: PasswordRule, opts: pulumi.ResourceOptions
 ) -> random.RandomPassword:

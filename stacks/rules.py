@@ -41,6 +41,13 @@ LOGIN_USER_ALLOWED = (
 )
 _LOGIN_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
+#: MLflow's basic auth refuses a shorter admin password (``mlflow.server.auth``).
+MIN_ADMIN_PASSWORD = 12
+ADMIN_PASSWORD_ALLOWED = (
+    f"a password of at least {MIN_ADMIN_PASSWORD} characters (MLflow's basic-auth rule), "
+    "on one line, without NUL characters"
+)
+
 #: GCP label rules (the stricter of the two clouds; AWS tags accept all of these):
 #: https://cloud.google.com/compute/docs/labeling-resources#requirements
 LABEL_NAME_ALLOWED = (
@@ -94,6 +101,18 @@ def login_user(value: Any) -> str:
         raise RuleViolation(value, LOGIN_USER_ALLOWED)
     if value in RESERVED_LOGIN_USERS:
         raise RuleViolation(value, LOGIN_USER_ALLOWED)
+    return value
+
+
+def admin_password(value: Any) -> str:
+    """The MLflow admin password: MLflow's minimum length, and one line (env files on the VM
+    hold it). A violation names only the length, never the password."""
+    if not isinstance(value, str):
+        raise RuleViolation(f"[secret: {type(value).__name__}]", ADMIN_PASSWORD_ALLOWED)
+    if len(value) < MIN_ADMIN_PASSWORD or any(ch in value for ch in "\n\r\0"):
+        shown = f"[secret: {len(value)} characters"
+        shown += ", with a line break or NUL]" if len(value) >= MIN_ADMIN_PASSWORD else "]"
+        raise RuleViolation(shown, ADMIN_PASSWORD_ALLOWED)
     return value
 
 

@@ -99,6 +99,23 @@ class Deployment:
     #: generated on the VM once and kept there (change it with ``fab rotate-kek``).
     kek_passphrase: Secret | None = None
     db_connection_name: str | None = None
+    #: The managed database instance (RDS DB instance identifier, Cloud SQL instance name;
+    #: the stack's db_instance_id output): ``fab backup`` uses its own backups.
+    db_instance: str | None = None
+    #: Where that instance is: its AWS region, or its GCP project.
+    db_location: str | None = None
+    #: How ``fab backup`` saves the database: ``pg_dump`` (into the bucket, from the VM),
+    #: ``managed`` (an RDS snapshot or a Cloud SQL backup run) or ``auto`` (managed when
+    #: db_instance is known on aws or gcp, else pg_dump).
+    database_backup: str = "auto"
+    #: A systemd timer runs ``mlflow gc`` for runs deleted more than gc_older_than ago.
+    gc_enabled: bool = True
+    #: MLflow's ``--older-than`` format (``#d#h#m#s``).
+    gc_older_than: str = "30d"
+    #: When the gc timer fires (systemd ``OnCalendar=``).
+    gc_schedule: str = "daily"
+    #: Addresses that may read /metrics without the admin's credentials.
+    metrics_allowed_cidrs: tuple[str, ...] = ()
     #: What validation changed on the way in (e.g. a rewritten URI scheme), for display.
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 

@@ -31,6 +31,18 @@ MIN_FLASK_SECRET_KEY = 16
 #: MLflow asks for "high-entropy passphrases (32+ characters)" (mlflow/utils/crypto.py).
 MIN_KEK_PASSPHRASE = 32
 MAX_SERVER_INSTANCES = 64
+DATABASE_BACKUPS = ("auto", "pg_dump", "managed")
+#: ``mlflow gc --older-than``: MLflow's own pattern (mlflow/cli/__init__.py, gc), one unit at least.
+GC_AGE = re.compile(
+    r"^((?P<days>[\.\d]+?)d)?((?P<hours>[\.\d]+?)h)?((?P<minutes>[\.\d]+?)m)?"
+    r"((?P<seconds>[\.\d]+?)s)?$"
+)
+#: What an OnCalendar= expression is made of (systemd.time(7)); systemd checks the rest.
+CALENDAR = re.compile(r"^[A-Za-z0-9*:/,.~ -]{1,100}$")
+#: RDS DB instance identifiers and Cloud SQL instance names.
+DB_INSTANCE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,97}$")
+#: An AWS region (eu-west-1) or a GCP project ID (my-project, example.com:my-project).
+DB_LOCATION = re.compile(r"^[a-z][a-z0-9.:-]{1,61}[a-z0-9]$")
 
 DEFAULT_MLFLOW_VERSION = contract.DEFAULT_MLFLOW_VERSION
 DEFAULT_PYTHON_VERSION = "3.11"

@@ -66,6 +66,12 @@ def deployment_from_outputs(
     connection = outputs.get(contract.DB_CONNECTION_NAME)
     if connection:
         values["db_connection_name"] = connection
+    instance = outputs.get(contract.DB_INSTANCE_ID)
+    location = outputs.get(
+        {"aws": contract.REGION, "gcp": contract.GCP_PROJECT}.get(values["cloud"], "")
+    )
+    if instance and location:
+        values["db_instance"], values["db_location"] = instance, location
     if overrides:
         _check_keys(overrides, "overrides")
         values.update(_resolve_secrets(overrides, base=None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,9 +10,14 @@ from urllib.parse import urlsplit
 
 from provisioning.settings.rules import (
     ARTIFACT_MODES,
+    CALENDAR,
     CLOUDS,
+    DATABASE_BACKUPS,
+    DB_INSTANCE,
+    DB_LOCATION,
     DB_TLS_MODES,
     ENVIRONMENTS,
+    GC_AGE,
     MAX_MODEL_WORKERS,
     MAX_SERVER_INSTANCES,
     MIN_ADMIN_PASSWORD,
@@ -123,27 +129,12 @@ def validate(d: Deployment) -> None:
     _check_models(d)
     if d.db_max_connections is not None:
         check_int("db_max_connections", d.db_max_connections, 20, 100_000)
-    if d.flask_secret_key is not None:
-        _set(d, "flask_secret_key", _secret(d, "flask_secret_key"))
-        if len(d.flask_secret_key) < MIN_FLASK_SECRET_KEY:
-            raise SettingsError(
-                "flask_secret_key",
-                d.flask_secret_key,
-                f"at least {MIN_FLASK_SECRET_KEY} characters, or unset to generate one on the VM",
-            )
-        check_printable("flask_secret_key", d.flask_secret_key)
-    if d.kek_passphrase is not None:
-        _set(d, "kek_passphrase", _secret(d, "kek_passphrase"))
-        if len(d.kek_passphrase) < MIN_KEK_PASSPHRASE:
-            raise SettingsError(
-                "kek_passphrase",
-                d.kek_passphrase,
-                f"at least {MIN_KEK_PASSPHRASE} characters, or unset to generate one on the VM",
-            )
-        check_printable("kek_passphrase", d.kek_passphrase)
+    _check_generated_secret(d, "flask_secret_key", MIN_FLASK_SECRET_KEY)
+    _check_generated_secret(d, "kek_passphrase", MIN_KEK_PASSPHRASE)
     _check_optional_str(d, "db_connection_name")
     if d.db_connection_name == "":
         _set(d, "db_connection_name", None)
+    _check_backups(d)
     _set(d, "notes", tuple(notes))
 
 
@@ -274,3 +265,61 @@ def _check_models(d: Deployment) -> None:
         if "memory_mb" in sizes:
             check_int(f"model_endpoints.{name}.memory_mb", sizes["memory_mb"], *MODEL_MEMORY_MB)
     _set(d, "model_endpoints", {name: dict(sizes) for name, sizes in endpoints.items()})
+
+
+def _check_generated_secret(d: Deployment, name: str, minimum: int) -> None:
+    """A secret the VM generates when the settings do not give it."""
+    if getattr(d, name) is None:
+        return
+    _set(d, name, _secret(d, name))
+    if len(getattr(d, name)) < minimum:
+        raise SettingsError(
+            name,
+            getattr(d, name),
+            f"at least {minimum} characters, or unset to generate one on the VM",
+        )
+    check_printable(name, getattr(d, name))
+
+
+def _check_backups(d: Deployment) -> None:
+    """Backups, garbage collection and metrics."""
+    for name, pattern, allowed in (
+        ("db_instance", DB_INSTANCE, "an RDS DB instance identifier or a Cloud SQL instance name"),
+        ("db_location", DB_LOCATION, "an AWS region or a GCP project ID"),
+    ):
+        value = getattr(d, name)
+        if value == "":
+            _set(d, name, None)
+        elif value is not None and (not isinstance(value, str) or not pattern.fullmatch(value)):
+            raise SettingsError(name, value, allowed)
+    check_choice("database_backup", d.database_backup, DATABASE_BACKUPS)
+    if d.database_backup == "managed":
+        if d.cloud not in ("aws", "gcp"):
+            raise SettingsError(
+                "database_backup", d.database_backup, "pg_dump or auto with cloud 'local'"
+            )
+        for name in ("db_instance", "db_location"):
+            if getattr(d, name) is None:
+                raise SettingsError(name, MISSING, "set, with database_backup 'managed'")
+    if not isinstance(d.gc_enabled, bool):
+        raise SettingsError("gc_enabled", d.gc_enabled, "true or false")
+    age = GC_AGE.fullmatch(d.gc_older_than) if isinstance(d.gc_older_than, str) else None
+    if not d.gc_older_than or age is None or not any(age.groupdict().values()):
+        raise SettingsError(
+            "gc_older_than", d.gc_older_than, "an age like 30d, 12h or 1d2h3m4s (mlflow gc)"
+        )
+    if not isinstance(d.gc_schedule, str) or not CALENDAR.fullmatch(d.gc_schedule.strip()):
+        raise SettingsError(
+            "gc_schedule", d.gc_schedule, "a systemd OnCalendar= expression such as daily"
+        )
+    cidrs = d.metrics_allowed_cidrs
+    if isinstance(cidrs, str) or not isinstance(cidrs, (list, tuple)):
+        raise SettingsError("metrics_allowed_cidrs", cidrs, "a list of CIDRs like 10.0.0.0/8")
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except (TypeError, ValueError):
+            raise SettingsError(
+                "metrics_allowed_cidrs", cidr, "CIDRs like 10.0.0.0/8 (no host bits set)"
+            ) from None
+    _set(d, "metrics_allowed_cidrs", tuple(cidrs))

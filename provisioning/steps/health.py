@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 
-from provisioning import facts
+from provisioning import facts, waiting
 from provisioning.layout import PATHS
 from provisioning.play import Outcome, unchanged
 from provisioning.settings import Deployment
@@ -23,8 +22,9 @@ SMOKE_SCRIPT = """
 import json, os, sys, tempfile, uuid
 given = json.load(sys.stdin)
 os.environ.update(given["env"])
-os.environ.update(MLFLOW_TRACKING_URI="https://127.0.0.1", MLFLOW_TRACKING_INSECURE_TLS="true",
-                  MLFLOW_TRACKING_USERNAME=given["username"], MLFLOW_TRACKING_PASSWORD=given["password"])
+os.environ.update(MLFLOW_TRACKING_URI=given.get("tracking_uri", "https://127.0.0.1"),
+                  MLFLOW_TRACKING_INSECURE_TLS="true", MLFLOW_TRACKING_USERNAME=given["username"],
+                  MLFLOW_TRACKING_PASSWORD=given["password"])
 import warnings; warnings.filterwarnings("ignore")
 from mlflow.tracking import MlflowClient
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -71,19 +71,18 @@ def server_journal(host: Host) -> str:
 
 def wait_healthy(host: Host, timeout: float = HEALTH_TIMEOUT_S) -> None:
     """Until /health answers 200 through nginx; RemoteError with the servers' journal after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        code = host.read(facts.HEALTH_CODE)
-        if code == "200":
-            return
-        if time.monotonic() > deadline:
-            raise host.error(
-                facts.HEALTH_CODE.command,
-                1,
-                f"/health answered {code or 'nothing'} after {timeout:.0f}s\n"
-                + server_journal(host),
-            )
-        time.sleep(1)
+    waiting.until(
+        host,
+        lambda: host.read(facts.HEALTH_CODE),
+        lambda code: code == "200",
+        timeout=timeout,
+        poll=1,
+        late=lambda code: host.error(
+            facts.HEALTH_CODE.command,
+            1,
+            f"/health answered {code or 'nothing'} after {timeout:.0f}s\n" + server_journal(host),
+        ),
+    )
 
 
 def gate(host: Host, deployment: Deployment) -> Outcome[None]:

@@ -9,13 +9,12 @@ itself, as another apt run may start at any moment.
 from __future__ import annotations
 
 import shlex
-import time
 from pathlib import Path
 
-from provisioning import facts, files, jobs
+from provisioning import facts, files, jobs, waiting
 from provisioning.layout import PATHS
 from provisioning.play import Outcome, changed, unchanged
-from provisioning.transport import Host
+from provisioning.transport import Host, RemoteError
 
 SYSTEM_PACKAGES = ("nginx", "openssl", "curl", "ca-certificates", "bzip2")
 #: Keeps apt from starting a service it installs (nginx with Debian's default site on :80).
@@ -25,7 +24,6 @@ POLICY_RC_D_MARK = "# mlflow-kit: held back while apt runs"
 FIRST_BOOT_TIMEOUT_S = 900
 LOCK_TIMEOUT_S = 600
 POLL_S = 2
-NOTE_EVERY_S = 15
 UPDATE_TRIES = 6
 APT = f"DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout={LOCK_TIMEOUT_S}"
 
@@ -60,26 +58,33 @@ def first_boot(host: Host) -> Outcome[None]:
 
 def _wait_for_apt_locks(host: Host) -> str:
     """Until no process has apt's or dpkg's lock files open; who held them ("" if nobody)."""
-    started = time.monotonic()
-    last_note = started - NOTE_EVERY_S
-    seen = ""
-    while True:
-        holders = host.read(facts.APT_LOCK_HOLDERS)
-        if not holders:
-            return seen
-        seen = ", ".join(f"{name} (pid {pid})" for pid, name in holders)
-        now = time.monotonic()
-        if now - started > FIRST_BOOT_TIMEOUT_S:
-            raise host.error(
-                "wait for apt's locks",
-                -1,
-                f"apt's locks ({', '.join(facts.APT_LOCKS)}) still held by {seen} after "
-                f"{FIRST_BOOT_TIMEOUT_S}s: let it finish (or stop it), then run the task again",
-            )
-        if now - last_note >= NOTE_EVERY_S:
-            host.note(f"waiting for apt's locks, held by {seen} ({now - started:.0f}s)")
-            last_note = now
-        time.sleep(POLL_S)
+
+    def held_by(holders: list[tuple[int, str]]) -> str:
+        return ", ".join(f"{name} (pid {pid})" for pid, name in holders)
+
+    def late(holders: list[tuple[int, str]]) -> RemoteError:
+        return host.error(
+            "wait for apt's locks",
+            -1,
+            f"apt's locks ({', '.join(facts.APT_LOCKS)}) still held by {held_by(holders)} after "
+            f"{FIRST_BOOT_TIMEOUT_S}s: let it finish (or stop it), then run the task again",
+        )
+
+    first = host.read(facts.APT_LOCK_HOLDERS)
+    if not first:
+        return ""
+    waiting.until(
+        host,
+        lambda: host.read(facts.APT_LOCK_HOLDERS),
+        lambda holders: not holders,
+        timeout=FIRST_BOOT_TIMEOUT_S,
+        poll=POLL_S,
+        late=late,
+        note=lambda holders, seconds: (
+            f"waiting for apt's locks, held by {held_by(holders)} ({seconds:.0f}s)"
+        ),
+    )
+    return held_by(first)
 
 
 def _remove_stale_policy_rc_d(host: Host) -> bool:

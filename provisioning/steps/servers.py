@@ -11,9 +11,7 @@ instance a surge instance serves meanwhile, so no request is turned away.
 
 from __future__ import annotations
 
-import time
-
-from provisioning import facts, files, sizing
+from provisioning import facts, files, sizing, waiting
 from provisioning.layout import FILES, FIRST_SERVER_PORT, PATHS, SERVER_UNIT_NAME
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import render
@@ -155,29 +153,42 @@ def publish(host: Host, ports: list[int], down: list[int] = ()) -> None:
 
 
 def drain(host: Host, port: int) -> None:
-    """Until nginx holds no connection to the instance (bounded)."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while host.read(facts.upstream_connections(port)) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
+    """Until nginx holds no connection to the instance (bounded: a stuck one is cut)."""
+    waiting.until(
+        host,
+        lambda: host.read(facts.upstream_connections(port)),
+        lambda connections: connections == 0,
+        timeout=DRAIN_TIMEOUT_S,
+        poll=POLL_S,
+    )
 
 
 def wait_healthy(host: Host, port: int) -> None:
     """Until the instance's own /health answers 200 on loopback; an error with its journal."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    while (code := host.read(facts.instance_health(port))) != "200":
-        if time.monotonic() > deadline:
-            journal = host.read(facts.journal(f"-u {unit(port)}", 40))
-            raise host.error(
-                f"wait for {unit(port)}",
-                1,
-                f"/health on port {port} answered {code} after {HEALTH_TIMEOUT_S}s\n{journal}",
-            )
-        time.sleep(POLL_S)
+
+    def late(code: str):
+        journal = host.read(facts.journal(f"-u {unit(port)}", 40))
+        return host.error(
+            f"wait for {unit(port)}",
+            1,
+            f"/health on port {port} answered {code} after {HEALTH_TIMEOUT_S}s\n{journal}",
+        )
+
+    waiting.until(
+        host,
+        lambda: host.read(facts.instance_health(port)),
+        lambda code: code == "200",
+        timeout=HEALTH_TIMEOUT_S,
+        poll=POLL_S,
+        late=late,
+    )
 
 
-def roll_back(host: Host, ctx: dict, previous: Environment) -> Outcome[None]:
+def roll_back(host: Host, ctx: dict, previous: Environment, restore: str = "") -> Outcome[None]:
     """After a failed switch: ``current`` back to ``previous``, its instances restarted one at
-    a time. A schema the new environment migrated stays migrated (no migration runs backwards)."""
+    a time. A schema the new environment migrated stays migrated (no migration runs
+    backwards): ``restore`` is the command that puts back the backup taken before it."""
     files.ensure_symlink(host, PATHS["current_env"], previous.prefix)
     converge(host, ctx, previous)
-    return changed(f"back on env {previous.name}")
+    after = f"; the database was migrated: to put it back, {restore}" if restore else ""
+    return changed(f"back on env {previous.name}{after}")

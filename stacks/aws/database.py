@@ -24,6 +24,13 @@ class DatabaseArgs:
     security_group_id: pulumi.Input[str]
 
 
+def rds_ca_bundle_url(region: str) -> str:
+    """RDS's certificate bundle for ``region``: every CA that signs RDS server certificates
+    there (Amazon RDS User Guide, "Using SSL/TLS to encrypt a connection to a DB
+    instance or cluster", Certificate bundles by AWS Region)."""
+    return f"https://truststore.pki.rds.amazonaws.com/{region}/{region}-bundle.pem"
+
+
 class Database(Component):
     """RDS for PostgreSQL in the private subnets: encrypted, TLS required, reachable only
     from the VM's security group."""
@@ -108,8 +115,14 @@ class Database(Component):
             )
         )
         self.max_connections = db.max_connections
+        #: The DB instance identifier, which RDS's snapshot API takes.
+        self.instance_id = self.instance.identifier
+        # The URI names the endpoint's host name, which RDS's certificate carries.
+        self.ca_url = rds_ca_bundle_url(args.settings.region)
         return {
             "address": self.address,
             "backend_store_uri": self.backend_store_uri,
             "max_connections": self.max_connections,
+            "instance_id": self.instance_id,
+            "ca_url": self.ca_url,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
+from stacks import contract
 from stacks.aws.bucket import ArtifactBucket, ArtifactBucketArgs
 from stacks.aws.database import Database, DatabaseArgs
 from stacks.aws.firewall import Firewall, FirewallArgs
@@ -73,4 +74,5 @@ def declare(s: AwsSettings) -> dict[str, pulumi.Output]:
         artifacts_destination=bucket.name.apply(lambda b: f"s3://{b}/{s.artifacts_prefix}"),
         region=s.region,
         ssh_access=s.ssh_access,
+        cloud_only={contract.DB_CA_URL: database.ca_url},
     )

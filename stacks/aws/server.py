@@ -1,5 +1,6 @@
 """The server: a Debian 12 VM (IMDSv2 only, encrypted root volume, instance profile,
-Elastic IP) and the MLflow admin password it is bootstrapped with."""
+Elastic IP) with the SSH host key the stack generated, and the MLflow admin password it
+is bootstrapped with."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ import yaml
 from stacks.aws.settings import AwsSettings
 from stacks.aws.tags import named
 from stacks.component import Component
-from stacks.passwords import AWS_ADMIN_PASSWORD, random_password
+from stacks.host_key import host_key
+from stacks.passwords import AWS_ADMIN_PASSWORD, admin_password, random_password
 
 #: Debian's own AWS account, which publishes the official Debian AMIs.
 DEBIAN_OWNER = "136693071363"
 DEBIAN_12_AMD64 = "debian-12-amd64-*"
 #: The login user of Debian's cloud images.
 DEBIAN_DEFAULT_USER = "admin"
+
+
+#: How long the SSM agent's install waits for dpkg's lock: on a first boot
+#: unattended-upgrades may hold it for minutes, and ``dpkg -i`` would fail at once.
+DPKG_LOCK_TIMEOUT_SECONDS = 600
 
 
 def ssm_agent_commands(region: str) -> list[str]:
@@ -29,14 +36,40 @@ def ssm_agent_commands(region: str) -> list[str]:
     )
     return [
         f"curl -fsSL --retry 5 -o /run/amazon-ssm-agent.deb {url}",
-        "dpkg -i /run/amazon-ssm-agent.deb",
+        f"apt-get -o DPkg::Lock::Timeout={DPKG_LOCK_TIMEOUT_SECONDS} install -y"
+        " /run/amazon-ssm-agent.deb",
         "rm -f /run/amazon-ssm-agent.deb",
         "systemctl enable --now amazon-ssm-agent",
     ]
 
 
-def cloud_config(ssh_user: str, keys: list[str], *, session_manager: bool, region: str) -> str:
-    """cloud-init user data: the login user with sudo and every listed key."""
+def host_key_config(private_openssh: str, public_openssh: str) -> dict:
+    """cloud-init's ``ssh_keys``: the stack's ED25519 host key and no other.
+
+    cloud-init's SSH module runs before sshd starts (cloud-init.service is ordered
+    before it); it deletes the image's host keys (``ssh_deletekeys``), writes the ones
+    given in ``ssh_keys`` and then generates none (canonical/cloud-init
+    ``cloudinit/config/cc_ssh.py``: ``ssh_genkeytypes`` applies only without
+    ``ssh_keys``; set empty here all the same). So sshd serves this key from its start.
+    """
+    return {
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {"ed25519_private": private_openssh, "ed25519_public": public_openssh},
+    }
+
+
+def cloud_config(
+    ssh_user: str,
+    keys: list[str],
+    *,
+    session_manager: bool,
+    region: str,
+    host_private_key: str,
+    host_public_key: str,
+) -> str:
+    """cloud-init user data: the login user with sudo and every listed key, the stack's
+    SSH host key, and the SSM agent for Session Manager."""
     if ssh_user == DEBIAN_DEFAULT_USER:
         document = {"users": ["default"], "ssh_authorized_keys": keys}
     else:
@@ -53,6 +86,7 @@ def cloud_config(ssh_user: str, keys: list[str], *, session_manager: bool, regio
                 },
             ]
         }
+    document.update(host_key_config(host_private_key, host_public_key))
     if session_manager:
         document["runcmd"] = ssm_agent_commands(region)
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
@@ -68,7 +102,8 @@ class ServerArgs:
 
 
 class Server(Component):
-    """The VM MLflow runs on, and the MLflow admin password it is bootstrapped with."""
+    """The VM MLflow runs on, its SSH host key, and the MLflow admin password it is
+    bootstrapped with."""
 
     TYPE = "mlflow-server:aws:Server"
     #: What stacks deployed before the clouds' components were named alike call this type,
@@ -94,6 +129,20 @@ class Server(Component):
             opts=pulumi.InvokeOutputOptions(parent=self),
         )
         key = aws.ec2.KeyPair(f"{name}-key", public_key=keys[0], tags=tags("key"), opts=self.child)
+        self.host_key = host_key(f"{name}-host-key", self.child)
+        # Secret, as the private host key is in it (pulumi.Output.all keeps that mark).
+        user_data = pulumi.Output.all(
+            self.host_key.private_openssh, self.host_key.public_openssh
+        ).apply(
+            lambda pair: cloud_config(
+                s.common.ssh_user,
+                keys,
+                session_manager=s.session_manager,
+                region=s.region,
+                host_private_key=pair[0],
+                host_public_key=pair[1],
+            )
+        )
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
             ami=image.id,
@@ -113,10 +162,11 @@ class Server(Component):
                 "volume_size": s.root_volume_gb,
                 "delete_on_termination": True,
             },
-            # Session Manager needs its agent, which Debian's images do not ship.
-            user_data=cloud_config(
-                s.common.ssh_user, keys, session_manager=s.session_manager, region=s.region
-            ),
+            # The login user, the stack's host key, and for Session Manager its agent,
+            # which Debian's images do not ship. A changed user data stops and starts the
+            # instance (user_data_replace_on_change is not set), and cloud-init applies
+            # it only on an instance's first boot.
+            user_data=user_data,
             # Prod: the instance cannot be terminated until this is switched off.
             disable_api_termination=s.deletion_protection,
             monitoring=False,
@@ -143,8 +193,9 @@ class Server(Component):
                 ],
             ),
         )
-        self.admin_password = pulumi.Output.secret(password.result)
+        self.admin_password = admin_password(s.common.admin_password, password.result)
         self.public_ip = self.address.public_ip
+        self.ssh_host_key = self.host_key.public_openssh
         #: The instance ID, which Session Manager takes, and its availability zone.
         self.vm_id = self.instance.id
         self.vm_zone = self.instance.availability_zone
@@ -152,4 +203,5 @@ class Server(Component):
             "public_ip": self.public_ip,
             "instance_id": self.vm_id,
             "admin_password": self.admin_password,
+            "ssh_host_key": self.ssh_host_key,
         }

@@ -1,4 +1,5 @@
-"""Cloud SQL for PostgreSQL on a private IP only, with the ``mlflow`` database and user."""
+"""Cloud SQL for PostgreSQL on a private IP only, with the ``mlflow`` database and user,
+and a server certificate that names that IP, so clients verify it (verify-full)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,23 @@ class DatabaseArgs:
     private_services: pulumi.Resource
 
 
+#: The server CA mode whose certificates clients can verify by address: the shared,
+#: Google-managed CA hierarchy. The per-instance CA (GOOGLE_MANAGED_INTERNAL_CA, the
+#: default) signs a server certificate that does not name the instance's private IP, so
+#: ``sslmode=verify-full`` to that IP fails (Cloud SQL for PostgreSQL, "Authorize with
+#: SSL/TLS certificates", Certificate authority (CA) hierarchies).
+SERVER_CA_MODE = "GOOGLE_MANAGED_CAS_CA"
+
+
+def ca_bundle(certificates) -> str:
+    """The PEM bundle of the instance's server CA certificates (``server_ca_certs``)."""
+    pems = [c["cert"] if isinstance(c, dict) else c.cert for c in certificates or []]
+    return "".join(pem if pem.endswith("\n") else pem + "\n" for pem in pems if pem)
+
+
 class Database(Component):
-    """A Postgres instance reachable only from the VPC, refusing unencrypted connections."""
+    """A Postgres instance reachable only from the VPC, refusing unencrypted connections,
+    its server certificate verifiable by the instance's private IP."""
 
     TYPE = "mlflow-server:gcp:Database"
 
@@ -53,6 +69,7 @@ class Database(Component):
                     ipv4_enabled=False,
                     private_network=args.network,
                     ssl_mode="ENCRYPTED_ONLY",
+                    server_ca_mode=SERVER_CA_MODE,
                 ),
                 backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
                     enabled=db.backups,
@@ -103,9 +120,14 @@ class Database(Component):
             )
         )
         self.max_connections = db.max_connections
+        #: The Cloud SQL instance name, which its Admin API (backupRuns) takes.
+        self.instance_id = self.instance.name
+        self.ca_pem = self.instance.server_ca_certs.apply(ca_bundle)
         return {
             "connection_name": self.connection_name,
             "private_ip": self.private_ip,
             "backend_store_uri": self.backend_store_uri,
             "max_connections": self.max_connections,
+            "instance_id": self.instance_id,
+            "ca_pem": self.ca_pem,
         }

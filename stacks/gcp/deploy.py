@@ -65,5 +65,6 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
         cloud_only={
             contract.DB_CONNECTION_NAME: database.connection_name,
             contract.GCP_PROJECT: s.project,
+            contract.DB_CA_PEM: database.ca_pem,
         },
     )

@@ -1,5 +1,6 @@
 """The server: a Shielded Debian 12 VM with its own service account and a static address,
-and the MLflow admin password it is bootstrapped with."""
+the SSH host key the stack generated, and the MLflow admin password it is bootstrapped
+with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pulumi_gcp as gcp
 
 from stacks.component import Component
 from stacks.gcp.settings import GcpSettings
-from stacks.passwords import GCP_PASSWORD, random_password
+from stacks.host_key import host_key
+from stacks.passwords import GCP_PASSWORD, admin_password, random_password
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,18 +27,61 @@ class ServerArgs:
 IMAGE = "debian-cloud/debian-12"
 
 
+#: The instance metadata key holding the stack's private SSH host key.
+HOST_KEY_METADATA = "ssh-host-ed25519-key"
+#: The ``startup-script``: Debian's GCE images run Google's guest agent, not cloud-init.
+#: The agent generates host keys on an instance's first boot, before sshd starts
+#: (google-guest-agent.service: Before=sshd.service); google-startup-scripts.service runs
+#: after the agent (After=google-guest-agent.service), on every boot. So this script
+#: replaces the agent's keys with the stack's one and restarts sshd when they differ,
+#: and turns the agent's key generation off (``[InstanceSetup] set_host_keys = false``,
+#: GoogleCloudPlatform/guest-agent: generated only while that is true, on a changed
+#: instance ID). Until it has run, sshd offers the agent's keys, which a client pinning
+#: the stack's key refuses before authenticating.
+STARTUP_SCRIPT = f"""\
+#!/bin/bash
+# mlflow-server kit: install the SSH host key the stack generated (metadata
+# {HOST_KEY_METADATA}); its public half is the stack's ssh_host_key output.
+set -euo pipefail
+umask 077
+config=/etc/default/instance_configs.cfg
+if ! grep -qsx 'set_host_keys = false' "$config"; then
+  printf '[InstanceSetup]\\nset_host_keys = false\\n' >> "$config"
+fi
+url=http://metadata.google.internal/computeMetadata/v1/instance/attributes/{HOST_KEY_METADATA}
+key=/etc/ssh/ssh_host_ed25519_key
+new=$(mktemp /etc/ssh/.host-key.XXXXXX)
+trap 'rm -f "$new" "$new.pub"' EXIT
+curl -fsS --retry 10 --retry-connrefused -H 'Metadata-Flavor: Google' -o "$new" "$url"
+ssh-keygen -y -f "$new" > "$new.pub"
+others=$(find /etc/ssh -maxdepth 1 -name 'ssh_host_*key*' ! -name 'ssh_host_ed25519_key' \\
+  ! -name 'ssh_host_ed25519_key.pub')
+if cmp -s "$new" "$key" && cmp -s "$new.pub" "$key.pub" && [ -z "$others" ]; then
+  exit 0
+fi
+chmod 600 "$new" && chmod 644 "$new.pub"
+mv -f "$new.pub" "$key.pub"
+mv -f "$new" "$key"
+[ -z "$others" ] || rm -f $others
+systemctl try-restart ssh.service
+echo "installed the stack's SSH host key: $(ssh-keygen -lf "$key.pub")"
+"""
+
+
 def ssh_keys_metadata(user: str, keys: list[str]) -> str:
     """The ``ssh-keys`` metadata value: one ``user:key`` line per key."""
     return "\n".join(f"{user}:{key}" for key in keys)
 
 
 class Server(Component):
-    """The VM MLflow runs on, and the MLflow admin password it is bootstrapped with."""
+    """The VM MLflow runs on, its SSH host key, and the MLflow admin password it is
+    bootstrapped with."""
 
     TYPE = "mlflow-server:gcp:Server"
 
     def declare(self, name: str, args: ServerArgs) -> dict[str, pulumi.Input]:
         s = args.settings
+        self.host_key = host_key(f"{name}-host-key", self.child)
 
         self.address = gcp.compute.Address(
             f"{name}-ip",
@@ -79,12 +124,15 @@ class Server(Component):
             # the configured sshUser with those keys, with no Google identity or IAM binding
             # per operator. Project-wide keys are blocked so only the listed keys get in.
             # (An organization policy that enforces OS Login overrides this; then set the
-            # keys in OS Login instead.)
+            # keys in OS Login instead.) The host key makes the whole metadata map a
+            # secret in the state and in a preview.
             metadata={
                 "block-project-ssh-keys": "TRUE",
                 "enable-oslogin": "FALSE",
                 "serial-port-enable": "FALSE",
                 "ssh-keys": ssh_keys_metadata(s.common.ssh_user, s.common.ssh_public_keys),
+                "startup-script": STARTUP_SCRIPT,
+                HOST_KEY_METADATA: self.host_key.private_openssh,
             },
             deletion_protection=s.deletion_protection,
             # Changing the machine type stops the VM; let the update do that.
@@ -93,8 +141,9 @@ class Server(Component):
             opts=self.child,
         )
         password = random_password(f"{name}-admin-password", GCP_PASSWORD, self.child)
-        self.admin_password = pulumi.Output.secret(password.result)
+        self.admin_password = admin_password(s.common.admin_password, password.result)
         self.public_ip = self.address.address
+        self.ssh_host_key = self.host_key.public_openssh
         #: The instance name, which IAP's tunnel takes, and its zone.
         self.vm_id = self.instance.name
         self.vm_zone = pulumi.Output.from_input(s.zone)
@@ -102,4 +151,5 @@ class Server(Component):
             "public_ip": self.public_ip,
             "instance": self.vm_id,
             "admin_password": self.admin_password,
+            "ssh_host_key": self.ssh_host_key,
         }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+import time
+
 import pytest
 
 from tests.e2e.kit import fab, kill_fab_when, write_settings
@@ -66,3 +69,71 @@ def client_env(deployed, monkeypatch, tmp_path):
         "username": "admin",
         "password": settings["admin_password"],
     }
+
+
+@pytest.fixture
+def deployed_clone(deployed, local_cloud, host_factory, tmp_path):
+    """A copy of the session's bootstrapped host for this backend, with a copy of its database,
+    for one test that changes the host or the database (rotations, host keys, passwords): the
+    shared host and its database never see the change, and the copy is removed afterwards.
+
+    The copy keeps the host's login and host keys, conda environment, KEK and admin password;
+    one ``fab bootstrap`` gives it its own address (certificate, server name) and database
+    (env file), as a user re-bootstrapping a restored snapshot would. Same keys as ``deployed``;
+    ``first`` is that bootstrap's output.
+    """
+    source = deployed["host"]
+    database = f"mlflow_clone_{secrets.token_hex(4)}"
+    uri = local_cloud.postgres.copy_database(database)
+    clone = host_factory.clone_of(source)
+    try:
+        # The source was powered off for the copy: back to serving before any other test.
+        wait_proxy_healthy(source, timeout=180)
+        settings = {
+            **deployed["settings"],
+            "host": clone.address,
+            "ssh_key_file": str(clone.key_file),
+            "known_hosts_file": str(clone.known_hosts),
+            "backend_store_uri": uri,
+        }
+        path = write_settings(tmp_path / "clone-settings.yaml", settings)
+        converged = fab("bootstrap", "--settings", str(path))
+        yield {
+            **deployed,
+            "host": clone,
+            "settings": settings,
+            "path": path,
+            "first": converged,
+            "interrupted": "",
+            "source": source,
+        }
+    finally:
+        host_factory.discard(clone)
+        local_cloud.postgres.drop_database(database)
+
+
+@pytest.fixture
+def clone_client_env(deployed_clone, monkeypatch, tmp_path):
+    """``client_env`` for ``deployed_clone``: its URL, the admin's credentials, its certificate."""
+    host, settings = deployed_clone["host"], deployed_clone["settings"]
+    cert = tmp_path / "clone-server.crt"
+    cert.write_text(host.ssh("sudo cat /etc/mlflow/tls/server.crt").stdout)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://{host.address}")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", settings["admin_password"])
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert))
+    return {
+        "url": f"https://{host.address}",
+        "cert": str(cert),
+        "username": "admin",
+        "password": settings["admin_password"],
+    }
+
+
+def wait_proxy_healthy(host, timeout: float) -> None:
+    """Until ``/health`` through the host's own nginx answers 200 (asked from the host)."""
+    health = "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health"
+    deadline = time.monotonic() + timeout
+    while host.ssh(health, check=False).stdout.strip() != "200":
+        assert time.monotonic() < deadline, f"{host.name}: /health not 200 within {timeout:.0f}s"
+        time.sleep(1)

@@ -6,5 +6,5 @@ own network namespace, either plain (ready at once) or cloud-like (booting like 
 fresh VM of a stack: cloud-init, a busy apt, a late sshd, machine-type limits;
 see ``cloudlike.py``); PostgreSQL (TLS, scram), moto (S3) and
 gcp-storage-emulator (GCS) run on the machine and listen only on the address the
-guest reaches them at.
+guest reaches them at, with Pebble (Let's Encrypt's test server, ``acme.py``).
 """

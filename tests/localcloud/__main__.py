@@ -49,6 +49,8 @@ def _print(cloud: LocalCloud, settings_out: Path | None) -> None:
     print(f"postgres:  {cloud.postgres.address}:{cloud.postgres.port} (TLS, scram)")
     print(f"s3:        {cloud.s3.endpoint}  bucket mlflow-artifacts")
     print(f"gcs:       {cloud.gcs.endpoint}  bucket mlflow-artifacts")
+    if cloud.pebble:
+        print(f"acme:      {cloud.acme_directory_url}  (CA: {cloud.acme_ca_cert_file})")
     if settings_out:
         settings_out.parent.mkdir(parents=True, exist_ok=True)
         settings_out.write_text(json.dumps(cloud.deployment_settings(host, "s3"), indent=2))

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.localcloud import cloudlike, vendor
+from tests.localcloud.acme import ChallTestSrv, Pebble
 from tests.localcloud.cloudlike import CloudLike
 from tests.localcloud.host import SUBNET_PREFIX, FreshHost, Link, claim_slot
 from tests.localcloud.image import CACHE_ROOT, ensure_image
 from tests.localcloud.limits import Limits, for_machine_type
+from tests.localcloud.pki import LocalCA
 from tests.localcloud.services import (
     ARTIFACT_PREFIX,
     BUCKET,
@@ -35,6 +37,8 @@ RUNS_ROOT = Path(os.environ.get("MLFLOW_KIT_RUNS", "/var/tmp/mlflow-kit"))
 GUEST_CIDR = f"{SUBNET_PREFIX}.0.0/16"
 #: ``new_host(limits=MACHINE_TYPE)``: none for a plain host, the stack's machine type's otherwise.
 MACHINE_TYPE = "machine-type"
+#: The ``acme_email`` of a Let's Encrypt deployment on the local cloud.
+ACME_EMAIL = "ops@example.com"
 
 
 @dataclass
@@ -47,6 +51,8 @@ class LocalCloud:
     gcs: GcsEmulator | None = None
     files: FileServer | None = None
     vendor: VendorFiles | None = None
+    challtestsrv: ChallTestSrv | None = None
+    pebble: Pebble | None = None
     hosts: list[FreshHost] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     image_rootfs: Path | None = None
@@ -83,6 +89,12 @@ class LocalCloud:
             cloud.files = FileServer(address, cloud.run_dir, tied)
             cloud.files.start()
             build_installer(cloud.files.directory)
+            cloud.challtestsrv = ChallTestSrv(address, cloud.run_dir, tied)
+            cloud.challtestsrv.start()
+            cloud.pebble = Pebble(
+                address, cloud.run_dir, tied, dns_server=cloud.challtestsrv.dns_server
+            )
+            cloud.pebble.start()
             cloud.timings["services_start_s"] = time.monotonic() - t
             cloud.save()
         except BaseException:
@@ -135,6 +147,7 @@ class LocalCloud:
         host.create(self.image_rootfs, plain=False)
         declared = like.declare(host.key_file.with_suffix(".pub").read_text().strip())
         host.flavour, host.user = declared.cloud, declared.ssh_user
+        host.stack_host_key = " ".join((declared.ssh_host_key or "").split()[:2])
         host.limits = for_machine_type(declared.machine_type) if limits == MACHINE_TYPE else limits
         downloads = vendor.downloads(declared.user_data, declared.startup_script)
         etc_hosts = {}
@@ -145,8 +158,9 @@ class LocalCloud:
             host.rootfs, declared, like, hostname=host.name, etc_hosts=etc_hosts
         )
 
-    def local_ca(self) -> vendor.LocalCA:
-        return vendor.LocalCA(self.run_dir / "vendor" / "ca").ensure()
+    def local_ca(self) -> LocalCA:
+        """The CA of the download servers' stand-ins (trusted by cloud-like guests that use them)."""
+        return LocalCA(self.run_dir / "vendor" / "ca").ensure()
 
     def _serve_downloads(self, downloads: list[vendor.Download]) -> dict[str, str]:
         """Put each download's stand-in where the vendor server serves it; name -> address."""
@@ -191,6 +205,7 @@ class LocalCloud:
         slot = claim_slot()
         host = FreshHost(slot, self.run_dir / f"host-{slot}", self.tied)
         host.limits = source.limits if limits == MACHINE_TYPE else limits
+        host.stack_host_key = source.stack_host_key
         self.hosts.append(host)
         try:
             host.create_from(source)
@@ -223,7 +238,7 @@ class LocalCloud:
         for host in list(self.hosts):
             host.destroy()
         self.hosts.clear()
-        for service in (self.vendor, self.files, self.gcs, self.s3, self.postgres):
+        for service in self._services():
             if service is not None:
                 service.stop()
         if self.services_slot:
@@ -231,10 +246,61 @@ class LocalCloud:
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    def _services(self) -> tuple:
+        """Every service, in the order they stop."""
+        return (
+            self.pebble, self.challtestsrv, self.vendor, self.files, self.gcs, self.s3,
+            self.postgres,
+        )  # fmt: skip
+
+    # -- Let's Encrypt's test server (acme.py) --------------------------------------------
+
+    @property
+    def acme_directory_url(self) -> str:
+        """Pebble's ACME directory, ``https://<services address>:<port>/dir``."""
+        assert self.pebble
+        return self.pebble.directory_url
+
+    @property
+    def acme_ca_cert_file(self) -> Path:
+        """The CA certificate that verifies Pebble's HTTPS listener (certbot's
+        ``REQUESTS_CA_BUNDLE``); not the root of the certificates Pebble issues."""
+        assert self.pebble
+        return self.pebble.listener_ca.cert
+
+    def acme_roots(self) -> str:
+        """PEM of Pebble's issuing root(s), read from its management port: what verifies
+        a certificate Pebble issued (with the intermediate in its full chain)."""
+        assert self.pebble
+        return self.pebble.roots()
+
+    def point_domain(self, domain: str, host: FreshHost | str) -> None:
+        """Make ``domain`` resolve, for Pebble, to ``host``'s address (an A record, nothing else).
+
+        Only Pebble asks this DNS: neither the guests nor this machine resolve ``domain``.
+        """
+        assert self.challtestsrv
+        self.challtestsrv.point(domain, host if isinstance(host, str) else host.address)
+
     # -- settings for the kit -------------------------------------------------------------
 
-    def deployment_settings(self, host: FreshHost, backend: str) -> dict:
-        """A ``fab bootstrap --settings`` document for ``host`` with ``backend`` s3 or gcs."""
+    def deployment_settings(
+        self,
+        host: FreshHost,
+        backend: str,
+        letsencrypt_domain: str | None = None,
+        *,
+        database: str | None = None,
+    ) -> dict:
+        """A ``fab bootstrap --settings`` document for ``host`` with ``backend`` s3 or gcs.
+
+        ``database``: a database of the host's own, created now, instead of the one every
+        host of this cloud shares (whose users, admin password and secrets a test on one
+        host would then change for all).
+        ``letsencrypt_domain``: TLS from Pebble for that (made-up) name, which is pointed
+        at ``host`` (``point_domain``); certbot on the host then reaches Pebble at
+        ``acme_directory_url`` and trusts its listener through ``acme_ca_cert_file``.
+        """
         assert self.postgres and self.s3 and self.gcs and self.files
         installer, installer_sha256 = build_installer(self.files.directory)
         settings = {
@@ -244,9 +310,11 @@ class LocalCloud:
             "ssh_user": host.user,
             "ssh_key_file": str(host.key_file),
             "known_hosts_file": str(host.known_hosts),
-            "backend_store_uri": self.postgres.uri(),
-            # The database's certificate is checked (verify-full) against this.
-            "db_ca_cert_file": str(self.postgres.data_dir / "server.crt"),
+            "backend_store_uri": (
+                self.postgres.create_database(database) if database else self.postgres.uri()
+            ),
+            # The database's certificate is checked (verify-full) against this CA.
+            "db_ca_cert_file": str(self.postgres.ca.cert),
             "admin_password": self.admin_password(),
             "extra_ca_certs": extra_ca_certs(),
             # Conda channels cannot be reached here: a stand-in installer, named as such.
@@ -271,6 +339,17 @@ class LocalCloud:
             }
         else:
             raise ValueError(f"backend {backend!r}: allowed s3, gcs")
+        if letsencrypt_domain:
+            self.point_domain(letsencrypt_domain, host)
+            settings.update(
+                {
+                    "tls_mode": "letsencrypt",
+                    "domain": letsencrypt_domain,
+                    "acme_email": ACME_EMAIL,
+                    "acme_directory_url": self.acme_directory_url,
+                    "acme_ca_cert_file": str(self.acme_ca_cert_file),
+                }
+            )
         return settings
 
     def admin_password(self) -> str:
@@ -295,6 +374,8 @@ class LocalCloud:
             "gcs": _fields(self.gcs),
             "files": _fields(self.files),
             "vendor": _fields(self.vendor),
+            "challtestsrv": _fields(self.challtestsrv),
+            "pebble": _fields(self.pebble),
             "hosts": [_host_fields(h) for h in self.hosts],
         }
         path = self.run_dir / "state.json"
@@ -322,6 +403,10 @@ class LocalCloud:
             cloud.files = FileServer(**{**state["files"], "run_dir": cloud.run_dir})
         if state.get("vendor"):
             cloud.vendor = VendorFiles(**{**state["vendor"], "run_dir": cloud.run_dir})
+        if state.get("challtestsrv"):
+            cloud.challtestsrv = ChallTestSrv(**{**state["challtestsrv"], "run_dir": cloud.run_dir})
+        if state.get("pebble"):
+            cloud.pebble = Pebble(**{**state["pebble"], "run_dir": cloud.run_dir})
         cloud.hosts = [_load_host(h, cloud.tied) for h in state["hosts"]]
         return cloud
 
@@ -342,11 +427,7 @@ def sweep_stale(log=print) -> None:
             cloud = LocalCloud.load(state.parent)
         except (ValueError, KeyError, OSError):
             continue
-        pids = [
-            s.pid
-            for s in (cloud.postgres, cloud.s3, cloud.gcs, cloud.files, cloud.vendor)
-            if s is not None and s.pid
-        ]
+        pids = [s.pid for s in cloud._services() if s is not None and s.pid]
         pids += [h.supervisor_pid for h in cloud.hosts if h.supervisor_pid]
         if cloud.tied and pids and not any(alive(pid) for pid in pids):
             log(f"removing the remains of a killed local cloud run: {cloud.run_dir}")
@@ -361,6 +442,7 @@ def _host_fields(host: FreshHost) -> dict:
         "flavour": host.flavour,
         "user": host.user,
         "instance_id": host.instance_id,
+        "stack_host_key": host.stack_host_key,
         "limits": vars(host.limits) if host.limits else None,
     }
 
@@ -370,6 +452,7 @@ def _load_host(fields: dict, tied: bool) -> FreshHost:
     host.flavour = fields.get("flavour", host.flavour)
     host.user = fields.get("user", host.user)
     host.instance_id = fields.get("instance_id", "")
+    host.stack_host_key = fields.get("stack_host_key", "")
     host.limits = Limits(**fields["limits"]) if fields.get("limits") else None
     return host
 

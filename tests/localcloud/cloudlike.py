@@ -62,7 +62,18 @@ Stand-ins, and what the real thing does that they do not:
   the network is online and logs it to the journal. Here cloud-init does both,
   once from the seed: users from cloud-config, the script from
   ``scripts/per-boot``. Host keys come from cloud-init, not from the guest agent,
-  and are not published as guest attributes;
+  and are not published as guest attributes (the stack's startup script replaces
+  them with the stack's own key, as on GCE);
+- GCP's metadata server: ``localcloud-metadata.service`` in the guest serves the
+  instance's metadata values (``Declared.metadata``) at
+  ``http://metadata.google.internal/computeMetadata/v1/instance/attributes/KEY``,
+  refusing a request without ``Metadata-Flavor: Google`` with 403 as Google's does.
+  The real one listens on 169.254.169.254 outside the VM, also serves the project's
+  attributes, the service account's tokens, ``?recursive``/``?wait_for_change``,
+  and sees metadata changes while the VM runs; this one listens on 127.0.0.254
+  inside the guest (``/etc/hosts`` names it), serves instance attributes only, as
+  they were declared at creation, and is started by the startup-script runner
+  before the script (the real one is there before the guest boots);
 - AWS: no instance metadata service (IMDSv2), no instance profile credentials,
   no EC2 datasource (cloud-init reads the same user data and key from the seed);
   downloads from AWS's servers are served by ``vendor.py``'s stand-ins;
@@ -183,10 +194,65 @@ RandomizedDelaySec=0
 STARTUP_SCRIPT_RUNNER = """\
 #!/bin/sh
 # Local cloud stand-in for google-startup-scripts.service: the startup-script metadata,
-# on every boot (the guest agent runs a script without #! with /bin/bash).
+# on every boot (the guest agent runs a script without #! with /bin/bash), once the
+# metadata server's stand-in answers.
+systemctl start localcloud-metadata.service
+for i in $(seq 50); do
+  python3 -c 'import socket; socket.create_connection(("127.0.0.254", 80), 1)' 2>/dev/null && break
+  sleep 0.2
+done
 script=/var/lib/localcloud/metadata/startup-script
 if head -c 2 "$script" | grep -q '^#!'; then exec "$script"; fi
 exec /bin/bash "$script"
+"""
+
+
+METADATA_ADDRESS = "127.0.0.254"
+METADATA_DIR = "/var/lib/localcloud/metadata/attributes"
+#: GCP's metadata server (instance attributes only), run in the guest by python3.
+METADATA_SERVER = """\
+import http.server, os, sys
+ROOT = "/computeMetadata/v1/instance/attributes/"
+DIR = sys.argv[1]
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "Metadata Server for VM"
+
+    def do_GET(self):
+        if self.headers.get("Metadata-Flavor") != "Google":
+            return self.answer(403, b"Missing Metadata-Flavor:Google header.\\n")
+        path = self.path.split("?", 1)[0]
+        key = path[len(ROOT):] if path.startswith(ROOT) else ""
+        if path == ROOT:
+            names = sorted(os.listdir(DIR))
+            return self.answer(200, "".join(n + "\\n" for n in names).encode())
+        if not key or "/" in key or not os.path.isfile(os.path.join(DIR, key)):
+            return self.answer(404, b"Not Found\\n")
+        with open(os.path.join(DIR, key), "rb") as f:
+            self.answer(200, f.read())
+
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Metadata-Flavor", "Google")
+        self.send_header("Content-Type", "application/text")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.ThreadingHTTPServer((sys.argv[2], 80), Handler).serve_forever()
+"""
+METADATA_UNIT = "localcloud-metadata.service"
+METADATA_UNIT_TEXT = f"""\
+[Unit]
+Description=Local cloud stand-in for GCP's metadata server (instance attributes)
+Before=cloud-final.service
+
+[Service]
+ExecStart=/usr/bin/python3 /usr/local/lib/localcloud/metadata-server {METADATA_DIR} {METADATA_ADDRESS}
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
 """
 
 
@@ -312,6 +378,8 @@ def prepare(
             for name, address in sorted(etc_hosts.items()):
                 hosts.write(f"{address} {name}\n")
     system = rootfs / "etc/systemd/system"
+    if declared.cloud == "gcp":
+        _metadata_server(rootfs, system, declared.metadata or {})
     if like.lock_seconds > 0:
         standin = rootfs / STANDIN_DIR.lstrip("/")
         standin.mkdir(parents=True, exist_ok=True)
@@ -348,3 +416,24 @@ def host_keys_ready(rootfs: Path, instance: str) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return current and bool((stages.get("init") or {}).get("finished"))
+
+
+def _metadata_server(rootfs: Path, system: Path, metadata: dict[str, str]) -> None:
+    """The guest's stand-in for GCP's metadata server, serving ``metadata``."""
+    attributes = rootfs / METADATA_DIR.lstrip("/")
+    attributes.mkdir(parents=True, exist_ok=True)
+    attributes.parent.chmod(0o700)
+    for key, value in metadata.items():
+        path = attributes / key
+        path.write_text(value)
+        path.chmod(0o600)
+    program = rootfs / "usr/local/lib/localcloud/metadata-server"
+    program.parent.mkdir(parents=True, exist_ok=True)
+    program.write_text(METADATA_SERVER)
+    (system / METADATA_UNIT).write_text(METADATA_UNIT_TEXT)
+    wants = system / "multi-user.target.wants"
+    wants.mkdir(exist_ok=True)
+    (wants / METADATA_UNIT).symlink_to(f"/etc/systemd/system/{METADATA_UNIT}")
+    with open(rootfs / "etc/hosts", "a") as hosts:
+        hosts.write("# Local cloud stand-in for GCP's metadata server\n")
+        hosts.write(f"{METADATA_ADDRESS} metadata.google.internal\n")

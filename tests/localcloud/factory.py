@@ -9,7 +9,8 @@ pristine host asks for a clone::
 
 The first call for a key creates a host (``LocalCloud.new_host(**host_args)``),
 runs ``prepare(host)`` on it and powers it off as the template; every call copies
-the template into a new slot and boots the copy (``LocalCloud.clone_host``). A
+the template into a new slot and boots the copy (``LocalCloud.clone_host``).
+``clone_of(host)`` copies a host prepared elsewhere (a session's bootstrapped one). A
 clone has its own address, name and machine ID and the template's host keys and
 login key; what bootstrap derived from the template's address is stale until it
 runs again on the clone.
@@ -57,6 +58,13 @@ class HostFactory:
         """A booted copy of the template for ``key`` (removed at the end of the session)."""
         template = self.template(key, prepare, **host_args)
         host = self.cloud.clone_host(template, log=self.log, wait=wait)
+        self.clones.append(host)
+        return host
+
+    def clone_of(self, source: FreshHost, *, wait: bool = True) -> FreshHost:
+        """A booted copy of any prepared host (a running one is powered off for the copy
+        and booted again), removed at the end of the session like the other clones."""
+        host = self.cloud.clone_host(source, log=self.log, wait=wait)
         self.clones.append(host)
         return host
 

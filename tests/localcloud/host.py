@@ -136,6 +136,10 @@ class FreshHost:
     limits: Limits | None = None
     #: cloud-init's instance ID (cloud-like hosts).
     instance_id: str = ""
+    #: The host key its stack declares (``ssh_host_key`` output, ``type base64``):
+    #: known_hosts pins it alone, as ``fab bootstrap --stack`` does, instead of the
+    #: keys found on the root file system.
+    stack_host_key: str = ""
 
     @property
     def name(self) -> str:
@@ -277,7 +281,7 @@ class FreshHost:
         return keys
 
     def write_known_hosts(self) -> None:
-        keys = self.host_keys()
+        keys = [self.stack_host_key] if self.stack_host_key else self.host_keys()
         if not keys:
             raise RuntimeError(f"{self.name}: no SSH host keys in {self.rootfs}/etc/ssh")
         self.known_hosts.write_text("".join(f"{self.address} {key}\n" for key in keys))

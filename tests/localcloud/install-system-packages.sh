@@ -1,10 +1,11 @@
 #!/bin/bash
 # Debian packages the kit's tests and the local demo need. Idempotent: installs only what is missing.
+# pebble: Let's Encrypt's test ACME server and its DNS (pebble-challtestsrv), for the local cloud.
 set -euo pipefail
 packages=(
   python3 python3-venv make curl ca-certificates openssl openssh-client procps
   systemd debootstrap systemd-container iproute2 nftables
-  postgresql-15 nginx-light
+  postgresql-15 nginx-light pebble
 )
 missing=()
 for p in "${packages[@]}"; do

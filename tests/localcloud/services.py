@@ -1,7 +1,23 @@
 """PostgreSQL, an S3-compatible server (moto) and a GCS emulator for the guest.
 
+PostgreSQL's server certificate comes from the local cloud's database CA
+(``pki.py``), as RDS's and Cloud SQL's come from their server CAs: clients verify
+it with ``sslmode=verify-full`` against that CA's certificate and the address.
+
 Each listens only on the host's address on the guest's private link, on a
 port free at start time, so two runs on one machine do not collide.
+
+What Cloud SQL and RDS do that the local PostgreSQL does not:
+
+- the server CA is the cloud's (RDS: the region's ``rds-ca-*`` bundle; Cloud SQL:
+  a per-instance or shared CA), downloaded by the operator and rotated on the
+  cloud's schedule; here one CA per local cloud, valid 30 days, never rotated;
+- what the server certificate names is the cloud's choice: RDS's names the
+  instance's endpoint (a DNS name, which ``verify-full`` then needs in the URI);
+  Cloud SQL's depends on the instance's CA mode and may not name its private IP.
+  Here the certificate names the address the URI uses, so ``verify-full`` passes;
+- connection limits per tier (``max_connections`` from the instance's memory),
+  parameter groups or flags, backups, snapshots and maintenance restarts.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from tests.localcloud.pki import LocalCA
 from tests.localcloud.procs import free_port, run, spawn, stop, wait_for
 
 BUCKET = "mlflow-artifacts"
@@ -59,11 +76,35 @@ class Postgres:
     def socket_dir(self) -> Path:
         return self.run_dir / "postgres" / "socket"
 
-    def uri(self, driver: str = "postgresql+psycopg2") -> str:
+    def uri(self, driver: str = "postgresql+psycopg2", database: str = DB_NAME) -> str:
         return (
             f"{driver}://{DB_USER}:{quote(self.password, safe='')}@{self.address}:{self.port}"
-            f"/{DB_NAME}?sslmode=require"
+            f"/{database}?sslmode=require"
         )
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database ``name`` owned by the kit's role (a second cloud database
+        instance, as far as the kit can tell); its URI."""
+        if not name.replace("_", "").isalnum() or name.lower() != name:
+            raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
+        self.psql(f"CREATE DATABASE {name} OWNER {DB_USER};\n")
+        return self.uri(database=name)
+
+    def copy_database(self, name: str, source: str = DB_NAME) -> str:
+        """A new database ``name`` owned by the kit's role with ``source``'s contents (dump
+        and restore: the source may be in use); its URI."""
+        self.create_database(name)
+        common = ["-h", str(self.socket_dir), "-p", str(self.port), "-U", "postgres"]
+        dump = run([str(postgres_bindir() / "pg_dump"), *common, source], user="postgres")
+        run(
+            [str(postgres_bindir() / "psql"), *common, "-q", "-v", "ON_ERROR_STOP=1", "-d", name],
+            input=dump.stdout,
+            user="postgres",
+        )
+        return self.uri(database=name)
+
+    def drop_database(self, name: str) -> None:
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\n")
 
     def start(self) -> None:
         base = self.run_dir / "postgres"
@@ -103,31 +144,18 @@ class Postgres:
                 f"CREATE DATABASE {DB_NAME} OWNER {DB_USER};\n"
             )
 
+    @property
+    def ca(self) -> LocalCA:
+        """The database CA: signs the server certificate; the kit verifies against its cert."""
+        return LocalCA(self.run_dir / "database-ca", "mlflow-kit local cloud database CA")
+
     def _tls_certificate(self) -> None:
+        """A server certificate from the database CA, for the address clients connect to
+        (``verify-full`` checks it against the URI's host: an IP SAN)."""
         cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
-        run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "30",
-                "-subj",
-                f"/CN={self.address}",
-                "-addext",
-                f"subjectAltName=IP:{self.address}",
-                "-keyout",
-                str(key),
-                "-out",
-                str(cert),
-            ]
-        )
+        self.ca.ensure().issue_pair(cert, key, names=(self.address,))
         for path in (cert, key):
             shutil.chown(path, "postgres", "postgres")
-        key.chmod(0o600)
 
     def _spawn(self) -> None:
         argv = [

@@ -56,10 +56,69 @@ def test_gcp_ssh_keys_become_the_guest_agents_users():
     assert user["name"] == "mlflow-admin"
     assert user["ssh_authorized_keys"] == [LOCAL_KEY]
     assert "google-sudoers" in user["groups"] and "sudo" not in user["groups"]
-    sudoers = {f["path"]: f["content"] for f in document["write_files"]}
-    assert sudoers == {
-        "/etc/sudoers.d/google_sudoers": "%google-sudoers ALL=(ALL:ALL) NOPASSWD:ALL\n"
-    }
+    files = {f["path"]: f["content"] for f in document["write_files"]}
+    assert files["/etc/sudoers.d/google_sudoers"] == (
+        "%google-sudoers ALL=(ALL:ALL) NOPASSWD:ALL\n"
+    )
+    # The stack's startup script (it installs the stack's host key) runs on every boot.
+    assert files["/var/lib/localcloud/metadata/startup-script"] == declared.startup_script
+    assert "ssh-host-ed25519-key" in declared.startup_script
+
+
+def test_a_gcp_host_serves_its_metadata_like_googles_metadata_server(tmp_path):
+    """The startup script fetches the host key from the metadata server: the guest's
+    stand-in serves the declared metadata, and refuses a request without the header."""
+    import http.client
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.localcloud.cloudlike import METADATA_SERVER
+
+    declared = CloudLike("gcp").declare(LOCAL_KEY)
+    key = declared.metadata["ssh-host-ed25519-key"]
+    assert key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    public = " ".join(declared.ssh_host_key.split()[:2])
+    derived = subprocess.run(
+        ["ssh-keygen", "-y", "-f", "/dev/stdin"], input=key, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()[:2]  # fmt: skip
+    assert " ".join(derived) == public
+    (tmp_path / "ssh-host-ed25519-key").write_text(key)
+    program = tmp_path / "server.py"
+    # The same program, on a free port of this machine instead of the guest's port 80.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    program.write_text(METADATA_SERVER.replace("(sys.argv[2], 80)", f"(sys.argv[2], {port})"))
+    server = subprocess.Popen(
+        [sys.executable, str(program), str(tmp_path), "127.0.0.1"], stderr=subprocess.DEVNULL
+    )
+    try:
+        path = "/computeMetadata/v1/instance/attributes/"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+        def get(name: str, headers: dict[str, str]) -> tuple[int, str]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                connection.request("GET", path + name, headers=headers)
+                answer = connection.getresponse()
+                return answer.status, answer.read().decode()
+            finally:
+                connection.close()
+
+        assert get("ssh-host-ed25519-key", {})[0] == 403
+        assert get("ssh-host-ed25519-key", {"Metadata-Flavor": "Google"}) == (200, key)
+        assert get("nope", {"Metadata-Flavor": "Google"})[0] == 404
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_a_startup_script_runs_on_every_boot():

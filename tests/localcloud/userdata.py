@@ -36,6 +36,11 @@ class Declared:
     ssh_keys: str | None = None
     #: GCP: the ``startup-script`` metadata (or ``metadata_startup_script``), if any.
     startup_script: str | None = None
+    #: GCP: every metadata value of the instance (what its metadata server serves).
+    metadata: dict[str, str] | None = None
+    #: The stack's ``ssh_host_key`` output: the host key its VM serves once the first
+    #: boot installed it (AWS: cloud-init, before sshd starts; GCP: the startup script).
+    ssh_host_key: str | None = None
 
 
 def wire_config(config: Mapping[str, object]) -> dict[str, str]:
@@ -94,16 +99,19 @@ def declared_instance(
         # the stack tests, not this, judge the program's deprecations.
         warnings.simplefilter("ignore", DeprecationWarning)
         run = stack_harness.run(values, stack=stack)
+    # The user data and the metadata hold the stack's private SSH host key: secrets.
+    revealed, host_key = stack_harness.revealed, run.outputs.get("ssh_host_key")
     if cloud == "aws":
-        instance = run.one("aws:ec2/instance:Instance").inputs
+        instance = revealed(run.one("aws:ec2/instance:Instance").inputs)
         return Declared(
             cloud="aws",
             ssh_user=run.outputs["ssh_user"],
             machine_type=instance["instanceType"],
             user_data=instance.get("userData"),
             key_pair_public_key=run.one("aws:ec2/keyPair:KeyPair").inputs["publicKey"],
+            ssh_host_key=host_key,
         )
-    instance = run.one("gcp:compute/instance:Instance").inputs
+    instance = revealed(run.one("gcp:compute/instance:Instance").inputs)
     metadata = instance.get("metadata") or {}
     return Declared(
         cloud="gcp",
@@ -111,4 +119,6 @@ def declared_instance(
         machine_type=instance["machineType"],
         ssh_keys=metadata.get("ssh-keys"),
         startup_script=metadata.get("startup-script") or instance.get("metadataStartupScript"),
+        metadata=dict(metadata),
+        ssh_host_key=host_key,
     )

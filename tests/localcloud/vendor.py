@@ -39,8 +39,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.localcloud.pki import LocalCA
 from tests.localcloud.procs import run
 
+#: GCP's metadata server, as a startup script reaches it; the cloud-like guest's own
+#: stand-in serves it (``cloudlike.METADATA_SERVER``), not the vendor server.
+METADATA_URL = "http://metadata.google.internal/computeMetadata/v1/"
 URL = re.compile(r"""\bhttps?://[^\s'"`)<>]+""")
 SSM_AGENT = re.compile(
     r"^https://(?P<host>s3\.[a-z0-9-]+\.amazonaws\.com)"
@@ -80,6 +84,8 @@ def downloads(*scripts: str | None) -> list[Download]:
     found = []
     for script in scripts:
         for url in URL.findall(script or ""):
+            if url.startswith(METADATA_URL):
+                continue  # served by the guest's metadata-server stand-in (cloudlike.py)
             match = SSM_AGENT.match(url)
             if not match:
                 raise ValueError(
@@ -117,102 +123,6 @@ def build_ssm_agent_deb(destination: Path) -> Path:
         run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(built)])
         shutil.move(built, destination)
     return destination
-
-
-@dataclass
-class LocalCA:
-    """A certificate authority of the local cloud's own, for the vendor stand-ins' names."""
-
-    directory: Path
-
-    @property
-    def cert(self) -> Path:
-        return self.directory / "ca.crt"
-
-    @property
-    def key(self) -> Path:
-        return self.directory / "ca.key"
-
-    def ensure(self) -> LocalCA:
-        if self.cert.exists():
-            return self
-        self.directory.mkdir(parents=True, exist_ok=True)
-        run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=mlflow-kit local cloud CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout",
-                str(self.key),
-                "-out",
-                str(self.cert),
-            ]
-        )
-        self.key.chmod(0o600)
-        return self
-
-    def issue(self, name: str, certs_dir: Path) -> Path:
-        """``certs_dir/<name>.pem``: a server certificate for ``name`` and its key, in one file."""
-        pem = certs_dir / f"{name}.pem"
-        if pem.exists():
-            return pem
-        certs_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="localcloud-cert-") as tmp:
-            key, csr, crt = (Path(tmp) / n for n in ("k.pem", "r.csr", "c.pem"))
-            run(
-                [
-                    "openssl",
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    f"/CN={name}",
-                    "-keyout",
-                    str(key),
-                    "-out",
-                    str(csr),
-                ]
-            )
-            extensions = Path(tmp) / "ext.cnf"
-            extensions.write_text(
-                f"subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n"
-                "basicConstraints=CA:FALSE\n"
-            )
-            run(
-                [
-                    "openssl",
-                    "x509",
-                    "-req",
-                    "-in",
-                    str(csr),
-                    "-CA",
-                    str(self.cert),
-                    "-CAkey",
-                    str(self.key),
-                    "-CAcreateserial",
-                    "-days",
-                    "30",
-                    "-extfile",
-                    str(extensions),
-                    "-out",
-                    str(crt),
-                ]
-            )
-            pem.write_text(crt.read_text() + key.read_text())
-        pem.chmod(0o600)
-        return pem
 
 
 def trust_in_guest(rootfs: Path, ca: LocalCA) -> None:

@@ -12,6 +12,12 @@ aliases, update-in-place options), so tests can replay the engine's alias matchi
 - ``declared_stack(cloud, values, stack=...)``: the same for callers outside the stack
   tests (the local cloud reads a VM's user data and metadata with it).
 
+The mocks answer ``tls:index/privateKey:PrivateKey`` with a real ED25519 key pair
+(``host_key_pair``: derived from the stack and resource name, so every run of one stack
+declares the same key), because the local cloud boots hosts from what a stack declares
+and their sshd serves that key; and Cloud SQL's ``serverCaCerts`` with a real CA
+certificate.
+
 A uniquely named module rather than conftest.py, so it cannot be confused with another
 test directory's conftest in one pytest process.
 """
@@ -20,12 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import functools
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
 from pulumi.runtime.mocks import MockMonitor
 
 #: Loading a provider module warns once per deprecated class it defines, used or not.
@@ -36,12 +49,14 @@ with warnings.catch_warnings():
     import pulumi_aws
     import pulumi_gcp
     import pulumi_random
+    import pulumi_tls
 
     for _module in ("compute", "sql", "storage", "serviceaccount", "projects", "servicenetworking"):
         hasattr(getattr(pulumi_gcp, _module), "__loaded__")
     for _module in (pulumi_aws.ec2, pulumi_aws.iam, pulumi_aws.rds, pulumi_aws.s3, pulumi_aws.vpc):
         getattr(_module, "__all__", None)
     getattr(pulumi_random, "RandomPassword", None)
+    getattr(pulumi_tls, "PrivateKey", None)
 
 PROJECT = "mlflow-server"
 EXPIRES_AT = "203001011200"
@@ -69,6 +84,66 @@ def public_key(algorithm: str = "ssh-ed25519", comment: str = "ops@example.com")
 
 
 SSH_KEY = public_key()
+#: Pulumi's wire envelope for a secret value (sdk/python/lib/pulumi/runtime/rpc.py).
+SECRET_SIG, SECRET_MARKER = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
+def is_secret(value: Any) -> bool:
+    """Whether a recorded input is a secret (the mocks see secrets in their envelope)."""
+    return isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_MARKER
+
+
+def revealed(value: Any) -> Any:
+    """A recorded input with every secret envelope, at any depth, replaced by its value."""
+    if is_secret(value):
+        return revealed(value.get("value"))
+    if isinstance(value, dict):
+        return {key: revealed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [revealed(item) for item in value]
+    return value
+
+
+#: The configuration keys ``run`` marks secret by default, as ``config set --secret`` would.
+SECRET_CONFIG = frozenset({f"{PROJECT}:adminPassword"})
+
+
+@functools.cache
+def host_key_pair(seed: str) -> tuple[str, str]:
+    """A real ED25519 key pair (OpenSSH private key, ``ssh-ed25519 AAAA...`` public key),
+    the same for the same ``seed``."""
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed.encode()).digest())
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return private, public
+
+
+@functools.cache
+def database_ca_pem() -> str:
+    """A real self-signed CA certificate, standing in for Cloud SQL's server CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mock Cloud SQL Server CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def config(cloud: str = "gcp", environment: str = "dev", **overrides: Any) -> dict[str, str]:
@@ -135,9 +210,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["result"] = self.passwords.get(args.name, default)
         elif typ == "random:index/randomId:RandomId":
             state["hex"] = RANDOM_HEX
+        elif typ == "tls:index/privateKey:PrivateKey":
+            private, public = host_key_pair(f"{pulumi.get_stack()}/{args.name}")
+            # As the provider returns them: the public key with a trailing newline.
+            state.update(privateKeyOpenssh=private, publicKeyOpenssh=public + "\n")
         elif typ == "gcp:sql/databaseInstance:DatabaseInstance":
             state["privateIpAddress"] = DB_PRIVATE_IP
             state["connectionName"] = f"{GCP_PROJECT}:{GCP_REGION}:{state['name']}"
+            state["serverCaCerts"] = [{"cert": database_ca_pem(), "commonName": "mock-ca"}]
         elif typ == "gcp:serviceaccount/account:Account":
             state["email"] = f"{state['accountId']}@{GCP_PROJECT}.iam.gserviceaccount.com"
             state["member"] = f"serviceAccount:{state['email']}"
@@ -148,6 +228,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["arn"] = f"arn:aws:s3:::{resource_id}"
         elif typ == "aws:rds/instance:Instance":
             state.update(address=DB_ADDRESS, endpoint=f"{DB_ADDRESS}:5432")
+            state.setdefault("identifier", DB_ADDRESS.split(".")[0])
         elif typ == "aws:ec2/eip:Eip":
             state.update(publicIp=STATIC_IP, allocationId="eipalloc-0fake")
         elif typ == "aws:ec2/instance:Instance":
@@ -238,6 +319,8 @@ class Registration:
     #: The options that decide between an update in place and a replacement or deletion,
     #: those set: ignoreChanges, replaceOnChanges, deleteBeforeReplace, protect, retainOnDelete.
     lifecycle: dict = field(default_factory=dict)
+    #: Outputs the program asked the engine to keep secret (wire names).
+    secret_outputs: tuple[str, ...] = ()
 
 
 def engine_urn(stack: str, parent: str, typ: str, name: str) -> str:
@@ -299,6 +382,7 @@ class RecordingMonitor(MockMonitor):
                 bool(request.custom),
                 tuple(aliases),
                 lifecycle,
+                tuple(request.additionalSecretOutputs),
             )
         )
         return response
@@ -319,9 +403,15 @@ class StackRun:
 
 
 def run(
-    values: dict[str, str], stack: str | None = None, mocks: RecordingMocks | None = None
+    values: dict[str, str],
+    stack: str | None = None,
+    mocks: RecordingMocks | None = None,
+    secret_keys: list[str] | None = None,
 ) -> StackRun:
     """Run ``stacks.program.main`` under fresh mocks and config; raises what it raises.
+
+    ``secret_keys``: the config keys stored encrypted; None: those of ``values`` in
+    SECRET_CONFIG.
 
     The program runs inside ``@pulumi.runtime.test``, so an exception in any ``apply``
     fails the caller too, after the outstanding registrations drained (``mocks`` is
@@ -332,7 +422,9 @@ def run(
     mocks = mocks or RecordingMocks()
     cloud = values.get(f"{PROJECT}:cloud", "gcp")
     stack = stack or f"{cloud}-{values.get(PROJECT + ':environment', 'dev')}"
-    pulumi.runtime.set_all_config(values, [])
+    if secret_keys is None:
+        secret_keys = [key for key in values if key in SECRET_CONFIG]
+    pulumi.runtime.set_all_config(values, secret_keys)
     monitor = RecordingMonitor(mocks, stack)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     result = StackRun(mocks, monitor)

@@ -8,7 +8,7 @@ import json
 import pytest
 import stack_harness
 from deprecations import resource_class
-from stack_harness import DB_PRIVATE_IP, SSH_KEY, STATIC_IP
+from stack_harness import DB_PRIVATE_IP, SSH_KEY, STATIC_IP, revealed
 
 from stacks import contract
 from stacks.gcp.settings import IAP_TCP_FORWARDING_CIDR
@@ -225,7 +225,7 @@ def test_vm_is_shielded_debian_12(dev):
 
 
 def test_vm_accepts_only_the_stack_ssh_keys(dev):
-    metadata = dev.one(INSTANCE).inputs["metadata"]
+    metadata = revealed(dev.one(INSTANCE).inputs["metadata"])
     assert metadata["block-project-ssh-keys"] == "TRUE"
     assert metadata["ssh-keys"] == f"mlflow-admin:{SSH_KEY}"
     assert metadata["serial-port-enable"] == "FALSE"

@@ -10,7 +10,8 @@ import json
 
 import pytest
 import stack_harness
-from stack_harness import config
+import yaml
+from stack_harness import config, revealed
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error::DeprecationWarning")]
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -76,3 +77,25 @@ def test_aws_role_policy_is_exactly_the_artifact_prefix(aws_dev):
             "Condition": {"StringLike": {"s3:prefix": ["mlflow-artifacts", "mlflow-artifacts/*"]}},
         },
     ]
+
+
+def test_aws_ssm_agent_install_waits_for_dpkgs_lock_on_a_first_boot():
+    run = stack_harness.run(config("aws", "dev", sshAllowedCidrs=None))
+    user_data = yaml.safe_load(revealed(run.one("aws:ec2/instance:Instance").inputs["userData"]))
+    assert user_data["runcmd"] == [
+        "curl -fsSL --retry 5 -o /run/amazon-ssm-agent.deb https://s3.eu-central-1.amazonaws.com"
+        "/amazon-ssm-eu-central-1/latest/debian_amd64/amazon-ssm-agent.deb",
+        "apt-get -o DPkg::Lock::Timeout=600 install -y /run/amazon-ssm-agent.deb",
+        "rm -f /run/amazon-ssm-agent.deb",
+        "systemctl enable --now amazon-ssm-agent",
+    ]
+
+
+def test_the_database_ca_and_host_key_literals(aws_dev, gcp_dev):
+    ip = gcp_dev.one("gcp:sql/databaseInstance:DatabaseInstance").inputs["settings"]
+    assert ip["ipConfiguration"]["serverCaMode"] == "GOOGLE_MANAGED_CAS_CA"
+    assert aws_dev.outputs["db_ca_url"] == (
+        "https://truststore.pki.rds.amazonaws.com/eu-central-1/eu-central-1-bundle.pem"
+    )
+    for run in (aws_dev, gcp_dev):
+        assert run.one("tls:index/privateKey:PrivateKey").inputs == {"algorithm": "ED25519"}

@@ -13,7 +13,7 @@ import functools
 import pytest
 import stack_harness
 import yaml
-from stack_harness import EXPIRES_AT, RANDOM_HEX, config
+from stack_harness import EXPIRES_AT, RANDOM_HEX, config, revealed
 
 from stacks import contract
 
@@ -194,7 +194,7 @@ def test_aws_session_manager_opens_no_ssh_port_and_grants_ssm():
     attachment = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").inputs
     assert attachment["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
     # Debian's images ship no SSM agent: cloud-init installs it from the region's bucket.
-    commands = yaml.safe_load(run.one(EC2).inputs["userData"])["runcmd"]
+    commands = yaml.safe_load(revealed(run.one(EC2).inputs["userData"]))["runcmd"]
     assert any(
         "https://s3.eu-central-1.amazonaws.com/amazon-ssm-eu-central-1/" in c for c in commands
     )
@@ -203,7 +203,7 @@ def test_aws_session_manager_opens_no_ssh_port_and_grants_ssm():
 
 def test_aws_ssh_by_cidr_installs_no_ssm_agent_and_self_signed_opens_no_port_80():
     run = scenario("aws-dev")
-    assert "runcmd" not in yaml.safe_load(run.one(EC2).inputs["userData"])
+    assert "runcmd" not in yaml.safe_load(revealed(run.one(EC2).inputs["userData"]))
     assert all(r.inputs["fromPort"] != 80 for r in run.of_type(INGRESS))
 
 
@@ -224,7 +224,7 @@ def test_aws_user_data_creates_the_login_user_with_every_key():
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY29uZCBrZXkuLi4uLi4uLi4uLi4uLi4uLi4uLi4u b@example",
     ]
     run = aws(sshUser="ops", sshPublicKeys=keys)
-    user_data = run.one(EC2).inputs["userData"]
+    user_data = revealed(run.one(EC2).inputs["userData"])
     assert user_data.startswith("#cloud-config\n")
     document = yaml.safe_load(user_data)
     (user,) = [u for u in document["users"] if isinstance(u, dict)]

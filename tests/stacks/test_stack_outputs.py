@@ -10,6 +10,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import stack_harness
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy.engine import make_url
 from stack_harness import (
     DB_ADDRESS,
@@ -53,6 +56,7 @@ def test_outputs_are_exactly_the_contract_in_its_order(hostile):
         contract.COMMON_OUTPUTS
         + contract.ACCESS_OUTPUTS
         + contract.SERVER_OUTPUTS
+        + contract.DATABASE_OUTPUTS
         + contract.CLOUD_OUTPUTS[cloud]
     )
 
@@ -121,6 +125,7 @@ PLAIN = {
         contract.DB_CONNECTION_NAME: "my-project-123:europe-west1:mlflow-db-instance-a1b2c3d",
         contract.ADMIN_PASSWORD: NASTY_PASSWORD,
         contract.DB_MAX_CONNECTIONS: 50,
+        contract.DB_INSTANCE_ID: "mlflow-db-instance-a1b2c3d",
     },
     "aws": {
         contract.CLOUD: "aws",
@@ -131,6 +136,10 @@ PLAIN = {
         contract.ARTIFACTS_DESTINATION: "s3://artifacts-bucket-0a1b2c3/mlflow-artifacts",
         contract.ADMIN_PASSWORD: NASTY_PASSWORD,
         contract.DB_MAX_CONNECTIONS: 112,
+        contract.DB_INSTANCE_ID: "database-instance-abc1234",
+        contract.DB_CA_URL: (
+            "https://truststore.pki.rds.amazonaws.com/eu-central-1/eu-central-1-bundle.pem"
+        ),
     },
 }
 
@@ -255,6 +264,18 @@ def test_recorded_gcp_output_matches_what_the_program_exports():
     )
     assert dict(url.query) == {"sslmode": "require"}
     assert recorded[contract.DB_MAX_CONNECTIONS] == run.outputs[contract.DB_MAX_CONNECTIONS]
+    # The Cloud SQL instance the connection name names, and the CA that signed its
+    # server certificate.
+    assert recorded[contract.DB_CONNECTION_NAME].endswith(":" + recorded[contract.DB_INSTANCE_ID])
+    (ca,) = x509.load_pem_x509_certificates(recorded[contract.DB_CA_PEM].encode())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert_ed25519_public_key(recorded[contract.SSH_HOST_KEY])
+
+
+def assert_ed25519_public_key(line: str) -> None:
+    """An OpenSSH public key line of a real ED25519 key, without a comment."""
+    assert line.startswith("ssh-ed25519 ") and len(line.split()) == 2
+    assert isinstance(serialization.load_ssh_public_key(line.encode()), ed25519.Ed25519PublicKey)
 
 
 def test_recorded_aws_output_document_matches_the_contract():
@@ -268,3 +289,10 @@ def test_recorded_aws_output_document_matches_the_contract():
     assert backend_store_uri(url.password, url.host) == recorded[contract.BACKEND_STORE_URI]
     assert len(recorded[contract.ADMIN_PASSWORD]) >= 24
     assert recorded[contract.DB_MAX_CONNECTIONS] == 112
+    # The RDS instance the URI's endpoint names, and its region's CA bundle.
+    assert url.host.startswith(recorded[contract.DB_INSTANCE_ID] + ".")
+    region = recorded[contract.REGION]
+    assert recorded[contract.DB_CA_URL] == (
+        f"https://truststore.pki.rds.amazonaws.com/{region}/{region}-bundle.pem"
+    )
+    assert_ed25519_public_key(recorded[contract.SSH_HOST_KEY])

@@ -244,8 +244,12 @@ def up(stack: str, data: dict) -> int:
         return fail(errors[0])
     import stack_harness
 
+    # Secrets reach the program decrypted, marked secret (the stand-in keeps them in the
+    # clear; a stack file's {secure: ...} ciphertext cannot be decrypted here).
+    values = cli_rules.program_config(project, stored)
+    secrets = {key: value.text for key, value in stored.items() if value.secure}
     try:
-        run = stack_harness.run(cli_rules.program_config(project, stored), stack=stack)
+        run = stack_harness.run({**values, **secrets}, stack=stack, secret_keys=list(secrets))
     except Exception as error:  # the program's own refusal, as the engine reports it
         return fail(f"running program failed: {type(error).__name__}: {error}")
     data["resources"] = len(run.resources) + 1  # the stack itself counts, as in `stack ls`

@@ -33,7 +33,12 @@ LABEL_PARAMS = ("labels", "tags")
 #: Types whose labels live in a nested block rather than a top-level argument; the
 #: top-level rule cannot see them, so they are checked where they are.
 NESTED_LABELS = {"gcp:sql/databaseInstance:DatabaseInstance": ("settings", "userLabels")}
-PACKAGES = {"gcp": "pulumi_gcp", "aws": "pulumi_aws", "random": "pulumi_random"}
+PACKAGES = {
+    "gcp": "pulumi_gcp",
+    "aws": "pulumi_aws",
+    "random": "pulumi_random",
+    "tls": "pulumi_tls",
+}
 
 
 def run_cloud(cloud: str):

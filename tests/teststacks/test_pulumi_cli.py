@@ -79,3 +79,11 @@ def test_missing_cli_is_reported_plainly(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(pulumi_cli.PulumiError, match="not on PATH"):
         pulumi_cli.stack_list()
+
+
+def test_a_secret_setting_reaches_the_stack_on_stdin_never_on_a_command_line(pulumi_standin):
+    pulumi_cli.stack_init("s1")
+    pulumi_cli.config_set("s1", "mlflow-server:adminPassword", "hunter2-but-longer", secret=True)
+    stored = pulumi_standin.load()["stacks"]["s1"]["config"]["mlflow-server:adminPassword"]
+    assert stored == {"value": "hunter2-but-longer", "secret": True}
+    assert not [call for call in pulumi_standin.calls() if "hunter2-but-longer" in " ".join(call)]

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from provisioning import facts, handlers, plays
+from provisioning.backups.record import BackupRecord
 from provisioning.handlers import inputs_of
 from provisioning.layout import (
     FILES,
@@ -36,6 +37,7 @@ BOOTSTRAP_STEPS = [
     "first boot",
     "ca certificates",
     "system packages",
+    "backup tools",
     "database certificate",
     "mlflow user and directories",
     "miniforge",
@@ -49,6 +51,8 @@ BOOTSTRAP_STEPS = [
     "tls certificate",
     "nginx",
     "health gate",
+    "garbage collection",
+    "metrics",
     "old environments",
 ]
 
@@ -246,3 +250,43 @@ def test_every_managed_file_is_installed_by_a_play_and_notifies_a_service_that_e
     services = units | set(SYSTEM_SERVICES)
     handlers_used = [f.notifies for f in FILES.values() if f.notifies] + list(OTHER_STATE.values())
     assert {handler.service for handler in handlers_used} <= services
+
+
+MIGRATING = SchemaPlan("3.18.0", Schema("a", "z", True, 3), Schema("b", "b", True, 0))
+
+
+def test_a_migration_is_preceded_by_a_backup_whose_restore_a_failed_switch_names():
+    values = record_bootstrap(Deployment(**BASE)).values
+    record = BackupRecord(
+        id="20261129T220000Z", method="pg_dump", finished="2026-11-29T22:00:05Z",
+        mlflow_version="3.17.2", runs=4, objects=9, bytes=1024,
+        location="s3://b/p/.kit-backups/20261129T220000Z",
+        restore_command="fab restore --from 20261129T220000Z --settings onprem.yaml",
+    )  # fmt: skip
+    previous = Environment("/opt/mlflow/envs/fedcba9876543210")
+    recording = FailingPlay(
+        {**values, "schema check": MIGRATING, "backup before migration": record,
+         "activate environment": previous},
+        "health gate",
+    )  # fmt: skip
+    with pytest.raises(RemoteError):
+        plays.bootstrap(recording, Deployment(**BASE), "--settings onprem.yaml")
+    names = [name for name, _f, _a in recording.steps]
+    assert names[names.index("configuration files") + 1 :][:2] == [
+        "backup before migration",
+        "schema migration",
+    ]
+    assert recording.args("backup before migration") == (
+        Deployment(**BASE),
+        "--settings onprem.yaml",
+    )
+    assert recording.args("roll back") == (recording.args("mlflow servers")[0], previous,
+                                          record.restore_command)  # fmt: skip
+
+
+def test_an_empty_database_is_not_backed_up():
+    values = record_bootstrap(Deployment(**BASE)).values
+    empty = SchemaPlan("3.17.2", Schema(None, "a", True, -1), Schema(None, "b", True, -1))
+    recording = RecordingPlay({**values, "schema check": empty})
+    plays.bootstrap(recording, Deployment(**BASE))
+    assert "backup before migration" not in [name for name, _f, _a in recording.steps]

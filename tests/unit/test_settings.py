@@ -120,6 +120,33 @@ def test_defaults():
     assert deployment.flask_secret_key is None
     assert isinstance(deployment.backend_store_uri, Secret)
     assert deployment.notes == ()
+    assert (deployment.database_backup, deployment.db_instance, deployment.db_location) == (
+        "auto", None, None)  # fmt: skip
+    assert (deployment.gc_enabled, deployment.gc_older_than, deployment.gc_schedule) == (
+        True, "30d", "daily")  # fmt: skip
+    assert deployment.metrics_allowed_cidrs == ()
+
+
+def test_backup_gc_and_metrics_settings_are_accepted_as_written():
+    deployment = Deployment(
+        **valid_settings(
+            database_backup="managed", db_instance="mlflow-prod-db", db_location="eu-west-1",
+            gc_older_than="1d2h3m4s", gc_schedule="*-*-* 03:30:00",
+            metrics_allowed_cidrs=["10.0.0.0/8", "2001:db8::/32"],
+        )
+    )  # fmt: skip
+    assert deployment.metrics_allowed_cidrs == ("10.0.0.0/8", "2001:db8::/32")
+    assert Deployment(**valid_settings(db_instance="", db_location="")).db_instance is None
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "aws"])
+def test_the_managed_database_comes_from_the_outputs(cloud):
+    outputs = dict(RECORDED_OUTPUTS[cloud], db_instance_id="mlflow-dev-db")
+    outputs.setdefault("region", "eu-west-1")
+    outputs.setdefault("gcp_project", "my-project-id")
+    deployment = deployment_from_outputs(outputs)
+    assert deployment.db_instance == "mlflow-dev-db"
+    assert deployment.db_location == outputs["region" if cloud == "aws" else "gcp_project"]
 
 
 def test_model_endpoint_defaults_and_sizes_per_model():
@@ -329,6 +356,21 @@ INVALID = [
     ({"model_endpoints": {"demo": {}}}, "model_endpoints.demo"),
     ({"model_endpoints": {"demo": {"workers": 0}}}, "model_endpoints.demo.workers"),
     ({"model_endpoints": {"demo": {"memory_mb": 100}}}, "model_endpoints.demo.memory_mb"),
+    ({"db_instance": "1-starts-with-a-digit"}, "db_instance"),
+    ({"db_location": "EU West"}, "db_location"),
+    ({"database_backup": "snapshot"}, "database_backup"),
+    ({"database_backup": "managed"}, "db_instance"),
+    ({"database_backup": "managed", "db_instance": "mlflow-db"}, "db_location"),
+    ({"cloud": "local", "database_backup": "managed"}, "database_backup"),
+    ({"gc_enabled": "yes"}, "gc_enabled"),
+    ({"gc_older_than": "30 days"}, "gc_older_than"),
+    ({"gc_older_than": ""}, "gc_older_than"),
+    ({"gc_older_than": 30}, "gc_older_than"),
+    ({"gc_schedule": "daily; rm -rf /"}, "gc_schedule"),
+    ({"gc_schedule": "daily\nExecStart=/bin/sh"}, "gc_schedule"),
+    ({"metrics_allowed_cidrs": "10.0.0.0/8"}, "metrics_allowed_cidrs"),
+    ({"metrics_allowed_cidrs": ["10.0.0.1/8"]}, "metrics_allowed_cidrs"),
+    ({"metrics_allowed_cidrs": ["not a network"]}, "metrics_allowed_cidrs"),
 ]
 
 

@@ -46,5 +46,5 @@ def test_conda_and_pip_packages_of_the_rendered_environment(parse, tmp_path, des
 
     conda, pip = parse(str(path))
 
-    assert conda == ["python=3.11", "pip", "psycopg2", client]
+    assert conda == ["python=3.11", "pip", "psycopg2", "prometheus_flask_exporter", client]
     assert pip == [f"mlflow[auth]=={deployment.mlflow_version}"]

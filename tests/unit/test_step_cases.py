@@ -8,7 +8,8 @@ answer) and either the outcome or the error. Argument tokens: ``$deployment``,
 ``{$actions: [changed items]}``, ``{$set: [...]}``, ``{$secret: VALUE}``, ``{$plan: ...}``. In answers and uploads,
 ``{sha256 of TEMPLATE}`` stands for the digest of that template as rendered
 (``{sha256 of TEMPLATE server_ports=5001,5002 down_ports=}`` with those context
-values instead), ``{config digest}`` for the digest of what the servers read, and
+values instead; ``{sha256 of program:NAME}`` for a program of
+provisioning/backups/remote), ``{config digest}`` for the digest of what the servers read, and
 in commands ``{smoke script}`` (and the other SCRIPTS) for those scripts, quoted.
 """
 
@@ -24,6 +25,7 @@ import pytest
 import yaml
 
 from provisioning import handlers, play, transport
+from provisioning.backups import remote
 from provisioning.render import context, render
 from provisioning.settings import Deployment, Secret
 from provisioning.steps.admin import USER_UPDATE_SCRIPT
@@ -100,6 +102,9 @@ def resolve(value, deployment: Deployment, ctx: dict):
 
 def expand(transcript: list[dict], ctx: dict) -> list[dict]:
     def digest(match: re.Match) -> str:
+        if match.group(1).startswith("program:"):
+            name = match.group(1).removeprefix("program:")
+            return hashlib.sha256(remote.source(name)).hexdigest()
         values = dict(ctx)
         for setting in match.group(2).split():
             key, _, numbers = setting.partition("=")

@@ -293,6 +293,15 @@ def remove(path):
         return False
 
 
+def put_back(old_files):
+    """Files as they were: {path: text, or None for a file that did not exist}."""
+    for path, text in old_files.items():
+        if text is None:
+            remove(path)
+        else:
+            write(path, text)
+
+
 def journal(unit, lines=JOURNAL_LINES):
     return run(
         ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"], check=False
@@ -634,14 +643,13 @@ def converge(endpoint, present, unit_text):
     new = start_instances(name, version, ports, python, model_dir, memory_mb, spec)
     try:
         wait_healthy(new)
-        old_upstream, old_location = read(upstream_path, None), read(location_path, None)
+        old_files = {path: read(path, None) for path in (upstream_path, location_path)}
         write(upstream_path, upstream_conf(name, version, ports))
         write(location_path, location_conf(name))
         try:
             reload_nginx()
         except Failure:
-            for path, text in ((upstream_path, old_upstream), (location_path, old_location)):
-                write(path, text) if text is not None else remove(path)
+            put_back(old_files)
             raise
     except Failure:
         stop_instances(list(new))
@@ -660,12 +668,18 @@ def converge(endpoint, present, unit_text):
 
 
 def withdraw(name, present):
-    """An endpoint no longer desired: out of nginx, drained, stopped."""
+    """An endpoint no longer desired: out of nginx, drained, stopped; or a Failure with its
+    nginx files put back and its instances still serving."""
     paths = [
         os.path.join(NGINX_DIR, name + suffix) for suffix in (".location.conf", ".upstream.conf")
     ]
+    old_files = {path: read(path, None) for path in paths}
     if any([remove(path) for path in paths]):
-        reload_nginx()
+        try:
+            reload_nginx()
+        except Failure:
+            put_back(old_files)
+            raise
     units = [unit for unit in present if parse_instance(unit)[0] == name]
     drain([parse_instance(unit)[1] for unit in units])
     stop_instances(units)
@@ -742,8 +756,15 @@ def reconcile():
         and entry.rsplit(".", 2)[0] not in gone
     )
     for name in gone:
-        summary["changed"][name] = withdraw(name, present)
-        print("endpoint {}: {}".format(name, summary["changed"][name]), flush=True)
+        try:
+            summary["changed"][name] = withdraw(name, present)
+        except Failure as failure:
+            summary["failed"][name] = str(failure)
+            print(
+                f"endpoint {name}: FAILED, left as it was: {failure}", file=sys.stderr, flush=True
+            )
+            continue
+        print(f"endpoint {name}: {summary['changed'][name]}", flush=True)
     if not summary["failed"]:
         removed = prune(instances())
         if removed:

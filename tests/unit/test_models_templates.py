@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -321,3 +322,55 @@ def test_program_refuses_an_unknown_command(program, capsys):
     assert program.main(["frobnicate"]) == 2
     assert program.main(["resolve", "bad name", "--alias", "x"]) == 2
     assert "letters, digits" in capsys.readouterr().err
+
+
+def test_a_withdrawal_nginx_refuses_leaves_that_endpoint_serving(
+    program, tmp_path, monkeypatch, capsys
+):
+    """Two endpoints no longer wanted, and nginx refuses the reload for the first: its files
+    come back and its instance keeps serving; the second is still withdrawn, and the run
+    fails naming the first."""
+    systemd, nginx, desired = tmp_path / "systemd", tmp_path / "nginx", tmp_path / "models.json"
+    systemd.mkdir()
+    nginx.mkdir()
+    desired.write_text('{"endpoints": []}')
+    for name, port in (("refused", 5201), ("withdrawn", 5202)):
+        unit = program.instance_unit(name, port)
+        (systemd / f"{unit}.d").mkdir()
+        (systemd / f"{unit}.d" / "kit.conf").write_text(
+            program.dropin(name, "1", port, "/usr/bin/python3", f"/m/{name}/1", 512, "spec")
+        )
+        (nginx / f"{name}.upstream.conf").write_text(program.upstream_conf(name, "1", [port]))
+        (nginx / f"{name}.location.conf").write_text(program.location_conf(name))
+    for constant, value in (
+        ("SYSTEMD_DIR", systemd),
+        ("NGINX_DIR", nginx),
+        ("DESIRED", desired),
+        ("MODELS_DIR", tmp_path / "none"),
+        ("ENVS_DIR", tmp_path / "none"),
+    ):
+        monkeypatch.setattr(program, constant, str(value))  # fmt: skip
+    stopped = []
+
+    def run(argv, check=True, **_kwargs):
+        if argv[:2] == ["nginx", "-t"] and not (nginx / "refused.location.conf").exists():
+            raise program.Failure("`nginx -t -q` exited 1: a stand-in for nginx's refusal")
+        if argv[:3] == ["systemctl", "disable", "--now"]:
+            stopped.append(argv[3])
+        return program.subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(program, "run", run)
+    assert program.reconcile() == 1
+
+    assert (nginx / "refused.location.conf").read_text() == program.location_conf("refused")
+    assert program.upstream_ports((nginx / "refused.upstream.conf").read_text()) == [5201]
+    assert (systemd / "mlflow-model@refused-5201.service.d" / "kit.conf").exists()
+    assert stopped == ["mlflow-model@withdrawn-5202.service"]
+    assert sorted(p.name for p in nginx.iterdir()) == [
+        "refused.location.conf",
+        "refused.upstream.conf",
+    ]
+    out = capsys.readouterr().out
+    summary = json.loads(out.split("summary: ", 1)[1])
+    assert list(summary["failed"]) == ["refused"] and "nginx" in summary["failed"]["refused"]
+    assert summary["changed"] == {"withdrawn": "withdrawn (1 instance(s) stopped)"}

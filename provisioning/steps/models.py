@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from dataclasses import dataclass
 
-from provisioning import facts, files, sizing
+from provisioning import facts, files, sizing, waiting
+from provisioning.jobs import RUNNING_STATES
 from provisioning.layout import FILES, PATHS
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.settings import Deployment
@@ -39,7 +39,6 @@ DIRECTORIES = (
     (PATHS["model_envs_dir"], "755"),
     (PATHS["nginx_models_dir"], "755"),
 )
-RUNNING_STATES = ("active", "activating", "deactivating", "reloading")
 #: A run builds environments (pip, conda) and waits for instances to load.
 RECONCILE_TIMEOUT_S = 3600
 POLL_S = 2
@@ -242,15 +241,21 @@ def reconcile(host: Host, before: str | None) -> Outcome[dict]:
     conda's own error); models.json is then put back as it was (``before``, when the
     task changed it).
     """
-    started = time.monotonic()
-    while host.read(facts.unit_active(MODELS_UNIT)) in RUNNING_STATES:
-        if time.monotonic() - started > RECONCILE_TIMEOUT_S:
-            raise host.error(
-                f"wait for {MODELS_UNIT}", -1,
-                f"an earlier run is still at work; follow it with `journalctl -fu {MODELS_UNIT}`",
-            )  # fmt: skip
-        host.note(f"an earlier {MODELS_UNIT} run is at work: waiting for it")
-        time.sleep(POLL_S)
+    waiting.until(
+        host,
+        lambda: host.read(facts.unit_active(MODELS_UNIT)),
+        lambda state: state not in RUNNING_STATES,
+        timeout=RECONCILE_TIMEOUT_S,
+        poll=POLL_S,
+        late=lambda _state: host.error(
+            f"wait for {MODELS_UNIT}",
+            -1,
+            f"an earlier run is still at work; follow it with `journalctl -fu {MODELS_UNIT}`",
+        ),
+        note=lambda _state, seconds: (
+            f"an earlier {MODELS_UNIT} run is at work: waiting for it ({seconds:.0f}s)"
+        ),
+    )
     # Builds that failed before (in a timer's run) are tried again when an operator asks.
     host.run(f"rm -f {PATHS['model_envs_dir']}/*.kit-failed")
     # This run's lines are those after the cursor; its summary is the first one there.

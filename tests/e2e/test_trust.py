@@ -23,7 +23,8 @@ def logins(host) -> int:
 
 def test_host_keys_unknown_refused_recorded_on_request_changed_refused(deployed, tmp_path):
     host = deployed["host"]
-    settings = {k: v for k, v in deployed["settings"].items() if k != "known_hosts_file"}
+    pins = ("known_hosts_file", "ssh_host_key")
+    settings = {k: v for k, v in deployed["settings"].items() if k not in pins}
     path = str(write_settings(tmp_path / "no-pin.yaml", settings))
 
     before = logins(host)

@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh Debian 12 machine (as root or with sudo):
-#   make demo   the local cloud + fab bootstrap + a sample experiment; prints the URL
+#   make demo   the local cloud + fab bootstrap + a sample experiment and its model served;
+#               prints the URL and a curl line
 #   make test   the whole suite (unit, service and end-to-end tiers)
 SHELL := /bin/bash
 VENV := .venv
@@ -35,6 +36,8 @@ demo: venv
 	$(SUDO) env PYTHONPATH=. $(PY) -m tests.localcloud up --run-dir $(DEMO_DIR) --settings-out $(DEMO_SETTINGS)
 	$(SUDO) $(VENV)/bin/fab bootstrap --settings $(DEMO_SETTINGS)
 	$(SUDO) env PYTHONPATH=. $(PY) -m tests.localcloud.demo $(DEMO_SETTINGS)
+	$(SUDO) $(VENV)/bin/fab serve-model --name demo-classifier --alias champion --settings $(DEMO_SETTINGS)
+	$(SUDO) env PYTHONPATH=. $(PY) -m tests.localcloud.demo --model $(DEMO_SETTINGS)
 
 demo-down:
 	@if [ -x $(PY) ]; then $(SUDO) env PYTHONPATH=. $(PY) -m tests.localcloud down --run-dir $(DEMO_DIR); fi

@@ -59,6 +59,20 @@ PATHS = {
     "oidc_admin_token": "/var/lib/mlflow/kit-admin-token",
     # The grants fab bootstrap created (and so may remove); mlflow 0600.
     "permissions_record": "/var/lib/mlflow/kit-permissions.json",
+    # Model endpoints (fab serve-model): what the operator asked for; root 0644, no secret.
+    "models_desired": "/etc/mlflow/models.json",
+    # Each served model version, downloaded once: <models_dir>/<name>/<version>.
+    "models_dir": "/opt/mlflow/models",
+    # Model environments, one per requirement set: <model_envs_dir>/<hash>/env.
+    "model_envs_dir": "/opt/mlflow/model-envs",
+    # Converges the endpoints to models_desired (run by mlflow-models.service).
+    "models_program": "/opt/mlflow/bin/mlflow-models",
+    "model_unit": "/etc/systemd/system/mlflow-model@.service",
+    "models_unit": "/etc/systemd/system/mlflow-models.service",
+    "models_timer": "/etc/systemd/system/mlflow-models.timer",
+    # Each endpoint's nginx upstream and locations, included by the site.
+    "nginx_models_dir": "/etc/nginx/mlflow-models",
+    "nginx_log_dir": "/var/log/nginx",
     # Backups, garbage collection and metrics (provisioning/backups/remote: the programs).
     "kit_storage": "/opt/mlflow/bin/kit_storage.py",
     "backup_program": "/opt/mlflow/bin/mlflow-backup",
@@ -78,6 +92,8 @@ NGINX_UNIT_NAME = "nginx.service"
 #: Services the kit does not render but starts or reloads (installed by the packages step).
 SYSTEM_SERVICES = (NGINX_UNIT_NAME,)
 FIRST_SERVER_PORT = 5001
+#: The loopback ports of model endpoint instances (mlflow-model@<name>-<port>).
+MODEL_PORTS = (5201, 5899)
 GC_UNIT_NAME = "mlflow-gc.service"
 GC_TIMER_NAME = "mlflow-gc.timer"
 METRICS_UNIT_NAME = "mlflow-metrics.service"
@@ -138,6 +154,14 @@ FILES = {
     "certbot-env.conf.j2": ManagedFile(PATHS["certbot_dropin"], "root", "root", 0o644),
     # Run by certbot after a renewal; it reloads nginx itself.
     "certbot-deploy-hook.sh.j2": ManagedFile(PATHS["certbot_deploy_hook"], "root", "root", 0o755),
+    # Model endpoints. The program compares each instance's unit file digest with the one
+    # it was started with and replaces stale instances blue/green: no handler restarts them.
+    "mlflow-models.py": ManagedFile(PATHS["models_program"], "root", "root", 0o755),
+    "mlflow-model@.service.j2": ManagedFile(PATHS["model_unit"], "root", "root", 0o644),
+    "mlflow-models.service.j2": ManagedFile(PATHS["models_unit"], "root", "root", 0o644),
+    "mlflow-models.timer.j2": ManagedFile(
+        PATHS["models_timer"], "root", "root", 0o644, Handler("restart", "mlflow-models.timer")
+    ),
     # Started by their timer; a change applies at the next run (the gc step reloads units).
     "mlflow-gc.service.j2": ManagedFile(PATHS["gc_unit"], "root", "root", 0o644),
     "mlflow-gc.timer.j2": ManagedFile(PATHS["gc_timer"], "root", "root", 0o644),

@@ -8,7 +8,7 @@ from provisioning import facts
 from provisioning.backups.record import BackupRecord
 from provisioning.layout import PATHS, SERVER_FILES
 from provisioning.play import Play
-from provisioning.render import context, render
+from provisioning.render import context, model_context, render
 from provisioning.settings import Deployment, Secret
 from provisioning.steps import (
     admin,
@@ -18,6 +18,7 @@ from provisioning.steps import (
     gc,
     health,
     metrics,
+    models,
     oidc,
     packages,
     permissions,
@@ -181,3 +182,81 @@ def restore(play: Play, d: Deployment, backup_id: str) -> None:
         play.step("oidc accounts", oidc.admin_account, d, env)
     play.step("resume serving", backup_steps.resume_serving, d, ports)
     play.step("health gate", health.gate, d)
+
+
+def serve_model(play: Play, d: Deployment, request: models.Request) -> None:
+    """Serve a registered model version at /models/<name>/ (models.json, then the program
+    that makes it real), proven through nginx. A refusal (no room, no such model or alias)
+    comes before anything changes; a failed run puts models.json back as it was."""
+    play.step("preflight", preflight.check, d)
+    play.step("room for the endpoint", models.room, d, request.name)
+    play.step("model endpoint files", models.install, model_context(d))
+    version = play.step(
+        "model version", models.resolve, request.name, request.version, request.alias
+    )
+    before = play.step(
+        "desired endpoints", models.desire, d, request.name, version, request.alias, request.follow
+    )
+    play.step("model endpoints", models.reconcile, before)
+    play.step("endpoint check", models.check, d, request.name)
+
+
+def unserve_model(play: Play, d: Deployment, name: str) -> None:
+    """Take the endpoint ``name`` out of nginx, drain and stop it, remove what only it used."""
+    play.step("model endpoint files", models.install, model_context(d))
+    before = play.step("desired endpoints", models.withdraw, d, name)
+    play.step("model endpoints", models.reconcile, before)
+
+
+def models_status(host: Host, d: Deployment) -> list[tuple[str, str]]:
+    """Rows of (endpoint, state) describing the model endpoints; reads only.
+
+    What each endpoint serves is read from its processes (the version they loaded),
+    what it was asked to serve from models.json, its last request from nginx's log.
+    """
+    wanted = models.parse_desired(host.read(facts.file_text(PATHS["models_desired"])))
+    running = host.read(facts.MODEL_INSTANCES)
+    live = host.read(facts.model_upstreams(PATHS["nginx_models_dir"]))
+    last = host.read(facts.model_last_requests(PATHS["nginx_log_dir"]))
+    rows = []
+    for endpoint in wanted:
+        ports = live.get(endpoint.name, [])
+        serving = [i for i in running if i.name == endpoint.name and i.port in ports]
+        active = [i for i in serving if i.state == "active"]
+        state = "running" if active and len(active) == endpoint.workers else "DEGRADED"
+        if not active:
+            state = "NOT RUNNING"
+        loaded = sorted({i.version for i in active}) or ["-"]
+        uptime = min((i.uptime_s for i in active), default=0)
+        request = last.get(endpoint.name)
+        envs = sorted({_env_label(i.interpreter) for i in active})
+        rows.append(
+            (
+                endpoint.name,
+                f"{state} {len(active)}/{endpoint.workers}, asked {endpoint.asked}, "
+                f"loaded version {', '.join(loaded)}, env {', '.join(envs) or '-'}, "
+                f"up {_duration(uptime) if active else '-'}, last request "
+                + (f"{request.time} ({request.status})" if request else "none")
+                + f", {endpoint.memory_mb} MB per worker, {d.tracking_url}/models/{endpoint.name}/invocations",
+            )
+        )
+    names = {e.name for e in wanted}
+    for instance in running:
+        if instance.name not in names or instance.port not in live.get(instance.name, []):
+            rows.append(
+                (f"{instance.name}-{instance.port}", f"{instance.state}, not in nginx (left over)")
+            )
+    return rows or [("model endpoints", "none (fab serve-model --name NAME --alias A)")]
+
+
+def _env_label(interpreter: str) -> str:
+    if interpreter.startswith(PATHS["model_envs_dir"] + "/"):
+        return "model " + interpreter.removeprefix(PATHS["model_envs_dir"] + "/").split("/", 1)[0]
+    if interpreter.startswith(PATHS["envs_dir"] + "/"):
+        return "server " + interpreter.removeprefix(PATHS["envs_dir"] + "/").split("/", 1)[0]
+    return interpreter or "-"
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

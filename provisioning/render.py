@@ -22,6 +22,7 @@ from provisioning.layout import (
     GROUP,
     METRICS_PORT,
     MIGRATE_UNIT_NAME,
+    MODEL_PORTS,
     PATHS,
     SERVER_UNIT_NAME,
     USER,
@@ -292,10 +293,24 @@ def context(
         # Instances a rolling restart has taken out of nginx's upstream for now.
         "down_ports": [],
         "config_digest": "",
+        **model_context(deployment),
     }
     ctx.update(auth_context(deployment, ctx["backend_store_uri"]))
     ctx["config_digest"] = config_digest(ctx)
     return ctx
+
+
+def model_context(deployment: Deployment) -> dict[str, Any]:
+    """What the model endpoint templates use (part of context(), and enough on its own:
+    serving a model needs none of the server's secrets)."""
+    return {
+        "paths": dict(PATHS),
+        "user": USER,
+        "group": GROUP,
+        "telemetry": deployment.telemetry,
+        "model_follow_seconds": deployment.model_follow_seconds,
+        "model_ports": list(MODEL_PORTS),
+    }
 
 
 def config_digest(ctx: dict[str, Any]) -> str:

@@ -75,3 +75,20 @@ def pool_for(max_connections: int, instances: int, job_execution: bool) -> Pool:
         )
     size = max(1, per_engine * 2 // 3)
     return Pool(size, per_engine - size)
+
+
+# --------------------------------------------------------------------------- model endpoints
+
+
+def model_room_mb(memory_mb: int, server_instances: int) -> int:
+    """Memory left for model endpoints: the tracking servers come first, and the VM keeps
+    its reserve (the OS, nginx, a conda build, a migration)."""
+    return memory_mb - RESERVED_MB - server_instances * INSTANCE_MB
+
+
+def models_need_mb(endpoints: list[tuple[int, int]]) -> int:
+    """What endpoints of (workers, memory per worker) need: each worker's memory in full
+    (its MemoryMax), plus the largest endpoint once more, because a version switch runs
+    the new instances beside the old ones until nginx has moved to them."""
+    sizes = [workers * memory for workers, memory in endpoints]
+    return sum(sizes) + max(sizes, default=0)

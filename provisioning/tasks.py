@@ -13,6 +13,7 @@ TASK_MODULES = (
     "provisioning.upgrade_tasks",
     "provisioning.stack_tasks",
     "provisioning.doctor_tasks",
+    "provisioning.model_tasks",
     "provisioning.backup_tasks",
     "provisioning.auth_tasks",
 )

@@ -84,6 +84,14 @@ class Deployment:
     job_execution: bool = False
     #: MLflow's usage telemetry from the server and the kit's own client (off unless set).
     telemetry: bool = False
+    #: Model endpoints (fab serve-model): single-worker scoring processes per endpoint.
+    model_workers: int = 1
+    #: Memory each model worker process may use (its MemoryMax); sizing counts it in full.
+    model_memory_mb: int = 512
+    #: Other workers or memory for some models: ``{NAME: {workers: N, memory_mb: M}}``.
+    model_endpoints: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: How often endpoints served with ``--follow-alias`` re-read their alias.
+    model_follow_seconds: int = 60
     #: The database's connection limit (max_connections); None: PostgreSQL's default, 100.
     db_max_connections: int | None = None
     #: None: generated on the VM once and kept there.

@@ -102,6 +102,11 @@ DNS_NAME = re.compile(
 USERNAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$")
+#: Registered model names the kit serves: they appear in URLs, unit and file names as they are.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MODEL_NAME_ALLOWED = "1-64 of letters, digits and _.- (starting with a letter or digit)"
+MAX_MODEL_WORKERS = 16
+MODEL_MEMORY_MB = (128, 65536)
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> None:

@@ -19,11 +19,15 @@ from provisioning.settings.rules import (
     DB_TLS_MODES,
     ENVIRONMENTS,
     GC_AGE,
+    MAX_MODEL_WORKERS,
     MAX_SERVER_INSTANCES,
     MIN_ADMIN_PASSWORD,
     MIN_FLASK_SECRET_KEY,
     MIN_KEK_PASSPHRASE,
     MINIFORGE_URL_SCHEMES,
+    MODEL_MEMORY_MB,
+    MODEL_NAME,
+    MODEL_NAME_ALLOWED,
     PYTHON_VERSION,
     SHA256,
     USERNAME,
@@ -123,6 +127,7 @@ def validate(d: Deployment) -> None:
         raise SettingsError("job_execution", d.job_execution, "true or false")
     if not isinstance(d.telemetry, bool):
         raise SettingsError("telemetry", d.telemetry, "true or false")
+    _check_models(d)
     if d.db_max_connections is not None:
         check_int("db_max_connections", d.db_max_connections, 20, 100_000)
     _check_generated_secret(d, "flask_secret_key", MIN_FLASK_SECRET_KEY)
@@ -237,6 +242,31 @@ def _check_db_tls(d: Deployment) -> None:
         raise SettingsError(
             given[1], getattr(d, given[1]), f"unset when {given[0]} is set (one CA)"
         )
+
+
+def _check_models(d: Deployment) -> None:
+    check_int("model_workers", d.model_workers, 1, MAX_MODEL_WORKERS)
+    check_int("model_memory_mb", d.model_memory_mb, *MODEL_MEMORY_MB)
+    check_int("model_follow_seconds", d.model_follow_seconds, 10, 86400)
+    endpoints = d.model_endpoints
+    if not isinstance(endpoints, dict):
+        raise SettingsError(
+            "model_endpoints", endpoints, "a mapping of model names to {workers, memory_mb}"
+        )
+    for name, sizes in endpoints.items():
+        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+            raise SettingsError(
+                f"model_endpoints.{name}", sizes, f"a model name of {MODEL_NAME_ALLOWED}"
+            )
+        if not isinstance(sizes, dict) or not sizes or set(sizes) - {"workers", "memory_mb"}:
+            raise SettingsError(
+                f"model_endpoints.{name}", sizes, "a mapping with workers and/or memory_mb"
+            )
+        if "workers" in sizes:
+            check_int(f"model_endpoints.{name}.workers", sizes["workers"], 1, MAX_MODEL_WORKERS)
+        if "memory_mb" in sizes:
+            check_int(f"model_endpoints.{name}.memory_mb", sizes["memory_mb"], *MODEL_MEMORY_MB)
+    _set(d, "model_endpoints", {name: dict(sizes) for name, sizes in endpoints.items()})
 
 
 def _check_generated_secret(d: Deployment, name: str, minimum: int) -> None:

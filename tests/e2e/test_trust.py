@@ -33,7 +33,8 @@ def test_host_keys_unknown_refused_recorded_on_request_changed_refused(
     host = deployed_clone["host"]
     # The kit records keys in its own known_hosts (XDG state): this test's, empty.
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    settings = {k: v for k, v in deployed_clone["settings"].items() if k != "known_hosts_file"}
+    pins = ("known_hosts_file", "ssh_host_key")
+    settings = {k: v for k, v in deployed_clone["settings"].items() if k not in pins}
     path = str(write_settings(tmp_path / "no-pin.yaml", settings))
 
     before = logins(host)

@@ -331,6 +331,11 @@ class LocalCloud:
             "miniforge_url": self.files.url(installer.name),
             "miniforge_sha256": installer_sha256,
         }
+        if host.stack_host_key:
+            # As `fab bootstrap --stack` gives it (the ssh_host_key output): pinned, and waited
+            # for while the first boot installs it; a GCP VM's startup script may do so only
+            # after sshd has started with the image's keys.
+            settings["ssh_host_key"] = host.stack_host_key
         if backend == "s3":
             settings["artifacts_destination"] = f"s3://{BUCKET}/{ARTIFACT_PREFIX}"
             settings["storage_env"] = {

@@ -1,7 +1,9 @@
-"""``make demo``'s last step: log a sample experiment to the freshly bootstrapped server.
+"""``make demo``'s last steps: log a sample experiment to the freshly bootstrapped server,
+and, once ``fab serve-model`` serves its model, show how to call it.
 
-Logs params, a metric over steps, a plot and a registered scikit-learn model
-through the TLS proxy with the admin credentials, then prints how to reach it.
+Logs params, a metric over steps, a plot and a registered scikit-learn model (alias
+``champion``) through the TLS proxy with the admin credentials, then prints how to
+reach it. ``--model`` prints the served model's curl line and its answer.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import sys
 from pathlib import Path
 
 import yaml
+
+MODEL = "demo-classifier"
+#: Two iris flowers (sepal and petal length and width, cm): a setosa and a virginica.
+SAMPLE = '{"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
 
 
 def main(settings_path: str) -> int:
@@ -49,9 +55,34 @@ def main(settings_path: str) -> int:
     print("user:             admin")
     print(f"password:         {settings['admin_password']}")
     print(f"try:              curl --cacert {cert} -u admin:<password> {url}/health")
-    print(f"sample run:       {url}/#/experiments (run {run_id}, model 'demo-classifier')")
-    print("stop everything:  make demo-down")
+    print(f"sample run:       {url}/#/experiments (run {run_id}, model '{MODEL}' @champion)")
     return 0
+
+
+def show_model(settings_path: str) -> int:
+    """The served model's curl line, and what it answers."""
+    import requests
+
+    settings = yaml.safe_load(Path(settings_path).read_text())
+    cert = Path(settings_path).with_name("demo-server.crt")
+    endpoint = f"https://{settings['host']}/models/{MODEL}/invocations"
+    answer = requests.post(
+        endpoint,
+        data=SAMPLE,
+        headers={"Content-Type": "application/json"},
+        auth=("admin", settings["admin_password"]),
+        verify=str(cert),
+        timeout=60,
+    )
+    print()
+    print(f"model endpoint:   {endpoint}   (fab models --settings {settings_path})")
+    print(
+        f"try:              curl --cacert {cert} -u admin:<password> "
+        f"-H 'Content-Type: application/json' -d '{SAMPLE}' {endpoint}"
+    )
+    print(f"it answers:       {answer.status_code} {answer.text.strip()}")
+    print("stop everything:  make demo-down")
+    return 0 if answer.status_code == 200 else 1
 
 
 def log_sample_experiment() -> str:
@@ -79,14 +110,19 @@ def log_sample_experiment() -> str:
         axis.set_xscale("log")
         axis.set(xlabel="C", ylabel="test accuracy")
         mlflow.log_figure(figure, "accuracy_vs_C.png")
-        mlflow.sklearn.log_model(
-            model, name="model", registered_model_name="demo-classifier", input_example=x_test[:2]
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=MODEL, input_example=x_test[:2]
         )
+    version = str(info.registered_model_version)
+    mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", version)
     print(
-        f"logged run {run.info.run_id}: accuracy {accuracies[-1]:.3f}, plot, model demo-classifier"
+        f"logged run {run.info.run_id}: accuracy {accuracies[-1]:.3f}, plot, "
+        f"model {MODEL} version {version} @champion"
     )
     return run.info.run_id
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--model":
+        sys.exit(show_model(sys.argv[2]))
     sys.exit(main(sys.argv[1]))

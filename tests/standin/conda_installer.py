@@ -8,6 +8,15 @@ That ``conda`` is NOT conda: it understands exactly the commands the kit issues
 builds the environment from the same environment.yml with ``python3 -m venv``
 and pip, mapping conda-forge package names to their PyPI names. Everything
 else in the bootstrap is the production path.
+
+What real conda does that this stand-in does not (each a way a test here could
+pass where conda would fail):
+- ``python=X.Y.Z``: conda installs exactly that Python; the stand-in has only the
+  host's ``python3`` and accepts it when X.Y match (a model environment asking for
+  another patch release gets the host's).
+- channels, solving and conda's own package names (beyond ``PIP_NAMES``) are not
+  checked: conda dependencies are installed with pip.
+- solve time and memory, lock files, conda's package cache.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ INSTALLER_NAME = "not-conda-standin-installer.sh"
 
 FAKE_CONDA = r'''#!/usr/bin/python3
 """Stand-in for conda (tests only): builds environments with venv and pip."""
-import os, subprocess, sys
+import json, os, subprocess, sys
 
 PIP_NAMES = {"psycopg2": "psycopg2-binary"}
 SKIP = {"pip"}
@@ -40,6 +49,8 @@ def parse(path):
         if section != "dependencies" or not item.startswith("- "):
             continue
         item = item[2:].strip()
+        if item.startswith('"'):
+            item = json.loads(item)  # a double-quoted YAML scalar (JSON's escapes)
         if item == "pip:":
             pip_indent = indent
         elif pip_indent is not None and indent > pip_indent:
@@ -67,14 +78,14 @@ def main(argv):
     conda, pip = parse(envfile)
     want_python = next((c.split("=", 1)[1] for c in conda if c.startswith("python=")), None)
     have = "%d.%d" % sys.version_info[:2]
-    if want_python and not have.startswith(want_python):
+    if want_python and want_python.split(".")[:2] != have.split("."):
         print(f"stand-in conda: python={want_python} requested, only {have} available", file=sys.stderr)
         return 1
     packages = [PIP_NAMES.get(c, c) for c in conda if not c.startswith("python=") and c not in SKIP]
     subprocess.run([sys.executable, "-m", "venv", prefix], check=True)
-    subprocess.run([f"{prefix}/bin/pip", "install", "--quiet", "--disable-pip-version-check",
-                    *packages, *pip], check=True)
-    return 0
+    # pip's own error is the stand-in's error, as conda reports pip's failure.
+    return subprocess.run([f"{prefix}/bin/pip", "install", "--quiet", "--disable-pip-version-check",
+                           *packages, *pip]).returncode
 
 
 if __name__ == "__main__":

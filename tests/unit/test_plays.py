@@ -24,6 +24,7 @@ from provisioning.layout import (
 )
 from provisioning.render import config_digest, render
 from provisioning.settings import Deployment
+from provisioning.steps import models
 from provisioning.steps.conda import Environment
 from provisioning.steps.schema import Schema, SchemaPlan
 from provisioning.steps.secrets import ServerSecrets
@@ -242,6 +243,8 @@ def test_every_managed_file_is_installed_by_a_play_and_notifies_a_service_that_e
         **BASE, tls_mode="letsencrypt", domain="mlflow.example.com", acme_email="ops@example.com"
     )
     installed = installed_by_bootstrap(Deployment(**BASE)) | installed_by_bootstrap(letsencrypt)
+    # fab serve-model installs the model endpoints' files (tests/unit/test_models_plays.py).
+    installed |= set(models.MODEL_FILES)
     assert installed == set(FILES)
 
     units = {file.path.rsplit("/", 1)[-1] for file in FILES.values() if file.is_unit}

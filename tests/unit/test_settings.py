@@ -149,6 +149,14 @@ def test_the_managed_database_comes_from_the_outputs(cloud):
     assert deployment.db_location == outputs["region" if cloud == "aws" else "gcp_project"]
 
 
+def test_model_endpoint_defaults_and_sizes_per_model():
+    deployment = Deployment(**valid_settings())
+    assert (deployment.model_workers, deployment.model_memory_mb) == (1, 512)
+    assert deployment.model_endpoints == {} and deployment.model_follow_seconds == 60
+    sized = Deployment(**valid_settings(model_endpoints={"demo-classifier": {"workers": 2}}))
+    assert sized.model_endpoints == {"demo-classifier": {"workers": 2}}
+
+
 def test_letsencrypt_defaults_public_host_to_domain():
     deployment = Deployment(
         **valid_settings(tls_mode="letsencrypt", domain="mlflow.example.com", acme_email="a@b.io")
@@ -337,6 +345,17 @@ INVALID = [
     ({"job_execution": "yes"}, "job_execution"),
     ({"flask_secret_key": "short"}, "flask_secret_key"),
     ({"db_connection_name": 7}, "db_connection_name"),
+    ({"model_workers": 0}, "model_workers"),
+    ({"model_workers": 17}, "model_workers"),
+    ({"model_memory_mb": 64}, "model_memory_mb"),
+    ({"model_memory_mb": "512"}, "model_memory_mb"),
+    ({"model_follow_seconds": 5}, "model_follow_seconds"),
+    ({"model_endpoints": ["demo"]}, "model_endpoints"),
+    ({"model_endpoints": {"bad name": {"workers": 2}}}, "model_endpoints.bad name"),
+    ({"model_endpoints": {"demo": {"cpus": 2}}}, "model_endpoints.demo"),
+    ({"model_endpoints": {"demo": {}}}, "model_endpoints.demo"),
+    ({"model_endpoints": {"demo": {"workers": 0}}}, "model_endpoints.demo.workers"),
+    ({"model_endpoints": {"demo": {"memory_mb": 100}}}, "model_endpoints.demo.memory_mb"),
     ({"db_instance": "1-starts-with-a-digit"}, "db_instance"),
     ({"db_location": "EU West"}, "db_location"),
     ({"database_backup": "snapshot"}, "database_backup"),

@@ -177,6 +177,9 @@ def test_every_step_has_a_case_that_changes_nothing_and_one_that_changes():
         "health.gate",
         "schema.check",
         "oidc.check_provider",
+        "models.room",
+        "models.resolve",
+        "models.check",
     }
     acting = {
         "servers.restart_all",

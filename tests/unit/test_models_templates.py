@@ -1,0 +1,376 @@
+"""The model endpoints' files: the unit, the program's pieces, and what reads them.
+
+The consumers are the real ones where this machine has them: systemd-analyze for the
+units (verify, and the exposure score), nginx -t for the locations and upstreams the
+program writes, MLflow's own scoring-server command for the unit's ExecStart, the
+conda stand-in's parser for the environment the program writes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+
+import pytest
+
+from provisioning.layout import FILES, MODEL_PORTS, PATHS
+from provisioning.render import model_context, render, systemd_env_quote
+from provisioning.settings import Deployment
+from tests.standin.conda_installer import FAKE_CONDA
+from tests.unit.conftest import ADMIN_PASSWORD, valid_settings
+from tests.unit.test_golden import GOLDEN, UPDATE
+from tests.unit.test_templates import (  # noqa: F401 - system_units is a fixture
+    exposure,
+    needs_nginx,
+    needs_systemd_analyze,
+    nginx_test,
+    system_units,
+    verify,
+)
+
+UNITS = {
+    "mlflow-model@.service.j2": "mlflow-model@demo-classifier-5201.service",
+    "mlflow-models.service.j2": "mlflow-models.service",
+    "mlflow-models.timer.j2": "mlflow-models.timer",
+}
+#: (golden file, template)
+CASES = [
+    ("mlflow-model@.service", "mlflow-model@.service.j2"),
+    ("mlflow-models.service", "mlflow-models.service.j2"),
+    ("mlflow-models.timer", "mlflow-models.timer.j2"),
+]
+#: Exposure of the model unit in ``systemd-analyze security --offline=yes`` (systemd 252).
+EXPOSURE = "1.1"
+
+
+@pytest.fixture
+def ctx() -> dict:
+    return model_context(Deployment(**valid_settings()))
+
+
+@pytest.fixture
+def program(ctx, tmp_path):
+    """The rendered VM-side program, imported as a module."""
+    path = tmp_path / "mlflow_models.py"
+    path.write_text(render("mlflow-models.py", ctx))
+    spec = importlib.util.spec_from_file_location("mlflow_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- golden
+
+
+@pytest.mark.parametrize(("golden", "template"), CASES, ids=[c[0] for c in CASES])
+def test_rendered_model_file_equals_its_reviewed_copy(ctx, golden, template):
+    text = render(template, ctx)
+    path = GOLDEN / golden
+    if UPDATE:
+        path.write_text(text)
+    diff = "".join(
+        difflib.unified_diff(
+            path.read_text().splitlines(True), text.splitlines(True), str(path), "rendered"
+        )
+    )
+    assert not diff, f"{golden} differs from its reviewed copy:\n{diff}"
+
+
+def test_the_model_files_need_no_server_secret():
+    # model_context is all fab serve-model renders: it holds no secret and renders the
+    # same bytes as the full bootstrap context does.
+    from provisioning.render import context
+
+    deployment = Deployment(**valid_settings())
+    full = context(
+        deployment,
+        server_ports=[5001],
+        flask_secret_key="k" * 32,
+        job_execution=False,
+        kek_passphrase="p" * 40,
+    )
+    small = model_context(deployment)
+    assert not {"admin_password", "backend_store_uri", "flask_secret_key"} & set(small)
+    for golden, template in CASES:
+        assert render(template, full) == render(template, small), golden
+    assert render("mlflow-models.py", full) == render("mlflow-models.py", small)
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+@needs_systemd_analyze
+def test_model_units_pass_systemd_analyze_verify(tmp_path, system_units, ctx):  # noqa: F811
+    root = tmp_path / "root"
+    shutil.copytree(system_units, root / "usr/lib/systemd/system")
+    (root / "etc/systemd/system").mkdir(parents=True)
+    for program in (f"{PATHS['current_env']}/bin/python", "/usr/bin/env"):
+        path = root / program.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    for template in UNITS:
+        dest = root / FILES[template].path.lstrip("/")
+        dest.write_text(render(template, ctx))
+    for unit in UNITS.values():
+        assert verify(root, unit) == (0, ""), unit
+
+
+@needs_systemd_analyze
+def test_model_unit_exposure_is_the_reviewed_score_under_2(tmp_path, ctx):
+    path = tmp_path / UNITS["mlflow-model@.service.j2"]
+    path.write_text(render("mlflow-model@.service.j2", ctx))
+    score = exposure(path)
+    assert score < 2.0
+    assert f"{score:.1f}" == EXPOSURE
+
+
+def test_model_unit_isolates_the_model_from_the_server_and_the_network(ctx):
+    unit = render("mlflow-model@.service.j2", ctx)
+    for directive in (
+        # Its own transient user: the server's env file (mlflow 0600) is out of reach.
+        "DynamicUser=yes",
+        f"InaccessiblePaths=-{PATHS['config_dir']} -{PATHS['state_dir']}",
+        "IPAddressDeny=any", "IPAddressAllow=localhost", "ProtectSystem=strict",
+        "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
+        "Restart=always", "WantedBy=multi-user.target", "Environment=MLFLOW_DISABLE_TELEMETRY=true",
+    ):  # fmt: skip
+        assert directive in unit, directive
+    assert "EnvironmentFile" not in unit and "ReadWritePaths" not in unit
+    assert "User=" not in unit.replace("DynamicUser=", "")
+
+
+def test_model_unit_runs_the_command_mlflow_models_serve_execs(ctx, monkeypatch):
+    """`mlflow models serve --env-manager local` execs uvicorn on MLflow's scoring-server app
+    with the model directory in __pyfunc_model_path__ (mlflow/pyfunc/scoring_server/get_cmd);
+    the unit runs exactly that, one worker, on loopback."""
+    from mlflow.pyfunc import scoring_server
+
+    command, env = scoring_server.get_cmd("/opt/mlflow/models/m/1", 5201, "127.0.0.1", None, 1)
+    words = shlex.split(command)
+    model_env = {k for k in env if k not in os.environ}
+    unit = render("mlflow-model@.service.j2", ctx)
+    joined = re.sub(r"\\\n\s*", " ", unit)
+    exec_start = next(x for x in joined.splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[:4] == ["/usr/bin/env", "${KIT_MODEL_PYTHON}", "-m", "uvicorn"]
+    assert words[0] == "uvicorn" and words[-1] == argv[-1] == "mlflow.pyfunc.scoring_server.app:app"
+    for option, value in (
+        ("--host", "127.0.0.1"),
+        ("--port", "${KIT_MODEL_PORT}"),
+        ("--workers", "1"),
+    ):
+        assert argv[argv.index(option) + 1] == value
+        assert option in words
+    # What the scoring server reads: the model path variable the program's drop-in sets.
+    assert scoring_server._SERVER_MODEL_PATH in model_env
+    assert scoring_server._SERVER_MODEL_PATH == "__pyfunc_model_path__"
+
+
+# --------------------------------------------------------------------------- the program
+
+
+def test_program_reads_the_server_env_file_as_systemd_and_the_kit_write_it(program):
+    values = {
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "STORAGE": 'a "quoted" $HOME \\ `x` 100%',
+    }
+    text = "# comment\n" + "".join(f"{k}={systemd_env_quote(v)}\n" for k, v in values.items())
+    assert program.parse_env_file(text) == values
+
+
+def test_program_names_instances_and_parses_them_back(program):
+    unit = program.instance_unit("demo.v2", 5203)
+    assert unit == "mlflow-model@demo.v2-5203.service"
+    assert program.parse_instance(unit) == ("demo.v2", 5203)
+    assert program.parse_instance("mlflow-server@5001.service") is None
+
+
+def test_program_drop_in_carries_what_the_instance_serves(program):
+    text = program.dropin(
+        "demo", "3", 5201, "/opt/mlflow/model-envs/abc/env/bin/python",
+        "/opt/mlflow/models/demo/3", 512, "0123456789abcdef",
+    )  # fmt: skip
+    assert "MemoryMax=512M" in text and "MemoryHigh=460M" in text
+    assert program.parse_dropin(text) == {
+        "KIT_MODEL_NAME": "demo",
+        "KIT_MODEL_VERSION": "3",
+        "KIT_MODEL_PORT": "5201",
+        "KIT_MODEL_PYTHON": "/opt/mlflow/model-envs/abc/env/bin/python",
+        "KIT_MODEL_SPEC": "0123456789abcdef",
+        "__pyfunc_model_path__": "/opt/mlflow/models/demo/3",
+    }
+
+
+def test_program_spec_changes_with_what_an_instance_serves(program):
+    base = ("/opt/mlflow/models/demo/3", "/p/bin/python", 512, "unit")
+    spec = program.spec_digest(*base)
+    assert program.spec_digest(*base) == spec
+    for i, other in enumerate(("/opt/mlflow/models/demo/4", "/q/bin/python", 768, "unit 2")):
+        changed = list(base)
+        changed[i] = other
+        assert program.spec_digest(*changed) != spec
+
+
+def test_program_requirements_and_environment_for_the_conda_stand_in(program, tmp_path):
+    requirements = program.requirement_lines(
+        "mlflow==3.17.2\n# a comment\nscikit-learn==1.5.1  # trailing\n\n"
+        'numpy>=1.26; python_version >= "3.10"\n'
+    )
+    assert requirements == [
+        "mlflow==3.17.2", "scikit-learn==1.5.1", 'numpy>=1.26; python_version >= "3.10"'
+    ]  # fmt: skip
+    text = program.environment_yml("3.11.7", requirements)
+    path = tmp_path / "environment.yml"
+    path.write_text(text)
+    namespace: dict = {}
+    exec(FAKE_CONDA.split('if __name__ == "__main__":')[0], namespace)  # noqa: S102
+    assert namespace["parse"](str(path)) == (["python=3.11.7", "pip"], requirements)
+    import yaml
+
+    assert yaml.safe_load(text)["dependencies"][-1] == {"pip": requirements}
+    # The same requirements name the same environment, whatever model asks for them.
+    assert program.env_name(text) == program.env_name(
+        program.environment_yml("3.11.7", requirements)
+    )
+    assert program.env_name(text) != program.env_name(
+        program.environment_yml("3.11.8", requirements)
+    )
+    for line in ("-r other.txt", "--index-url https://pypi.example/simple"):
+        with pytest.raises(program.Failure, match="options and nested files"):
+            program.requirement_lines(line)
+
+
+def test_program_serves_on_the_server_env_only_when_it_meets_every_requirement(program):
+    from importlib import metadata
+
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}.1"
+    pyyaml = metadata.version("pyyaml")
+    assert program.satisfied_by_running_python(python, [f"pyyaml=={pyyaml}", "packaging"])
+    assert program.satisfied_by_running_python(python, ['no-such-dist==1; python_version < "3"'])
+    for requirements in (["no-such-dist-kit==1.0"], [f"pyyaml!={pyyaml}"], ["pyyaml[extra]"]):
+        assert not program.satisfied_by_running_python(python, requirements), requirements
+    assert not program.satisfied_by_running_python("2.7.18", [])
+
+
+def test_program_takes_free_ports_in_the_model_range(program):
+    assert program.free_ports(2, {5201}, lambda port: port != 5202) == [5203, 5204]
+    first, last = MODEL_PORTS
+    with pytest.raises(program.Failure, match="no 1 free ports"):
+        program.free_ports(1, set(range(first, last + 1)), lambda port: True)
+
+
+@needs_nginx
+def test_nginx_accepts_the_site_with_the_program_s_model_files(tmp_path, pem_dir, program):
+    from tests.unit.test_templates import make_context, make_deployment
+
+    ctx = make_context(make_deployment(pem_dir))
+    ctx.update(tls_cert=str(pem_dir / "server.crt"), tls_key=str(pem_dir / "server.key"))
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, ports in (("demo-classifier", [5201]), ("other.v2", [5202, 5203])):
+        upstream = program.upstream_conf(name, "3", ports)
+        assert program.upstream_ports(upstream) == ports
+        (models / f"{name}.upstream.conf").write_text(upstream)
+        location = program.location_conf(name).replace(
+            PATHS["nginx_log_dir"], str(tmp_path / "logs")
+        )
+        (models / f"{name}.location.conf").write_text(location)
+    site = render("nginx-mlflow.conf.j2", ctx).replace(PATHS["nginx_models_dir"], str(models))
+    result = nginx_test(tmp_path, site, ctx)
+    assert result.returncode == 0, result.stderr
+    assert "warn" not in result.stderr, result.stderr
+    # Without any endpoint the includes match nothing, and the site is still valid.
+    for path in models.iterdir():
+        path.unlink()
+    assert nginx_test(tmp_path, site, ctx).returncode == 0
+
+
+def test_model_locations_ask_mlflow_whether_the_caller_may_read_the_model(program):
+    text = program.location_conf("demo")
+    for path in ("invocations", "ping", "version"):
+        block = text.split(f"location = /models/demo/{path} {{", 1)[1].split("}", 1)[0]
+        assert "auth_request /_mlflow-model-auth/demo;" in block
+        assert f"proxy_pass http://mlflow-model-demo/{path};" in block
+    auth = text.split("location = /_mlflow-model-auth/demo {", 1)[1].split("}", 1)[0]
+    assert "internal;" in auth and "proxy_method GET;" in auth
+    # MLflow's basic-auth app answers this with 200 to a user who may read the model
+    # (mlflow/server/auth: GetRegisteredModel -> validate_can_read_registered_model).
+    assert "proxy_pass http://mlflow/api/2.0/mlflow/registered-models/get?name=demo;" in auth
+    # A location's own proxy_set_header drops the server's: Host must be set again, or
+    # MLflow's allowed-hosts check sees "mlflow".
+    assert "proxy_set_header Host $host;" in auth
+
+
+def test_mlflow_permission_check_for_the_endpoint_is_read_on_the_registered_model():
+    from mlflow.protos.model_registry_pb2 import GetRegisteredModel
+    from mlflow.server import auth
+
+    validator = auth.BEFORE_REQUEST_VALIDATORS[("/api/2.0/mlflow/registered-models/get", "GET")]
+    assert validator.__name__ == "_validate_can_read_registered_model_or_prompt"
+    assert GetRegisteredModel.DESCRIPTOR.name == "GetRegisteredModel"
+
+
+def test_program_refuses_an_unknown_command(program, capsys):
+    assert program.main(["frobnicate"]) == 2
+    assert program.main(["resolve", "bad name", "--alias", "x"]) == 2
+    assert "letters, digits" in capsys.readouterr().err
+
+
+def test_a_withdrawal_nginx_refuses_leaves_that_endpoint_serving(
+    program, tmp_path, monkeypatch, capsys
+):
+    """Two endpoints no longer wanted, and nginx refuses the reload for the first: its files
+    come back and its instance keeps serving; the second is still withdrawn, and the run
+    fails naming the first."""
+    systemd, nginx, desired = tmp_path / "systemd", tmp_path / "nginx", tmp_path / "models.json"
+    systemd.mkdir()
+    nginx.mkdir()
+    desired.write_text('{"endpoints": []}')
+    for name, port in (("refused", 5201), ("withdrawn", 5202)):
+        unit = program.instance_unit(name, port)
+        (systemd / f"{unit}.d").mkdir()
+        (systemd / f"{unit}.d" / "kit.conf").write_text(
+            program.dropin(name, "1", port, "/usr/bin/python3", f"/m/{name}/1", 512, "spec")
+        )
+        (nginx / f"{name}.upstream.conf").write_text(program.upstream_conf(name, "1", [port]))
+        (nginx / f"{name}.location.conf").write_text(program.location_conf(name))
+    for constant, value in (
+        ("SYSTEMD_DIR", systemd),
+        ("NGINX_DIR", nginx),
+        ("DESIRED", desired),
+        ("MODELS_DIR", tmp_path / "none"),
+        ("ENVS_DIR", tmp_path / "none"),
+    ):
+        monkeypatch.setattr(program, constant, str(value))  # fmt: skip
+    stopped = []
+
+    def run(argv, check=True, **_kwargs):
+        if argv[:2] == ["nginx", "-t"] and not (nginx / "refused.location.conf").exists():
+            raise program.Failure("`nginx -t -q` exited 1: a stand-in for nginx's refusal")
+        if argv[:3] == ["systemctl", "disable", "--now"]:
+            stopped.append(argv[3])
+        return program.subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(program, "run", run)
+    assert program.reconcile() == 1
+
+    assert (nginx / "refused.location.conf").read_text() == program.location_conf("refused")
+    assert program.upstream_ports((nginx / "refused.upstream.conf").read_text()) == [5201]
+    assert (systemd / "mlflow-model@refused-5201.service.d" / "kit.conf").exists()
+    assert stopped == ["mlflow-model@withdrawn-5202.service"]
+    assert sorted(p.name for p in nginx.iterdir()) == [
+        "refused.location.conf",
+        "refused.upstream.conf",
+    ]
+    out = capsys.readouterr().out
+    summary = json.loads(out.split("summary: ", 1)[1])
+    assert list(summary["failed"]) == ["refused"] and "nginx" in summary["failed"]["refused"]
+    assert summary["changed"] == {"withdrawn": "withdrawn (1 instance(s) stopped)"}

@@ -67,6 +67,9 @@ PATHS = {
     "model_envs_dir": "/opt/mlflow/model-envs",
     # Converges the endpoints to models_desired (run by mlflow-models.service).
     "models_program": "/opt/mlflow/bin/mlflow-models",
+    # Its modules, beside it: it imports them by their plain names.
+    "models_files_module": "/opt/mlflow/bin/kit_models_files.py",
+    "models_host_module": "/opt/mlflow/bin/kit_models_host.py",
     "model_unit": "/etc/systemd/system/mlflow-model@.service",
     "models_unit": "/etc/systemd/system/mlflow-models.service",
     "models_timer": "/etc/systemd/system/mlflow-models.timer",
@@ -156,6 +159,8 @@ FILES = {
     "certbot-deploy-hook.sh.j2": ManagedFile(PATHS["certbot_deploy_hook"], "root", "root", 0o755),
     # Model endpoints. The program compares each instance's unit file digest with the one
     # it was started with and replaces stale instances blue/green: no handler restarts them.
+    "kit_models_files.py": ManagedFile(PATHS["models_files_module"], "root", "root", 0o644),
+    "kit_models_host.py": ManagedFile(PATHS["models_host_module"], "root", "root", 0o644),
     "mlflow-models.py": ManagedFile(PATHS["models_program"], "root", "root", 0o755),
     "mlflow-model@.service.j2": ManagedFile(PATHS["model_unit"], "root", "root", 0o644),
     "mlflow-models.service.j2": ManagedFile(PATHS["models_unit"], "root", "root", 0o644),

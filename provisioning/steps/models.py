@@ -2,8 +2,9 @@
 
 The operator's wish is one file on the host (``models.json``: each endpoint's name,
 version or alias, and its size from the settings), written here through the kit's
-file convergence. One program on the host (templates/mlflow-models.py, run by
-``mlflow-models.service``) makes it real: downloads, environments, units, nginx.
+file convergence. One program on the host (templates/mlflow-models.py with its
+modules kit_models_files.py and kit_models_host.py, run by ``mlflow-models.service``)
+makes it real: downloads, environments, units, nginx.
 ``fab serve-model`` and ``fab unserve-model`` start that unit and wait for it (a
 dropped session neither stops nor repeats it), and the follow timer starts the same
 unit: one code path.
@@ -25,7 +26,11 @@ from provisioning.steps.configuration import install_files
 from provisioning.steps.servers import SURGE_PORT
 from provisioning.transport import Host, PreflightError
 
+#: The program's modules go first: the program never lands on a host without the
+#: modules it imports.
 MODEL_FILES = (
+    "kit_models_files.py",
+    "kit_models_host.py",
     "mlflow-models.py",
     "mlflow-model@.service.j2",
     "mlflow-models.service.j2",
@@ -156,8 +161,8 @@ def room(host: Host, deployment: Deployment, name: str) -> Outcome[None]:
 
 
 def install(host: Host, ctx: dict) -> Outcome[frozenset[str]]:
-    """The program, the units and the timer on the host, and their directories. Needs a
-    bootstrapped host whose nginx site includes the model endpoints."""
+    """The program and its modules, the units and the timer on the host, and their
+    directories. Needs a bootstrapped host whose nginx site includes the model endpoints."""
     python = f"{PATHS['current_env']}/bin/python"
     if not host.read(facts.executable(python)) or not host.read(
         facts.file_contains(PATHS["nginx_site"], PATHS["nginx_models_dir"] + "/")

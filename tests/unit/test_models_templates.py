@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -54,15 +55,45 @@ def ctx() -> dict:
     return model_context(Deployment(**valid_settings()))
 
 
+#: The VM-side program and its modules: template -> the module name it is imported as here.
+PROGRAM = {
+    "kit_models_files.py": "kit_models_files",
+    "kit_models_host.py": "kit_models_host",
+    "mlflow-models.py": "mlflow_models",
+}
+
+
 @pytest.fixture
-def program(ctx, tmp_path):
-    """The rendered VM-side program, imported as a module."""
-    path = tmp_path / "mlflow_models.py"
-    path.write_text(render("mlflow-models.py", ctx))
-    spec = importlib.util.spec_from_file_location("mlflow_models", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def modules(ctx, tmp_path, monkeypatch) -> dict:
+    """The rendered program and its modules, imported as the program imports them."""
+    # The program turns bytecode caching off for its own process: only for this test here.
+    monkeypatch.setattr(sys, "dont_write_bytecode", sys.dont_write_bytecode)
+    loaded = {}
+    for template, name in PROGRAM.items():
+        path = tmp_path / f"{name}.py"
+        path.write_text(render(template, ctx))
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        # The program imports its modules by their plain names: these, and only in this test.
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        loaded[name] = module
+    return loaded
+
+
+@pytest.fixture
+def kit_files(modules):
+    return modules["kit_models_files"]
+
+
+@pytest.fixture
+def kit_host(modules):
+    return modules["kit_models_host"]
+
+
+@pytest.fixture
+def program(modules):
+    return modules["mlflow_models"]
 
 
 # --------------------------------------------------------------------------- golden
@@ -99,7 +130,8 @@ def test_the_model_files_need_no_server_secret():
     assert not {"admin_password", "backend_store_uri", "flask_secret_key"} & set(small)
     for golden, template in CASES:
         assert render(template, full) == render(template, small), golden
-    assert render("mlflow-models.py", full) == render("mlflow-models.py", small)
+    for template in PROGRAM:
+        assert render(template, full) == render(template, small), template
 
 
 # --------------------------------------------------------------------------- systemd
@@ -176,30 +208,30 @@ def test_model_unit_runs_the_command_mlflow_models_serve_execs(ctx, monkeypatch)
 # --------------------------------------------------------------------------- the program
 
 
-def test_program_reads_the_server_env_file_as_systemd_and_the_kit_write_it(program):
+def test_program_reads_the_server_env_file_as_systemd_and_the_kit_write_it(kit_files):
     values = {
         "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "STORAGE": 'a "quoted" $HOME \\ `x` 100%',
     }
     text = "# comment\n" + "".join(f"{k}={systemd_env_quote(v)}\n" for k, v in values.items())
-    assert program.parse_env_file(text) == values
+    assert kit_files.parse_env_file(text) == values
 
 
-def test_program_names_instances_and_parses_them_back(program):
-    unit = program.instance_unit("demo.v2", 5203)
+def test_program_names_instances_and_parses_them_back(kit_files):
+    unit = kit_files.instance_unit("demo.v2", 5203)
     assert unit == "mlflow-model@demo.v2-5203.service"
-    assert program.parse_instance(unit) == ("demo.v2", 5203)
-    assert program.parse_instance("mlflow-server@5001.service") is None
+    assert kit_files.parse_instance(unit) == ("demo.v2", 5203)
+    assert kit_files.parse_instance("mlflow-server@5001.service") is None
 
 
-def test_program_drop_in_carries_what_the_instance_serves(program):
-    text = program.dropin(
+def test_program_drop_in_carries_what_the_instance_serves(kit_files):
+    text = kit_files.dropin(
         "demo", "3", 5201, "/opt/mlflow/model-envs/abc/env/bin/python",
         "/opt/mlflow/models/demo/3", 512, "0123456789abcdef",
     )  # fmt: skip
     assert "MemoryMax=512M" in text and "MemoryHigh=460M" in text
-    assert program.parse_dropin(text) == {
+    assert kit_files.parse_dropin(text) == {
         "KIT_MODEL_NAME": "demo",
         "KIT_MODEL_VERSION": "3",
         "KIT_MODEL_PORT": "5201",
@@ -209,25 +241,25 @@ def test_program_drop_in_carries_what_the_instance_serves(program):
     }
 
 
-def test_program_spec_changes_with_what_an_instance_serves(program):
+def test_program_spec_changes_with_what_an_instance_serves(kit_files):
     base = ("/opt/mlflow/models/demo/3", "/p/bin/python", 512, "unit")
-    spec = program.spec_digest(*base)
-    assert program.spec_digest(*base) == spec
+    spec = kit_files.spec_digest(*base)
+    assert kit_files.spec_digest(*base) == spec
     for i, other in enumerate(("/opt/mlflow/models/demo/4", "/q/bin/python", 768, "unit 2")):
         changed = list(base)
         changed[i] = other
-        assert program.spec_digest(*changed) != spec
+        assert kit_files.spec_digest(*changed) != spec
 
 
-def test_program_requirements_and_environment_for_the_conda_stand_in(program, tmp_path):
-    requirements = program.requirement_lines(
+def test_program_requirements_and_environment_for_the_conda_stand_in(kit_files, tmp_path):
+    requirements = kit_files.requirement_lines(
         "mlflow==3.17.2\n# a comment\nscikit-learn==1.5.1  # trailing\n\n"
         'numpy>=1.26; python_version >= "3.10"\n'
     )
     assert requirements == [
         "mlflow==3.17.2", "scikit-learn==1.5.1", 'numpy>=1.26; python_version >= "3.10"'
     ]  # fmt: skip
-    text = program.environment_yml("3.11.7", requirements)
+    text = kit_files.environment_yml("3.11.7", requirements)
     path = tmp_path / "environment.yml"
     path.write_text(text)
     namespace: dict = {}
@@ -237,38 +269,38 @@ def test_program_requirements_and_environment_for_the_conda_stand_in(program, tm
 
     assert yaml.safe_load(text)["dependencies"][-1] == {"pip": requirements}
     # The same requirements name the same environment, whatever model asks for them.
-    assert program.env_name(text) == program.env_name(
-        program.environment_yml("3.11.7", requirements)
+    assert kit_files.env_name(text) == kit_files.env_name(
+        kit_files.environment_yml("3.11.7", requirements)
     )
-    assert program.env_name(text) != program.env_name(
-        program.environment_yml("3.11.8", requirements)
+    assert kit_files.env_name(text) != kit_files.env_name(
+        kit_files.environment_yml("3.11.8", requirements)
     )
     for line in ("-r other.txt", "--index-url https://pypi.example/simple"):
-        with pytest.raises(program.Failure, match="options and nested files"):
-            program.requirement_lines(line)
+        with pytest.raises(kit_files.Failure, match="options and nested files"):
+            kit_files.requirement_lines(line)
 
 
-def test_program_serves_on_the_server_env_only_when_it_meets_every_requirement(program):
+def test_program_serves_on_the_server_env_only_when_it_meets_every_requirement(kit_files):
     from importlib import metadata
 
     python = f"{sys.version_info[0]}.{sys.version_info[1]}.1"
     pyyaml = metadata.version("pyyaml")
-    assert program.satisfied_by_running_python(python, [f"pyyaml=={pyyaml}", "packaging"])
-    assert program.satisfied_by_running_python(python, ['no-such-dist==1; python_version < "3"'])
+    assert kit_files.satisfied_by_running_python(python, [f"pyyaml=={pyyaml}", "packaging"])
+    assert kit_files.satisfied_by_running_python(python, ['no-such-dist==1; python_version < "3"'])
     for requirements in (["no-such-dist-kit==1.0"], [f"pyyaml!={pyyaml}"], ["pyyaml[extra]"]):
-        assert not program.satisfied_by_running_python(python, requirements), requirements
-    assert not program.satisfied_by_running_python("2.7.18", [])
+        assert not kit_files.satisfied_by_running_python(python, requirements), requirements
+    assert not kit_files.satisfied_by_running_python("2.7.18", [])
 
 
-def test_program_takes_free_ports_in_the_model_range(program):
-    assert program.free_ports(2, {5201}, lambda port: port != 5202) == [5203, 5204]
+def test_program_takes_free_ports_in_the_model_range(kit_files):
+    assert kit_files.free_ports(2, {5201}, lambda port: port != 5202) == [5203, 5204]
     first, last = MODEL_PORTS
-    with pytest.raises(program.Failure, match="no 1 free ports"):
-        program.free_ports(1, set(range(first, last + 1)), lambda port: True)
+    with pytest.raises(kit_files.Failure, match="no 1 free ports"):
+        kit_files.free_ports(1, set(range(first, last + 1)), lambda port: True)
 
 
 @needs_nginx
-def test_nginx_accepts_the_site_with_the_program_s_model_files(tmp_path, pem_dir, program):
+def test_nginx_accepts_the_site_with_the_program_s_model_files(tmp_path, pem_dir, kit_files):
     from tests.unit.test_templates import make_context, make_deployment
 
     ctx = make_context(make_deployment(pem_dir))
@@ -276,10 +308,10 @@ def test_nginx_accepts_the_site_with_the_program_s_model_files(tmp_path, pem_dir
     models = tmp_path / "models"
     models.mkdir()
     for name, ports in (("demo-classifier", [5201]), ("other.v2", [5202, 5203])):
-        upstream = program.upstream_conf(name, "3", ports)
-        assert program.upstream_ports(upstream) == ports
+        upstream = kit_files.upstream_conf(name, "3", ports)
+        assert kit_files.upstream_ports(upstream) == ports
         (models / f"{name}.upstream.conf").write_text(upstream)
-        location = program.location_conf(name).replace(
+        location = kit_files.location_conf(name).replace(
             PATHS["nginx_log_dir"], str(tmp_path / "logs")
         )
         (models / f"{name}.location.conf").write_text(location)
@@ -293,8 +325,8 @@ def test_nginx_accepts_the_site_with_the_program_s_model_files(tmp_path, pem_dir
     assert nginx_test(tmp_path, site, ctx).returncode == 0
 
 
-def test_model_locations_ask_mlflow_whether_the_caller_may_read_the_model(program):
-    text = program.location_conf("demo")
+def test_model_locations_ask_mlflow_whether_the_caller_may_read_the_model(kit_files):
+    text = kit_files.location_conf("demo")
     for path in ("invocations", "ping", "version"):
         block = text.split(f"location = /models/demo/{path} {{", 1)[1].split("}", 1)[0]
         assert "auth_request /_mlflow-model-auth/demo;" in block
@@ -324,8 +356,33 @@ def test_program_refuses_an_unknown_command(program, capsys):
     assert "letters, digits" in capsys.readouterr().err
 
 
+def test_program_finds_its_modules_beside_it_as_installed(ctx, tmp_path):
+    """On the VM the program runs as `python /opt/mlflow/bin/mlflow-models`, its modules
+    beside it under their installed names, none of them on any other path."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for template in PROGRAM:
+        (bin_dir / FILES[template].path.rsplit("/", 1)[-1]).write_text(render(template, ctx))
+    installed = bin_dir / PATHS["models_program"].rsplit("/", 1)[-1]
+    result = subprocess.run(
+        [sys.executable, str(installed), "resolve", "bad name", "--alias", "x"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "letters, digits" in result.stderr
+    # Run as root there: nothing written beside the files the kit manages.
+    assert sorted(p.name for p in bin_dir.iterdir()) == sorted(
+        FILES[t].path.rsplit("/", 1)[-1] for t in PROGRAM
+    )
+    assert {FILES[t].path.rsplit("/", 1)[0] for t in PROGRAM} == {PATHS["bin_dir"]}
+
+
 def test_a_withdrawal_nginx_refuses_leaves_that_endpoint_serving(
-    program, tmp_path, monkeypatch, capsys
+    modules, program, kit_files, tmp_path, monkeypatch, capsys
 ):
     """Two endpoints no longer wanted, and nginx refuses the reload for the first: its files
     come back and its instance keeps serving; the second is still withdrawn, and the run
@@ -335,13 +392,13 @@ def test_a_withdrawal_nginx_refuses_leaves_that_endpoint_serving(
     nginx.mkdir()
     desired.write_text('{"endpoints": []}')
     for name, port in (("refused", 5201), ("withdrawn", 5202)):
-        unit = program.instance_unit(name, port)
+        unit = kit_files.instance_unit(name, port)
         (systemd / f"{unit}.d").mkdir()
         (systemd / f"{unit}.d" / "kit.conf").write_text(
-            program.dropin(name, "1", port, "/usr/bin/python3", f"/m/{name}/1", 512, "spec")
+            kit_files.dropin(name, "1", port, "/usr/bin/python3", f"/m/{name}/1", 512, "spec")
         )
-        (nginx / f"{name}.upstream.conf").write_text(program.upstream_conf(name, "1", [port]))
-        (nginx / f"{name}.location.conf").write_text(program.location_conf(name))
+        (nginx / f"{name}.upstream.conf").write_text(kit_files.upstream_conf(name, "1", [port]))
+        (nginx / f"{name}.location.conf").write_text(kit_files.location_conf(name))
     for constant, value in (
         ("SYSTEMD_DIR", systemd),
         ("NGINX_DIR", nginx),
@@ -349,21 +406,27 @@ def test_a_withdrawal_nginx_refuses_leaves_that_endpoint_serving(
         ("MODELS_DIR", tmp_path / "none"),
         ("ENVS_DIR", tmp_path / "none"),
     ):
-        monkeypatch.setattr(program, constant, str(value))  # fmt: skip
+        # Each module that reads the constant reads it from its own namespace.
+        for module in modules.values():
+            if hasattr(module, constant):
+                monkeypatch.setattr(module, constant, str(value))
     stopped = []
 
     def run(argv, check=True, **_kwargs):
         if argv[:2] == ["nginx", "-t"] and not (nginx / "refused.location.conf").exists():
-            raise program.Failure("`nginx -t -q` exited 1: a stand-in for nginx's refusal")
+            raise kit_files.Failure("`nginx -t -q` exited 1: a stand-in for nginx's refusal")
         if argv[:3] == ["systemctl", "disable", "--now"]:
             stopped.append(argv[3])
-        return program.subprocess.CompletedProcess(argv, 0, "", "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
 
-    monkeypatch.setattr(program, "run", run)
+    # The program runs commands itself and through its host module (unit states).
+    for module in modules.values():
+        if hasattr(module, "run"):
+            monkeypatch.setattr(module, "run", run)
     assert program.reconcile() == 1
 
-    assert (nginx / "refused.location.conf").read_text() == program.location_conf("refused")
-    assert program.upstream_ports((nginx / "refused.upstream.conf").read_text()) == [5201]
+    assert (nginx / "refused.location.conf").read_text() == kit_files.location_conf("refused")
+    assert kit_files.upstream_ports((nginx / "refused.upstream.conf").read_text()) == [5201]
     assert (systemd / "mlflow-model@refused-5201.service.d" / "kit.conf").exists()
     assert stopped == ["mlflow-model@withdrawn-5202.service"]
     assert sorted(p.name for p in nginx.iterdir()) == [

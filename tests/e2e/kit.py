@@ -98,6 +98,14 @@ class RequestLoop:
     Each request logs a metric (a POST, which nginx never retries on another
     instance) on one keep-alive session, with ``pause`` between requests; a pause
     longer than the server's keep-alive timeout exercises closed idle connections.
+
+    One failure is not one: a request on a reused connection that the server closed
+    as the request went out, before any byte of an answer (nginx closes its idle
+    client connections on every reload). HTTP clients send such a request again on a
+    new connection (RFC 9112 section 9.3.1; MLflow's own client through urllib3's
+    Retry with ``allowed_methods=None``, mlflow/utils/request_utils.py), and so does
+    this loop, once, counting it in ``resent``. A second such close, a reset, a
+    timeout or any status but 200 is a failure.
     """
 
     client_env: dict
@@ -105,6 +113,7 @@ class RequestLoop:
     pause: float = 0.05
     max_requests: int = 20_000
     sent: int = 0
+    resent: int = 0
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -127,13 +136,37 @@ class RequestLoop:
                     "timestamp": int(time.time() * 1000), "step": self.sent}  # fmt: skip
             self.sent += 1
             try:
-                # verify per request: a session's own would lose to REQUESTS_CA_BUNDLE.
-                response = session.post(url, json=body, timeout=30, verify=self.client_env["cert"])
+                response = self._post(session, url, body)
                 if response.status_code != 200:
                     self.failures.append(f"{response.status_code}: {response.text[:200]}")
             except requests.RequestException as error:
                 self.failures.append(f"{type(error).__name__}: {error}")
             self._stop.wait(self.pause)
+
+    def _post(self, session: requests.Session, url: str, body: dict) -> requests.Response:
+        # verify per request: a session's own would lose to REQUESTS_CA_BUNDLE.
+        try:
+            return session.post(url, json=body, timeout=30, verify=self.client_env["cert"])
+        except requests.ConnectionError as error:
+            if not closed_before_answering(error):
+                raise
+            self.resent += 1
+            return session.post(url, json=body, timeout=30, verify=self.client_env["cert"])
+
+
+def closed_before_answering(error: requests.ConnectionError) -> bool:
+    """The connection was closed with no byte of a response (http.client's RemoteDisconnected)."""
+    import http.client
+
+    seen, cause = set(), error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, http.client.RemoteDisconnected):
+            return True
+        cause = (cause.args[1] if len(cause.args) > 1 and isinstance(cause.args[1], BaseException)
+                 else cause.__cause__ or cause.__context__ or (cause.args[0] if cause.args
+                 and isinstance(cause.args[0], BaseException) else None))  # fmt: skip
+    return False
 
 
 def kill_and_wait_back(host, unit: str, target: str, within: float = 15) -> None:

@@ -65,9 +65,9 @@ def snapshot(logged: dict) -> dict:
 def lose_everything(deployed) -> None:
     """The database dropped (a fresh empty one in its place, as a new stack gives) and the
     bucket prefix emptied, backups apart."""
-    cloud = deployed["cloud"]
+    cloud, name = deployed["cloud"], deployed["database"]
     cloud.postgres.psql(
-        f"DROP DATABASE {DB_NAME} WITH (FORCE);\nCREATE DATABASE {DB_NAME} OWNER {DB_USER};\n"
+        f"DROP DATABASE {name} WITH (FORCE);\nCREATE DATABASE {name} OWNER {DB_USER};\n"
     )
     keep = f"{ARTIFACT_PREFIX}/.kit-backups/"
     keys: list[str] = []

@@ -112,6 +112,9 @@ class RequestLoop:
     run_id: str
     pause: float = 0.05
     max_requests: int = 20_000
+    #: The name to ask the server for (SNI, Host) and to verify its certificate against,
+    #: when the URL holds its address (a made-up domain this machine cannot resolve).
+    server_name: str = ""
     sent: int = 0
     resent: int = 0
     failures: list[str] = field(default_factory=list)
@@ -130,6 +133,9 @@ class RequestLoop:
     def _run(self) -> None:
         session = requests.Session()
         session.auth = (self.client_env["username"], self.client_env["password"])
+        if self.server_name:
+            session.mount("https://", ServerNameAdapter(self.server_name))
+            session.headers["Host"] = self.server_name
         url = f"{self.client_env['url']}/api/2.0/mlflow/runs/log-metric"
         while not self._stop.is_set() and self.sent < self.max_requests:
             body = {"run_id": self.run_id, "key": "loop", "value": self.sent,
@@ -152,6 +158,18 @@ class RequestLoop:
                 raise
             self.resent += 1
             return session.post(url, json=body, timeout=30, verify=self.client_env["cert"])
+
+
+class ServerNameAdapter(requests.adapters.HTTPAdapter):
+    """HTTPS to an address, as to ``name``: SNI and the certificate check use the name."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs.update(server_hostname=self.name, assert_hostname=self.name)
+        super().init_poolmanager(*args, **kwargs)
 
 
 def closed_before_answering(error: requests.ConnectionError) -> bool:

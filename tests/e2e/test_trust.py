@@ -4,11 +4,12 @@ the secret store's KEK, the admin password."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 import requests
 
-from tests.e2e.kit import fab, main_pids, write_settings
+from tests.e2e.kit import RequestLoop, ServerNameAdapter, fab, main_pids, write_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -289,3 +290,89 @@ def test_admin_password_drift_is_explained_and_rotation_converges(
     assert stored.read_text().strip() == new and "written to" in out and new not in out
     assert status_as(new) == 200 and status_as(ui) == 401 and status_as(original) == 401
     assert " 0 changed" in fab("bootstrap", "--settings", by_file).stdout
+
+
+def served_chain(address: str, domain: str) -> list[str]:
+    """The certificates nginx serves for ``domain`` (SNI) at ``address``, leaf first."""
+    shown = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{address}:443", "-servername", domain,
+         "-showcerts"],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    ).stdout  # fmt: skip
+    end = "-----END CERTIFICATE-----"
+    begin = "-----BEGIN CERTIFICATE-----"
+    return [begin + b.split(begin, 1)[1] + end + "\n" for b in shown.split(end) if begin in b]
+
+
+def serial(pem: str) -> str:
+    return subprocess.run(
+        ["openssl", "x509", "-noout", "-serial"], input=pem, capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+def test_lets_encrypt_from_pebble_and_a_forced_renewal_served_losing_no_request(
+    deployed_clone, local_cloud, tmp_path
+):
+    """tls_mode letsencrypt against Pebble (Let's Encrypt's test server): the certificate is
+    issued on the host's first bootstrap in that mode through the HTTP-01 challenge on
+    port 80; a forced renewal is served by nginx (the deploy hook reloads it) while a
+    request loop, verifying against Pebble's root, loses nothing."""
+    host = deployed_clone["host"]
+    domain = f"tracking-{host.slot}.mlflow-kit.test"
+    acme = local_cloud.deployment_settings(host, "s3", letsencrypt_domain=domain)
+    keys = ("tls_mode", "domain", "acme_email", "acme_directory_url", "acme_ca_cert_file")
+    settings = {**deployed_clone["settings"], **{k: acme[k] for k in keys}}
+    path = str(write_settings(tmp_path / "letsencrypt.yaml", settings))
+
+    issued = fab("bootstrap", "--settings", path).stdout
+    assert "letsencrypt, issued by" in issued and "renewal timer enabled" in issued
+    roots = tmp_path / "pebble-roots.pem"
+    roots.write_text(local_cloud.acme_roots())
+    leaf, *chain = served_chain(host.address, domain)
+    (tmp_path / "leaf.pem").write_text(leaf)
+    (tmp_path / "chain.pem").write_text("".join(chain))
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(roots), "-untrusted", str(tmp_path / "chain.pem"),
+         "-purpose", "sslserver", "-verify_hostname", domain, str(tmp_path / "leaf.pem")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert " 0 changed" in fab("bootstrap", "--settings", path).stdout
+
+    # The API through the new certificate, as a client that knows only Pebble's root does.
+    client_env = {
+        "url": f"https://{host.address}",
+        "cert": str(roots),
+        "username": "admin",
+        "password": settings["admin_password"],
+    }
+    session = requests.Session()
+    session.mount("https://", ServerNameAdapter(domain))
+    created = session.post(
+        f"{client_env['url']}/api/2.0/mlflow/runs/create", json={"experiment_id": "0"},
+        auth=("admin", settings["admin_password"]), verify=str(roots), timeout=30,
+    )  # fmt: skip
+    assert created.status_code == 200, created.text
+    run_id = created.json()["run"]["info"]["run_id"]
+
+    before = serial(leaf)
+    with RequestLoop(client_env, run_id, server_name=domain, max_requests=2000) as loop:
+        while loop.sent < 20:
+            time.sleep(0.2)
+        renewed = host.ssh(
+            f"sudo env REQUESTS_CA_BUNDLE=/etc/mlflow/acme-ca.pem certbot renew --force-renewal"
+            f" --no-random-sleep-on-renew --cert-name {domain}",
+            check=False, timeout=300,
+        )  # fmt: skip
+        assert renewed.returncode == 0, (renewed.stdout + renewed.stderr)[-2000:]
+        deadline = time.monotonic() + 60
+        while serial(served_chain(host.address, domain)[0]) == before:
+            assert time.monotonic() < deadline, "nginx still serves the old certificate"
+            time.sleep(1)
+        sent_at_switch = loop.sent
+        while loop.sent < sent_at_switch + 20:
+            time.sleep(0.2)
+    assert loop.failures == [], f"{len(loop.failures)} of {loop.sent} failed: {loop.failures[:5]}"
+    print(f"renewal: {loop.sent} requests, none lost, {loop.resent} sent again")

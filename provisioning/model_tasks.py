@@ -8,7 +8,7 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from provisioning import plays
-from provisioning.session import load_deployment, on_host, say
+from provisioning.session import load_deployment, on_host, print_rows, say
 from provisioning.settings.rules import MODEL_NAME, MODEL_NAME_ALLOWED
 from provisioning.steps.models import Request
 
@@ -100,7 +100,4 @@ def models(c, stack=None, settings=None):
     deployment = load_deployment(c, stack, settings)
     with on_host(deployment, "models", lock=False) as play:
         rows = plays.models_status(play.host, deployment)
-    width = max(len(k) for k, _ in rows)
-    print(f"{deployment.host}")
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
+    print_rows(deployment.host, rows)

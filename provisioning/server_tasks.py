@@ -8,7 +8,7 @@ import time
 from fabric import task
 
 from provisioning import plays
-from provisioning.session import load_deployment, on_host, say, selection
+from provisioning.session import load_deployment, on_host, print_rows, say, selection
 
 
 @task(
@@ -53,10 +53,7 @@ def status(c, stack=None, settings=None):
     deployment = load_deployment(c, stack, settings)
     with on_host(deployment, "status", lock=False) as play:
         rows = plays.status(play.host, deployment)
-    width = max(len(k) for k, _ in rows)
-    print(f"{deployment.host}")
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
+    print_rows(deployment.host, rows)
 
 
 @task(

@@ -85,6 +85,14 @@ def settings_overrides(path: Path) -> dict:
 PINNED_KEY_GRACE_S = 90
 
 
+def print_rows(host: str, rows: list[tuple[str, str]]) -> None:
+    """A read-only task's answer: the host, then one aligned ``what  state`` line per row."""
+    width = max((len(k) for k, _ in rows), default=0)
+    print(host)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
 def say(line: str) -> None:
     print(line, flush=True)
 

@@ -4,16 +4,27 @@ An upgrade loses no request and no object; a downgrade below the database's sche
 refused before anything changes; a migration that cannot take its lock leaves the old
 version serving; a switch that fails after the migration rolls back and names the
 command that restores the backup taken before it, and that command works.
+
+Stand-in: the package registry holds MLflow 3.18.0's own wheel, which carries all of
+MLflow's code, but not the two distributions it pins, mlflow-skinny and mlflow-tracing
+3.18.0. The guest's pip finds those two as wheels that carry only their metadata
+(requiring what their 3.17.2 releases require). What the real ones do that these do not:
+a dependency added or raised in their 3.18.0 release is not installed.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import io
 import re
 import secrets
 import shlex
 import subprocess
 import time
+import zipfile
+from importlib import metadata
 from urllib.parse import urlparse
 
 import pytest
@@ -30,6 +41,43 @@ pytestmark = pytest.mark.e2e
 OLD, NEW = "3.17.2", "3.18.0"
 #: A table MLflow 3.18.0's migrations alter (8b6ad64cb8f5 adds columns to it).
 ALTERED_TABLE = "issues"
+#: Pinned by MLflow 3.18.0, missing from the registry: given to the guest's pip from here.
+MISSING_FROM_REGISTRY = ("mlflow-skinny", "mlflow-tracing")
+WHEELS_ON_GUEST = "/var/lib/kit-e2e-wheels"
+
+
+def metadata_only_wheel(name: str, version: str) -> tuple[str, bytes]:
+    """A wheel of ``name`` ``version`` holding no code, requiring what the installed release
+    of ``name`` requires; its file name and bytes."""
+    requires = [r for r in metadata.requires(name) or [] if "extra ==" not in r]
+    stem = f"{name.replace('-', '_')}-{version}"
+    files = {
+        f"{stem}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{stem}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: kit-e2e\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{stem}.dist-info/RECORD"] = "\n".join([*record, f"{stem}.dist-info/RECORD,,"]) + "\n"
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+    return f"{stem}-py3-none-any.whl", data.getvalue()
+
+
+def the_registry_completes(host, version: str) -> None:
+    """The guest's pip also looks in a folder holding what the registry lacks of ``version``."""
+    for name in MISSING_FROM_REGISTRY:
+        file, data = metadata_only_wheel(name, version)
+        host.ssh(f"sudo mkdir -p {WHEELS_ON_GUEST} && base64 -d | sudo tee "
+                 f"{WHEELS_ON_GUEST}/{file} >/dev/null", input=base64.b64encode(data).decode())  # fmt: skip
+    # Read by every pip on the guest beside /etc/pip.conf (which the kit manages).
+    host.ssh("sudo mkdir -p /etc/xdg/pip && printf '[global]\\nfind-links = %s\\n' "
+             f"{WHEELS_ON_GUEST} | sudo tee /etc/xdg/pip/pip.conf >/dev/null")  # fmt: skip
 
 
 def a_user_with_a_grant(client_env, experiment_id: str) -> dict:
@@ -158,6 +206,7 @@ def test_an_upgrade_under_load_keeps_every_object_and_user_and_a_downgrade_is_re
 ):
     host, path = deployed_clone["host"], str(deployed_clone["path"])
     assert_runs(path, host, OLD)
+    the_registry_completes(host, NEW)
     logged = log_runs(f"upgrade-{secrets.token_hex(3)}")
     user = a_user_with_a_grant(clone_client_env, logged["experiment"])
     before = snapshot(logged)
@@ -215,6 +264,7 @@ def test_a_failed_migration_or_switch_leaves_the_old_version_and_the_restore_com
     host, path = deployed_clone["host"], str(deployed_clone["path"])
     cloud = deployed_clone["cloud"]
     database = urlparse(deployed_clone["settings"]["backend_store_uri"]).path.lstrip("/")
+    the_registry_completes(host, NEW)
     logged = log_runs(f"failed-upgrade-{secrets.token_hex(3)}")
     user = a_user_with_a_grant(clone_client_env, logged["experiment"])
     before, allowed = snapshot(logged), what_the_user_can_do(clone_client_env, user)

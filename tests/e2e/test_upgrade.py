@@ -279,6 +279,8 @@ def test_a_failed_migration_or_switch_leaves_the_old_version_and_the_restore_com
     assert failed.returncode == 1, said
     assert "lock timeout" in said and "mlflow-migrate.service" in said, said
     step_line(failed.stdout, "backup before migration")
+    schema = step_line(failed.stdout, "schema check").split(" - ", 1)[1]
+    assert f"MLflow {NEW} migrates" in schema, schema
     assert "activate environment" not in failed.stdout and "roll back" not in failed.stdout
     assert_lost_nothing(loop, 50)
     assert main_pids(host) == pids and current_env(host) == current
@@ -299,7 +301,7 @@ def test_a_failed_migration_or_switch_leaves_the_old_version_and_the_restore_com
           f"{len(loop.failures)} failed")  # fmt: skip
     assert failed.returncode == 1, said
     # The lock's failure had changed nothing: the schema is where it was.
-    assert f"MLflow {NEW} migrates" in step_line(failed.stdout, "schema check")
+    assert step_line(failed.stdout, "schema check").split(" - ", 1)[1] == schema
     backup_id = re.search(r" - backup (\S+): database by pg_dump",
                           step_line(failed.stdout, "backup before migration")).group(1)  # fmt: skip
     assert f"schema at MLflow {NEW}" in step_line(failed.stdout, "schema migration")

@@ -16,6 +16,12 @@ gateway secrets' keys from the old KEK to the new one with MLflow's own
 ``mlflow crypto rotate-kek``, in this process (no passphrase in argv), and removes
 the request once done.
 
+Each statement of the migrations waits at most LOCK_TIMEOUT for a table's lock: a
+migration queued behind another session's open transaction would hold up every later
+query on that table behind it (PostgreSQL grants a table's locks in order), the
+running servers' included. It fails instead, rolled back (each schema migrates in one
+transaction), and can be run again once that session is gone.
+
 Exit status 0: both schemas are at head (and a requested rotation done). 1: the
 database is unreachable, a migration or the rotation failed (its error on stderr).
 2: the environment is incomplete.
@@ -29,6 +35,8 @@ import sys
 LOCK_KEY = 0x6D6C666C6F776D67
 #: A KEK rotation fab asks for: {"old": ..., "old_version": N, "new": ...} (0600, mlflow).
 KEK_REQUEST = "/var/lib/mlflow/kek-rotation.json"
+#: PostgreSQL's lock_timeout for every connection the migrations open.
+LOCK_TIMEOUT = "30s"
 
 
 def fail(status, message):
@@ -104,12 +112,21 @@ def main():
                 print("mlflow-migrate: waiting for the migration lock", file=sys.stderr)
                 lock.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
                 lock.commit()
+                # libpq reads PGOPTIONS for each new connection: the migrations', not this one.
+                options = os.environ.get("PGOPTIONS", "")
+                os.environ["PGOPTIONS"] = f"{options} -c lock_timeout={LOCK_TIMEOUT}".strip()
             error = migrate(uri)
             # Closing the connection releases the session-level lock.
     except sqlalchemy.exc.SQLAlchemyError as exc:
         return fail(1, f"cannot take the migration lock: {type(exc).__name__}: {exc}")
     finally:
         engine.dispose()
+    if error and "lock timeout" in error:
+        error += (
+            f" (another session held a lock on a table it changes for over {LOCK_TIMEOUT}: "
+            "see pg_stat_activity; nothing of this schema's migration was kept, run it again "
+            "once that session is gone)"
+        )
     if error:
         return fail(1, error)
     print("mlflow-migrate: tracking and auth schemas are up to date", file=sys.stderr)

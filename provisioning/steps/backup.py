@@ -250,6 +250,8 @@ def resume_serving(host: Host, deployment: Deployment, ports: list[int]) -> Outc
         host.run(f"systemctl start {' '.join(servers.unit(p) for p in ports)}")
         for port in ports:
             servers.wait_healthy(host, port)
+        # Back in nginx, also those a roll back left out.
+        servers.publish(host, ports)
     others = ["mlflow-metrics.service"] + (["mlflow-gc.timer"] if deployment.gc_enabled else [])
     for unit in others:
         if host.read(facts.exists(f"{PATHS['systemd_dir']}/{unit}")):

@@ -187,8 +187,29 @@ def wait_healthy(host: Host, port: int) -> None:
 def roll_back(host: Host, ctx: dict, previous: Environment, restore: str = "") -> Outcome[None]:
     """After a failed switch: ``current`` back to ``previous``, its instances restarted one at
     a time. A schema the new environment migrated stays migrated (no migration runs
-    backwards): ``restore`` is the command that puts back the backup taken before it."""
+    backwards): ``restore`` is the command that puts back the backup taken before it.
+
+    The previous MLflow refuses to start on a migrated schema (MLflow checks the schema's
+    revision at start), so after a migration nothing is restarted: the instances that
+    still answer keep serving, the others are stopped rather than left restarting, and
+    the restore starts them all on ``previous``.
+    """
     files.ensure_symlink(host, PATHS["current_env"], previous.prefix)
-    converge(host, ctx, previous)
-    after = f"; the database was migrated: to put it back, {restore}" if restore else ""
-    return changed(f"back on env {previous.name}{after}")
+    if not restore:
+        converge(host, ctx, previous)
+        return changed(f"back on env {previous.name}")
+    present = sorted(host.read(facts.INSTANCES))
+    answering = [p for p in present if host.read(facts.instance_health(p)) == "200"]
+    stopped = [p for p in present if p not in answering]
+    for port in stopped:
+        host.run(
+            f"systemctl stop {unit(port)}; systemctl reset-failed {unit(port)} 2>/dev/null || true"
+        )
+    if answering:
+        publish(host, answering)
+    serving = ", ".join(map(str, answering)) or "none"
+    return changed(
+        f"back on env {previous.name}; serving: {serving}"
+        + (f", stopped: {', '.join(map(str, stopped))}" if stopped else "")
+        + f"; the database was migrated: to put it back, {restore}"
+    )

@@ -18,7 +18,10 @@ def held_cloud():
         cloud.new_host()
         yield cloud
     finally:
+        started = time.monotonic()
+        print(f"interrupted: taking the local cloud down ({RUN_DIR})", flush=True)
         cloud.down()
+        print(f"local cloud down in {time.monotonic() - started:.1f}s", flush=True)
 
 
 @pytest.mark.skipif(not RUN_DIR, reason="started only by the interrupt test")

@@ -110,7 +110,8 @@ def test_interrupting_a_test_run_leaves_nothing_running():
     """SIGINT to a pytest run that holds a local cloud: every process stops, links go."""
     # Under the runs root: PostgreSQL runs as its own user and must reach its directory.
     run_dir = RUNS_ROOT / f"interrupted-{os.getpid()}"
-    env = dict(os.environ, MLFLOW_KIT_INTERRUPT_RUN_DIR=str(run_dir))
+    # Unbuffered, without capture: what the run printed is there even if it must be killed.
+    env = dict(os.environ, MLFLOW_KIT_INTERRUPT_RUN_DIR=str(run_dir), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [
             sys.executable,

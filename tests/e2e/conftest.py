@@ -58,10 +58,10 @@ def interrupt_during_the_conda_build(path, host) -> str:
     return output
 
 
-@pytest.fixture
-def client_env(deployed, monkeypatch, tmp_path):
+def point_the_client_at(deployed, monkeypatch, cert) -> dict:
+    """The MLflow client's environment for a bootstrapped host: its URL, the admin's
+    credentials, its certificate (written to ``cert``); the same as a dict."""
     host, settings = deployed["host"], deployed["settings"]
-    cert = tmp_path / "server.crt"
     cert.write_text(host.ssh("sudo cat /etc/mlflow/tls/server.crt").stdout)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://{host.address}")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
@@ -73,6 +73,11 @@ def client_env(deployed, monkeypatch, tmp_path):
         "username": "admin",
         "password": settings["admin_password"],
     }
+
+
+@pytest.fixture
+def client_env(deployed, monkeypatch, tmp_path):
+    return point_the_client_at(deployed, monkeypatch, tmp_path / "server.crt")
 
 
 @pytest.fixture
@@ -119,19 +124,7 @@ def deployed_clone(deployed, local_cloud, host_factory, tmp_path):
 @pytest.fixture
 def clone_client_env(deployed_clone, monkeypatch, tmp_path):
     """``client_env`` for ``deployed_clone``: its URL, the admin's credentials, its certificate."""
-    host, settings = deployed_clone["host"], deployed_clone["settings"]
-    cert = tmp_path / "clone-server.crt"
-    cert.write_text(host.ssh("sudo cat /etc/mlflow/tls/server.crt").stdout)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://{host.address}")
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", settings["admin_password"])
-    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert))
-    return {
-        "url": f"https://{host.address}",
-        "cert": str(cert),
-        "username": "admin",
-        "password": settings["admin_password"],
-    }
+    return point_the_client_at(deployed_clone, monkeypatch, tmp_path / "clone-server.crt")
 
 
 def wait_proxy_healthy(host, timeout: float) -> None:

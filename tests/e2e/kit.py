@@ -151,13 +151,22 @@ class RequestLoop:
 
     def _post(self, session: requests.Session, url: str, body: dict) -> requests.Response:
         # verify per request: a session's own would lose to REQUESTS_CA_BUNDLE.
-        try:
-            return session.post(url, json=body, timeout=30, verify=self.client_env["cert"])
-        except requests.ConnectionError as error:
-            if not closed_before_answering(error):
-                raise
-            self.resent += 1
-            return session.post(url, json=body, timeout=30, verify=self.client_env["cert"])
+        response, resent = post_resending_once(session, url, body, self.client_env["cert"])
+        self.resent += resent
+        return response
+
+
+def post_resending_once(
+    session: requests.Session, url: str, body: dict, verify: str
+) -> tuple[requests.Response, int]:
+    """POST ``body``; sent again once when the reused connection closed before any answer
+    (``closed_before_answering``). The response, and 1 when it was sent again."""
+    try:
+        return session.post(url, json=body, timeout=30, verify=verify), 0
+    except requests.ConnectionError as error:
+        if not closed_before_answering(error):
+            raise
+        return session.post(url, json=body, timeout=30, verify=verify), 1
 
 
 class ServerNameAdapter(requests.adapters.HTTPAdapter):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests.e2e.kit import closed_before_answering, fab, write_settings
+from tests.e2e.kit import fab, post_resending_once, write_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -179,14 +179,9 @@ class InvocationLoop:
             self._stop.wait(self.pause)
 
     def _post(self, session: requests.Session, url: str) -> requests.Response:
-        body = {"inputs": ROWS[:1]}
-        try:
-            return session.post(url, json=body, timeout=30, verify=self.h["cert"])
-        except requests.ConnectionError as error:
-            if not closed_before_answering(error):
-                raise
-            self.resent += 1
-            return session.post(url, json=body, timeout=30, verify=self.h["cert"])
+        response, resent = post_resending_once(session, url, {"inputs": ROWS[:1]}, self.h["cert"])
+        self.resent += resent
+        return response
 
     def wait_for(self, answer, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ from provisioning.steps import backup, configuration
 from provisioning.transport import Host
 
 UNIT_FILES = ("mlflow-gc.service.j2", "mlflow-gc.timer.j2")
-PROGRAMS = ("mlflow_gc.py",)
+PROGRAMS = ("kit_storage.py", "mlflow_gc.py")
 
 
 def converge(host: Host, deployment: Deployment, ctx: dict) -> Outcome[None]:

@@ -425,3 +425,20 @@ def test_cloudsql_refusal_names_the_call_and_the_reason():
     http = Replay("cloudsql_forbidden.json")
     with pytest.raises(cloudsql.CloudSqlError, match=r"backupRuns.insert: HTTP 403: .*permission"):
         cloudsql.take(http, "my-project", "mlflow-dev-db", "20250107T031500Z")
+
+
+@pytest.mark.parametrize("step", ["backup", "gc", "metrics"])
+def test_each_step_installs_the_modules_its_programs_import(step):
+    """A program imports its kit_* modules from beside it on the VM: a step that installs
+    the program without them installs a program that cannot start."""
+    import ast
+    import importlib
+
+    programs = importlib.import_module(f"provisioning.steps.{step}").PROGRAMS
+    kit_modules = {p.stem for p in REMOTE.glob("kit_*.py")}
+    for program in programs:
+        tree = ast.parse((REMOTE / program).read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        missing = {m for m in imported & kit_modules if f"{m}.py" not in programs}
+        assert not missing, f"{step} installs {program} without {sorted(missing)}"

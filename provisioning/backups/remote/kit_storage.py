@@ -1,7 +1,8 @@
 """The artifact store as the VM's identity sees it: list, copy server-side, small reads and writes.
 
 Installed as /opt/mlflow/bin/kit_storage.py; the backup, gc and metrics programs
-import it. The destination is the server's own (MLFLOW_ARTIFACTS_DESTINATION, or
+import it (gc and metrics also for the admin's password). The destination is the
+server's own (MLFLOW_ARTIFACTS_DESTINATION, or
 MLFLOW_DEFAULT_ARTIFACT_ROOT with direct artifacts); the client comes from the
 server's environment (boto3 for s3://, google-cloud-storage for gs://) with the
 same settings MLflow uses (MLFLOW_S3_ENDPOINT_URL, STORAGE_EMULATOR_HOST, the
@@ -23,6 +24,16 @@ from urllib.parse import urlsplit
 BACKUPS = ".kit-backups"
 #: S3's CopyObject copies up to 5 GiB in one request; larger objects go part by part.
 S3_SINGLE_COPY_MAX = 5 * 1024**3
+
+
+def admin_password() -> str:
+    """The admin's password: with auth oidc the access token of the kit's service account,
+    read from its file (MLFLOW_KIT_ADMIN_TOKEN_FILE, renewed by fab bootstrap) each time."""
+    path = os.environ.get("MLFLOW_KIT_ADMIN_TOKEN_FILE")
+    if path:
+        with open(path) as handle:
+            return handle.read().strip()
+    return os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+import kit_storage
+
 STATE = "/var/lib/mlflow/gc-last.json"
 
 
@@ -41,16 +43,6 @@ def write_state(state: dict, path: str = STATE) -> None:
         json.dump(state, handle)
     os.chmod(tmp, 0o640)
     os.replace(tmp, path)
-
-
-def admin_password() -> str:
-    """The admin's password: with auth oidc the access token of the kit's service account,
-    read from its file (MLFLOW_KIT_ADMIN_TOKEN_FILE, renewed by fab bootstrap) each time."""
-    path = os.environ.get("MLFLOW_KIT_ADMIN_TOKEN_FILE")
-    if path:
-        with open(path) as handle:
-            return handle.read().strip()
-    return os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
 
 
 def run_gc(older_than: str, uri: str) -> tuple[str, str | None]:
@@ -87,7 +79,7 @@ def main() -> int:
     # nginx on this host; its certificate names the public host, not the loopback.
     os.environ.setdefault("MLFLOW_TRACKING_INSECURE_TLS", "true")
     os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin")
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = admin_password()
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = kit_storage.admin_password()
     started = now()
     output, error = run_gc(older_than, uri)
     sys.stdout.write(output)

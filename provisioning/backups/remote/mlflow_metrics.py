@@ -33,6 +33,8 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import kit_storage
+
 GC_STATE = "/var/lib/mlflow/gc-last.json"
 DB_EVERY_S = 60
 BUCKET_EVERY_S = 900
@@ -96,8 +98,6 @@ class Counts:
             self.db = found
 
     def refresh_bucket(self) -> None:
-        import kit_storage
-
         entries = kit_storage.open_store().artifacts()
         with self.lock:
             self.bucket = {"objects": len(entries), "bytes": sum(e.size for e in entries)}
@@ -160,21 +160,11 @@ def fetch(port: int, auth: str) -> str | None:
         return None
 
 
-def admin_password() -> str:
-    """The admin's password: with auth oidc the access token of the kit's service account,
-    read from its file (MLFLOW_KIT_ADMIN_TOKEN_FILE, renewed by fab bootstrap) each time."""
-    path = os.environ.get("MLFLOW_KIT_ADMIN_TOKEN_FILE")
-    if path:
-        with open(path) as handle:
-            return handle.read().strip()
-    return os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
-
-
 def exposition(upstream: str, counts: Counts) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
 
     user = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin")
-    password = admin_password()
+    password = kit_storage.admin_password()
     auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     with open(upstream) as handle:
         ports = instance_ports(handle.read())

@@ -85,7 +85,7 @@ def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
         play.step("health gate", health.gate, d)
     except RemoteError:
         if previous is not None:
-            play.step("roll back", servers.roll_back, ctx, previous, restore)
+            play.step("roll back", servers.roll_back, ctx, previous, restore, env)
         raise
     # Also with no grants set: those the kit made before and the settings dropped go.
     play.step("permissions", permissions.converge, d)

@@ -11,12 +11,14 @@ instance a surge instance serves meanwhile, so no request is turned away.
 
 from __future__ import annotations
 
+import shlex
+
 from provisioning import facts, files, sizing, waiting
 from provisioning.layout import FILES, FIRST_SERVER_PORT, PATHS, SERVER_UNIT_NAME
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import render
 from provisioning.settings import Deployment
-from provisioning.steps.conda import Environment
+from provisioning.steps.conda import COMPLETE_MARKER, Environment
 from provisioning.transport import Host, PreflightError
 
 #: The port of the temporary instance that serves while a lone instance restarts.
@@ -184,10 +186,18 @@ def wait_healthy(host: Host, port: int) -> None:
     )
 
 
-def roll_back(host: Host, ctx: dict, previous: Environment, restore: str = "") -> Outcome[None]:
+def roll_back(
+    host: Host,
+    ctx: dict,
+    previous: Environment,
+    restore: str = "",
+    failed: Environment | None = None,
+) -> Outcome[None]:
     """After a failed switch: ``current`` back to ``previous``, its instances restarted one at
     a time. A schema the new environment migrated stays migrated (no migration runs
     backwards): ``restore`` is the command that puts back the backup taken before it.
+    The ``failed`` environment loses its completion mark: the next try builds it again
+    rather than switching to the same files.
 
     The previous MLflow refuses to start on a migrated schema (MLflow checks the schema's
     revision at start), so after a migration nothing is restarted: the instances that
@@ -195,9 +205,13 @@ def roll_back(host: Host, ctx: dict, previous: Environment, restore: str = "") -
     the restore starts them all on ``previous``.
     """
     files.ensure_symlink(host, PATHS["current_env"], previous.prefix)
+    rebuilt = ""
+    if failed is not None and failed.prefix != previous.prefix:
+        host.run(f"rm -f {shlex.quote(failed.prefix)}/{COMPLETE_MARKER}")
+        rebuilt = f"; env {failed.name} is built again on the next try"
     if not restore:
         converge(host, ctx, previous)
-        return changed(f"back on env {previous.name}")
+        return changed(f"back on env {previous.name}{rebuilt}")
     present = sorted(host.read(facts.INSTANCES))
     answering = [p for p in present if host.read(facts.instance_health(p)) == "200"]
     stopped = [p for p in present if p not in answering]
@@ -209,7 +223,7 @@ def roll_back(host: Host, ctx: dict, previous: Environment, restore: str = "") -
         publish(host, answering)
     serving = ", ".join(map(str, answering)) or "none"
     return changed(
-        f"back on env {previous.name}; serving: {serving}"
+        f"back on env {previous.name}{rebuilt}; serving: {serving}"
         + (f", stopped: {', '.join(map(str, stopped))}" if stopped else "")
         + f"; the database was migrated: to put it back, {restore}"
     )

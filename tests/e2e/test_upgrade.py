@@ -311,6 +311,11 @@ def test_a_failed_migration_or_switch_leaves_the_old_version_and_the_restore_com
     assert restore, rolled
     assert restore.group(1) == f"fab restore --from {backup_id} --settings {path}"
     assert current_env(host) == current
+    # The environment that failed is not switched to again as it is: the next try rebuilds it.
+    assert f"env {new_env.rsplit('/', 1)[-1]} is built again on the next try" in rolled, rolled
+    assert (
+        host.ssh(f"ls -A {new_env}/.kit-complete 2>/dev/null || echo gone").stdout.strip() == "gone"
+    )
     assert_lost_nothing(loop, 50)
     assert health(clone_client_env) == 200
 

@@ -181,6 +181,8 @@ def test_a_switch_that_fails_rolls_back_to_the_previous_environment(failing):
     names = [name for name, _f, _a in recording.steps]
     assert names[-1] == "roll back" and names[-2] == failing
     assert recording.args("roll back")[1] == previous
+    # The environment that failed to serve is the one built by this play: built again next time.
+    assert recording.args("roll back")[3] == recording.args("activate environment")[0]
 
 
 def test_a_failure_before_any_switch_rolls_nothing_back():
@@ -282,7 +284,8 @@ def test_a_migration_is_preceded_by_a_backup_whose_restore_a_failed_switch_names
         "--settings onprem.yaml",
     )
     assert recording.args("roll back") == (recording.args("mlflow servers")[0], previous,
-                                          record.restore_command)  # fmt: skip
+                                          record.restore_command,
+                                          recording.args("activate environment")[0])  # fmt: skip
 
 
 def test_an_empty_database_is_not_backed_up():

@@ -132,9 +132,10 @@ def room_message(
         f"[{host}] no room for the model endpoints: they need {need} MB ({each}, plus "
         f"{largest} MB to switch versions) and the host has {max(room, 0)} MB for them "
         f"({resources.memory_mb} MB less {sizing.RESERVED_MB} MB kept for the OS, nginx and "
-        f"builds and {servers} tracking server instance(s) x {sizing.INSTANCE_MB} MB, which come "
-        "first). Lower model_memory_mb or model_workers (or model_endpoints.<name>), unserve "
-        "an endpoint, or use a VM with more memory. Nothing was changed."
+        f"builds, {sizing.METRICS_MB} MB for mlflow-metrics and {servers} tracking server "
+        f"instance(s) x {sizing.INSTANCE_MB} MB, which come first). Lower model_memory_mb or "
+        "model_workers (or model_endpoints.<name>), unserve an endpoint, or use a VM with more "
+        "memory. Nothing was changed."
     )
 
 

@@ -31,6 +31,12 @@ CA_BUNDLE = PATHS["system_ca_bundle"]
 STATE_DIR = PATHS["state_dir"]
 USER = LAYOUT["user"]
 FIRST_PORT, LAST_PORT = LAYOUT["ports"]
+#: How long nginx keeps MLflow's "yes, this caller may read the model" (a 200) per
+#: credential: the check costs a registry lookup in MLflow (about 20 ms a request, against
+#: about 3 ms for the prediction). A revoked permission or password stops working within it.
+AUTH_CACHE_SECONDS = 10
+#: Where nginx keeps those answers: /run is memory (tmpfs), the directory nginx's own (0700).
+AUTH_CACHE_DIR = "/run/kit-model-auth-"
 
 
 class Failure(Exception):
@@ -158,6 +164,9 @@ def upstream_conf(name, version, ports):
     servers = [f"    server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;" for port in ports]
     lines = [
         f"# Written by mlflow-models: model {name} version {version}; do not edit.",
+        "# MLflow's permission answers for this model (location_conf), kept in memory.",
+        f"proxy_cache_path {AUTH_CACHE_DIR}{name} levels=1 keys_zone=kit-model-auth-{name}:1m"
+        " max_size=4m inactive=60s use_temp_path=off;",
         f"upstream mlflow-model-{name} " + "{",
         "    least_conn;",
         *servers,
@@ -192,6 +201,12 @@ def location_conf(name):
         '    proxy_set_header Connection "";',
         "    proxy_set_header Host $host;",
         "    access_log off;",
+        # Only a 200 is kept, per credential (basic or bearer, or the session's cookie):
+        # a refusal is asked again every time, a request without either gets MLflow's 401.
+        "    proxy_buffering on;",
+        f"    proxy_cache kit-model-auth-{name};",
+        '    proxy_cache_key "$http_authorization|$http_cookie";',
+        f"    proxy_cache_valid 200 {AUTH_CACHE_SECONDS}s;",
         f"    proxy_pass http://mlflow/api/2.0/mlflow/registered-models/get?name={name};",
         "}",
     ]

@@ -209,7 +209,10 @@ def converge(endpoint, present, unit_text):
                 done.append(f"restarted {unit}")
         if done:
             wait_healthy({unit: parse_instance(unit)[1] for unit in live_units})
-        if write(location_path, location_conf(name)):
+        # Both files as this version of the kit writes them (the location uses what the
+        # upstream file defines), one reload.
+        rewritten = write(upstream_path, upstream_conf(name, version, live))
+        if write(location_path, location_conf(name)) or rewritten:
             reload_nginx()
             done.append("nginx location")
         leftovers = [unit for unit in mine if unit not in live_units]

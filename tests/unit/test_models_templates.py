@@ -8,6 +8,7 @@ conda stand-in's parser for the environment the program writes.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import json
@@ -310,6 +311,7 @@ def test_nginx_accepts_the_site_with_the_program_s_model_files(tmp_path, pem_dir
     for name, ports in (("demo-classifier", [5201]), ("other.v2", [5202, 5203])):
         upstream = kit_files.upstream_conf(name, "3", ports)
         assert kit_files.upstream_ports(upstream) == ports
+        upstream = upstream.replace(kit_files.AUTH_CACHE_DIR, str(tmp_path / "auth-"))
         (models / f"{name}.upstream.conf").write_text(upstream)
         location = kit_files.location_conf(name).replace(
             PATHS["nginx_log_dir"], str(tmp_path / "logs")
@@ -437,3 +439,125 @@ def test_a_withdrawal_nginx_refuses_leaves_that_endpoint_serving(
     summary = json.loads(out.split("summary: ", 1)[1])
     assert list(summary["failed"]) == ["refused"] and "nginx" in summary["failed"]["refused"]
     assert summary["changed"] == {"withdrawn": "withdrawn (1 instance(s) stopped)"}
+
+
+def serve_on_loopback(answer):
+    """An HTTP server on 127.0.0.1 answering every GET and POST with ``answer(handler)``'s
+    status; (server, port, the paths and Authorization headers it saw)."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def reply(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = b'{"ok": true}'
+            self.send_response(answer(self))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = reply
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1], seen
+
+
+@needs_nginx
+@pytest.mark.service
+def test_nginx_keeps_a_permission_answer_per_credential_for_a_few_seconds_only(tmp_path, kit_files):
+    """Real nginx with the program's files: MLflow (here a stand-in that answers 200 to one
+    credential) is asked once per credential within the cache time, a refusal every time,
+    and a permission revoked in MLflow stops working once the time is over."""
+    import socket
+    import time
+
+    import requests
+
+    allowed = {"Basic cmVhZGVyOmdvb2Q=", "Bearer another-good-token"}
+    mlflow, mlflow_port, asked = serve_on_loopback(
+        lambda h: 200 if h.headers.get("Authorization") in allowed else 401
+    )
+    model, model_port, _ = serve_on_loopback(lambda h: 200)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    seconds = 2
+    upstream = kit_files.upstream_conf("demo", "1", [model_port]).replace(
+        kit_files.AUTH_CACHE_DIR, str(tmp_path / "auth-")
+    )
+    location = kit_files.location_conf("demo").replace(
+        PATHS["nginx_log_dir"], str(tmp_path / "logs")
+    )
+    location, shortened = re.subn(
+        rf"(proxy_cache_valid [^;]*){kit_files.AUTH_CACHE_SECONDS}s;",
+        rf"\g<1>{seconds}s;",
+        location,
+    )
+    assert shortened == 1, location
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        ("user root root;\n" if os.geteuid() == 0 else "")
+        + f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/logs/error.log;\ndaemon off;\n"
+        "events {}\nhttp {\n"
+        f"  access_log off;\n  client_body_temp_path {tmp_path}/body;\n"
+        f"  proxy_temp_path {tmp_path}/proxy;\n"
+        f"  upstream mlflow {{ server 127.0.0.1:{mlflow_port}; keepalive 4; }}\n"
+        f"{upstream}\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n    proxy_http_version 1.1;\n"
+        f'    proxy_set_header Connection "";\n    proxy_buffering off;\n{location}\n  }}\n'
+        "}\n"
+    )
+    nginx = subprocess.Popen(
+        ["nginx", "-p", str(tmp_path), "-e", str(tmp_path / "logs/error.log"),
+         "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/models/demo/invocations"
+
+    def call(authorization=None):
+        headers = {"Authorization": authorization} if authorization else {}
+        return requests.post(url, json={"inputs": [[1]]}, headers=headers, timeout=10).status_code
+
+    def asks(authorization):
+        return sum(1 for path, header in asked if header == authorization)
+
+    try:
+        for _ in range(100):
+            with contextlib.suppress(requests.ConnectionError):
+                call()
+                break
+            time.sleep(0.05)
+        asked.clear()
+        good, other = sorted(allowed)
+        assert [call(good) for _ in range(5)] == [200] * 5
+        assert asks(good) == 1  # asked once, then answered from the cache
+        assert [call(other) for _ in range(3)] == [200] * 3
+        assert asks(other) == 1  # its own entry: another credential is asked for itself
+        assert [call("Basic d3Jvbmc6d3Jvbmc=") for _ in range(3)] == [401] * 3
+        assert asks("Basic d3Jvbmc6d3Jvbmc=") == 3  # a refusal is never kept
+        assert [call() for _ in range(3)] == [401] * 3
+        assert asks(None) == 3  # nor is a request without credentials
+        assert all(path == "/api/2.0/mlflow/registered-models/get?name=demo" for path, _ in asked)
+        # Revoked in MLflow: still answered until the cache time is over, then refused.
+        allowed.discard(good)
+        assert call(good) == 200
+        time.sleep(seconds + 1.5)  # nginx counts whole seconds
+        assert call(good) == 401 and asks(good) == 2
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        mlflow.shutdown()
+        model.shutdown()
+    files = [f for f in (tmp_path / "auth-demo").rglob("*") if f.is_file()]
+    assert files and all(f.stat().st_mode & 0o077 == 0 for f in files)

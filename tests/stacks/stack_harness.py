@@ -73,6 +73,25 @@ DB_ADDRESS = "database-instance-abc1234.cxyz.eu-central-1.rds.amazonaws.com"
 AMI_ID = "ami-0debian12fake0001"
 RANDOM_HEX = "0a1b2c3d"
 INSTANCE_ID = "i-0123456789abcdef0"
+#: topology group: the GCP load balancer's global address, the AWS ALB's DNS name.
+LB_IP = "203.0.113.80"
+ALB_DNS = "lb-alb-0123abc-1234567890.eu-central-1.elb.amazonaws.com"
+COMPUTE_API = "https://www.googleapis.com/compute/v1"
+#: The GCP types of a group whose URLs (``selfLink``) other resources take.
+GCP_LINKED = {
+    "gcp:compute/instanceTemplate:InstanceTemplate": "global/instanceTemplates",
+    "gcp:compute/healthCheck:HealthCheck": "global/healthChecks",
+    "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager": (
+        f"regions/{GCP_REGION}/instanceGroupManagers"
+    ),
+    "gcp:compute/securityPolicy:SecurityPolicy": "global/securityPolicies",
+    "gcp:compute/sSLPolicy:SSLPolicy": "global/sslPolicies",
+    "gcp:compute/sSLCertificate:SSLCertificate": "global/sslCertificates",
+    "gcp:compute/managedSslCertificate:ManagedSslCertificate": "global/sslCertificates",
+    "gcp:compute/backendService:BackendService": "global/backendServices",
+    "gcp:compute/uRLMap:URLMap": "global/urlMaps",
+    "gcp:compute/targetHttpsProxy:TargetHttpsProxy": "global/targetHttpsProxies",
+}
 #: A password with every character a URI must escape (give it as ``default_password``).
 NASTY_PASSWORD = "p@ss:w/rd?x#y%z&a=b+c d"
 
@@ -205,6 +224,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         state, typ, resource_id = dict(args.inputs), args.typ, f"{args.name}-id"
         if typ.startswith("gcp:") and "name" not in state:
             state["name"] = f"{args.name}-a1b2c3d"  # Pulumi's auto-naming suffix
+        if typ in GCP_LINKED:
+            link = f"{COMPUTE_API}/projects/{GCP_PROJECT}/{GCP_LINKED[typ]}/{state['name']}"
+            state["selfLink"] = link
+            if typ == "gcp:compute/instanceTemplate:InstanceTemplate":
+                state["selfLinkUnique"] = f"{link}?uniqueId=1234567890"
+            if typ.endswith(":RegionInstanceGroupManager"):
+                state["instanceGroup"] = link.replace("instanceGroupManagers", "instanceGroups")
         if typ == "random:index/randomPassword:RandomPassword":
             default = self.default_password or "x" * int(args.inputs["length"])
             state["result"] = self.passwords.get(args.name, default)
@@ -223,6 +249,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["member"] = f"serviceAccount:{state['email']}"
         elif typ == "gcp:compute/address:Address":
             state["address"] = STATIC_IP
+        elif (
+            typ == "gcp:compute/globalAddress:GlobalAddress"
+            and state.get("addressType") == "EXTERNAL"
+        ):
+            state["address"] = LB_IP
         elif typ == "aws:s3/bucket:Bucket":
             resource_id = state["bucket"] = f"{args.name}-0a1b2c3"
             state["arn"] = f"arn:aws:s3:::{resource_id}"

@@ -53,7 +53,16 @@ with warnings.catch_warnings():
 
     for _module in ("compute", "sql", "storage", "serviceaccount", "projects", "servicenetworking"):
         hasattr(getattr(pulumi_gcp, _module), "__loaded__")
-    for _module in (pulumi_aws.ec2, pulumi_aws.iam, pulumi_aws.rds, pulumi_aws.s3, pulumi_aws.vpc):
+    for _module in (
+        pulumi_aws.ec2,
+        pulumi_aws.iam,
+        pulumi_aws.rds,
+        pulumi_aws.s3,
+        pulumi_aws.vpc,
+        pulumi_aws.lb,
+        pulumi_aws.acm,
+        pulumi_aws.autoscaling,
+    ):
         getattr(_module, "__all__", None)
     getattr(pulumi_random, "RandomPassword", None)
     getattr(pulumi_tls, "PrivateKey", None)
@@ -271,6 +280,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["name"] = f"{args.name}-abc1234"
         elif typ == "aws:ec2/keyPair:KeyPair":
             state["keyName"] = f"{args.name}-abc1234"
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            state.update(
+                dnsName=ALB_DNS,
+                arn=f"arn:aws:elasticloadbalancing:{AWS_REGION}:123456789012:loadbalancer/app/{args.name}",
+            )
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            state["arn"] = (
+                f"arn:aws:elasticloadbalancing:{AWS_REGION}:123456789012:targetgroup/{args.name}"
+            )
+        elif typ == "aws:acm/certificate:Certificate":
+            state["arn"] = f"arn:aws:acm:{AWS_REGION}:123456789012:certificate/{args.name}"
+        elif typ == "aws:acm/certificateValidation:CertificateValidation":
+            state["certificateArn"] = args.inputs["certificateArn"]
+        elif typ == "aws:autoscaling/group:Group":
+            state["name"] = f"{args.name}-abc1234"
         return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs):

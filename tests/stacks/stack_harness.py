@@ -133,7 +133,41 @@ def revealed(value: Any) -> Any:
 
 
 #: The configuration keys ``run`` marks secret by default, as ``config set --secret`` would.
-SECRET_CONFIG = frozenset({f"{PROJECT}:adminPassword"})
+SECRET_CONFIG = frozenset({f"{PROJECT}:adminPassword", f"{PROJECT}:groupCertificateKeyPem"})
+
+
+@functools.cache
+def certificate_pair(domain: str = "mlflow.example.com") -> tuple[str, str]:
+    """A real self-signed certificate for ``domain`` and its key (PEM), for a group's
+    provided certificate (``groupCertificatePem``, ``groupCertificateKeyPem``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return pem, private
+
+
+def group_config(cloud: str = "gcp", environment: str = "dev", **overrides: Any) -> dict[str, str]:
+    """A valid ``topology: group`` stack config: a domain for the managed certificate, and
+    no SSH CIDRs (the instances are reached through IAP or Session Manager)."""
+    values = {"topology": "group", "domain": "mlflow.example.com", "sshAllowedCidrs": None}
+    return config(cloud, environment, **{**values, **overrides})
 
 
 @functools.cache

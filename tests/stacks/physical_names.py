@@ -66,7 +66,13 @@ def check_run(run, stack: str) -> list[str]:
                     in description
                 )
         if resource.typ.startswith("aws:"):
-            for value in (inputs.get("tags") or {}).values():
+            tags = inputs.get("tags") or {}
+            # An Auto Scaling group's tags are a list; a launch template's also go on
+            # what it launches.
+            values = [t["value"] for t in tags] if isinstance(tags, list) else list(tags.values())
+            for spec in inputs.get("tagSpecifications") or []:
+                values.extend(spec["tags"].values())
+            for value in values:
                 checked.append(naming.aws_tag_value(value))
         if inputs.get("finalSnapshotIdentifier"):
             checked.append(naming.rds_identifier(inputs["finalSnapshotIdentifier"], 255))

@@ -54,7 +54,8 @@ DB_CA_URL = "db_ca_url"
 #: Scaling group), ``vm_zone`` is the group's region (it spans zones), ``ssh_access`` is
 #: ``iap`` or ``session-manager`` (the instances have no public address), and
 #: ``ssh_host_key`` is the one host key every instance of the group serves.
-#: ``single`` or ``group`` (TOPOLOGIES).
+#:
+#: ``topology``: ``single`` or ``group`` (TOPOLOGIES).
 TOPOLOGY = "topology"
 TOPOLOGIES = ("single", "group")
 #: How bootstrap finds the servers: a list with one entry per group, each a map of
@@ -65,7 +66,8 @@ TOPOLOGIES = ("single", "group")
 #: ``fab bootstrap --stack`` lists the group's instances itself (``gcloud compute
 #: instance-groups managed list-instances GROUP --region REGION``, ``aws autoscaling
 #: describe-auto-scaling-groups --auto-scaling-group-names GROUP``) and reaches each by
-#: name or instance ID through IAP or Session Manager.
+#: name or instance ID through IAP or Session Manager (the provisioning half; until it
+#: exists, provisioning refuses a group stack by its ``topology``).
 HOSTS = "hosts"
 #: The load balancer's public address: GCP its global IPv4 address, AWS its DNS name.
 LB_ADDRESS = "lb_address"
@@ -73,9 +75,9 @@ LB_ADDRESS = "lb_address"
 URL = "url"
 #: Secrets every instance of a group must share (a session signed by one instance is
 #: read by the next; gateway secrets encrypted by one are decrypted by another): the
-#: stack generates them, and ``fab bootstrap --stack`` gives them to every instance as
-#: the ``flask_secret_key`` and ``kek_passphrase`` settings. A single server generates
-#: and keeps its own on the VM.
+#: stack generates them, and ``fab bootstrap --stack`` is to give them to every instance
+#: as the ``flask_secret_key`` and ``kek_passphrase`` settings it already takes. A single
+#: server generates and keeps its own on the VM.
 FLASK_SECRET_KEY = "flask_secret_key"  # noqa: S105 - an output name, not a secret
 KEK_PASSPHRASE = "kek_passphrase"  # noqa: S105 - an output name, not a passphrase
 

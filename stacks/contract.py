@@ -46,6 +46,41 @@ DB_CA_PEM = "db_ca_pem"
 #: AWS only: where the VM fetches the CA bundle of RDS in the stack's region (https).
 DB_CA_URL = "db_ca_url"
 
+#: ``topology: group`` only (a single-server stack exports none of these, so its outputs
+#: are what they always were; provisioning reads a missing ``topology`` as ``single``).
+#: In group mode the outputs above keep their names and say what they mean for a group:
+#: ``host`` and ``tracking_url`` are the load balancer's (``domain``, else its address),
+#: ``vm_id`` names the group (the GCP regional managed instance group, the AWS Auto
+#: Scaling group), ``vm_zone`` is the group's region (it spans zones), ``ssh_access`` is
+#: ``iap`` or ``session-manager`` (the instances have no public address), and
+#: ``ssh_host_key`` is the one host key every instance of the group serves.
+#:
+#: ``topology``: ``single`` or ``group`` (TOPOLOGIES).
+TOPOLOGY = "topology"
+TOPOLOGIES = ("single", "group")
+#: How bootstrap finds the servers: a list with one entry per group, each a map of
+#: ``group`` (the GCP managed instance group's self link, or the AWS Auto Scaling
+#: group's name), ``region``, ``size`` (the instances the group keeps running) and
+#: ``instances``. The cloud picks the instances after the deploy and replaces them when
+#: they fail, so the stack cannot know them: ``instances`` is an empty list, and
+#: ``fab bootstrap --stack`` lists the group's instances itself (``gcloud compute
+#: instance-groups managed list-instances GROUP --region REGION``, ``aws autoscaling
+#: describe-auto-scaling-groups --auto-scaling-group-names GROUP``) and reaches each by
+#: name or instance ID through IAP or Session Manager (the provisioning half; until it
+#: exists, provisioning refuses a group stack by its ``topology``).
+HOSTS = "hosts"
+#: The load balancer's public address: GCP its global IPv4 address, AWS its DNS name.
+LB_ADDRESS = "lb_address"
+#: What users open: ``https://<domain or lb_address>``, the same as ``tracking_url``.
+URL = "url"
+#: Secrets every instance of a group must share (a session signed by one instance is
+#: read by the next; gateway secrets encrypted by one are decrypted by another): the
+#: stack generates them, and ``fab bootstrap --stack`` is to give them to every instance
+#: as the ``flask_secret_key`` and ``kek_passphrase`` settings it already takes. A single
+#: server generates and keeps its own on the VM.
+FLASK_SECRET_KEY = "flask_secret_key"  # noqa: S105 - an output name, not a secret
+KEK_PASSPHRASE = "kek_passphrase"  # noqa: S105 - an output name, not a passphrase
+
 #: Outputs every stack exports, whatever the cloud.
 COMMON_OUTPUTS = (
     CLOUD,
@@ -67,6 +102,10 @@ DATABASE_OUTPUTS = (DB_INSTANCE_ID,)
 CLOUD_OUTPUTS = {"gcp": (DB_CONNECTION_NAME, GCP_PROJECT, DB_CA_PEM), "aws": (DB_CA_URL,)}
 #: Outputs that must be Pulumi secrets in the stack state.
 SECRET_OUTPUTS = frozenset({BACKEND_STORE_URI, ADMIN_PASSWORD})
+#: Outputs only ``topology: group`` exports, after all the others.
+GROUP_OUTPUTS = (TOPOLOGY, HOSTS, LB_ADDRESS, URL, FLASK_SECRET_KEY, KEK_PASSPHRASE)
+#: Of those, the ones that must be secrets too.
+GROUP_SECRET_OUTPUTS = frozenset({FLASK_SECRET_KEY, KEK_PASSPHRASE})
 
 CLOUDS = ("gcp", "aws")
 #: Where artifacts go in the bucket: ``artifacts_destination`` is ``<scheme>://<bucket>/`` this.
@@ -94,8 +133,14 @@ EXPIRES_FORMAT = "%Y%m%d%H%M"
 DESCRIPTION_MARKER = "[" + LABEL_STACK + "={stack}]"
 
 
-def expected_outputs(cloud: str) -> tuple[str, ...]:
-    """Every output name a stack for ``cloud`` exports."""
-    return (
+def expected_outputs(cloud: str, topology: str = "single") -> tuple[str, ...]:
+    """Every output name a stack for ``cloud`` with ``topology`` exports."""
+    names = (
         COMMON_OUTPUTS + ACCESS_OUTPUTS + SERVER_OUTPUTS + DATABASE_OUTPUTS + CLOUD_OUTPUTS[cloud]
     )
+    return names + GROUP_OUTPUTS if topology == "group" else names
+
+
+def secret_outputs(topology: str = "single") -> frozenset[str]:
+    """The outputs a stack with ``topology`` must keep secret."""
+    return SECRET_OUTPUTS | GROUP_SECRET_OUTPUTS if topology == "group" else SECRET_OUTPUTS

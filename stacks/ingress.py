@@ -34,3 +34,19 @@ def vm_ingress(
         plan.append(Ingress(purpose="http", port=HTTP, sources=ACME_HTTP_SOURCES))
     plan.append(Ingress(purpose="ssh", port=SSH, sources=tuple(ssh_cidrs)))
     return plan
+
+
+#: What both clouds' load balancers ask each server of a group (nginx answers it from
+#: MLflow's own /health).
+HEALTH_CHECK_PATH = "/health"
+#: Seconds a server leaving the load balancer gets to finish its requests.
+DRAINING_SECONDS = 30
+
+
+def group_ingress(*, lb_sources: Sequence[str], ssh_cidrs: Sequence[str]) -> list[Ingress]:
+    """A group's instances: HTTPS from the load balancer only (the allowed CIDRs apply
+    there), SSH only from the cloud's tunnel; never port 80, never Postgres."""
+    return [
+        Ingress(purpose="https", port=HTTPS, sources=tuple(lb_sources)),
+        Ingress(purpose="ssh", port=SSH, sources=tuple(ssh_cidrs)),
+    ]

@@ -30,6 +30,7 @@ DECLARED_DEFAULTS: dict[str, tuple[str, object]] = {
     "sshUser": ("string", "mlflow-admin"),
     "tlsMode": ("string", "self-signed"),
     "labels": ("object", {}),
+    "topology": ("string", "single"),
     "gcpSubnetCidr": ("string", "10.20.0.0/24"),
     "gcpDbVersion": ("integer", 16),
     "gcpDbBackupStartTime": ("string", "03:00"),
@@ -48,6 +49,9 @@ UNDECLARED = {
     "acmeEmail": "string",
     "expiresAt": "string",
     "adminPassword": "string",
+    "groupSize": "integer",
+    "groupCertificatePem": "string",
+    "groupCertificateKeyPem": "string",
     "gcpMachineType": "string",
     "gcpBootDiskGb": "integer",
     "gcpDbTier": "string",
@@ -72,7 +76,9 @@ UNDECLARED = {
     "awsBucketExpireDays": "integer",
 }
 #: Keys whose value must be stored encrypted (``pulumi config set --secret``).
-SECRET = frozenset({"adminPassword"})
+SECRET = frozenset({"adminPassword", "groupCertificateKeyPem"})
+#: Keys that only ``topology: group`` reads; a single-server stack refuses them.
+GROUP_ONLY = ("groupSize", "groupCertificatePem", "groupCertificateKeyPem")
 TYPES: dict[str, str] = {
     **REQUIRED,
     **{key: typ for key, (typ, _) in DECLARED_DEFAULTS.items()},

@@ -29,6 +29,11 @@ The rules below are the clouds' documented ones:
 - IAM role and instance profile names: 1-64 and 1-128 of ``\\w+=,.@-`` (IAM API
   ``CreateRole`` / ``CreateInstanceProfile``).
 - EC2 key pair names: 1-255 ASCII characters (EC2 API ``ImportKeyPair``).
+- GCP managed instance groups name their instances ``<base instance name>-<4
+  characters>``: the base is a GCP resource name of at most 58 characters
+  (``instanceGroupManagers.insert``, ``baseInstanceName``).
+- ELBv2 load balancer and target group names: 1-32 of letters, digits and hyphens
+  (ELBv2 API ``CreateLoadBalancer`` / ``CreateTargetGroup``).
 """
 
 from __future__ import annotations
@@ -84,6 +89,18 @@ def service_account_id(stack: str) -> str:
     return f"mlflow-{tail}"
 
 
+def gcp_base_instance_name(stack: str) -> str:
+    """``mlflow-<stack>``: the names a GCP managed instance group gives its instances
+    (``<base>-<4 characters>``), so two stacks' instances never share a name."""
+    tail = _derived(
+        stack,
+        "a-z0-9-",
+        GCP_BASE_INSTANCE_NAME_MAX - len("mlflow-"),
+        re.compile(r"[a-z0-9-]*[a-z0-9]"),
+    )
+    return f"mlflow-{tail}"
+
+
 def rds_slug(stack: str) -> str:
     """The stack name as letters, digits and single hyphens, for RDS identifiers."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", stack.lower())).strip("-") or "stack"
@@ -104,6 +121,9 @@ def _check(kind: str, name: str, ok: bool, rule: str) -> str:
 
 
 GCP_NAME_RULE = "[a-z]([-a-z0-9]*[a-z0-9])?, at most 63 characters"
+#: A managed instance group appends ``-`` and four characters to its base instance name,
+#: and the instance name is a GCP resource name (at most 63).
+GCP_BASE_INSTANCE_NAME_MAX = 58
 _GCP_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -114,6 +134,22 @@ def gcp_resource_name(name: str) -> str:
         bool(_GCP_NAME.fullmatch(name)) and len(name) <= 63,
         GCP_NAME_RULE,
     )
+
+
+def gcp_base_instance_name_rule(name: str) -> str:
+    ok = bool(_GCP_NAME.fullmatch(name)) and len(name) <= GCP_BASE_INSTANCE_NAME_MAX
+    rule = f"[a-z]([-a-z0-9]*[a-z0-9])?, at most {GCP_BASE_INSTANCE_NAME_MAX} characters"
+    return _check("GCP base instance name", name, ok, rule)
+
+
+def aws_lb_name(name: str) -> str:
+    """Load balancer and target group names (ELBv2 API ``CreateLoadBalancer``,
+    ``CreateTargetGroup``): 1-32 of letters, digits and hyphens, neither starting nor
+    ending with a hyphen, a load balancer's not starting with ``internal-``."""
+    ok = bool(
+        re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?", name)
+    ) and not name.startswith("internal-")
+    return _check("ELB name", name, ok, "1-32 of letters, digits and hyphens, not internal-*")
 
 
 def gcp_service_account_id(name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import pulumi
@@ -22,6 +23,18 @@ class ServerOutputs(Protocol):
     ssh_host_key: pulumi.Output[str]
 
 
+@dataclass(frozen=True, kw_only=True)
+class GroupOutputs:
+    """What both clouds' group and load balancer give the outputs with ``topology: group``."""
+
+    #: The load balancer's public address (GCP IPv4 address, AWS DNS name).
+    lb_address: pulumi.Output[str]
+    #: contract.HOSTS: one entry per group, its instances left to bootstrap to find.
+    hosts: pulumi.Output[list]
+    flask_secret_key: pulumi.Output[str]
+    kek_passphrase: pulumi.Output[str]
+
+
 class DatabaseOutputs(Protocol):
     """What both clouds' Database components expose."""
 
@@ -40,10 +53,13 @@ def contract_outputs(
     region: str,
     ssh_access: str,
     cloud_only: dict[str, pulumi.Input] | None = None,
+    group: GroupOutputs | None = None,
 ) -> dict[str, pulumi.Output]:
-    """Every output of contract.expected_outputs(common.cloud), in that order;
-    ``cloud_only`` holds the outputs only this cloud exports (contract.CLOUD_OUTPUTS)."""
-    host = pulumi.Output.from_input(common.domain or server.public_ip)
+    """Every output of contract.expected_outputs(common.cloud, common.topology), in that
+    order; ``cloud_only`` holds the outputs only this cloud exports
+    (contract.CLOUD_OUTPUTS); ``group`` the group's, with ``topology: group``."""
+    address = server.public_ip if group is None else group.lb_address
+    host = pulumi.Output.from_input(common.domain or address)
     values = {
         contract.CLOUD: common.cloud,
         contract.HOST: host,
@@ -66,6 +82,17 @@ def contract_outputs(
         contract.DB_INSTANCE_ID: database.instance_id,
         **(cloud_only or {}),
     }
-    if tuple(values) != contract.expected_outputs(common.cloud):
+    if group is not None:
+        values.update(
+            {
+                contract.TOPOLOGY: common.topology,
+                contract.HOSTS: group.hosts,
+                contract.LB_ADDRESS: group.lb_address,
+                contract.URL: values[contract.TRACKING_URL],
+                contract.FLASK_SECRET_KEY: pulumi.Output.secret(group.flask_secret_key),
+                contract.KEK_PASSPHRASE: pulumi.Output.secret(group.kek_passphrase),
+            }
+        )
+    if tuple(values) != contract.expected_outputs(common.cloud, common.topology):
         raise ValueError(f"{common.cloud} outputs {list(values)} are not the contract's")
     return {name: pulumi.Output.from_input(value) for name, value in values.items()}

@@ -62,3 +62,8 @@ def random_password(
     if rule.min_special:
         arguments["min_special"] = rule.min_special
     return random.RandomPassword(name, **arguments, opts=opts)
+
+
+#: Secrets every instance of a group shares (the Flask session key, the KEK passphrase):
+#: letters and digits only, as the files and env files on the instances hold them.
+SHARED_SECRET = PasswordRule(length=64)

@@ -20,6 +20,17 @@ from typing import Any
 from stacks import contract
 
 TLS_MODES = ("self-signed", "provided", "letsencrypt")
+
+#: ``single``: one VM with its own address; ``group``: several instances behind the
+#: cloud's own HTTPS load balancer, with a highly available database.
+TOPOLOGIES = contract.TOPOLOGIES
+TOPOLOGIES_ALLOWED = "one of " + ", ".join(TOPOLOGIES)
+#: Instances in a group: two at least (one alone is the single topology), ten at most
+#: (each holds connections to the one database; see db_max_connections).
+GROUP_SIZE_RANGE = (2, 10)
+#: What a group's instances serve the load balancer: never Let's Encrypt, whose HTTP-01
+#: challenge would reach whichever instance the balancer picks.
+GROUP_TLS_MODES = ("self-signed", "provided")
 TLS_MODES_ALLOWED = "one of " + ", ".join(TLS_MODES)
 
 #: Pinned MLflow versions only: ``3.17.2``, never ``3.17`` or ``>=3``.
@@ -73,6 +84,44 @@ class RuleViolation(ValueError):
 def tls_mode(value: Any) -> str:
     if value not in TLS_MODES:
         raise RuleViolation(value, TLS_MODES_ALLOWED)
+    return value
+
+
+def topology(value: Any) -> str:
+    if value not in TOPOLOGIES:
+        raise RuleViolation(value, TOPOLOGIES_ALLOWED)
+    return value
+
+
+_PEM_CERTIFICATE = re.compile(
+    r"^\s*(-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----\s*)+$"
+)
+_PEM_KEY = re.compile(
+    r"^\s*-----BEGIN (RSA |EC )?PRIVATE KEY-----\s+[A-Za-z0-9+/=\s]+?"
+    r"-----END (RSA |EC )?PRIVATE KEY-----\s*$"
+)
+CERTIFICATE_PEM_ALLOWED = (
+    "PEM text of the certificate, then any intermediate certificates "
+    "(-----BEGIN CERTIFICATE----- blocks only)"
+)
+PRIVATE_KEY_PEM_ALLOWED = (
+    "PEM text of one unencrypted RSA or ECDSA private key (-----BEGIN PRIVATE KEY-----, "
+    "RSA PRIVATE KEY or EC PRIVATE KEY), stored as a secret"
+)
+
+
+def certificate_pem(value: Any) -> str:
+    """A certificate chain as PEM text, leaf first: what both clouds' load balancers take."""
+    if not isinstance(value, str) or not _PEM_CERTIFICATE.match(value):
+        shown = value[:40] if isinstance(value, str) else value
+        raise RuleViolation(shown, CERTIFICATE_PEM_ALLOWED)
+    return value
+
+
+def private_key_pem(value: Any) -> str:
+    """One private key as PEM text. A violation never shows the key."""
+    if not isinstance(value, str) or not _PEM_KEY.match(value):
+        raise RuleViolation("[secret: not a PEM private key]", PRIVATE_KEY_PEM_ALLOWED)
     return value
 
 

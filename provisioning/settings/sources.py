@@ -53,6 +53,15 @@ def deployment_from_outputs(
                 "a string output (was the document written with --show-secrets?)",
                 secret=name in contract.SECRET_OUTPUTS,
             )
+    topology = outputs.get(contract.TOPOLOGY, "single")
+    if topology != "single":
+        # Its host is the load balancer, not a server: bootstrapping it would reach no VM.
+        raise SettingsError(
+            contract.TOPOLOGY,
+            topology,
+            "single: this version of `fab bootstrap --stack` configures one VM; a group's "
+            "instances (the hosts output) are not bootstrapped yet",
+        )
     values: dict[str, Any] = {
         "cloud": outputs[contract.CLOUD],
         "host": outputs[contract.HOST],

@@ -6,15 +6,17 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks import contract
+from stacks.aws.balancer import LoadBalancer, LoadBalancerArgs
 from stacks.aws.bucket import ArtifactBucket, ArtifactBucketArgs
 from stacks.aws.database import Database, DatabaseArgs
 from stacks.aws.firewall import Firewall, FirewallArgs
+from stacks.aws.group import ServerGroup, ServerGroupArgs
 from stacks.aws.identity import Identity, IdentityArgs
 from stacks.aws.network import Network, NetworkArgs
 from stacks.aws.server import Server, ServerArgs
 from stacks.aws.settings import AwsSettings, read_aws
 from stacks.config import CommonSettings
-from stacks.outputs import contract_outputs
+from stacks.outputs import GroupOutputs, contract_outputs
 from stacks.providers import provider_options
 
 
@@ -57,16 +59,22 @@ def declare(s: AwsSettings) -> dict[str, pulumi.Output]:
     )
     bucket = ArtifactBucket("artifacts", ArtifactBucketArgs(settings=s), opts=opts)
     identity = Identity("identity", IdentityArgs(settings=s, bucket=bucket.name), opts=opts)
-    server = Server(
-        "vm",
-        ServerArgs(
-            settings=s,
-            subnet_id=network.public_subnets[0].id,
-            security_group_id=firewall.vm.id,
-            instance_profile=identity.instance_profile.name,
-        ),
-        opts=pulumi.ResourceOptions(providers=[provider], depends_on=[network.internet_gateway]),
-    )
+    if common.is_group:
+        server, group = declare_group(s, provider, network, firewall, identity)
+    else:
+        group = None
+        server = Server(
+            "vm",
+            ServerArgs(
+                settings=s,
+                subnet_id=network.public_subnets[0].id,
+                security_group_id=firewall.vm.id,
+                instance_profile=identity.instance_profile.name,
+            ),
+            opts=pulumi.ResourceOptions(
+                providers=[provider], depends_on=[network.internet_gateway]
+            ),
+        )
     return contract_outputs(
         common,
         server=server,
@@ -75,4 +83,39 @@ def declare(s: AwsSettings) -> dict[str, pulumi.Output]:
         region=s.region,
         ssh_access=s.ssh_access,
         cloud_only={contract.DB_CA_URL: database.ca_url},
+        group=group,
     )
+
+
+def declare_group(s: AwsSettings, provider, network, firewall, identity):
+    """``topology: group``: the load balancer, then the group that registers with it."""
+    opts = pulumi.ResourceOptions(providers=[provider])
+    balancer = LoadBalancer(
+        "lb",
+        LoadBalancerArgs(
+            settings=s,
+            vpc_id=network.vpc.id,
+            subnet_ids=[subnet.id for subnet in network.public_subnets],
+            security_group_id=firewall.lb.id,
+        ),
+        opts=opts,
+    )
+    group = ServerGroup(
+        "group",
+        ServerGroupArgs(
+            settings=s,
+            subnet_ids=[subnet.id for subnet in network.server_subnets],
+            security_group_id=firewall.vm.id,
+            instance_profile=identity.instance_profile.name,
+            target_group_arn=balancer.target_group_arn,
+        ),
+        # Instances fetch packages at first boot: their way out must exist by then.
+        opts=pulumi.ResourceOptions(providers=[provider], depends_on=[network.nat_gateway]),
+    )
+    outputs = GroupOutputs(
+        lb_address=balancer.lb_address,
+        hosts=group.hosts,
+        flask_secret_key=group.flask_secret_key,
+        kek_passphrase=group.kek_passphrase,
+    )
+    return group, outputs

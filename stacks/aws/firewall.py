@@ -42,7 +42,11 @@ class Firewall(Component):
                 opts=self.child,
             )
 
-        self.vm = group("vm", "MLflow VM: HTTPS from allowed CIDRs")
+        if s.common.is_group:
+            self.vm = group("vm", "MLflow servers: HTTPS from the load balancer only")
+            self.lb = group("lb", "MLflow load balancer: HTTPS from allowed CIDRs")
+        else:
+            self.vm = group("vm", "MLflow VM: HTTPS from allowed CIDRs")
         self.database = group("db", "MLflow database: Postgres from the VM only")
 
         def rule(kind, suffix: str, target, port: int, description: str, **source) -> None:
@@ -59,12 +63,16 @@ class Firewall(Component):
             )
 
         ingress = aws.vpc.SecurityGroupIngressRule
-        # No SSH rule at all with Session Manager.
-        plan = vm_ingress(
-            https_cidrs=s.common.https_allowed_cidrs,
-            ssh_cidrs=[] if s.session_manager else s.common.ssh_allowed_cidrs,
-            tls_mode=s.common.tls_mode,
-        )
+        if s.common.is_group:
+            self._group_ingress(rule, s)
+            plan = []
+        else:
+            # No SSH rule at all with Session Manager.
+            plan = vm_ingress(
+                https_cidrs=s.common.https_allowed_cidrs,
+                ssh_cidrs=[] if s.session_manager else s.common.ssh_allowed_cidrs,
+                tls_mode=s.common.tls_mode,
+            )
         for entry in plan:
             for index, cidr in enumerate(entry.sources):
                 # IPv4 only: stacks/config.py refuses IPv6 sources (the VPC has none).
@@ -81,7 +89,22 @@ class Firewall(Component):
         rule(egress, "vm-out-postgres", self.vm, POSTGRES, to_db, **self._peer(self.database))
         rule(ingress, "db-from-vm", self.database, POSTGRES, from_vm, **self._peer(self.vm))
 
-        return {"vm_group_id": self.vm.id, "database_group_id": self.database.id}
+        outputs = {"vm_group_id": self.vm.id, "database_group_id": self.database.id}
+        if s.common.is_group:
+            outputs["lb_group_id"] = self.lb.id
+        return outputs
+
+    def _group_ingress(self, rule, s: AwsSettings) -> None:
+        """A group: the load balancer admits HTTPS from the allowed CIDRs and sends it on
+        to the servers' group only; the servers admit HTTPS from the load balancer only
+        and no SSH (Session Manager needs no open port)."""
+        ingress, egress = aws.vpc.SecurityGroupIngressRule, aws.vpc.SecurityGroupEgressRule
+        for index, cidr in enumerate(s.common.https_allowed_cidrs):
+            rule(ingress, f"lb-https-{index}", self.lb, HTTPS, f"https from {cidr}", cidr_ipv4=cidr)
+        text = "HTTPS to the MLflow servers"
+        rule(egress, "lb-out-https", self.lb, HTTPS, text, **self._peer(self.vm))
+        text = "HTTPS from the load balancer"
+        rule(ingress, "vm-https-lb", self.vm, HTTPS, text, **self._peer(self.lb))
 
     @staticmethod
     def _peer(group: aws.ec2.SecurityGroup) -> dict[str, pulumi.Output]:

@@ -27,6 +27,12 @@ def subnet_cidrs(vpc_cidr: str) -> tuple[list[str], list[str]]:
     return [str(b) for b in blocks[:ZONES]], [str(b) for b in blocks[8 : 8 + ZONES]]
 
 
+def server_subnet_cidrs(vpc_cidr: str) -> list[str]:
+    """A group's server subnets: the fifth and sixth sixteenths of the VPC."""
+    blocks = list(ipaddress.ip_network(vpc_cidr).subnets(prefixlen_diff=4))
+    return [str(b) for b in blocks[4 : 4 + ZONES]]
+
+
 class Network(Component):
     """A VPC with public subnets for the VM and private subnets (their own route table,
     no way out) for the database, in two Availability Zones."""
@@ -103,11 +109,56 @@ class Network(Component):
         self.private_subnets: list[aws.ec2.Subnet] = tiers["private"][2]
         self.internet_gateway = gateway
 
-        return {
+        outputs = {
             "vpc_id": self.vpc.id,
             "public_subnet_ids": [s.id for s in self.public_subnets],
             "private_subnet_ids": [s.id for s in self.private_subnets],
         }
+        if s.common.is_group:
+            self._servers(name, s, zones, tags)
+            outputs["server_subnet_ids"] = [subnet.id for subnet in self.server_subnets]
+        return outputs
+
+    def _servers(self, name: str, s: AwsSettings, zones, tags) -> None:
+        """A group's subnets: private (no public addresses), in both zones, their way out
+        a NAT gateway in the first public subnet; the database's subnets keep none."""
+        address = aws.ec2.Eip(f"{name}-nat-ip", domain="vpc", tags=tags("nat-ip"), opts=self.child)
+        self.nat_gateway = aws.ec2.NatGateway(
+            f"{name}-nat",
+            allocation_id=address.allocation_id,
+            subnet_id=self.public_subnets[0].id,
+            connectivity_type="public",
+            tags=tags("nat"),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.internet_gateway]),
+        )
+        routes = aws.ec2.RouteTable(
+            f"{name}-servers-rt", vpc_id=self.vpc.id, tags=tags("servers"), opts=self.child
+        )
+        aws.ec2.Route(
+            f"{name}-servers-default",
+            route_table_id=routes.id,
+            destination_cidr_block="0.0.0.0/0",
+            nat_gateway_id=self.nat_gateway.id,
+            opts=self.child,
+        )
+        self.server_subnets: list[aws.ec2.Subnet] = []
+        for index, cidr in enumerate(server_subnet_cidrs(s.vpc_cidr)):
+            subnet = aws.ec2.Subnet(
+                f"{name}-servers-{index}",
+                vpc_id=self.vpc.id,
+                cidr_block=cidr,
+                availability_zone=zones.apply(lambda names, i=index: names[i]),
+                map_public_ip_on_launch=False,
+                tags=tags(f"servers-{index}"),
+                opts=self.child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-servers-{index}-rt",
+                subnet_id=subnet.id,
+                route_table_id=routes.id,
+                opts=self.child,
+            )
+            self.server_subnets.append(subnet)
 
 
 def _two_zones(names: list[str]) -> list[str]:

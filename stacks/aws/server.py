@@ -92,6 +92,20 @@ def cloud_config(
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
 
 
+def debian_12_image(parent: pulumi.Resource):
+    """The newest Debian 12 amd64 AMI Debian publishes (its ``id``)."""
+    return aws.ec2.get_ami_output(
+        most_recent=True,
+        owners=[DEBIAN_OWNER],
+        filters=[
+            {"name": "name", "values": [DEBIAN_12_AMD64]},
+            {"name": "architecture", "values": ["x86_64"]},
+            {"name": "virtualization-type", "values": ["hvm"]},
+        ],
+        opts=pulumi.InvokeOutputOptions(parent=parent),
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerArgs:
     settings: AwsSettings
@@ -118,16 +132,7 @@ class Server(Component):
         def tags(suffix: str) -> dict[str, str]:
             return named(s.tags(name), name, suffix)
 
-        image = aws.ec2.get_ami_output(
-            most_recent=True,
-            owners=[DEBIAN_OWNER],
-            filters=[
-                {"name": "name", "values": [DEBIAN_12_AMD64]},
-                {"name": "architecture", "values": ["x86_64"]},
-                {"name": "virtualization-type", "values": ["hvm"]},
-            ],
-            opts=pulumi.InvokeOutputOptions(parent=self),
-        )
+        image = debian_12_image(self)
         key = aws.ec2.KeyPair(f"{name}-key", public_key=keys[0], tags=tags("key"), opts=self.child)
         self.host_key = host_key(f"{name}-host-key", self.child)
         # Secret, as the private host key is in it (pulumi.Output.all keeps that mark).

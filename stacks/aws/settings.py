@@ -160,7 +160,14 @@ def read_aws(common: CommonSettings) -> AwsSettings:
         )
     db_storage_gb = config.get_int("awsDbStorageGb", 20, 20, 65536)
     postgres_version = config.get_choice("awsPostgresVersion", POSTGRES_VERSIONS, "16")
-    db_multi_az = config.get_bool("awsDbMultiAz", defaults["multi_az"])
+    db_multi_az = config.get_bool("awsDbMultiAz", defaults["multi_az"] or common.is_group)
+    if common.is_group and not db_multi_az:
+        raise SettingError(
+            config.qualified("awsDbMultiAz"),
+            "false",
+            "true with topology group: the group's instances survive a zone's loss, "
+            "so the database must too",
+        )
     allow_major_upgrade = config.get_bool("awsDbAllowMajorVersionUpgrade", False)
 
     backups = config.get_int("awsDbBackupRetentionDays", defaults["backups"], 0, 35)
@@ -251,6 +258,13 @@ def _ssh_access(config: ConfigReader, common: CommonSettings) -> str:
     """cidrs when SSH CIDRs are listed, session-manager (no port 22 at all) otherwise."""
     default = "cidrs" if common.ssh_allowed_cidrs else "session-manager"
     access = config.get_choice("awsSshAccess", SSH_ACCESS, default)
+    if common.is_group and access != "session-manager":
+        raise SettingError(
+            config.qualified("awsSshAccess"),
+            access,
+            "session-manager with topology group: the instances have no public address "
+            "and no port 22 open",
+        )
     if access == "cidrs" and not common.ssh_allowed_cidrs:
         raise SettingError(
             config.qualified("sshAllowedCidrs"),

@@ -7,14 +7,16 @@ import pulumi_gcp as gcp
 
 from stacks import contract
 from stacks.config import CommonSettings, ConfigReader
+from stacks.gcp.balancer import LoadBalancer, LoadBalancerArgs
 from stacks.gcp.bucket import ArtifactBucket, ArtifactBucketArgs
 from stacks.gcp.database import Database, DatabaseArgs
 from stacks.gcp.firewall import Firewall, FirewallArgs
+from stacks.gcp.group import ServerGroup, ServerGroupArgs
 from stacks.gcp.identity import Identity, IdentityArgs
 from stacks.gcp.network import Network, NetworkArgs
 from stacks.gcp.server import Server, ServerArgs
 from stacks.gcp.settings import GcpSettings, read_gcp
-from stacks.outputs import contract_outputs
+from stacks.outputs import GroupOutputs, contract_outputs
 from stacks.providers import provider_options
 
 
@@ -50,11 +52,34 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
         DatabaseArgs(settings=s, network=network.vpc.id, private_services=network.private_services),
         opts=opts,
     )
-    server = Server(
-        "mlflow-vm",
-        ServerArgs(settings=s, subnet=network.subnet.id, service_account=identity.email),
-        opts=opts,
-    )
+    group_outputs = None
+    if s.common.is_group:
+        server = group = ServerGroup(
+            "mlflow-group",
+            ServerGroupArgs(settings=s, subnet=network.subnet.id, service_account=identity.email),
+            opts=opts,
+        )
+        balancer = LoadBalancer(
+            "mlflow-lb",
+            LoadBalancerArgs(
+                settings=s,
+                instance_group=group.instance_group,
+                health_check=group.health_check.self_link,
+            ),
+            opts=opts,
+        )
+        group_outputs = GroupOutputs(
+            lb_address=balancer.lb_address,
+            hosts=group.hosts,
+            flask_secret_key=group.flask_secret_key,
+            kek_passphrase=group.kek_passphrase,
+        )
+    else:
+        server = Server(
+            "mlflow-vm",
+            ServerArgs(settings=s, subnet=network.subnet.id, service_account=identity.email),
+            opts=opts,
+        )
     return contract_outputs(
         s.common,
         server=server,
@@ -67,4 +92,5 @@ def declare(s: GcpSettings) -> dict[str, pulumi.Output]:
             contract.GCP_PROJECT: s.project,
             contract.DB_CA_PEM: database.ca_pem,
         },
+        group=group_outputs,
     )

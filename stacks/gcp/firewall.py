@@ -11,13 +11,18 @@ import pulumi_gcp as gcp
 
 from stacks.component import Component
 from stacks.gcp.marker import described
-from stacks.gcp.settings import GcpSettings
-from stacks.ingress import vm_ingress
+from stacks.gcp.settings import GOOGLE_LB_SOURCE_CIDRS, GcpSettings
+from stacks.ingress import group_ingress, vm_ingress
 
 DESCRIPTIONS = {
     "https": "MLflow UI and API over HTTPS",
     "http": "ACME HTTP-01 challenge and redirect to HTTPS, from anywhere",
     "ssh": "SSH for bootstrap and administration",
+}
+#: A group's rules: its instances are reached only through the load balancer and IAP.
+GROUP_DESCRIPTIONS = {
+    "https": "MLflow over HTTPS from Google's load balancer and health checks only",
+    "ssh": "SSH through IAP for bootstrap and administration",
 }
 
 
@@ -44,11 +49,17 @@ class Firewall(Component):
             else None
         )
         # SSH from IAP's range or sshAllowedCidrs: GCP always has a path for it.
-        plan = vm_ingress(
-            https_cidrs=s.common.https_allowed_cidrs,
-            ssh_cidrs=s.ssh_source_cidrs,
-            tls_mode=s.common.tls_mode,
-        )
+        if s.common.is_group:
+            # httpsAllowedCidrs apply at the load balancer (Cloud Armor).
+            plan = group_ingress(lb_sources=GOOGLE_LB_SOURCE_CIDRS, ssh_cidrs=s.ssh_source_cidrs)
+            descriptions = GROUP_DESCRIPTIONS
+        else:
+            plan = vm_ingress(
+                https_cidrs=s.common.https_allowed_cidrs,
+                ssh_cidrs=s.ssh_source_cidrs,
+                tls_mode=s.common.tls_mode,
+            )
+            descriptions = DESCRIPTIONS
         self.rules = {
             ingress.purpose: gcp.compute.Firewall(
                 f"{name}-{ingress.purpose}",
@@ -58,7 +69,7 @@ class Firewall(Component):
                 allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=[str(ingress.port)])],
                 source_ranges=list(ingress.sources),
                 target_service_accounts=[args.target_service_account],
-                description=described(DESCRIPTIONS[ingress.purpose], s.common.stack),
+                description=described(descriptions[ingress.purpose], s.common.stack),
                 log_config=log_config,
                 opts=pulumi.ResourceOptions(parent=self),
             )

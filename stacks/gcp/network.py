@@ -73,9 +73,39 @@ class Network(Component):
             opts=self.child,
         )
 
-        return {
+        outputs = {
             "network_id": self.vpc.id,
             "subnet_id": self.subnet.id,
             "private_services_range": self.private_services_range.name,
             "private_services_connection": self.private_services.id,
         }
+        if s.common.is_group:
+            outputs["nat"] = self._egress(name, s)
+        return outputs
+
+    def _egress(self, name: str, s: GcpSettings) -> pulumi.Output[str]:
+        """Cloud Router and Cloud NAT: a group's instances have no external address, and
+        still fetch packages and MLflow. Outbound only: NAT admits no connection in."""
+        self.router = gcp.compute.Router(
+            f"{name}-router",
+            network=self.vpc.id,
+            region=s.region,
+            description=described("MLflow tracking servers' egress", s.common.stack),
+            opts=self.child,
+        )
+        # A part of the router (no labels, no description of its own): it goes with it.
+        self.nat = gcp.compute.RouterNat(
+            f"{name}-nat",
+            router=self.router.name,
+            region=s.region,
+            nat_ip_allocate_option="AUTO_ONLY",
+            source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
+            subnetworks=[
+                gcp.compute.RouterNatSubnetworkArgs(
+                    name=self.subnet.id, source_ip_ranges_to_nats=["ALL_IP_RANGES"]
+                )
+            ],
+            log_config=gcp.compute.RouterNatLogConfigArgs(enable=True, filter="ERRORS_ONLY"),
+            opts=self.child,
+        )
+        return self.nat.id

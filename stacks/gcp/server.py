@@ -73,6 +73,19 @@ def ssh_keys_metadata(user: str, keys: list[str]) -> str:
     return "\n".join(f"{user}:{key}" for key in keys)
 
 
+def instance_metadata(s: GcpSettings, host_private_key: pulumi.Output[str]) -> dict:
+    """The metadata of the VM, and of every instance of a group: the stack's SSH keys and
+    nobody else's, no serial port, the startup script and the host key it installs."""
+    return {
+        "block-project-ssh-keys": "TRUE",
+        "enable-oslogin": "FALSE",
+        "serial-port-enable": "FALSE",
+        "ssh-keys": ssh_keys_metadata(s.common.ssh_user, s.common.ssh_public_keys),
+        "startup-script": STARTUP_SCRIPT,
+        HOST_KEY_METADATA: host_private_key,
+    }
+
+
 class Server(Component):
     """The VM MLflow runs on, its SSH host key, and the MLflow admin password it is
     bootstrapped with."""
@@ -126,14 +139,7 @@ class Server(Component):
             # (An organization policy that enforces OS Login overrides this; then set the
             # keys in OS Login instead.) The host key makes the whole metadata map a
             # secret in the state and in a preview.
-            metadata={
-                "block-project-ssh-keys": "TRUE",
-                "enable-oslogin": "FALSE",
-                "serial-port-enable": "FALSE",
-                "ssh-keys": ssh_keys_metadata(s.common.ssh_user, s.common.ssh_public_keys),
-                "startup-script": STARTUP_SCRIPT,
-                HOST_KEY_METADATA: self.host_key.private_openssh,
-            },
+            metadata=instance_metadata(s, self.host_key.private_openssh),
             deletion_protection=s.deletion_protection,
             # Changing the machine type stops the VM; let the update do that.
             allow_stopping_for_update=True,

@@ -19,6 +19,9 @@ from stacks.retention import ArtifactRetention, read_retention
 
 #: Google's IAP TCP forwarding source range (``gcloud compute ssh --tunnel-through-iap``).
 IAP_TCP_FORWARDING_CIDR = "35.235.240.0/20"
+#: Where Google's external Application Load Balancers and their health checks connect
+#: from (Cloud Load Balancing, "Firewall rules": 130.211.0.0/22 and 35.191.0.0/16).
+GOOGLE_LB_SOURCE_CIDRS = ("130.211.0.0/22", "35.191.0.0/16")
 
 POSTGRES_VERSIONS = (14, 15, 16, 17, 18)
 AVAILABILITY = ("zonal", "regional")
@@ -87,6 +90,8 @@ class GcpSettings:
     bucket_location: str
     artifacts: ArtifactRetention
     service_account_id: str
+    #: What a group's instances are named after (``<base>-xxxx``); unused by a single VM.
+    base_instance_name: str
 
     @property
     def labels(self) -> dict[str, str]:
@@ -98,15 +103,16 @@ class GcpSettings:
         return "cidrs" if self.common.ssh_allowed_cidrs else "iap"
 
 
-def _defaults(environment: str) -> dict[str, object]:
-    """Per-environment defaults; keys are the stack setting names without ``gcp``."""
+def _defaults(environment: str, group: bool = False) -> dict[str, object]:
+    """Per-environment defaults; keys are the stack setting names without ``gcp``. A
+    group's database is regional (HA) in every environment."""
     prod = environment == "prod"
     test = environment == "test"
     return {
         "MachineType": "e2-standard-2" if prod else "e2-small",
         "BootDiskGb": 30 if prod else 20,
         "DbTier": "db-custom-2-7680" if prod else "db-g1-small",
-        "DbAvailability": "regional" if prod else "zonal",
+        "DbAvailability": "regional" if prod or group else "zonal",
         "DbDiskGb": 20 if prod else 10,
         "DbBackups": not test,
         "DbPointInTimeRecovery": prod,
@@ -122,7 +128,7 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
     the ``gcp`` namespace (``gcp:project``, ``gcp:region``, ``gcp:zone``).
     """
     env = common.environment
-    default = _defaults(env)
+    default = _defaults(env, common.is_group)
 
     project = provider.require("project", "a GCP project ID such as my-project-123")
     if not _PROJECT.match(project):
@@ -175,6 +181,13 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
     db_availability = reader.get_choice(
         "gcpDbAvailability", AVAILABILITY, default["DbAvailability"]
     )
+    if common.is_group and db_availability != "regional":
+        raise SettingError(
+            reader.qualified("gcpDbAvailability"),
+            db_availability,
+            "regional with topology group: the group's instances survive a zone's loss, "
+            "so the database must too",
+        )
     db_disk_gb = reader.get_int("gcpDbDiskGb", default["DbDiskGb"], 10, 65536)
 
     db_backups = reader.get_bool("gcpDbBackups", default["DbBackups"])
@@ -255,6 +268,7 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
         bucket_location=bucket_location,
         artifacts=artifacts,
         service_account_id=naming.service_account_id(common.stack),
+        base_instance_name=naming.gcp_base_instance_name(common.stack),
     )
 
 

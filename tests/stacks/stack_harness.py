@@ -53,7 +53,16 @@ with warnings.catch_warnings():
 
     for _module in ("compute", "sql", "storage", "serviceaccount", "projects", "servicenetworking"):
         hasattr(getattr(pulumi_gcp, _module), "__loaded__")
-    for _module in (pulumi_aws.ec2, pulumi_aws.iam, pulumi_aws.rds, pulumi_aws.s3, pulumi_aws.vpc):
+    for _module in (
+        pulumi_aws.ec2,
+        pulumi_aws.iam,
+        pulumi_aws.rds,
+        pulumi_aws.s3,
+        pulumi_aws.vpc,
+        pulumi_aws.lb,
+        pulumi_aws.acm,
+        pulumi_aws.autoscaling,
+    ):
         getattr(_module, "__all__", None)
     getattr(pulumi_random, "RandomPassword", None)
     getattr(pulumi_tls, "PrivateKey", None)
@@ -73,6 +82,25 @@ DB_ADDRESS = "database-instance-abc1234.cxyz.eu-central-1.rds.amazonaws.com"
 AMI_ID = "ami-0debian12fake0001"
 RANDOM_HEX = "0a1b2c3d"
 INSTANCE_ID = "i-0123456789abcdef0"
+#: topology group: the GCP load balancer's global address, the AWS ALB's DNS name.
+LB_IP = "203.0.113.80"
+ALB_DNS = "lb-alb-0123abc-1234567890.eu-central-1.elb.amazonaws.com"
+COMPUTE_API = "https://www.googleapis.com/compute/v1"
+#: The GCP types of a group whose URLs (``selfLink``) other resources take.
+GCP_LINKED = {
+    "gcp:compute/instanceTemplate:InstanceTemplate": "global/instanceTemplates",
+    "gcp:compute/healthCheck:HealthCheck": "global/healthChecks",
+    "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager": (
+        f"regions/{GCP_REGION}/instanceGroupManagers"
+    ),
+    "gcp:compute/securityPolicy:SecurityPolicy": "global/securityPolicies",
+    "gcp:compute/sSLPolicy:SSLPolicy": "global/sslPolicies",
+    "gcp:compute/sSLCertificate:SSLCertificate": "global/sslCertificates",
+    "gcp:compute/managedSslCertificate:ManagedSslCertificate": "global/sslCertificates",
+    "gcp:compute/backendService:BackendService": "global/backendServices",
+    "gcp:compute/uRLMap:URLMap": "global/urlMaps",
+    "gcp:compute/targetHttpsProxy:TargetHttpsProxy": "global/targetHttpsProxies",
+}
 #: A password with every character a URI must escape (give it as ``default_password``).
 NASTY_PASSWORD = "p@ss:w/rd?x#y%z&a=b+c d"
 
@@ -105,7 +133,41 @@ def revealed(value: Any) -> Any:
 
 
 #: The configuration keys ``run`` marks secret by default, as ``config set --secret`` would.
-SECRET_CONFIG = frozenset({f"{PROJECT}:adminPassword"})
+SECRET_CONFIG = frozenset({f"{PROJECT}:adminPassword", f"{PROJECT}:groupCertificateKeyPem"})
+
+
+@functools.cache
+def certificate_pair(domain: str = "mlflow.example.com") -> tuple[str, str]:
+    """A real self-signed certificate for ``domain`` and its key (PEM), for a group's
+    provided certificate (``groupCertificatePem``, ``groupCertificateKeyPem``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return pem, private
+
+
+def group_config(cloud: str = "gcp", environment: str = "dev", **overrides: Any) -> dict[str, str]:
+    """A valid ``topology: group`` stack config: a domain for the managed certificate, and
+    no SSH CIDRs (the instances are reached through IAP or Session Manager)."""
+    values = {"topology": "group", "domain": "mlflow.example.com", "sshAllowedCidrs": None}
+    return config(cloud, environment, **{**values, **overrides})
 
 
 @functools.cache
@@ -205,6 +267,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         state, typ, resource_id = dict(args.inputs), args.typ, f"{args.name}-id"
         if typ.startswith("gcp:") and "name" not in state:
             state["name"] = f"{args.name}-a1b2c3d"  # Pulumi's auto-naming suffix
+        if typ in GCP_LINKED:
+            link = f"{COMPUTE_API}/projects/{GCP_PROJECT}/{GCP_LINKED[typ]}/{state['name']}"
+            state["selfLink"] = link
+            if typ == "gcp:compute/instanceTemplate:InstanceTemplate":
+                state["selfLinkUnique"] = f"{link}?uniqueId=1234567890"
+            if typ.endswith(":RegionInstanceGroupManager"):
+                state["instanceGroup"] = link.replace("instanceGroupManagers", "instanceGroups")
         if typ == "random:index/randomPassword:RandomPassword":
             default = self.default_password or "x" * int(args.inputs["length"])
             state["result"] = self.passwords.get(args.name, default)
@@ -223,6 +292,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["member"] = f"serviceAccount:{state['email']}"
         elif typ == "gcp:compute/address:Address":
             state["address"] = STATIC_IP
+        elif (
+            typ == "gcp:compute/globalAddress:GlobalAddress"
+            and state.get("addressType") == "EXTERNAL"
+        ):
+            state["address"] = LB_IP
         elif typ == "aws:s3/bucket:Bucket":
             resource_id = state["bucket"] = f"{args.name}-0a1b2c3"
             state["arn"] = f"arn:aws:s3:::{resource_id}"
@@ -240,6 +314,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["name"] = f"{args.name}-abc1234"
         elif typ == "aws:ec2/keyPair:KeyPair":
             state["keyName"] = f"{args.name}-abc1234"
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            state.update(
+                dnsName=ALB_DNS,
+                arn=f"arn:aws:elasticloadbalancing:{AWS_REGION}:123456789012:loadbalancer/app/{args.name}",
+            )
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            state["arn"] = (
+                f"arn:aws:elasticloadbalancing:{AWS_REGION}:123456789012:targetgroup/{args.name}"
+            )
+        elif typ == "aws:acm/certificate:Certificate":
+            state["arn"] = f"arn:aws:acm:{AWS_REGION}:123456789012:certificate/{args.name}"
+        elif typ == "aws:acm/certificateValidation:CertificateValidation":
+            state["certificateArn"] = args.inputs["certificateArn"]
+        elif typ == "aws:autoscaling/group:Group":
+            state["name"] = f"{args.name}-abc1234"
         return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs):

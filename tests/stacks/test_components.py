@@ -55,6 +55,8 @@ def test_both_clouds_declare_the_same_components():
         f"mlflow-server:{cloud}:{kind}"
         for cloud in ("gcp", "aws")
         for kind in ("Network", "Firewall", "Database", "ArtifactBucket", "Identity", "Server")
+        # topology group's, in place of the Server
+        + ("ServerGroup", "LoadBalancer")
     }
     for cls in COMPONENTS:
         assert cls.__name__ == cls.TYPE.rsplit(":", 1)[1]

@@ -16,6 +16,9 @@ ECDSA = public_key("ecdsa-sha2-nistp256")
 DSA = public_key("ssh-dss")
 MISMATCHED = "ssh-rsa " + stack_harness.SSH_KEY.split()[1]
 LONG_STACK = "Ab_" + "x.y-" * 24 + "Z"  # 100 characters
+#: topology group with what it needs: a domain, and no SSH CIDRs (IAP, Session Manager).
+GROUP = {"topology": "group", "domain": "mlflow.example.com", "sshAllowedCidrs": None}
+PEM, KEY = stack_harness.certificate_pair()
 ROLE = "arn:aws:iam::123456789012:role/deploy"
 
 # (case id, environment, overrides, stack name or None, refused: (key, value part, allowed part) or None)
@@ -226,6 +229,116 @@ COMMON = [
     ("stack-100-characters", "test", {}, LONG_STACK, None),
     ("stack-a-dot", "dev", {}, ".", None),
     ("stack-a-hyphen", "prod", {}, "-", None),
+    # --- topology ---
+    (
+        "topology-unknown",
+        "dev",
+        {"topology": "cluster"},
+        None,
+        (P + "topology", "cluster", "one of single, group"),
+    ),
+    (
+        "topology-capitalised",
+        "dev",
+        {**GROUP, "topology": "Group"},
+        None,
+        (P + "topology", "Group", "one of single, group"),
+    ),
+    (
+        "group-size-in-single",
+        "dev",
+        {"groupSize": "3"},
+        None,
+        (P + "groupSize", "3", "no groupSize with topology single"),
+    ),
+    (
+        "group-certificate-in-single",
+        "dev",
+        {"groupCertificatePem": PEM, "groupCertificateKeyPem": KEY},
+        None,
+        (P + "groupCertificatePem", "BEGIN CERTIFICATE", "with topology single"),
+    ),
+    (
+        "group-key-in-single-not-shown",
+        "dev",
+        {"groupCertificateKeyPem": KEY},
+        None,
+        (P + "groupCertificateKeyPem", "[secret]", "with topology single"),
+    ),
+    ("group-of-one", "dev", {**GROUP, "groupSize": "1"}, None, (P + "groupSize", "1", "2 to 10")),
+    (
+        "group-of-eleven",
+        "dev",
+        {**GROUP, "groupSize": "11"},
+        None,
+        (P + "groupSize", "11", "2 to 10"),
+    ),
+    (
+        "group-size-words",
+        "dev",
+        {**GROUP, "groupSize": "two"},
+        None,
+        (P + "groupSize", "two", "whole number"),
+    ),
+    (
+        "group-without-domain-or-certificate",
+        "dev",
+        {**GROUP, "domain": None},
+        None,
+        (P + "domain", "None", "groupCertificatePem and groupCertificateKeyPem"),
+    ),
+    (
+        "group-certificate-without-key",
+        "dev",
+        {**GROUP, "groupCertificatePem": PEM},
+        None,
+        (P + "groupCertificateKeyPem", "None", "set together with groupCertificatePem"),
+    ),
+    (
+        "group-key-without-certificate",
+        "dev",
+        {**GROUP, "groupCertificateKeyPem": KEY},
+        None,
+        (P + "groupCertificatePem", "None", "set together with groupCertificateKeyPem"),
+    ),
+    (
+        "group-certificate-not-pem",
+        "dev",
+        {**GROUP, "groupCertificatePem": "mlflow.example.com.crt", "groupCertificateKeyPem": KEY},
+        None,
+        (P + "groupCertificatePem", "mlflow.example.com.crt", "PEM text of the certificate"),
+    ),
+    (
+        "group-key-not-pem-not-shown",
+        "dev",
+        {**GROUP, "groupCertificatePem": PEM, "groupCertificateKeyPem": "hunter2 hunter2"},
+        None,
+        (P + "groupCertificateKeyPem", "[secret: not a PEM private key]", "private key"),
+    ),
+    (
+        "group-letsencrypt",
+        "dev",
+        {**GROUP, "tlsMode": "letsencrypt", "acmeEmail": "ops@example.com"},
+        None,
+        (P + "tlsMode", "letsencrypt", "self-signed or provided with topology group"),
+    ),
+    (
+        "group-ssh-cidrs",
+        "dev",
+        {**GROUP, "sshAllowedCidrs": ["198.51.100.0/28"]},
+        None,
+        (P + "sshAllowedCidrs", "198.51.100.0/28", "an empty list with topology group"),
+    ),
+    ("group-managed-certificate", "prod", GROUP, None, None),
+    (
+        "group-provided-certificate-no-domain",
+        "dev",
+        {**GROUP, "domain": None, "groupCertificatePem": PEM, "groupCertificateKeyPem": KEY},
+        None,
+        None,
+    ),
+    ("group-of-ten-long-stack", "test", {**GROUP, "groupSize": "10"}, LONG_STACK, None),
+    ("group-mixed-case-stack", "dev", GROUP, "Team_A.Prod", None),
 ]
 GCP = COMMON + [
     (
@@ -323,6 +436,13 @@ GCP = COMMON + [
     ),
     ("ecdsa-on-gcp", "dev", {"sshPublicKeys": [ECDSA]}, None, None),
     (
+        "group-zonal-database",
+        "dev",
+        {**GROUP, "gcpDbAvailability": "zonal"},
+        None,
+        (P + "gcpDbAvailability", "zonal", "regional with topology group"),
+    ),
+    (
         "impersonation",
         "dev",
         {
@@ -412,6 +532,20 @@ AWS = COMMON + [
         (P + "sshPublicKeys", "ecdsa-sha2-nistp256", "EC2 imports only RSA and ED25519"),
     ),
     ("ecdsa-after-ed25519", "dev", {"sshPublicKeys": [stack_harness.SSH_KEY, ECDSA]}, None, None),
+    (
+        "group-single-az-database",
+        "dev",
+        {**GROUP, "awsDbMultiAz": "false"},
+        None,
+        (P + "awsDbMultiAz", "false", "true with topology group"),
+    ),
+    (
+        "group-ssh-by-cidrs",
+        "dev",
+        {**GROUP, "awsSshAccess": "cidrs"},
+        None,
+        (P + "awsSshAccess", "cidrs", "session-manager with topology group"),
+    ),
     (
         "typo-aws-key",
         "dev",

@@ -21,6 +21,15 @@ LETSENCRYPT = {
     "acmeEmail": "ops@example.com",
 }
 
+GROUP = {"topology": "group", "domain": "mlflow.example.com", "sshAllowedCidrs": None}
+PROVIDED = dict(
+    zip(
+        ("groupCertificatePem", "groupCertificateKeyPem"),
+        stack_harness.certificate_pair(),
+        strict=True,
+    )
+)
+
 # (case id, cloud, environment, overrides)
 VARIANTS = [
     ("gcp-dev", "gcp", "dev", LETSENCRYPT),
@@ -30,6 +39,10 @@ VARIANTS = [
     ("aws-test", "aws", "test", {}),
     ("aws-prod", "aws", "prod", {}),
     ("aws-session-manager", "aws", "dev", {"sshAllowedCidrs": None}),
+    ("gcp-group", "gcp", "prod", GROUP),
+    ("gcp-group-provided", "gcp", "dev", {**GROUP, **PROVIDED}),
+    ("aws-group", "aws", "prod", GROUP),
+    ("aws-group-provided", "aws", "dev", {**GROUP, **PROVIDED}),
     (
         "aws-letsencrypt",
         "aws",

@@ -468,6 +468,15 @@ def test_missing_output_is_named(missing):
     assert f"setting {missing!r} is missing" in str(raised.value)
 
 
+def test_a_group_stack_is_refused_until_bootstrap_knows_groups():
+    outputs = dict(RECORDED_OUTPUTS["gcp"], topology="group", hosts=[])
+    with pytest.raises(SettingsError, match="not bootstrapped yet") as raised:
+        deployment_from_outputs(outputs)
+    assert raised.value.key == "topology"
+    single = deployment_from_outputs(dict(RECORDED_OUTPUTS["gcp"], topology="single"))
+    assert single.host == RECORDED_OUTPUTS["gcp"]["host"]
+
+
 def test_secret_output_without_show_secrets_is_explained():
     outputs = dict(RECORDED_OUTPUTS["aws"], admin_password={"4dabf18193072939515e22adb298388d": 1})
     with pytest.raises(SettingsError, match="--show-secrets") as raised:

@@ -15,11 +15,14 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 
 from stacks import contract, keys, naming, rules
+
+if TYPE_CHECKING:
+    from stacks.topology import GroupSettings
 
 PROJECT = keys.PROJECT
 WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
@@ -219,22 +222,6 @@ def check_keys(cloud: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GroupSettings:
-    """``topology: group``: how many instances, and the load balancer's own certificate."""
-
-    size: int
-    #: A provided certificate chain (PEM, leaf first) and its key (a secret); None: the
-    #: cloud manages a certificate for ``domain`` (Google-managed, or ACM with DNS
-    #: validation).
-    certificate_pem: str | None = None
-    certificate_key: pulumi.Output[str] | None = field(default=None, repr=False)
-
-    @property
-    def provided_certificate(self) -> bool:
-        return self.certificate_pem is not None
-
-
-@dataclass(frozen=True, kw_only=True)
 class CommonSettings:
     """Settings whose meaning is the same on both clouds."""
 
@@ -287,7 +274,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _ruled(reader: ConfigReader, key: str, check, value):
+def ruled(reader: ConfigReader, key: str, check, value):
     """``check(value)`` (a stacks/rules.py rule), its violation named by ``key``."""
     try:
         return check(value)
@@ -300,7 +287,7 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
     cloud = reader.get_choice("cloud", contract.CLOUDS, None)
     environment = reader.get_choice("environment", contract.ENVIRONMENTS, None)
     check_keys(cloud)
-    mlflow_version = _ruled(
+    mlflow_version = ruled(
         reader,
         "mlflowVersion",
         rules.mlflow_version,
@@ -311,17 +298,17 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
     public_keys = reader.get_list("sshPublicKeys", [])
     for key in public_keys:
         ssh_key_algorithm(reader.qualified("sshPublicKeys"), key)
-    ssh_user = _ruled(reader, "sshUser", rules.login_user, reader.get("sshUser", "mlflow-admin"))
-    tls_mode = _ruled(reader, "tlsMode", rules.tls_mode, reader.get("tlsMode", "self-signed"))
+    ssh_user = ruled(reader, "sshUser", rules.login_user, reader.get("sshUser", "mlflow-admin"))
+    tls_mode = ruled(reader, "tlsMode", rules.tls_mode, reader.get("tlsMode", "self-signed"))
     domain = reader.get("domain")
     if domain is not None:
-        _ruled(reader, "domain", rules.domain, domain)
+        ruled(reader, "domain", rules.domain, domain)
     acme_email = reader.get("acmeEmail")
     if acme_email is not None:
-        _ruled(reader, "acmeEmail", rules.email, acme_email)
+        ruled(reader, "acmeEmail", rules.email, acme_email)
     if tls_mode == "letsencrypt":
-        _ruled(reader, "tlsMode", lambda _: rules.letsencrypt_needs(domain, acme_email), tls_mode)
-    labels = _ruled(reader, "labels", rules.labels, reader.get_object("labels", {}))
+        ruled(reader, "tlsMode", lambda _: rules.letsencrypt_needs(domain, acme_email), tls_mode)
+    labels = ruled(reader, "labels", rules.labels, reader.get_object("labels", {}))
     expires_at = reader.get("expiresAt")
     if expires_at is not None:
         try:
@@ -346,8 +333,11 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
     world = [c for c in https + ssh if c in WORLD_CIDRS]
     admin_password = reader.get("adminPassword")
     if admin_password is not None:
-        _ruled(reader, "adminPassword", rules.admin_password, admin_password)
-    topology = _ruled(reader, "topology", rules.topology, reader.get("topology", "single"))
+        ruled(reader, "adminPassword", rules.admin_password, admin_password)
+    topology = ruled(reader, "topology", rules.topology, reader.get("topology", "single"))
+    # Imported here: stacks.topology reads through this module's reader and rules.
+    from stacks.topology import read_group
+
     group = read_group(reader, topology, domain=domain, tls_mode=tls_mode, ssh_cidrs=ssh)
     return CommonSettings(
         cloud=cloud,
@@ -368,67 +358,3 @@ def read_common(reader: ConfigReader, stack: str) -> CommonSettings:
         topology=topology,
         group=group,
     )
-
-
-def read_group(
-    reader: ConfigReader,
-    topology: str,
-    *,
-    domain: str | None,
-    tls_mode: str,
-    ssh_cidrs: list[str],
-) -> GroupSettings | None:
-    """The group's settings with ``topology: group``; with ``single`` a group-only key is
-    refused rather than ignored."""
-    if topology != "group":
-        for key in keys.GROUP_ONLY:
-            value = reader.get(key)
-            if value is not None:
-                shown = "[secret]" if key in keys.SECRET else value
-                raise SettingError(
-                    reader.qualified(key),
-                    shown,
-                    f"no {key} with topology single: it is read only with "
-                    f"{reader.qualified('topology')} group",
-                )
-        return None
-    low, high = rules.GROUP_SIZE_RANGE
-    size = reader.get_int("groupSize", low, low, high)
-    if tls_mode not in rules.GROUP_TLS_MODES:
-        raise SettingError(
-            reader.qualified("tlsMode"),
-            tls_mode,
-            "self-signed or provided with topology group: the load balancer holds the public "
-            "certificate, and a Let's Encrypt challenge would reach whichever instance it picks",
-        )
-    if ssh_cidrs:
-        raise SettingError(
-            reader.qualified("sshAllowedCidrs"),
-            ssh_cidrs,
-            "an empty list with topology group: the instances have no public address; SSH "
-            "goes through GCP IAP or AWS Session Manager",
-        )
-    pem = reader.get("groupCertificatePem")
-    key = reader.get("groupCertificateKeyPem")
-    if (pem is None) != (key is None):
-        missing = "groupCertificateKeyPem" if key is None else "groupCertificatePem"
-        raise SettingError(
-            reader.qualified(missing),
-            None,
-            "set together with "
-            + ("groupCertificatePem" if key is None else "groupCertificateKeyPem")
-            + ": a provided certificate needs both its chain and its private key",
-        )
-    if pem is None and domain is None:
-        raise SettingError(
-            reader.qualified("domain"),
-            None,
-            "a DNS name with topology group (the cloud manages the load balancer's "
-            "certificate for it), or groupCertificatePem and groupCertificateKeyPem (a "
-            "certificate of your own)",
-        )
-    if pem is None:
-        return GroupSettings(size=size)
-    _ruled(reader, "groupCertificatePem", rules.certificate_pem, pem)
-    _ruled(reader, "groupCertificateKeyPem", rules.private_key_pem, key)
-    return GroupSettings(size=size, certificate_pem=pem, certificate_key=pulumi.Output.secret(key))

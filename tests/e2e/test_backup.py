@@ -12,6 +12,9 @@ from tests.e2e.kit import fab, write_settings
 from tests.e2e.test_bootstrap import log_everything
 from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET, DB_NAME, DB_USER
 
+#: The restore drill's new server's own, empty database.
+FRESH_DB = f"{DB_NAME}_fresh"
+
 pytestmark = pytest.mark.e2e
 
 
@@ -158,20 +161,10 @@ def test_a_fresh_server_restores_another_server_s_backup(
     taken = fab("backup", "--settings", str(deployed["path"]))
     backup_id = re.search(r"backup ID: (\S+)", taken.stdout).group(1)
 
-    cloud.postgres.psql(f"CREATE DATABASE {DB_NAME}_fresh OWNER {DB_USER};\n")
     host = host_factory.clone_of(deployed["host"])
     try:
         host.ssh(f"sudo rm {PATHS['kek']}")
-        settings = {
-            **deployed["settings"],
-            "host": host.address,
-            "ssh_key_file": str(host.key_file),
-            "known_hosts_file": str(host.known_hosts),
-            "backend_store_uri": deployed["settings"]["backend_store_uri"].replace(
-                f"/{deployed['database']}?", f"/{DB_NAME}_fresh?"
-            ),
-        }
-        assert f"/{DB_NAME}_fresh?" in settings["backend_store_uri"]
+        settings = cloud.deployment_settings(host, deployed["backend"], database=FRESH_DB)
         path = str(write_settings(deployed["path"].parent / "fresh.yaml", settings))
         fab("bootstrap", "--settings", path)
         restored = fab("restore", "--from", backup_id, "--settings", path, "--yes")
@@ -183,4 +176,4 @@ def test_a_fresh_server_restores_another_server_s_backup(
         assert snapshot(logged) == before
     finally:
         host_factory.discard(host)
-        cloud.postgres.psql(f"DROP DATABASE IF EXISTS {DB_NAME}_fresh WITH (FORCE);\n")
+        cloud.postgres.drop_database(FRESH_DB)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from provisioning.layout import PATHS
-from tests.e2e.kit import fab, write_settings
+from tests.e2e.kit import fab, serving_copy, write_settings
 from tests.e2e.test_bootstrap import log_everything
 from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET, DB_NAME, DB_USER
 
@@ -161,7 +161,7 @@ def test_a_fresh_server_restores_another_server_s_backup(
     taken = fab("backup", "--settings", str(deployed["path"]))
     backup_id = re.search(r"backup ID: (\S+)", taken.stdout).group(1)
 
-    host = host_factory.clone_of(deployed["host"])
+    host = serving_copy(host_factory, deployed["host"])
     try:
         host.ssh(f"sudo rm {PATHS['kek']}")
         settings = cloud.deployment_settings(host, deployed["backend"], database=FRESH_DB)

@@ -25,10 +25,11 @@ import pytest
 import requests
 
 from tests.e2e.kit import fab, main_pids, serving_copy, write_settings
-from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET
+from tests.e2e.test_gc_metrics import objects_under
+from tests.localcloud.services import ARTIFACT_PREFIX
 
-#: Every test here runs on the s3 host's copy (``sso``).
-pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("deployed", ["s3"], indirect=True)]
+#: Every test here runs on a copy of the gcs host (``sso``).
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("deployed", ["gcs"], indirect=True)]
 #: The single sign-on server's own database, empty at its first bootstrap.
 SSO_DB = "mlflow_sso"
 
@@ -46,14 +47,15 @@ MAX_HOPS = 10
 
 @pytest.fixture(scope="module")
 def sso(deployed, local_cloud, host_factory, tmp_path_factory):
-    """A copy of the s3 host (basic auth) bootstrapped again with auth oidc against the local
-    cloud's provider, on an empty database of its own: a server moving to single sign-on."""
+    """A copy of the gcs host (basic auth, an e2-small) bootstrapped again with auth oidc
+    against the local cloud's provider, on an empty database of its own: a server moving to
+    single sign-on."""
     provider = local_cloud.oidc_provider()
     host = serving_copy(host_factory, deployed["host"])
     try:
         url = f"https://{host.address}"
         client_id, client_secret = provider.register_client([f"{url}/callback"])
-        settings = local_cloud.deployment_settings(host, "s3", database=SSO_DB)
+        settings = local_cloud.deployment_settings(host, "gcs", database=SSO_DB)
         settings["extra_ca_certs"] = [*settings["extra_ca_certs"], str(provider.ca_cert)]
         settings.update(
             auth="oidc",
@@ -339,11 +341,7 @@ def test_metrics_and_gc_act_as_the_kits_service_account(sso, local_cloud, monkey
     prefix = f"{ARTIFACT_PREFIX}/{experiment}/{run.info.run_id}/"
 
     def stored() -> list:
-        return (
-            local_cloud.s3.client()
-            .list_objects_v2(Bucket=BUCKET, Prefix=prefix)
-            .get("Contents", [])
-        )
+        return objects_under({"backend": "gcs", "cloud": local_cloud}, prefix)
 
     assert stored()
     client.delete_run(run.info.run_id)

@@ -14,11 +14,27 @@ REQUIRE_LOCALCLOUD = os.environ.get("MLFLOW_KIT_REQUIRE_LOCALCLOUD") == "1"
 _CLOUD_ENV_PREFIXES = ("AWS_", "GOOGLE_", "CLOUDSDK_", "PULUMI_", "MLFLOW_TRACKING_")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     # Tests without a tier marker are unit tests.
     for item in items:
         if not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(pytest.mark.unit)
+        item.add_marker(pytest.mark.xdist_group(worker_group(item)))
+
+
+def worker_group(item) -> str:
+    """Which tests one worker runs in order under ``pytest -n 2 --dist loadgroup`` (make
+    test): the end-to-end tests on the s3 host together (the host is bootstrapped once per
+    worker that asks for it), the other end-to-end tests together (the gcs host, the local
+    cloud's own tests, single sign-on), and the unit and service tiers, which come first
+    on one worker and leave it for the second group."""
+    if not item.get_closest_marker("e2e"):
+        return "unit-and-service"
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("deployed") == "s3":
+        return "e2e-s3"
+    return "e2e-other"
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 import pytest
 
-from tests.e2e.kit import fab, kill_fab_when, write_settings
+from tests.e2e.kit import fab, kill_fab_when, serving_copy, write_settings
 from tests.localcloud.cloudlike import CloudLike
 
 #: Each backend's host plays one cloud's first boot: cloud-init, apt's locks held by an
@@ -94,10 +93,8 @@ def deployed_clone(deployed, local_cloud, host_factory, tmp_path):
     source = deployed["host"]
     database = f"mlflow_clone_{secrets.token_hex(4)}"
     uri = local_cloud.postgres.copy_database(database, source=deployed["database"])
-    clone = host_factory.clone_of(source)
+    clone = serving_copy(host_factory, source)
     try:
-        # The source was powered off for the copy: back to serving before any other test.
-        wait_proxy_healthy(source, timeout=180)
         settings = {
             **deployed["settings"],
             "host": clone.address,
@@ -125,12 +122,3 @@ def deployed_clone(deployed, local_cloud, host_factory, tmp_path):
 def clone_client_env(deployed_clone, monkeypatch, tmp_path):
     """``client_env`` for ``deployed_clone``: its URL, the admin's credentials, its certificate."""
     return point_the_client_at(deployed_clone, monkeypatch, tmp_path / "clone-server.crt")
-
-
-def wait_proxy_healthy(host, timeout: float) -> None:
-    """Until ``/health`` through the host's own nginx answers 200 (asked from the host)."""
-    health = "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health"
-    deadline = time.monotonic() + timeout
-    while host.ssh(health, check=False).stdout.strip() != "200":
-        assert time.monotonic() < deadline, f"{host.name}: /health not 200 within {timeout:.0f}s"
-        time.sleep(1)

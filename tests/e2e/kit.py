@@ -60,6 +60,23 @@ def kill_fab_when(args: list[str], ready, timeout: float = 900) -> str:
     return "".join(output)
 
 
+def wait_proxy_healthy(host, timeout: float) -> None:
+    """Until ``/health`` through the host's own nginx answers 200 (asked from the host)."""
+    health = "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health"
+    deadline = time.monotonic() + timeout
+    while host.ssh(health, check=False).stdout.strip() != "200":
+        assert time.monotonic() < deadline, f"{host.name}: /health not 200 within {timeout:.0f}s"
+        time.sleep(1)
+
+
+def serving_copy(host_factory, source):
+    """A booted copy of a bootstrapped host (``host_factory.clone_of``); the source, powered
+    off for the copy, serves again before this returns (other tests use it next)."""
+    clone = host_factory.clone_of(source)
+    wait_proxy_healthy(source, timeout=180)
+    return clone
+
+
 def write_settings(path: Path, settings: dict) -> Path:
     path.write_text(yaml.safe_dump(settings))
     path.chmod(0o600)

@@ -7,9 +7,13 @@ import time
 
 import pytest
 
-from tests.e2e.kit import fab, write_settings
+from provisioning.layout import PATHS
+from tests.e2e.kit import fab, serving_copy, write_settings
 from tests.e2e.test_bootstrap import log_everything
 from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET, DB_NAME, DB_USER
+
+#: The restore drill's new server's own, empty database.
+FRESH_DB = f"{DB_NAME}_fresh"
 
 pytestmark = pytest.mark.e2e
 
@@ -142,21 +146,25 @@ def test_an_unknown_backup_is_refused_and_the_servers_keep_serving(deployed, cli
 
 
 @pytest.mark.parametrize("deployed", ["gcs"], indirect=True)  # s3 restores its own above
-def test_a_fresh_server_restores_another_server_s_backup(deployed, client_env, monkeypatch):
-    """The drill a platform team runs: a new VM with an empty database, the same bucket."""
+def test_a_fresh_server_restores_another_server_s_backup(
+    deployed, client_env, monkeypatch, host_factory
+):
+    """The drill a platform team runs: a new VM with an empty database, the same bucket.
+
+    The new VM is a copy of the gcs host without its KEK (a new VM makes its own at its
+    first bootstrap) on an empty database of its own: what the restore meets on a new
+    VM; only the environment's build, which the other tests prove, is not done again.
+    """
     cloud = deployed["cloud"]
     logged = log_runs("fresh-server")
     before = snapshot(logged)
     taken = fab("backup", "--settings", str(deployed["path"]))
     backup_id = re.search(r"backup ID: (\S+)", taken.stdout).group(1)
 
-    cloud.postgres.psql(f"CREATE DATABASE {DB_NAME}_fresh OWNER {DB_USER};\n")
-    host = cloud.new_host()
+    host = serving_copy(host_factory, deployed["host"])
     try:
-        settings = cloud.deployment_settings(host, deployed["backend"])
-        settings["backend_store_uri"] = settings["backend_store_uri"].replace(
-            f"/{DB_NAME}?", f"/{DB_NAME}_fresh?"
-        )
+        host.ssh(f"sudo rm {PATHS['kek']}")
+        settings = cloud.deployment_settings(host, deployed["backend"], database=FRESH_DB)
         path = str(write_settings(deployed["path"].parent / "fresh.yaml", settings))
         fab("bootstrap", "--settings", path)
         restored = fab("restore", "--from", backup_id, "--settings", path, "--yes")
@@ -167,5 +175,5 @@ def test_a_fresh_server_restores_another_server_s_backup(deployed, client_env, m
         monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert))
         assert snapshot(logged) == before
     finally:
-        cloud.remove_host(host)
-        cloud.postgres.psql(f"DROP DATABASE IF EXISTS {DB_NAME}_fresh WITH (FORCE);\n")
+        host_factory.discard(host)
+        cloud.postgres.drop_database(FRESH_DB)

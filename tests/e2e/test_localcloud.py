@@ -580,7 +580,7 @@ def test_pebble_refuses_a_domain_whose_caa_names_another_ca(local_cloud, certbot
 # -- a bootstrapped host's clone for a test that changes it ------------------------------
 
 
-@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+@pytest.mark.parametrize("deployed", ["gcs"], indirect=True)
 def test_deployed_clone_serves_on_its_own_address_and_database(
     deployed, deployed_clone, clone_client_env, client_env
 ):

@@ -24,10 +24,14 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import pytest
 import requests
 
-from tests.e2e.kit import fab, main_pids, write_settings
-from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET
+from tests.e2e.kit import fab, main_pids, serving_copy, write_settings
+from tests.e2e.test_gc_metrics import objects_under
+from tests.localcloud.services import ARTIFACT_PREFIX
 
-pytestmark = pytest.mark.e2e
+#: Every test here runs on a copy of the gcs host (``sso``).
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("deployed", ["gcs"], indirect=True)]
+#: The single sign-on server's own database, empty at its first bootstrap.
+SSO_DB = "mlflow_sso"
 
 #: Experiments the tests create; the settings grant on them.
 EXPERIMENTS = ("team-a-exp", "team-b-exp", "private-exp")
@@ -42,14 +46,16 @@ MAX_HOPS = 10
 
 
 @pytest.fixture(scope="module")
-def sso(local_cloud, tmp_path_factory):
-    """A host bootstrapped with auth oidc against the local cloud's provider."""
+def sso(deployed, local_cloud, host_factory, tmp_path_factory):
+    """A copy of the gcs host (basic auth, an e2-small) bootstrapped again with auth oidc
+    against the local cloud's provider, on an empty database of its own: a server moving to
+    single sign-on."""
     provider = local_cloud.oidc_provider()
-    host = local_cloud.new_host()
+    host = serving_copy(host_factory, deployed["host"])
     try:
         url = f"https://{host.address}"
         client_id, client_secret = provider.register_client([f"{url}/callback"])
-        settings = local_cloud.deployment_settings(host, "s3")
+        settings = local_cloud.deployment_settings(host, "gcs", database=SSO_DB)
         settings["extra_ca_certs"] = [*settings["extra_ca_certs"], str(provider.ca_cert)]
         settings.update(
             auth="oidc",
@@ -71,7 +77,8 @@ def sso(local_cloud, tmp_path_factory):
             "folder": folder, "provider": provider, "first": first, "admin": ("admin", token),
         }  # fmt: skip
     finally:
-        local_cloud.remove_host(host)
+        host_factory.discard(host)
+        local_cloud.postgres.drop_database(SSO_DB)
 
 
 def sign_in(sso: dict, sub: str) -> tuple[requests.Session, str]:
@@ -334,11 +341,7 @@ def test_metrics_and_gc_act_as_the_kits_service_account(sso, local_cloud, monkey
     prefix = f"{ARTIFACT_PREFIX}/{experiment}/{run.info.run_id}/"
 
     def stored() -> list:
-        return (
-            local_cloud.s3.client()
-            .list_objects_v2(Bucket=BUCKET, Prefix=prefix)
-            .get("Contents", [])
-        )
+        return objects_under({"backend": "gcs", "cloud": local_cloud}, prefix)
 
     assert stored()
     client.delete_run(run.info.run_id)

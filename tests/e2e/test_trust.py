@@ -85,7 +85,7 @@ def logins_trusting_any_key(host) -> int:
     return int(trusting_any_key(host, COUNT_LOGINS).stdout.strip())
 
 
-@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+@pytest.mark.parametrize("deployed", ["gcs"], indirect=True)  # the same on s3
 def test_a_database_certificate_from_another_ca_is_refused_before_any_server_changes(
     deployed, tmp_path
 ):
@@ -199,7 +199,7 @@ def decrypt_on_host(host, secret_id: str) -> str:
     ).stdout
 
 
-@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+@pytest.mark.parametrize("deployed", ["gcs"], indirect=True)  # the same on s3
 def test_the_secret_store_has_its_own_kek_and_rotating_it_keeps_secrets(
     deployed_clone, clone_client_env
 ):
@@ -246,7 +246,7 @@ def clear_auth_caches(host) -> None:
     )
 
 
-@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+@pytest.mark.parametrize("deployed", ["gcs"], indirect=True)  # the same on s3
 def test_admin_password_drift_is_explained_and_rotation_converges(
     deployed_clone, clone_client_env, tmp_path
 ):

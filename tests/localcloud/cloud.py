@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,10 +239,20 @@ class LocalCloud:
 
     def remove_host(self, host: FreshHost) -> None:
         host.destroy()
-        shutil.rmtree(host.run_dir, ignore_errors=True)
+        if not os.path.ismount(host.rootfs):
+            shutil.rmtree(host.run_dir, ignore_errors=True)
         if host in self.hosts:
             self.hosts.remove(host)
+        self._remove_unused_layers()
         self.save()
+
+    def _remove_unused_layers(self) -> None:
+        """Frozen layers (``FreshHost.freeze``) no host stacks on any more."""
+        used = {lower for host in self.hosts for lower in host.lowers}
+        layers = self.run_dir / "layers"
+        for layer in layers.iterdir() if layers.exists() else ():
+            if str(layer) not in used:
+                subprocess.run(["rm", "-rf", "--one-file-system", str(layer)], check=False)
 
     def down(self) -> None:
         """Stop every process by PID and remove hosts, links, NAT rules and files."""
@@ -254,7 +265,8 @@ class LocalCloud:
         if self.services_slot:
             Link(self.services_slot).delete()
         if self.run_dir.exists():
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            # A root file system still mounted is left alone (rm stays on this file system).
+            subprocess.run(["rm", "-rf", "--one-file-system", str(self.run_dir)], check=False)
 
     def _services(self) -> tuple:
         """Every service, in the order they stop."""
@@ -462,6 +474,7 @@ def _host_fields(host: FreshHost) -> dict:
         "instance_id": host.instance_id,
         "stack_host_key": host.stack_host_key,
         "limits": vars(host.limits) if host.limits else None,
+        "lowers": host.lowers,
     }
 
 
@@ -472,6 +485,7 @@ def _load_host(fields: dict, tied: bool) -> FreshHost:
     host.instance_id = fields.get("instance_id", "")
     host.stack_host_key = fields.get("stack_host_key", "")
     host.limits = Limits(**fields["limits"]) if fields.get("limits") else None
+    host.lowers = list(fields.get("lowers", []))
     return host
 
 

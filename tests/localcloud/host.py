@@ -2,7 +2,8 @@
 
 The host has its own network namespace (a veth pair: the machine is ``.1``,
 the guest ``.2`` of a /30), its own root filesystem (it cannot see the
-machine's files), real systemd as PID 1 and sshd, and cgroups of its own
+machine's files; an overlay of the image under a writable layer of its own, so a
+new host or a clone copies nothing), real systemd as PID 1 and sshd, and cgroups of its own
 (optionally with memory and CPU limits, see ``limits.py``). ``systemctl reboot``
 inside it really reboots it: nspawn exits with status 133 and the supervisor
 boots the same root filesystem again, so enabled units come back.
@@ -16,10 +17,11 @@ host keys, apt is busy, sshd comes late.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.localcloud.image import LOGIN_USER
@@ -140,6 +142,9 @@ class FreshHost:
     #: known_hosts pins it alone, as ``fab bootstrap --stack`` does, instead of the
     #: keys found on the root file system.
     stack_host_key: str = ""
+    #: The read-only layers under the host's own writable one, topmost first: the image,
+    #: and above it the layers frozen from the host it was cloned from (``create_from``).
+    lowers: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -163,6 +168,16 @@ class FreshHost:
         return self.run_dir / "rootfs"
 
     @property
+    def upper(self) -> Path:
+        """What this host wrote: the writable layer of its overlay root file system."""
+        return self.run_dir / "upper"
+
+    @property
+    def layers_dir(self) -> Path:
+        """Frozen layers, shared by a host and its clones (in the local cloud's directory)."""
+        return self.run_dir.parent / "layers"
+
+    @property
     def key_file(self) -> Path:
         return self.run_dir / "id_ed25519"
 
@@ -184,7 +199,8 @@ class FreshHost:
         (``cloudlike.prepare``), which does that work at first boot.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        run(["cp", "-a", "--reflink=auto", str(image_rootfs), str(self.rootfs)])
+        self.lowers = [str(image_rootfs)]
+        self.mount()
         (self.rootfs / "etc/hosts").write_text(
             "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
         )
@@ -212,9 +228,15 @@ class FreshHost:
 
     def create_from(self, source: FreshHost) -> None:
         """A copy of ``source``'s (powered-off) root file system, with this slot's name,
-        address and a new machine ID, but ``source``'s host keys and login key."""
+        address and a new machine ID, but ``source``'s host keys and login key.
+
+        Nothing is copied: ``source``'s writable layer is frozen into a read-only one
+        that both stack their own writable layers on (``freeze``).
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        run(["cp", "-a", "--reflink=auto", str(source.rootfs), str(self.rootfs)])
+        source.freeze()
+        self.lowers = list(source.lowers)
+        self.mount()
         for key in (source.key_file, source.key_file.with_suffix(".pub")):
             run(["cp", "-p", str(key), str(self.run_dir / key.name)])
         self.flavour, self.user, self.instance_id = source.flavour, source.user, source.instance_id
@@ -233,6 +255,38 @@ class FreshHost:
             (self.rootfs / "var/lib/cloud/instance/obj.pkl").unlink(missing_ok=True)
         self.write_known_hosts()
         self.link.create()
+
+    # -- the overlay root file system -----------------------------------------------------
+
+    def mount(self) -> None:
+        """The root file system: an overlay of ``lowers`` (read-only) under ``upper``.
+        ``redirect_dir``: a directory from a lower layer can be renamed, as on a disk."""
+        work = self.run_dir / "work"
+        for path in (self.upper, work, self.rootfs):
+            path.mkdir(exist_ok=True)
+        options = (
+            f"lowerdir={':'.join(self.lowers)},upperdir={self.upper},workdir={work},redirect_dir=on"
+        )
+        run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.rootfs)])
+
+    def unmount(self) -> None:
+        if os.path.ismount(self.rootfs):
+            run(["umount", str(self.rootfs)])
+
+    def freeze(self) -> None:
+        """Make what this (powered-off) host wrote a read-only layer under a new, empty
+        writable one. A host with nothing written since it was last frozen keeps its layers."""
+        if self.running():
+            raise RuntimeError(f"{self.name} must be powered off to be frozen")
+        if not any(self.upper.iterdir()):
+            return
+        self.unmount()
+        self.layers_dir.mkdir(exist_ok=True)
+        frozen = self.layers_dir / f"{self.name}-{secrets.token_hex(4)}"
+        self.upper.rename(frozen)
+        self.lowers = [str(frozen), *self.lowers]
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.run_dir / "work")], check=False)
+        self.mount()
 
     def _set_identity(self) -> None:
         (self.rootfs / "etc/hostname").write_text(self.name + "\n")
@@ -413,9 +467,12 @@ class FreshHost:
         self.shutdown()
         self.link.delete()
         HostCgroups(self.name).remove(timeout=2)
-        if self.rootfs.exists():
-            # Never follow anything out of the copy: rm stays on this file system.
-            subprocess.run(["rm", "-rf", "--one-file-system", str(self.rootfs)], check=False)
+        if os.path.ismount(self.rootfs):
+            subprocess.run(["umount", str(self.rootfs)], check=False)
+        for path in (self.rootfs, self.upper, self.run_dir / "work"):
+            if path.exists() and not os.path.ismount(path):
+                # Never follow anything out of the host: rm stays on this file system.
+                subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
 
 
 def _host_nameservers() -> str:

@@ -120,6 +120,8 @@ def test_each_host_in_turn_is_drained_bootstrapped_proven_undrained_and_rejoins(
     assert f"[{HOSTS[1]}] host 2 of 3: bootstrap" in hosts.lines
     assert any(line.startswith(f"[{HOSTS[2]}] bootstrap done in") for line in hosts.lines)
     assert [(r.host, r.changes, r.drained) for r in results] == [(h, 1, True) for h in HOSTS]
+    # The drain belongs to the roll: nothing after it drains these hosts.
+    assert all(play.host.before_disruption is None for play in hosts.plays)
 
 
 def test_converged_hosts_are_not_drained_and_a_left_drained_one_is_taken_back(no_waiting):
@@ -130,6 +132,7 @@ def test_converged_hosts_are_not_drained_and_a_left_drained_one_is_taken_back(no
     assert [(r.changes, r.drained) for r in results] == [(0, False), (0, True), (0, False)]
     assert not any("touch" in c for conn in hosts.conns.values() for c in conn.ran)
     assert no_waiting == [30]
+    assert all(play.host.before_disruption is None for play in hosts.plays)
     assert "0 changed, drained: 10.0.0.3" in rolling.summary(results, 1.0)
 
 
@@ -170,3 +173,31 @@ def test_a_failure_before_anything_restarted_says_the_host_was_not_drained():
         rolling.roll(group(), hosts.open_play, preflight_fails)
     assert hosts.opened == [HOSTS[0]]
     assert f"not touched, still serving: {HOSTS[1]}, {HOSTS[2]}" in str(stopped.value)
+
+
+@pytest.mark.parametrize(
+    "command, interrupts",
+    [
+        ("systemctl restart mlflow-server@5001", True),
+        ("systemctl start mlflow-server@5999", True),
+        ("systemctl stop mlflow-server@5001 mlflow-server@5002", True),
+        ("systemctl disable --now mlflow-server@5003", True),
+        ("nginx -t -q && systemctl reload nginx", True),
+        ("systemctl start nginx", True),
+        ("nginx -t -q && systemctl enable nginx && systemctl reload-or-restart nginx", True),
+        ("systemctl enable nginx", False),
+        ("systemctl daemon-reload", False),
+        ("systemctl reset-failed mlflow-server@5001 2>/dev/null || true", False),
+        ("systemctl restart mlflow-gc.timer", False),
+        ("systemctl enable mlflow-server@5001", False),
+        ("nginx -t -q", False),
+    ],
+)
+def test_what_interrupts_serving_drains_first(command, interrupts):
+    called: list[str] = []
+    host = Host(ScriptedConnection([{"run": f"# {command}"}]))
+    host.before_disruption = lambda: called.append("drain")
+    host.run(command)
+    assert called == (["drain"] if interrupts else [])
+    # Once only, and never again on this host.
+    assert host.before_disruption is (None if interrupts else host.before_disruption)

@@ -52,6 +52,14 @@ def validate_group(d: Deployment) -> None:
         raise SettingsError("hosts", d.hosts, f"{allowed}; {seen[0]} is listed twice")
     if d.host not in d.hosts:
         raise SettingsError("host", d.host, "one of hosts, or unset when hosts is given")
+    if d.public_host is None:
+        # Its default, the first host, is never what a group's users reach.
+        raise SettingsError(
+            "public_host",
+            MISSING,
+            "the load balancer's name (its domain or address) when hosts is given: the "
+            "servers accept requests only for the names they know",
+        )
     for name in SHARED_SECRETS:
         if getattr(d, name) is None:
             raise SettingsError(

@@ -87,6 +87,8 @@ def deployment_from_outputs(
     if instance and location:
         values["db_instance"], values["db_location"] = instance, location
     if group:
+        # The balancer's name is what users reach (the host and tracking_url outputs).
+        values["public_host"] = outputs[contract.HOST]
         # The secrets every instance of the group must share (provisioning.settings.group).
         for name in (contract.FLASK_SECRET_KEY, contract.KEK_PASSPHRASE):
             if outputs.get(name):

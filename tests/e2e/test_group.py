@@ -48,6 +48,8 @@ def test_a_rolling_bootstrap_behind_the_balancer(deployed, local_cloud, host_fac
         settings = {k: v for k, v in deployed["settings"].items() if k != "host"}
         settings.update(
             hosts=[a.address, b.address],
+            # What users reach, and so what the servers accept in the Host header.
+            public_host=local_cloud.postgres.address,
             ssh_key_file=str(a.key_file),
             known_hosts_file=str(known),
             backend_store_uri=uri,

@@ -10,6 +10,7 @@ from provisioning.settings.group import group_host
 from tests.unit.conftest import valid_settings
 
 SHARED = {"flask_secret_key": "f" * 32, "kek_passphrase": "k" * 40}
+BALANCER = "mlflow.example.com"
 HOSTS = ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
 
 
@@ -23,6 +24,7 @@ def file_settings(**changes):
     settings = valid_settings(**SHARED)
     del settings["host"]
     settings["hosts"] = HOSTS
+    settings["public_host"] = BALANCER
     settings.update(changes)
     return settings
 
@@ -30,10 +32,12 @@ def file_settings(**changes):
 def test_a_settings_file_gives_hosts_instead_of_host(tmp_path):
     d = deployment_from_file(write(tmp_path, **file_settings()))
     assert d.hosts == tuple(HOSTS) and d.host == HOSTS[0]
+    assert d.public_host == BALANCER and d.tracking_url == f"https://{BALANCER}"
     assert (d.drain_seconds, d.healthy_seconds) == (75, 30)
     one = group_host(d, HOSTS[2])
     assert one.host == HOSTS[2] and one.hosts == ()
     assert one.flask_secret_key == d.flask_secret_key
+    assert one.public_host == BALANCER
 
 
 def test_host_and_hosts_are_exclusive(tmp_path):
@@ -69,6 +73,14 @@ def test_a_group_without_its_shared_secrets_is_refused(tmp_path, missing):
     assert raised.value.key == missing
 
 
+def test_a_group_names_its_balancer(tmp_path):
+    settings = file_settings()
+    del settings["public_host"]
+    with pytest.raises(SettingsError, match="the load balancer's name") as raised:
+        deployment_from_file(write(tmp_path, **settings))
+    assert raised.value.key == "public_host"
+
+
 def test_a_single_host_needs_no_shared_secrets():
     assert Deployment(**valid_settings()).flask_secret_key is None
 
@@ -85,5 +97,5 @@ def test_drain_timings_are_bounded(key, value):
 
 def test_the_worked_on_host_is_one_of_the_group():
     with pytest.raises(SettingsError) as raised:
-        Deployment(**valid_settings(hosts=HOSTS[1:], **SHARED))
+        Deployment(**valid_settings(hosts=HOSTS[1:], public_host=BALANCER, **SHARED))
     assert raised.value.key == "host"

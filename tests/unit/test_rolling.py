@@ -28,6 +28,7 @@ RESTART = "systemctl restart mlflow-server@5001"
 
 def group(**changes) -> Deployment:
     settings = dict(BASE, host=HOSTS[0], hosts=HOSTS, flask_secret_key="f" * 32)
+    settings.update(public_host="mlflow.example.com")
     settings.update(kek_passphrase="k" * 40, drain_seconds=75, healthy_seconds=30, **changes)
     return Deployment(**settings)
 

@@ -483,8 +483,9 @@ def test_a_group_stack_needs_its_hosts_and_gives_them_its_shared_secrets():
     assert group.hosts == ("10.0.0.2", "10.0.0.3") and group.host == "10.0.0.2"
     assert group.flask_secret_key.reveal() == "f" * 32
     assert group.kek_passphrase.reveal() == "k" * 40
-    # The balancer's name stays what users reach.
+    # The balancer's name stays what users reach, and what the servers accept.
     assert group.tracking_url == RECORDED_OUTPUTS["gcp"]["tracking_url"]
+    assert group.public_host == RECORDED_OUTPUTS["gcp"]["host"]
     single = deployment_from_outputs(dict(RECORDED_OUTPUTS["gcp"], topology="single"))
     assert single.host == RECORDED_OUTPUTS["gcp"]["host"] and single.hosts == ()
     with pytest.raises(SettingsError) as raised:

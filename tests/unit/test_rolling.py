@@ -202,3 +202,47 @@ def test_what_interrupts_serving_drains_first(command, interrupts):
     assert called == (["drain"] if interrupts else [])
     # Once only, and never again on this host.
     assert host.before_disruption is (None if interrupts else host.before_disruption)
+
+
+class ReadingHost:
+    """A host whose facts answer from a table by command (status only reads)."""
+
+    name = HOSTS[0]
+
+    def __init__(self, answers: dict[str, object]):
+        self.answers = answers
+
+    def read(self, fact):
+        for command, value in self.answers.items():
+            if command in fact.command:
+                return value
+        return fact.parse("")
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_status_says_whether_the_host_is_draining(flag):
+    from provisioning import plays
+
+    host = ReadingHost({f"test -e {FLAG}": flag, "https://127.0.0.1/health": "200"})
+    rows = dict(plays.status(host, group()))
+    assert rows["draining"].startswith("YES: /health answers 503") is flag
+    assert rows["draining"] == "no" or flag
+
+
+def test_status_of_a_group_has_one_section_per_host(monkeypatch, capsys):
+    from provisioning import server_tasks
+
+    monkeypatch.setattr(server_tasks, "load_deployment", lambda c, stack, settings: group())
+    opened = []
+
+    @contextmanager
+    def on_host(deployment, task, lock=True):
+        opened.append((deployment.host, deployment.hosts, lock))
+        yield type("P", (), {"host": deployment.host})()
+
+    monkeypatch.setattr(server_tasks, "on_host", on_host)
+    monkeypatch.setattr(server_tasks.plays, "status", lambda host, d: [("draining", "no")])
+    server_tasks.status.body(None, settings="group.yaml")
+    assert opened == [(h, (), False) for h in HOSTS]
+    out = capsys.readouterr().out
+    assert out.split("\n")[::2][:3] == list(HOSTS)

@@ -46,6 +46,11 @@ PATHS = {
     "nginx_upstream": "/etc/nginx/mlflow-upstream.conf",
     "nginx_site_enabled": "/etc/nginx/sites-enabled/mlflow.conf",
     "nginx_default_site": "/etc/nginx/sites-enabled/default",
+    # While this file exists, /health answers 503 to everyone but loopback, so a load
+    # balancer takes the host out while the API and UI keep serving (fab bootstrap's
+    # rolling drain). Under /etc/nginx: nginx's workers must be able to see it, and a
+    # drained host stays drained across a reboot.
+    "drain_flag": "/etc/nginx/mlflow-draining",
     "letsencrypt_live": "/etc/letsencrypt/live",
     "acme_webroot": "/var/www/letsencrypt",
     "certbot_deploy_hook": "/etc/letsencrypt/renewal-hooks/deploy/mlflow-nginx-reload",

@@ -146,6 +146,12 @@ def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
     rows += [
         ("mlflow on disk", f"{versions.get(current, 'not installed')} (env {current or '-'})"),
         ("/health via nginx", host.read(facts.HEALTH_CODE) or "no answer"),
+        (
+            "draining",
+            f"YES: /health answers 503 to the load balancer ({PATHS['drain_flag']})"
+            if host.read(facts.exists(PATHS["drain_flag"]))
+            else "no",
+        ),
     ]
     for what, address, port in preflight.endpoints(d):
         ok = host.read(facts.tcp_open(address, port))

@@ -6,9 +6,11 @@ import sys
 import time
 
 from fabric import task
+from invoke.exceptions import Exit
 
-from provisioning import plays
+from provisioning import plays, rolling
 from provisioning.session import load_deployment, on_host, print_rows, say, selection
+from provisioning.settings.group import group_host
 
 
 @task(
@@ -27,13 +29,24 @@ def bootstrap(c, stack=None, settings=None, accept_new_host_key=False):
     ok or changed and its duration; a second run reports zero changes and
     restarts nothing. Secrets go to the host only as 0600 files.
 
+    With ``hosts`` (a group behind a load balancer) the hosts are bootstrapped one
+    at a time: a host about to restart or reload anything is first drained from the
+    balancer (/health answers it 503 for drain_seconds), then bootstrapped, proven,
+    un-drained and given healthy_seconds to rejoin before the next; a host with
+    nothing to change is not drained. A failure stops there, leaves that host
+    drained and the rest untouched; run the same command again to resume.
+
     Examples:
       fab bootstrap --stack dev
+      fab bootstrap --settings group.yaml                # hosts: [10.0.1.2, 10.0.2.3]
       fab bootstrap --stack dev --settings access.yaml   # ssh_key_file, ssh_proxy_command
       fab -H admin@203.0.113.10 bootstrap --settings onprem.yaml --accept-new-host-key
     """
     deployment = load_deployment(c, stack, settings)
     started = time.monotonic()
+    if deployment.hosts:
+        roll(deployment, "bootstrap", accept_new_host_key, plays.bootstrap, stack, settings)
+        return
     with on_host(deployment, "bootstrap", accept_new_host_key=accept_new_host_key) as play:
         plays.bootstrap(play, deployment, selection(stack, settings))
     say(
@@ -45,15 +58,17 @@ def bootstrap(c, stack=None, settings=None, accept_new_host_key=False):
 
 @task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
 def status(c, stack=None, settings=None):
-    """Show the server's state: units, MLflow version, uptime, /health, database and artifact store.
+    """Show the server's state: units, MLflow version, uptime, /health, draining, database
+    and artifact store; for a group (``hosts``), one section per host.
 
     Example:
       fab status --stack dev
     """
     deployment = load_deployment(c, stack, settings)
-    with on_host(deployment, "status", lock=False) as play:
-        rows = plays.status(play.host, deployment)
-    print_rows(deployment.host, rows)
+    for one in [group_host(deployment, h) for h in deployment.hosts] or [deployment]:
+        with on_host(one, "status", lock=False) as play:
+            rows = plays.status(play.host, one)
+        print_rows(one.host, rows)
 
 
 @task(
@@ -91,3 +106,20 @@ def restart(c, stack=None, settings=None):
     deployment = load_deployment(c, stack, settings)
     with on_host(deployment, "restart") as play:
         plays.restart(play, deployment)
+
+
+def roll(deployment, task, accept_new_host_key, converge, stack, settings) -> None:
+    """``converge`` over the group's hosts, one at a time (provisioning.rolling)."""
+    started = time.monotonic()
+    try:
+        results = rolling.roll(
+            deployment,
+            lambda d: on_host(d, task, accept_new_host_key=accept_new_host_key),
+            lambda play, d: converge(play, d, selection(stack, settings)),
+            out=say,
+            task=task,
+        )
+    except rolling.RollStopped as stopped:
+        raise Exit(str(stopped), code=1) from None
+    say(rolling.summary(results, time.monotonic() - started, task))
+    say(f"tracking URL: {deployment.tracking_url}  (user {deployment.admin_username})")

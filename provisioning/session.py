@@ -60,6 +60,9 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
             derived = stack_access.stack_overrides(outputs, overrides)
             return deployment_from_outputs(outputs, derived or None)
         deployment = deployment_from_file(settings)
+        if deployment.hosts and "host" in overrides:
+            # fab -H one of the group: that server alone.
+            deployment = dataclasses.replace(deployment, hosts=())
         return dataclasses.replace(deployment, **overrides) if overrides else deployment
     except (SettingsError, stack_access.StackAccessError) as error:
         raise Exit(f"settings: {error}", code=2) from error
@@ -102,7 +105,16 @@ def on_host(deployment: Deployment, task: str, *, lock: bool = True, accept_new_
     """A play on the deployment's host, once SSH answers; with the host's lock for tasks that change it.
 
     Failures end as ``Exit`` with the host, the step and the cause, never a traceback.
+    A group's deployment (``hosts``) is refused: its tasks go through one server at a
+    time (provisioning.rolling), and a task on the first server alone would leave the
+    others different (a rotated KEK, a restored database) without saying so.
     """
+    if deployment.hosts:
+        raise Exit(
+            f"{task}: the settings list a group (hosts: {', '.join(deployment.hosts)}); "
+            f"fab {task} works on one server: run it for one with `fab -H HOST {task} ...`",
+            code=2,
+        )
     conn = connect(
         host=deployment.host,
         user=deployment.ssh_user,

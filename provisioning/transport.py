@@ -10,6 +10,7 @@ Reporting lives in :mod:`provisioning.play`, file convergence in
 from __future__ import annotations
 
 import io
+import re
 import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -23,6 +24,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 STDERR_TAIL_LINES = 20
+#: Commands that interrupt serving on the host: a server instance or nginx started,
+#: stopped, restarted or reloaded. A rolling bootstrap drains the host before the first.
+DISRUPTIVE = re.compile(
+    r"\bsystemctl\s+(?:restart|reload|reload-or-restart|try-restart|stop|start|disable --now)"
+    r"\s[^;&|]*\b(?:mlflow-server@|nginx\b)"
+)
 
 
 class RemoteError(RuntimeError):
@@ -50,6 +57,8 @@ class Host:
         self.step = step
         #: Progress of long operations ("still waiting for ..."); the play prints it.
         self.note: Callable[[str], None] = lambda _message: None
+        #: Called once, before the first DISRUPTIVE command (a rolling bootstrap's drain).
+        self.before_disruption: Callable[[], None] | None = None
 
     @property
     def name(self) -> str:
@@ -70,6 +79,9 @@ class Host:
         timeout: float | None = None,
     ):
         """Run ``command`` through ``sh -c`` (as root by default); raise RemoteError on failure."""
+        if self.before_disruption is not None and DISRUPTIVE.search(command):
+            hook, self.before_disruption = self.before_disruption, None
+            hook()
         wrapped = command
         if user:
             wrapped = f"sudo -n -u {shlex.quote(user)} sh -c {shlex.quote(command)}"

@@ -39,8 +39,14 @@ def upgrade(c, mlflow_version, stack=None, settings=None):
         target = dataclasses.replace(deployment, mlflow_version=mlflow_version)
     except SettingsError as error:
         raise Exit(f"upgrade: {error}", code=2) from error
-    with on_host(target, "upgrade") as play:
-        plays.bootstrap(play, target, selection(stack, settings))
+    if target.hosts:
+        # The same rolling bootstrap as fab bootstrap's, host by host behind the balancer.
+        from provisioning.server_tasks import roll
+
+        roll(target, "upgrade", False, plays.bootstrap, stack, settings)
+    else:
+        with on_host(target, "upgrade") as play:
+            plays.bootstrap(play, target, selection(stack, settings))
     say(
         f"[{target.host}] MLflow {mlflow_version} running; {_record(stack, settings, mlflow_version)}"
     )

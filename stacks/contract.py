@@ -63,11 +63,11 @@ TOPOLOGIES = ("single", "group")
 #: group's name), ``region``, ``size`` (the instances the group keeps running) and
 #: ``instances``. The cloud picks the instances after the deploy and replaces them when
 #: they fail, so the stack cannot know them: ``instances`` is an empty list, and
-#: ``fab bootstrap --stack`` lists the group's instances itself (``gcloud compute
+#: ``fab bootstrap --stack`` takes them as the ``hosts`` setting of a ``--settings``
+#: file (refusing a group stack without it); listing them itself (``gcloud compute
 #: instance-groups managed list-instances GROUP --region REGION``, ``aws autoscaling
-#: describe-auto-scaling-groups --auto-scaling-group-names GROUP``) and reaches each by
-#: name or instance ID through IAP or Session Manager (the provisioning half; until it
-#: exists, provisioning refuses a group stack by its ``topology``).
+#: describe-auto-scaling-groups --auto-scaling-group-names GROUP``) and reaching each by
+#: name or instance ID through IAP or Session Manager is still to do.
 HOSTS = "hosts"
 #: The load balancer's public address: GCP its global IPv4 address, AWS its DNS name.
 LB_ADDRESS = "lb_address"
@@ -75,8 +75,8 @@ LB_ADDRESS = "lb_address"
 URL = "url"
 #: Secrets every instance of a group must share (a session signed by one instance is
 #: read by the next; gateway secrets encrypted by one are decrypted by another): the
-#: stack generates them, and ``fab bootstrap --stack`` is to give them to every instance
-#: as the ``flask_secret_key`` and ``kek_passphrase`` settings it already takes. A single
+#: stack generates them, and ``fab bootstrap --stack`` gives them to every instance as
+#: its ``flask_secret_key`` and ``kek_passphrase`` settings. A single
 #: server generates and keeps its own on the VM.
 FLASK_SECRET_KEY = "flask_secret_key"  # noqa: S105 - an output name, not a secret
 KEK_PASSPHRASE = "kek_passphrase"  # noqa: S105 - an output name, not a passphrase

@@ -155,6 +155,16 @@ HEALTH_CODE = Fact(
 )
 
 
+#: /health as a load balancer sees it: through nginx from the host's own first address,
+#: not loopback, so a drained host answers 503 ("000" when nothing answers).
+BALANCER_HEALTH_CODE = Fact(
+    "curl -sk -o /dev/null -w '%{http_code}' "
+    "\"https://$(hostname -I | cut -d' ' -f1)/health\" || true",
+    parse_text,
+    sudo=False,
+)
+
+
 def environment_versions(envs_dir: str) -> Fact[dict[str, str]]:
     """The MLflow version installed in each environment under ``envs_dir``."""
     return Fact(

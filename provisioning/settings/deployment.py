@@ -77,6 +77,15 @@ class Deployment:
     db_ca_pem: str | None = None
     storage_env: dict[str, str] = field(default_factory=dict)
     storage_secret_env: dict[str, Secret] = field(default_factory=dict)
+    #: A group of servers behind a load balancer, bootstrapped one at a time (instead of
+    #: ``host``; provisioning.settings.group). ``host`` is then the one being worked on.
+    hosts: tuple[str, ...] = ()
+    #: How long a drained host waits before it changes anything: the balancers' unhealthy
+    #: detection plus their connection draining (provisioning.settings.group).
+    drain_seconds: int = 75
+    #: How long after an un-drained host answers /health before the next host is drained:
+    #: the balancers' healthy detection.
+    healthy_seconds: int = 30
     #: None: sized from the VM at bootstrap time.
     server_instances: int | None = None
     #: Environments kept on the VM: the current one and those a roll back may return to.

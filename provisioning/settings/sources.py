@@ -54,13 +54,18 @@ def deployment_from_outputs(
                 secret=name in contract.SECRET_OUTPUTS,
             )
     topology = outputs.get(contract.TOPOLOGY, "single")
-    if topology != "single":
+    group = topology == "group"
+    if topology not in ("single", "group"):
+        raise SettingsError(contract.TOPOLOGY, topology, "single or group")
+    if group and not (overrides or {}).get("hosts"):
         # Its host is the load balancer, not a server: bootstrapping it would reach no VM.
         raise SettingsError(
-            contract.TOPOLOGY,
-            topology,
-            "single: this version of `fab bootstrap --stack` configures one VM; a group's "
-            "instances (the hosts output) are not bootstrapped yet",
+            "hosts",
+            MISSING,
+            "given in the --settings file for a group stack: the cloud picks the group's "
+            "instances after the deploy, so the stack cannot list them (list them with "
+            "gcloud compute instance-groups managed list-instances or aws autoscaling "
+            "describe-auto-scaling-groups)",
         )
     values: dict[str, Any] = {
         "cloud": outputs[contract.CLOUD],
@@ -81,9 +86,18 @@ def deployment_from_outputs(
     )
     if instance and location:
         values["db_instance"], values["db_location"] = instance, location
+    if group:
+        # The balancer's name is what users reach (the host and tracking_url outputs).
+        values["public_host"] = outputs[contract.HOST]
+        # The secrets every instance of the group must share (provisioning.settings.group).
+        for name in (contract.FLASK_SECRET_KEY, contract.KEK_PASSPHRASE):
+            if outputs.get(name):
+                values[name] = Secret(outputs[name])
     if overrides:
         _check_keys(overrides, "overrides")
         values.update(_resolve_secrets(overrides, base=None))
+        if overrides.get("hosts") and "host" not in overrides:
+            values["host"] = _first_host(overrides["hosts"])
     return Deployment(**values)
 
 
@@ -109,11 +123,24 @@ def deployment_from_file(path: str | os.PathLike) -> Deployment:
     if not isinstance(document, Mapping):
         raise SettingsError("settings file", str(path), "a YAML mapping of settings")
     _check_keys(document, "settings file")
+    if document.get("hosts") not in (None, [], ()):
+        if "host" in document:
+            raise SettingsError(
+                "host", document["host"], "unset when hosts is given (one or the other)"
+            )
+        document = {**document, "host": _first_host(document["hosts"])}
     for key in REQUIRED_KEYS:
         if key not in document:
             raise SettingsError(key, MISSING, f"present in the settings file {path} (required)")
     values = _resolve_secrets(document, base=path.parent)
     return Deployment(**values)
+
+
+def _first_host(hosts: Any) -> Any:
+    """The host a group's deployment starts from (validation checks the whole list)."""
+    if not isinstance(hosts, list | tuple) or not hosts:
+        raise SettingsError("hosts", hosts, "a list of 2-10 distinct hosts")
+    return hosts[0]
 
 
 def _check_keys(values: Mapping[str, Any], where: str) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from provisioning.settings.auth import validate_auth
+from provisioning.settings.group import validate_group
 from provisioning.settings.rules import (
     ARTIFACT_MODES,
     CALENDAR,
@@ -59,6 +60,7 @@ def _set(d: Deployment, name: str, value: Any) -> None:
 def validate(d: Deployment) -> None:
     notes = list(d.notes)
 
+    validate_group(d)
     _require_str(d, "host")
     check_host("host", d.host)
     _require_str(d, "ssh_user")

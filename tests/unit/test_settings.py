@@ -468,13 +468,29 @@ def test_missing_output_is_named(missing):
     assert f"setting {missing!r} is missing" in str(raised.value)
 
 
-def test_a_group_stack_is_refused_until_bootstrap_knows_groups():
-    outputs = dict(RECORDED_OUTPUTS["gcp"], topology="group", hosts=[])
-    with pytest.raises(SettingsError, match="not bootstrapped yet") as raised:
+def test_a_group_stack_needs_its_hosts_and_gives_them_its_shared_secrets():
+    outputs = dict(
+        RECORDED_OUTPUTS["gcp"],
+        topology="group",
+        hosts=[],
+        flask_secret_key="f" * 32,
+        kek_passphrase="k" * 40,
+    )
+    with pytest.raises(SettingsError, match="cannot list them") as raised:
         deployment_from_outputs(outputs)
-    assert raised.value.key == "topology"
+    assert raised.value.key == "hosts"
+    group = deployment_from_outputs(outputs, {"hosts": ["10.0.0.2", "10.0.0.3"]})
+    assert group.hosts == ("10.0.0.2", "10.0.0.3") and group.host == "10.0.0.2"
+    assert group.flask_secret_key.reveal() == "f" * 32
+    assert group.kek_passphrase.reveal() == "k" * 40
+    # The balancer's name stays what users reach, and what the servers accept.
+    assert group.tracking_url == RECORDED_OUTPUTS["gcp"]["tracking_url"]
+    assert group.public_host == RECORDED_OUTPUTS["gcp"]["host"]
     single = deployment_from_outputs(dict(RECORDED_OUTPUTS["gcp"], topology="single"))
-    assert single.host == RECORDED_OUTPUTS["gcp"]["host"]
+    assert single.host == RECORDED_OUTPUTS["gcp"]["host"] and single.hosts == ()
+    with pytest.raises(SettingsError) as raised:
+        deployment_from_outputs(dict(RECORDED_OUTPUTS["gcp"], topology="fleet"))
+    assert raised.value.key == "topology"
 
 
 def test_secret_output_without_show_secrets_is_explained():

@@ -180,12 +180,14 @@ def test_every_step_has_a_case_that_changes_nothing_and_one_that_changes():
         "models.room",
         "models.resolve",
         "models.check",
+        "drain.rejoin",
     }
     acting = {
         "servers.restart_all",
         "servers.roll_back",
         "admin.change_password",
         "secrets.rotate_kek",
+        "drain.drain",
     }
     converging = set(seen) - reading - acting
     assert {step: seen[step] for step in converging if seen[step] != {True, False}} == {}

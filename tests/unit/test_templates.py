@@ -571,6 +571,19 @@ def test_nginx_site_proxies_big_uploads_to_every_instance(ctx):
     assert "listen 80" not in site
 
 
+def test_nginx_answers_health_503_to_the_balancer_while_drained(ctx):
+    site = render("nginx-mlflow.conf.j2", ctx)
+    health = site[site.index("location = /health {") :]
+    health = health[: health.index("\n    }\n")]
+    # The flag turns /health to 503 for everyone but loopback (the kit's own checks)...
+    assert f"if (-f {PATHS['drain_flag']}) {{" in health
+    assert 'if ($remote_addr ~ "^(127\\.0\\.0\\.1|::1)$") {' in health
+    assert 'return 503 "draining\\n";' in health
+    assert health.index("return 503") < health.index("proxy_pass http://mlflow;")
+    # ... and only /health: the API and UI keep being served while drained.
+    assert site.count(PATHS["drain_flag"]) == 1
+
+
 # --------------------------------------------------------------------------- scripts
 
 

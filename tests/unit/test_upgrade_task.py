@@ -28,3 +28,22 @@ def test_a_stack_gets_its_mlflow_version_config(monkeypatch, tmp_path):
     said = upgrade_tasks._record("dev", str(access), "3.18.0")
     assert calls == [("dev", "mlflow-server:mlflowVersion", "3.18.0")]
     assert "pulumi up -s dev" in said and access.read_text() == "ssh_key_file: k\n"
+
+
+def test_a_group_is_upgraded_by_the_rolling_bootstrap(monkeypatch, tmp_path):
+    from provisioning import server_tasks
+    from tests.unit.test_rolling import group
+
+    rolled = []
+    monkeypatch.setattr(upgrade_tasks, "load_deployment", lambda c, stack, settings: group())
+    monkeypatch.setattr(
+        server_tasks,
+        "roll",
+        lambda d, task, *_rest: rolled.append((d.hosts, d.mlflow_version, task)),
+    )
+    monkeypatch.setattr(upgrade_tasks, "on_host", None)  # never one host alone
+    path = tmp_path / "group.yaml"
+    path.write_text("hosts: [a, b]\n")
+    upgrade_tasks.upgrade.body(None, "3.18.0", settings=str(path))
+    assert rolled == [(group().hosts, "3.18.0", "upgrade")]
+    assert "mlflow_version: 3.18.0" in path.read_text()

@@ -1,0 +1,77 @@
+"""A group of servers behind a load balancer: ``hosts``, and what the rolling bootstrap needs.
+
+Every server of a group shares one database and must hold the same Flask secret key
+(CSRF tokens issued by one instance are checked by another), the same KEK passphrase
+(gateway secrets encrypted by one are decrypted by another) and the same admin
+password; left unset, each VM would generate its own. They are therefore required
+here, before any host is touched.
+
+``drain_seconds`` defaults to the longer of the two clouds' "unhealthy, then drained"
+times as the stacks configure them (stacks/gcp/group.py, stacks/aws/balancer.py):
+GCP checks every 10 s and needs 3 failures (30 s), then drains connections for 30 s
+(60 s); AWS checks every 15 s and needs 3 failures (45 s), then waits the 30 s
+deregistration delay (75 s). ``healthy_seconds``: 2 successes, 10 s (GCP) or 15 s (AWS)
+apart, so 30 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from provisioning.settings.rules import check_host, check_int
+from provisioning.settings.secret import MISSING, SettingsError
+
+if TYPE_CHECKING:
+    from provisioning.settings.deployment import Deployment
+
+MIN_HOSTS, MAX_HOSTS = 2, 10
+MAX_DRAIN_SECONDS = 900
+MAX_HEALTHY_SECONDS = 600
+SHARED_SECRETS = ("flask_secret_key", "kek_passphrase", "admin_password")
+
+
+def validate_group(d: Deployment) -> None:
+    check_int("drain_seconds", d.drain_seconds, 0, MAX_DRAIN_SECONDS)
+    check_int("healthy_seconds", d.healthy_seconds, 0, MAX_HEALTHY_SECONDS)
+    if isinstance(d.hosts, list):
+        object.__setattr__(d, "hosts", tuple(d.hosts))
+    if not d.hosts:
+        if not isinstance(d.hosts, tuple):
+            raise SettingsError("hosts", d.hosts, f"a list of {MIN_HOSTS}-{MAX_HOSTS} hosts")
+        return
+    allowed = f"a list of {MIN_HOSTS}-{MAX_HOSTS} distinct hosts (DNS names or IP addresses)"
+    if not isinstance(d.hosts, tuple) or not MIN_HOSTS <= len(d.hosts) <= MAX_HOSTS:
+        raise SettingsError("hosts", d.hosts, allowed)
+    for index, host in enumerate(d.hosts):
+        if not isinstance(host, str) or not host.strip():
+            raise SettingsError(f"hosts[{index}]", host, "a non-empty string")
+        check_host(f"hosts[{index}]", host)
+    seen = [h for i, h in enumerate(d.hosts) if h in d.hosts[:i]]
+    if seen:
+        raise SettingsError("hosts", d.hosts, f"{allowed}; {seen[0]} is listed twice")
+    if d.host not in d.hosts:
+        raise SettingsError("host", d.host, "one of hosts, or unset when hosts is given")
+    if d.public_host is None:
+        # Its default, the first host, is never what a group's users reach.
+        raise SettingsError(
+            "public_host",
+            MISSING,
+            "the load balancer's name (its domain or address) when hosts is given: the "
+            "servers accept requests only for the names they know",
+        )
+    for name in SHARED_SECRETS:
+        if getattr(d, name) is None:
+            raise SettingsError(
+                name,
+                MISSING,
+                "set when hosts is given: every server of a group must hold the same "
+                + ", ".join(SHARED_SECRETS)
+                + " (the stack outputs of the same names, or the settings file), "
+                "else each would generate its own",
+            )
+
+
+def group_host(d: Deployment, host: str) -> Deployment:
+    """The deployment of one server of the group ``d``: ``host``, and no ``hosts``."""
+    return dataclasses.replace(d, host=host, hosts=())

@@ -1,0 +1,128 @@
+"""A group of two servers behind the local cloud's load balancer: a rolling bootstrap that
+restarts every server loses no request, drains each host in turn and takes it back; a
+browser-like session is answered by both hosts; a second roll changes and drains nothing.
+
+Cheap by construction: two copies of the session's s3 host (not fresh hosts), one copy
+of its database that both share, as a group's servers do.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from tests.e2e.kit import RequestLoop, fab, write_settings
+from tests.localcloud.balancer import Balancer
+
+pytestmark = pytest.mark.e2e
+
+#: The balancer checks every 2 s and needs 2 failures or successes: what the hosts wait.
+DRAIN_S, HEALTHY_S = 8, 6
+
+
+def timed(timings: dict, name: str, started: float) -> float:
+    timings[name] = round(time.monotonic() - started, 1)
+    return time.monotonic()
+
+
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
+def test_a_rolling_bootstrap_behind_the_balancer(deployed, local_cloud, host_factory, tmp_path):
+    timings: dict[str, float] = {}
+    t = time.monotonic()
+    source = deployed["host"]
+    # The shared secrets of the group: those the source host generated and the copies hold.
+    flask_key = source.ssh("sudo cat /etc/mlflow/flask-secret-key").stdout.strip()
+    kek = source.ssh("sudo cat /etc/mlflow/kek").stdout.strip().partition(" ")[2]
+    database = "mlflow_group"
+    uri = local_cloud.postgres.copy_database(database, source=deployed["database"])
+    a = host_factory.clone_of(source)
+    b = host_factory.clone_of(source)
+    t = timed(timings, "two copies and a database copy", t)
+    balancer = Balancer(local_cloud.postgres.address, [f"{a.address}:443", f"{b.address}:443"],
+                        tmp_path, tied=True)  # fmt: skip
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(a.known_hosts.read_text() + b.known_hosts.read_text())
+        settings = {k: v for k, v in deployed["settings"].items() if k != "host"}
+        settings.update(
+            hosts=[a.address, b.address],
+            # What users reach, and so what the servers accept in the Host header.
+            public_host=local_cloud.postgres.address,
+            ssh_key_file=str(a.key_file),
+            known_hosts_file=str(known),
+            backend_store_uri=uri,
+            flask_secret_key=flask_key,
+            kek_passphrase=kek,
+            drain_seconds=DRAIN_S,
+            healthy_seconds=HEALTHY_S,
+        )
+        path = write_settings(tmp_path / "group.yaml", settings)
+        first = fab("bootstrap", "--settings", str(path))
+        print(first.stdout[-3000:])
+        t = timed(timings, "first group bootstrap (own addresses, shared database)", t)
+
+        balancer.start()
+        env = {"url": balancer.url, "cert": True, "username": "admin",
+               "password": settings["admin_password"]}  # fmt: skip
+        auth = (env["username"], env["password"])
+        run = requests.post(f"{balancer.url}/api/2.0/mlflow/runs/create", auth=auth,
+                            json={"experiment_id": "0"}, timeout=30)  # fmt: skip
+        assert run.status_code == 200, run.text
+        run_id = run.json()["run"]["info"]["run_id"]
+
+        # A change every server reads (its connection pools): each instance restarts.
+        changed = write_settings(
+            tmp_path / "group-changed.yaml", {**settings, "db_max_connections": 90}
+        )
+        since = time.time()
+        with RequestLoop(env, run_id, pause=0.05) as loop:
+            rolled = fab("bootstrap", "--settings", str(changed))
+            time.sleep(2)
+        print(rolled.stdout[-6000:])
+        t = timed(timings, "rolling bootstrap with a restart, under load", t)
+        assert loop.failures == [], loop.failures[:5]
+        assert loop.sent > 100, loop.sent
+        out = rolled.stdout
+        for host in (a, b):
+            assert f"[{host.address}] drain " in out and f"[{host.address}] un-drain " in out
+        assert "drained: " + ", ".join([a.address, b.address]) in out
+        # The balancer saw each host go and come back, one after the other.
+        seen = [
+            (e["backend"].split(":")[0], e["state"]) for e in balancer.events() if e["t"] >= since
+        ]
+        assert seen == [
+            (a.address, "down"),
+            (a.address, "up"),
+            (b.address, "down"),
+            (b.address, "up"),
+        ]
+        # A browser's session: basic auth on every request, no server-side session needed.
+        session = requests.Session()
+        session.auth = auth
+        before = len(balancer.answered_by())
+        for _ in range(12):
+            answer = session.get(f"{balancer.url}/ajax-api/2.0/mlflow/experiments/search",
+                                 params={"max_results": 10}, timeout=30)  # fmt: skip
+            assert answer.status_code == 200, answer.text[:200]
+        answered = {u.split(":")[0] for u in balancer.answered_by()[before:]}
+        assert answered == {a.address, b.address}
+        t = timed(timings, "browser-like session on both hosts", t)
+
+        again = fab("bootstrap", "--settings", str(changed))
+        print(again.stdout[-3000:])
+        t = timed(timings, "second rolling bootstrap", t)
+        assert "0 changed, drained: none" in again.stdout
+        assert "] drain " not in again.stdout
+        assert [
+            e
+            for e in balancer.events()
+            if e["t"] >= time.time() - timings["second rolling bootstrap"]
+        ] == []
+    finally:
+        balancer.stop()
+        host_factory.discard(a)
+        host_factory.discard(b)
+        local_cloud.postgres.drop_database(database)
+        print(f"requests: {locals().get('loop') and loop.sent} sent, timings: {timings}")

@@ -67,3 +67,8 @@ def random_password(
 #: Secrets every instance of a group shares (the Flask session key, the KEK passphrase):
 #: letters and digits only, as the files and env files on the instances hold them.
 SHARED_SECRET = PasswordRule(length=64)
+
+
+def shared_secret(name: str, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    """A ``SHARED_SECRET`` every instance of a group gets, as a secret output."""
+    return pulumi.Output.secret(random_password(name, SHARED_SECRET, opts).result)

@@ -15,7 +15,7 @@ from stacks.aws.settings import AwsSettings
 from stacks.aws.tags import named
 from stacks.component import Component
 from stacks.host_key import host_key
-from stacks.passwords import AWS_ADMIN_PASSWORD, SHARED_SECRET, admin_password, random_password
+from stacks.passwords import AWS_ADMIN_PASSWORD, admin_password, random_password, shared_secret
 
 #: Debian's AMIs boot from this device.
 ROOT_DEVICE = "/dev/xvda"
@@ -139,12 +139,8 @@ class ServerGroup(Component):
 
         password = random_password(f"{name}-admin-password", AWS_ADMIN_PASSWORD, self.child)
         self.admin_password = admin_password(s.common.admin_password, password.result)
-        self.flask_secret_key = pulumi.Output.secret(
-            random_password(f"{name}-flask-key", SHARED_SECRET, self.child).result
-        )
-        self.kek_passphrase = pulumi.Output.secret(
-            random_password(f"{name}-kek", SHARED_SECRET, self.child).result
-        )
+        self.flask_secret_key = shared_secret(f"{name}-flask-key", self.child)
+        self.kek_passphrase = shared_secret(f"{name}-kek", self.child)
         self.ssh_host_key = self.host_key.public_openssh
         #: The group as Session Manager's callers find it: its name and region.
         self.vm_id = self.group.name

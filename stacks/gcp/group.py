@@ -14,7 +14,7 @@ from stacks.gcp.server import IMAGE, instance_metadata
 from stacks.gcp.settings import GcpSettings
 from stacks.host_key import host_key
 from stacks.ingress import HEALTH_CHECK_PATH, HTTPS
-from stacks.passwords import GCP_PASSWORD, SHARED_SECRET, admin_password, random_password
+from stacks.passwords import GCP_PASSWORD, admin_password, random_password, shared_secret
 
 #: The named port the load balancer's backend service sends requests to.
 PORT_NAME = "https"
@@ -112,12 +112,8 @@ class ServerGroup(Component):
 
         password = random_password(f"{name}-admin-password", GCP_PASSWORD, self.child)
         self.admin_password = admin_password(s.common.admin_password, password.result)
-        self.flask_secret_key = pulumi.Output.secret(
-            random_password(f"{name}-flask-key", SHARED_SECRET, self.child).result
-        )
-        self.kek_passphrase = pulumi.Output.secret(
-            random_password(f"{name}-kek", SHARED_SECRET, self.child).result
-        )
+        self.flask_secret_key = shared_secret(f"{name}-flask-key", self.child)
+        self.kek_passphrase = shared_secret(f"{name}-kek", self.child)
         self.ssh_host_key = self.host_key.public_openssh
         #: The group as IAP and bootstrap find it: its name and region.
         self.vm_id = self.manager.name

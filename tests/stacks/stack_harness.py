@@ -140,8 +140,17 @@ SECRET_CONFIG = frozenset({f"{PROJECT}:adminPassword", f"{PROJECT}:groupCertific
 def certificate_pair(domain: str = "mlflow.example.com") -> tuple[str, str]:
     """A real self-signed certificate for ``domain`` and its key (PEM), for a group's
     provided certificate (``groupCertificatePem``, ``groupCertificateKeyPem``)."""
+    return self_signed(
+        domain, 90, x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False
+    )
+
+
+def self_signed(
+    common_name: str, days: int, extension: x509.ExtensionType, *, critical: bool
+) -> tuple[str, str]:
+    """A real self-signed certificate with one extension, and its key (PEM each)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -150,8 +159,8 @@ def certificate_pair(domain: str = "mlflow.example.com") -> tuple[str, str]:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=90))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(extension, critical=critical)
         .sign(key, hashes.SHA256())
     )
     pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
@@ -191,21 +200,12 @@ def host_key_pair(seed: str) -> tuple[str, str]:
 @functools.cache
 def database_ca_pem() -> str:
     """A real self-signed CA certificate, standing in for Cloud SQL's server CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mock Cloud SQL Server CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+    return self_signed(
+        "Mock Cloud SQL Server CA",
+        3650,
+        x509.BasicConstraints(ca=True, path_length=None),
+        critical=True,
+    )[0]
 
 
 def config(cloud: str = "gcp", environment: str = "dev", **overrides: Any) -> dict[str, str]:

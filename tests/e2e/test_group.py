@@ -1,9 +1,12 @@
 """A group of two servers behind the local cloud's load balancer: a rolling bootstrap that
 restarts every server loses no request, drains each host in turn and takes it back; a
-browser-like session is answered by both hosts; a second roll changes and drains nothing.
+browser-like session is answered by both hosts; a second roll changes and drains nothing;
+a rolling upgrade to another MLflow loses no request and no metric, though the first host
+migrates the shared database while the second still serves the old MLflow on it.
 
-Cheap by construction: two copies of the session's s3 host (not fresh hosts), one copy
-of its database that both share, as a group's servers do.
+Cheap by construction: two copies of the session's gcs host (not fresh hosts), one copy
+of its database that both share, as a group's servers do. (The gcs host's tests run on
+the other worker than the s3 host's chain, which is the longer one.)
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import time
 import pytest
 import requests
 
-from tests.e2e.kit import RequestLoop, fab, write_settings
+from tests.e2e.kit import RequestLoop, fab, main_pids, write_settings
+from tests.e2e.test_upgrade import NEW, OLD, step_line, the_registry_completes
 from tests.localcloud.balancer import Balancer
 
 pytestmark = pytest.mark.e2e
@@ -22,13 +26,23 @@ pytestmark = pytest.mark.e2e
 DRAIN_S, HEALTHY_S = 8, 6
 
 
+def serving(host) -> set[str]:
+    """The MLflow versions the host's running server instances were started from."""
+    exes = {host.ssh(f"sudo readlink -f /proc/{pid}/exe").stdout.strip()
+            for pid in main_pids(host).values()}  # fmt: skip
+    return {host.ssh(f"{exe} -c 'import mlflow; print(mlflow.__version__)'").stdout.strip()
+            for exe in exes}  # fmt: skip
+
+
 def timed(timings: dict, name: str, started: float) -> float:
     timings[name] = round(time.monotonic() - started, 1)
     return time.monotonic()
 
 
-@pytest.mark.parametrize("deployed", ["s3"], indirect=True)
-def test_a_rolling_bootstrap_behind_the_balancer(deployed, local_cloud, host_factory, tmp_path):
+@pytest.mark.parametrize("deployed", ["gcs"], indirect=True)
+def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
+    deployed, local_cloud, host_factory, tmp_path
+):
     timings: dict[str, float] = {}
     t = time.monotonic()
     source = deployed["host"]
@@ -120,6 +134,51 @@ def test_a_rolling_bootstrap_behind_the_balancer(deployed, local_cloud, host_fac
             for e in balancer.events()
             if e["t"] >= time.time() - timings["second rolling bootstrap"]
         ] == []
+
+        # A rolling upgrade under load. Host a backs up and migrates the shared database
+        # while its servers and host b's (MLflow OLD) keep serving on it; then each host
+        # switches behind its drain.
+        for host in (a, b):
+            the_registry_completes(host, NEW)
+        upgrade_run = requests.post(f"{balancer.url}/api/2.0/mlflow/runs/create", auth=auth,
+                                    json={"experiment_id": "0"}, timeout=30)  # fmt: skip
+        assert serving(a) == serving(b) == {OLD}
+        since = time.time()
+        with RequestLoop(env, upgrade_run.json()["run"]["info"]["run_id"],
+                         pause=0.1) as upgrade_loop:  # fmt: skip
+            upgraded = fab("upgrade", "--mlflow-version", NEW, "--settings", str(changed),
+                           check=False)  # fmt: skip
+            time.sleep(2)
+        print(upgraded.stdout[-6000:])
+        t = timed(timings, f"rolling upgrade {OLD} -> {NEW} under load", t)
+        assert upgraded.returncode == 0, upgraded.stdout[-3000:] + upgraded.stderr[-3000:]
+        assert upgrade_loop.failures == [], upgrade_loop.failures[:5]
+        assert upgrade_loop.sent > 100, upgrade_loop.sent
+        out = upgraded.stdout
+        host_a, host_b = out.split(f"[{b.address}] host 2 of 2")
+        assert f"MLflow {NEW} migrates" in step_line(host_a, "schema check")
+        assert f"schema at MLflow {NEW}" in step_line(host_a, "schema migration")
+        assert "backup before migration" in host_a and "backup before migration" not in host_b
+        assert f"schema current for MLflow {NEW}" in step_line(host_b, "schema check")
+        for host in (a, b):
+            assert f"[{host.address}] drain " in out and f"[{host.address}] un-drain " in out
+        seen = [
+            (e["backend"].split(":")[0], e["state"]) for e in balancer.events() if e["t"] >= since
+        ]
+        assert seen == [
+            (a.address, "down"),
+            (a.address, "up"),
+            (b.address, "down"),
+            (b.address, "up"),
+        ]
+        # Every metric the loop logged is there, once, whichever host took it.
+        history = requests.get(
+            f"{balancer.url}/api/2.0/mlflow/metrics/get-history", auth=auth, timeout=30,
+            params={"run_id": upgrade_loop.run_id, "metric_key": "loop", "max_results": 25000},
+        ).json()["metrics"]  # fmt: skip
+        assert sorted(int(m["value"]) for m in history) == list(range(upgrade_loop.sent))
+        for host in (a, b):
+            assert serving(host) == {NEW}, host.address
     finally:
         balancer.stop()
         host_factory.discard(a)

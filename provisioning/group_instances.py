@@ -120,7 +120,7 @@ RUNNER: Runner = run_cli
 
 _SETUP = {
     "gcloud": "needs the Google Cloud CLI, logged in (`gcloud auth login`) with "
-    "compute.instanceGroupManagers.get on the project and IAP-secured Tunnel User "
+    "compute.instanceGroupManagers.list on the project and IAP-secured Tunnel User "
     "(roles/iap.tunnelResourceAccessor) for the SSH tunnels",
     "aws": "needs the AWS CLI v2 with credentials for the account (`aws sts "
     "get-caller-identity` answers) and the Session Manager plugin for the SSH tunnels",

@@ -197,6 +197,14 @@ def test_bootstrap_rolls_over_the_listed_instances_in_order_through_their_tunnel
             "mlflow-group-m0q7 in europe-west1-c: STAGING/RECREATING",
         ),
         (
+            # Running, but the group is still checking it (ManagedInstance: VERIFYING).
+            "gcp",
+            managed_instance(
+                PROJECT, "europe-west1-d", "mlflow-group-x9k2", "RUNNING", "VERIFYING"
+            ),
+            "mlflow-group-x9k2 in europe-west1-d: RUNNING/VERIFYING",
+        ),
+        (
             "aws",
             asg_instance("i-0123456789abcdef0", "eu-west-1b", "Pending", "Healthy"),
             "i-0123456789abcdef0 in eu-west-1b: Pending/Healthy",

@@ -86,8 +86,10 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
 
 def _listed_group(outputs: dict, overrides: dict) -> dict:
     """``hosts`` and ``host_proxy_commands`` for a group stack, from its cloud's listing;
-    the operator's own proxy commands (settings file) win host by host."""
+    the operator's own proxy commands (settings file) win: ``host_proxy_commands`` host
+    by host, ``ssh_proxy_command`` for every host."""
     listed = group_instances.group_hosts(outputs)
+    derived = {} if overrides.get("ssh_proxy_command") else listed.proxy_commands
     tunnel = stack_access.CLOUD_TUNNEL[outputs[contract.CLOUD]]
     say(
         f"group: {len(listed.hosts)} instances ready, each reached through {tunnel}: "
@@ -96,7 +98,7 @@ def _listed_group(outputs: dict, overrides: dict) -> dict:
     return {
         "hosts": list(listed.hosts),
         "host_proxy_commands": {
-            **listed.proxy_commands,
+            **derived,
             **(overrides.get("host_proxy_commands") or {}),
         },
     }

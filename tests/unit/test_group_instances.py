@@ -15,6 +15,7 @@ from invoke.exceptions import Exit
 from provisioning import group_instances, server_tasks, session
 from provisioning.group_instances import Completed
 from provisioning.play import Play, unchanged
+from provisioning.settings.group import group_host
 from provisioning.transport import Host
 from tests.standin.cloud_cli import COMPUTE, Aws, Gcloud, asg, asg_instance, managed_instance
 from tests.unit.double import ScriptedConnection
@@ -355,3 +356,16 @@ def test_a_proxy_command_for_a_host_outside_the_group_is_refused(tmp_path, chang
     with pytest.raises(SettingsError) as refused:
         deployment_from_file(path)
     assert refused.value.key == key
+
+
+def test_an_operators_proxy_command_wins_over_the_listed_tunnels(stack, tmp_path):
+    stack("gcp", gcloud(*GCP_READY))
+    path = tmp_path / "access.yaml"
+    path.write_text(
+        "ssh_proxy_command: ssh -W %h:%p bastion\n"
+        "host_proxy_commands: {mlflow-group-x9k2: ssh -W x9k2:22 other}\n"
+    )
+    d = session.load_deployment(object(), "prod", str(path))
+    assert d.hosts == ("mlflow-group-a1c4", "mlflow-group-m0q7", "mlflow-group-x9k2")
+    assert group_host(d, "mlflow-group-a1c4").ssh_proxy_command == "ssh -W %h:%p bastion"
+    assert group_host(d, "mlflow-group-x9k2").ssh_proxy_command == "ssh -W x9k2:22 other"

@@ -13,7 +13,7 @@ import yaml
 from invoke.exceptions import Exit
 from paramiko.ssh_exception import BadHostKeyException, SSHException
 
-from provisioning import pulumi_cli, stack_access
+from provisioning import group_instances, pulumi_cli, stack_access
 from provisioning.connection import (
     UnknownHostKey,
     changed_host_key_message,
@@ -30,7 +30,9 @@ from provisioning.settings import (
     deployment_from_file,
     deployment_from_outputs,
 )
+from provisioning.settings.group import group_host
 from provisioning.transport import Host, PreflightError, RemoteError
+from stacks import contract
 
 
 def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
@@ -41,6 +43,10 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
     Session Manager) and the server settings the stack holds come from the outputs
     (provisioning.stack_access), unless the file says otherwise.
     ``fab -H user@host`` overrides the host (and the user, when it names one).
+
+    A group stack's servers are listed from its cloud now (provisioning.group_instances),
+    each reached through its own tunnel, unless the settings file gives ``hosts``; with
+    ``fab -H INSTANCE`` that one server of the group alone.
     """
     if not stack and not settings:
         raise Exit("give --stack NAME, --settings FILE.yaml, or both", code=2)
@@ -57,17 +63,45 @@ def load_deployment(c, stack: str | None, settings: str | None) -> Deployment:
             if settings:
                 overrides = {**settings_overrides(Path(settings)), **overrides}
             outputs = pulumi_cli.stack_outputs(stack)
+            if outputs.get(contract.TOPOLOGY) == "group" and "hosts" not in overrides:
+                overrides = {**overrides, **_listed_group(outputs, overrides)}
             derived = stack_access.stack_overrides(outputs, overrides)
-            return deployment_from_outputs(outputs, derived or None)
+            deployment = deployment_from_outputs(outputs, derived or None)
+            if deployment.hosts and host:
+                # fab -H one of the group: that server alone, through its own tunnel.
+                deployment = group_host(deployment, deployment.host)
+            return deployment
         deployment = deployment_from_file(settings)
         if deployment.hosts and "host" in overrides:
-            # fab -H one of the group: that server alone.
-            deployment = dataclasses.replace(deployment, hosts=())
+            # fab -H one of the group: that server alone (through its own tunnel, if any).
+            deployment = group_host(deployment, overrides["host"])
         return dataclasses.replace(deployment, **overrides) if overrides else deployment
     except (SettingsError, stack_access.StackAccessError) as error:
         raise Exit(f"settings: {error}", code=2) from error
     except (pulumi_cli.PulumiError, OSError, yaml.YAMLError) as error:
         raise Exit(str(error), code=2) from error
+    except group_instances.GroupError as error:
+        raise Exit(f"group: {error}", code=2) from error
+
+
+def _listed_group(outputs: dict, overrides: dict) -> dict:
+    """``hosts`` and ``host_proxy_commands`` for a group stack, from its cloud's listing;
+    the operator's own proxy commands (settings file) win: ``host_proxy_commands`` host
+    by host, ``ssh_proxy_command`` for every host."""
+    listed = group_instances.group_hosts(outputs)
+    derived = {} if overrides.get("ssh_proxy_command") else listed.proxy_commands
+    tunnel = stack_access.CLOUD_TUNNEL[outputs[contract.CLOUD]]
+    say(
+        f"group: {len(listed.hosts)} instances ready, each reached through {tunnel}: "
+        + ", ".join(listed.hosts)
+    )
+    return {
+        "hosts": list(listed.hosts),
+        "host_proxy_commands": {
+            **derived,
+            **(overrides.get("host_proxy_commands") or {}),
+        },
+    }
 
 
 def settings_overrides(path: Path) -> dict:

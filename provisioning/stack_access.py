@@ -153,7 +153,10 @@ def stack_overrides(
         if any(key in settings for key in given):
             for key in replaced:
                 derived.pop(key, None)
-    if "ssh_proxy_command" not in settings:
+    # A group's vm_id names the group, not a VM: each of its servers gets its own tunnel
+    # (provisioning.group_instances, the host_proxy_commands setting).
+    group = outputs.get(contract.TOPOLOGY) == "group"
+    if "ssh_proxy_command" not in settings and not group:
         command = proxy_command(outputs, tunnel)
         if command:
             derived["ssh_proxy_command"] = command

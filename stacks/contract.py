@@ -63,11 +63,11 @@ TOPOLOGIES = ("single", "group")
 #: group's name), ``region``, ``size`` (the instances the group keeps running) and
 #: ``instances``. The cloud picks the instances after the deploy and replaces them when
 #: they fail, so the stack cannot know them: ``instances`` is an empty list, and
-#: ``fab bootstrap --stack`` takes them as the ``hosts`` setting of a ``--settings``
-#: file (refusing a group stack without it); listing them itself (``gcloud compute
-#: instance-groups managed list-instances GROUP --region REGION``, ``aws autoscaling
-#: describe-auto-scaling-groups --auto-scaling-group-names GROUP``) and reaching each by
-#: name or instance ID through IAP or Session Manager is still to do.
+#: ``fab --stack`` lists them from the cloud (``gcloud compute instance-groups managed
+#: list-instances GROUP --region REGION``, ``aws autoscaling describe-auto-scaling-groups
+#: --auto-scaling-group-names GROUP``) and reaches each by name or instance ID through
+#: IAP or Session Manager (provisioning.group_instances), unless a ``--settings`` file
+#: gives ``hosts``.
 HOSTS = "hosts"
 #: The load balancer's public address: GCP its global IPv4 address, AWS its DNS name.
 LB_ADDRESS = "lb_address"

@@ -80,6 +80,10 @@ class Deployment:
     #: A group of servers behind a load balancer, bootstrapped one at a time (instead of
     #: ``host``; provisioning.settings.group). ``host`` is then the one being worked on.
     hosts: tuple[str, ...] = ()
+    #: A ProxyCommand per host of ``hosts`` (``{HOST: COMMAND}``), for a group whose
+    #: servers each have their own tunnel (``fab bootstrap --stack`` writes one IAP or
+    #: Session Manager command per instance); a host not listed uses ssh_proxy_command.
+    host_proxy_commands: dict[str, str] = field(default_factory=dict)
     #: How long a drained host waits before it changes anything: the balancers' unhealthy
     #: detection plus their connection draining (provisioning.settings.group).
     drain_seconds: int = 75

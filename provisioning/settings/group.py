@@ -39,6 +39,10 @@ def validate_group(d: Deployment) -> None:
     if not d.hosts:
         if not isinstance(d.hosts, tuple):
             raise SettingsError("hosts", d.hosts, f"a list of {MIN_HOSTS}-{MAX_HOSTS} hosts")
+        if d.host_proxy_commands:
+            raise SettingsError(
+                "host_proxy_commands", d.host_proxy_commands, "set only together with hosts"
+            )
         return
     allowed = f"a list of {MIN_HOSTS}-{MAX_HOSTS} distinct hosts (DNS names or IP addresses)"
     if not isinstance(d.hosts, tuple) or not MIN_HOSTS <= len(d.hosts) <= MAX_HOSTS:
@@ -50,6 +54,7 @@ def validate_group(d: Deployment) -> None:
     seen = [h for i, h in enumerate(d.hosts) if h in d.hosts[:i]]
     if seen:
         raise SettingsError("hosts", d.hosts, f"{allowed}; {seen[0]} is listed twice")
+    _check_proxy_commands(d)
     if d.host not in d.hosts:
         raise SettingsError("host", d.host, "one of hosts, or unset when hosts is given")
     if d.public_host is None:
@@ -72,6 +77,22 @@ def validate_group(d: Deployment) -> None:
             )
 
 
+def _check_proxy_commands(d: Deployment) -> None:
+    commands = d.host_proxy_commands
+    allowed = "a map of hosts (of the hosts setting) to their SSH ProxyCommand (one line)"
+    if not isinstance(commands, dict):
+        raise SettingsError("host_proxy_commands", commands, allowed)
+    for host, command in commands.items():
+        if host not in d.hosts:
+            raise SettingsError(f"host_proxy_commands[{host!r}]", command, allowed)
+        if not isinstance(command, str) or not command.strip() or "\n" in command:
+            raise SettingsError(f"host_proxy_commands[{host!r}]", command, allowed)
+
+
 def group_host(d: Deployment, host: str) -> Deployment:
-    """The deployment of one server of the group ``d``: ``host``, and no ``hosts``."""
-    return dataclasses.replace(d, host=host, hosts=())
+    """The deployment of one server of the group ``d``: ``host`` (reached through its own
+    ProxyCommand when it has one), and no ``hosts``."""
+    proxy = d.host_proxy_commands.get(host, d.ssh_proxy_command)
+    return dataclasses.replace(
+        d, host=host, hosts=(), ssh_proxy_command=proxy, host_proxy_commands={}
+    )

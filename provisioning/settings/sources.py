@@ -62,10 +62,9 @@ def deployment_from_outputs(
         raise SettingsError(
             "hosts",
             MISSING,
-            "given in the --settings file for a group stack: the cloud picks the group's "
-            "instances after the deploy, so the stack cannot list them (list them with "
-            "gcloud compute instance-groups managed list-instances or aws autoscaling "
-            "describe-auto-scaling-groups)",
+            "listed for a group stack: the cloud picks the group's instances after the "
+            "deploy, so the stack cannot list them (fab --stack lists them from the cloud, "
+            "provisioning.group_instances; or give them in the --settings file)",
         )
     values: dict[str, Any] = {
         "cloud": outputs[contract.CLOUD],

@@ -11,12 +11,13 @@ the other worker than the s3 host's chain, which is the longer one.)
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 import requests
 
-from tests.e2e.kit import RequestLoop, fab, main_pids, write_settings
+from tests.e2e.kit import RequestLoop, fab, write_settings
 from tests.e2e.test_upgrade import NEW, OLD, step_line, the_registry_completes
 from tests.localcloud.balancer import Balancer
 
@@ -26,12 +27,12 @@ pytestmark = pytest.mark.e2e
 DRAIN_S, HEALTHY_S = 8, 6
 
 
-def serving(host) -> set[str]:
-    """The MLflow versions the host's running server instances were started from."""
-    exes = {host.ssh(f"sudo readlink -f /proc/{pid}/exe").stdout.strip()
-            for pid in main_pids(host).values()}  # fmt: skip
-    return {host.ssh(f"{exe} -c 'import mlflow; print(mlflow.__version__)'").stdout.strip()
-            for exe in exes}  # fmt: skip
+def serving(settings_path, host) -> set[str]:
+    """The MLflow versions the host's running instances run, as ``fab status`` reads them
+    from their processes (a restart still pending shows)."""
+    status = fab("-H", host.address, "status", "--settings", str(settings_path)).stdout
+    assert "restart pending" not in status, status
+    return set(re.findall(r"instance \d+\s+MLflow (\S+), env ", status))
 
 
 def timed(timings: dict, name: str, started: float) -> float:
@@ -142,7 +143,7 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
             the_registry_completes(host, NEW)
         upgrade_run = requests.post(f"{balancer.url}/api/2.0/mlflow/runs/create", auth=auth,
                                     json={"experiment_id": "0"}, timeout=30)  # fmt: skip
-        assert serving(a) == serving(b) == {OLD}
+        assert serving(changed, a) == serving(changed, b) == {OLD}
         since = time.time()
         with RequestLoop(env, upgrade_run.json()["run"]["info"]["run_id"],
                          pause=0.1) as upgrade_loop:  # fmt: skip
@@ -178,7 +179,7 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
         ).json()["metrics"]  # fmt: skip
         assert sorted(int(m["value"]) for m in history) == list(range(upgrade_loop.sent))
         for host in (a, b):
-            assert serving(host) == {NEW}, host.address
+            assert serving(changed, host) == {NEW}, host.address
     finally:
         balancer.stop()
         host_factory.discard(a)

@@ -241,7 +241,7 @@ def context(
     scheme = deployment.artifact_scheme
     tls_cert, tls_key = tls_paths(deployment)
     max_connections = deployment.db_max_connections or sizing.DEFAULT_DB_MAX_CONNECTIONS
-    pool = sizing.pool_for(max_connections, len(server_ports), job_execution)
+    pool = sizing.pool_for(max_connections, len(server_ports), job_execution, deployment.group_size)
     ctx = {
         "paths": dict(PATHS),
         "server_unit_name": SERVER_UNIT_NAME,

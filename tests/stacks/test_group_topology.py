@@ -27,7 +27,7 @@ from stack_harness import (
     revealed,
 )
 
-from stacks import contract
+from stacks import contract, ingress
 from stacks.gcp.marker import marker
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error::DeprecationWarning")]
@@ -324,6 +324,28 @@ def test_gcp_backend_service_drains_connections(gcp):
 
 def test_aws_target_group_drains_before_deregistering(aws):
     assert int(aws.one(TARGETS).inputs["deregistrationDelay"]) == 30
+
+
+# --- timeouts: the balancers against nginx (stacks/ingress.py) ------------------------------
+
+
+def test_gcp_balancer_lets_a_transfer_run_as_long_as_nginx_does(gcp):
+    # The backend service timeout is the whole response's: an hour, nginx's
+    # proxy_read_timeout; at the former 300 s a 5 GB download needed 17 MB/s.
+    assert gcp.one(BACKEND).inputs["timeoutSec"] == 3600 == ingress.TRANSFER_SECONDS
+    # Client side: Google's documented default (610 s), on record.
+    assert gcp.one(PROXY).inputs["httpKeepAliveTimeoutSec"] == 610
+
+
+def test_aws_balancer_idles_as_long_as_nginx_allows_silence(aws):
+    # Not the 60 s default: a response silent for a minute would be cut with a 504.
+    assert aws.one(ALB).inputs["idleTimeout"] == 3600 == ingress.TRANSFER_SECONDS
+
+
+def test_nginx_keeps_idle_connections_longer_than_either_balancer():
+    # Else a balancer reuses a connection nginx is closing, and the user gets a 502.
+    assert ingress.BACKEND_KEEPALIVE_SECONDS > ingress.GCP_BACKEND_KEEPALIVE_SECONDS == 600
+    assert ingress.BACKEND_KEEPALIVE_SECONDS > ingress.ALB_IDLE_TIMEOUT_SECONDS
 
 
 # --- labels for teardown --------------------------------------------------------------------

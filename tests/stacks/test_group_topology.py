@@ -380,6 +380,11 @@ def test_gcp_every_resource_is_labelled_or_marked_for_teardown(gcp):
         else:
             assert "description" in parameters, resource.typ
             assert marker("gcp-group") in resource.inputs["description"], resource.name
+    # The loop saw every type of the group that bills or blocks a new stack of the name,
+    # each of which teardown's leftover check finds by its labels or its marker.
+    assert {TEMPLATE, MIG, HEALTH, BACKEND, PROXY, SSL_POLICY, ARMOR, FORWARDING,
+            "gcp:compute/globalAddress:GlobalAddress", "gcp:compute/uRLMap:URLMap",
+            "gcp:compute/router:Router"} <= {r.typ for r in gcp.customs()}  # fmt: skip
     template = gcp.one(TEMPLATE).inputs
     assert template["disks"][0]["labels"] == labels
     assert gcp.provider_input("gcp", "defaultLabels") == labels
@@ -393,6 +398,10 @@ def test_aws_every_resource_and_every_launched_instance_is_tagged(aws):
         if isinstance(tags, dict):
             assert {k: tags[k] for k in labels} == labels, resource.name
             assert tags["Name"].startswith("aws-group-"), resource.name
+    # Resources without tags of their own carry the provider's default tags (above).
+    assert {ALB, TARGETS, LISTENER, LAUNCH, ASG, "aws:acm/certificate:Certificate",
+            "aws:ec2/natGateway:NatGateway", "aws:ec2/eip:Eip"} <= {
+        r.typ for r in aws.customs()}  # fmt: skip
     # Auto Scaling takes no default tags: the group's own, given on to its instances.
     asg_tags = {t["key"]: t for t in aws.one(ASG).inputs["tags"]}
     for key, value in labels.items():

@@ -28,6 +28,7 @@ from provisioning.layout import (
     USER,
 )
 from provisioning.settings import Deployment
+from stacks.ingress import BACKEND_KEEPALIVE_SECONDS
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -241,7 +242,7 @@ def context(
     scheme = deployment.artifact_scheme
     tls_cert, tls_key = tls_paths(deployment)
     max_connections = deployment.db_max_connections or sizing.DEFAULT_DB_MAX_CONNECTIONS
-    pool = sizing.pool_for(max_connections, len(server_ports), job_execution)
+    pool = sizing.pool_for(max_connections, len(server_ports), job_execution, deployment.group_size)
     ctx = {
         "paths": dict(PATHS),
         "server_unit_name": SERVER_UNIT_NAME,
@@ -256,6 +257,11 @@ def context(
         "allowed_hosts": allowed_hosts(deployment),
         "cors_allowed_origins": [deployment.tracking_url],
         "server_ports": list(server_ports),
+        # A group's nginx is reached only by the cloud's load balancer, which reuses idle
+        # connections: nginx keeps them longer than it does (stacks/ingress.py).
+        "balancer_keepalive_seconds": (
+            BACKEND_KEEPALIVE_SECONDS if deployment.group_size > 1 else None
+        ),
         "python_version": deployment.python_version,
         "mlflow_version": deployment.mlflow_version,
         "storage_packages": list(STORAGE_PACKAGES[scheme]),

@@ -57,23 +57,49 @@ def engines(job_execution: bool) -> int:
     return ENGINES + (1 if job_execution else 0)
 
 
-def instances_within(max_connections: int, job_execution: bool) -> int:
-    """The most instances whose pools fit the database's connection limit (0 if none)."""
-    return max(0, (max_connections - DB_RESERVED_CONNECTIONS) // (2 * engines(job_execution)))
+def sizing_slots(instances: int, hosts: int = 1) -> int:
+    """How many instances' shares of the database one host of ``hosts`` sizes its pools by.
+
+    A single host divides the database among its own instances. A host of a group counts
+    every host of the group as holding as many, and adds the surge instance that serves
+    beside a lone instance while it restarts (provisioning.steps.servers.roll): each host
+    then stays within 1/hosts of the database at every moment, its own restart included,
+    so the group's sum fits whichever host rolls and however the hosts' instance counts
+    differ. A host restarts an instance by stopping it first, so a restart with more than
+    one instance opens no more connections than it closed.
+    """
+    if hosts == 1:
+        return instances
+    return hosts * (instances + (1 if instances == 1 else 0))
 
 
-def pool_for(max_connections: int, instances: int, job_execution: bool) -> Pool:
-    """Each instance's engines together stay within its share of the database's limit.
+def instances_within(max_connections: int, job_execution: bool, hosts: int = 1) -> int:
+    """The most instances per host whose pools fit the database's connection limit,
+    ``hosts`` hosts sharing it (0 if none)."""
+    slots = max(0, (max_connections - DB_RESERVED_CONNECTIONS) // (2 * engines(job_execution)))
+    if hosts == 1:
+        return slots
+    per_host = slots // hosts
+    # One instance counts twice (its surge instance): a host needs 2 slots either way.
+    return per_host if per_host >= 2 else 0
+
+
+def pool_for(max_connections: int, instances: int, job_execution: bool, hosts: int = 1) -> Pool:
+    """Each instance's engines together stay within its share of the database's limit:
+    the host's own instances, and in a group of ``hosts`` every other host's too
+    (sizing_slots).
 
     MLflow ignores a max overflow of 0 (and then allows SQLAlchemy's 10), so the
     overflow is at least 1 and each engine needs at least 2 connections.
     """
     count = engines(job_execution)
-    per_engine = (max_connections - DB_RESERVED_CONNECTIONS) // instances // count
+    slots = sizing_slots(instances, hosts)
+    per_engine = (max_connections - DB_RESERVED_CONNECTIONS) // slots // count
     if per_engine < 2:
+        group = f" on each of {hosts} hosts" if hosts > 1 else ""
         raise ValueError(
-            f"{max_connections} database connections cannot serve {instances} instance(s): "
-            f"each needs {2 * count}, plus {DB_RESERVED_CONNECTIONS} kept free"
+            f"{max_connections} database connections cannot serve {instances} instance(s)"
+            f"{group}: each needs {2 * count}, plus {DB_RESERVED_CONNECTIONS} kept free"
         )
     size = max(1, per_engine * 2 // 3)
     return Pool(size, per_engine - size)

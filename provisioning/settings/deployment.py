@@ -147,6 +147,11 @@ class Deployment:
     permissions: dict[str, Any] = field(default_factory=dict)
     #: What validation changed on the way in (e.g. a rewritten URI scheme), for display.
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    #: How many servers share the database: 1, or the size of the group this host is one
+    #: of. Not a setting (no settings file or override can give it): validation sets it
+    #: from ``hosts`` and group_host() carries it to each host's own deployment, whose
+    #: database pools are then sized for the whole group (provisioning.sizing).
+    group_size: int = field(default=1, repr=False)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -155,7 +160,7 @@ class Deployment:
         """Every setting as plain data for printing, with secret values replaced."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "notes":
+            if f.name in INTERNAL_FIELDS:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, Secret):
@@ -175,8 +180,12 @@ class Deployment:
         return urlsplit(self.artifacts_destination).scheme
 
 
+#: Fields validation and the group fill in, never read from settings.
+INTERNAL_FIELDS = ("notes", "group_size")
 #: Keys a settings file (or the overrides of deployment_from_outputs) may use.
-SETTINGS_KEYS = tuple(f.name for f in dataclasses.fields(Deployment) if f.name != "notes")
+SETTINGS_KEYS = tuple(
+    f.name for f in dataclasses.fields(Deployment) if f.name not in INTERNAL_FIELDS
+)
 REQUIRED_KEYS = tuple(
     f.name
     for f in dataclasses.fields(Deployment)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from provisioning.settings.auth import validate_auth
-from provisioning.settings.group import validate_group
+from provisioning.settings.group import check_group_database, validate_group
 from provisioning.settings.rules import (
     ARTIFACT_MODES,
     CALENDAR,
@@ -132,6 +132,7 @@ def validate(d: Deployment) -> None:
     _check_models(d)
     if d.db_max_connections is not None:
         check_int("db_max_connections", d.db_max_connections, 20, 100_000)
+    check_group_database(d)
     _check_generated_secret(d, "flask_secret_key", MIN_FLASK_SECRET_KEY)
     _check_generated_secret(d, "kek_passphrase", MIN_KEK_PASSPHRASE)
     _check_optional_str(d, "db_connection_name")

@@ -33,7 +33,8 @@ def ports_for(deployment: Deployment, resources: facts.Resources) -> list[int]:
     """The loopback ports of the instances this host runs: one per core as memory and the
     database's connection limit allow, or the number the settings give (checked)."""
     connections = deployment.db_max_connections or sizing.DEFAULT_DB_MAX_CONNECTIONS
-    fits = sizing.instances_within(connections, deployment.job_execution)
+    hosts = deployment.group_size
+    fits = sizing.instances_within(connections, deployment.job_execution, hosts)
     if deployment.job_execution:
         # MLflow's job runner schedules periodic jobs in every server process that runs
         # it; one instance keeps each job scheduled once.
@@ -43,10 +44,16 @@ def ports_for(deployment: Deployment, resources: facts.Resources) -> list[int]:
     else:
         instances = min(sizing.instances_for(resources.cores, resources.memory_mb), max(fits, 1))
     if instances > fits:
+        group = (
+            f" on each of the group's {hosts} hosts (a lone instance counts twice: its surge "
+            "instance serves beside it while it restarts)"
+            if hosts > 1
+            else ""
+        )
         raise PreflightError(
-            f"db_max_connections {connections} cannot serve {instances} server instance(s): "
-            f"each needs {2 * sizing.engines(deployment.job_execution)} connections and "
-            f"{sizing.DB_RESERVED_CONNECTIONS} stay free (at most {fits} instance(s))"
+            f"db_max_connections {connections} cannot serve {instances} server instance(s)"
+            f"{group}: each needs {2 * sizing.engines(deployment.job_execution)} connections "
+            f"and {sizing.DB_RESERVED_CONNECTIONS} stay free (at most {fits} instance(s))"
         )
     if FIRST_SERVER_PORT + instances > SURGE_PORT:
         raise PreflightError(f"{instances} instances would reach the surge port {SURGE_PORT}")

@@ -1,8 +1,15 @@
 """Find and remove AWS resources by the kit's tags, with boto3.
 
 Regional resources come from the Resource Groups Tagging API (one query for
-EC2, RDS, S3 and the rest). IAM is global and not covered by that API, so roles,
-instance profiles and customer-managed policies are listed directly. EC2
+EC2, RDS, S3, Elastic Load Balancing, ACM and the rest). IAM is global and not covered
+by that API, so roles, instance profiles and customer-managed policies are listed
+directly; nor are Auto Scaling groups ("GetResources ... aren't supported at this time
+and return an empty response" for them: "Services that support the Resource Groups
+Tagging API", docs.aws.amazon.com/resourcegroupstagging/latest/APIReference/
+supported-services.html), so they are asked of Auto Scaling itself
+(DescribeAutoScalingGroups with its ``tag:<key>`` and ``tag-key`` filters). An Auto
+Scaling group left behind launches new instances for every one removed, so it goes
+first. EC2
 instances stay visible for about an hour after termination: their state is
 checked and terminated ones are not leftovers.
 
@@ -22,7 +29,15 @@ TagFilter = dict[str, str | None]
 _GONE_STATES = {"terminated"}
 # Removal order for orphans: what holds a dependency goes first.
 _ORDER = (
+    "autoscaling group",
     "ec2 instance",
+    "elasticloadbalancing listener",
+    "elasticloadbalancing loadbalancer",
+    "elasticloadbalancing targetgroup",
+    "acm certificate",
+    "ec2 launch-template",
+    "ec2 natgateway",
+    "ec2 elastic-ip",
     "rds db",
     "s3 bucket",
     "iam instance-profile",
@@ -62,8 +77,39 @@ def find(aws: Aws, wanted: TagFilter) -> list[Leftover]:
     """Every resource in the account/region whose tags match ``wanted``."""
     found = [_regional(aws, arn, tags) for arn, tags in _tagged_arns(aws, wanted)]
     found = _drop_terminated(aws, found)
+    found += list(_auto_scaling_groups(aws, wanted))
     found += list(_iam(aws, wanted))
-    return sorted(found, key=_removal_rank)
+    unique = {item.ident: item for item in found}
+    return sorted(unique.values(), key=_removal_rank)
+
+
+def _auto_scaling_groups(aws: Aws, wanted: TagFilter) -> Iterator[Leftover]:
+    # DescribeAutoScalingGroups' filters (Auto Scaling API Reference, Filter): "tag:<key>"
+    # for a key with one of the values, "tag-key" for the key with any value; ANDed.
+    filters = [
+        {"Name": f"tag:{key}", "Values": [value]}
+        if value is not None
+        else {"Name": "tag-key", "Values": [key]}
+        for key, value in wanted.items()
+    ]
+    pages = aws.client("autoscaling").get_paginator("describe_auto_scaling_groups")
+    for page in pages.paginate(Filters=filters):
+        for group in page["AutoScalingGroups"]:
+            tags = _tags(group)
+            if matches(tags, wanted):
+                name = group["AutoScalingGroupName"]
+                yield Leftover(
+                    "aws",
+                    "autoscaling group",
+                    name,
+                    group["AutoScalingGroupARN"],
+                    # --force-delete terminates its instances with it.
+                    "aws autoscaling delete-auto-scaling-group --auto-scaling-group-name"
+                    f" {name} --force-delete --region {aws.region}",
+                    tags,
+                    state=group.get("Status", ""),
+                    location=aws.region,
+                )
 
 
 def _tagged_arns(aws: Aws, wanted: TagFilter) -> Iterator[tuple[str, dict[str, str]]]:
@@ -103,6 +149,22 @@ def _regional(aws: Aws, arn: str, tags: dict[str, str]) -> Leftover:
         name = resource[3:]
         command = f"aws rds delete-db-parameter-group --db-parameter-group-name {name}{where}"
         return Leftover("aws", "rds parameter-group", name, arn, command, tags, location=region)
+    if service == "elasticloadbalancing":
+        # loadbalancer/app/NAME/ID, targetgroup/NAME/ID, listener/app/NAME/ID/ID: removed
+        # by ARN (elbv2 delete-load-balancer, delete-target-group, delete-listener).
+        kind = resource.split("/", 1)[0]
+        parts = resource.split("/")
+        name = parts[2] if kind in ("loadbalancer", "listener") else parts[1]
+        verb = {"loadbalancer": "load-balancer", "targetgroup": "target-group"}.get(kind, kind)
+        command = f"aws elbv2 delete-{verb} --{verb}-arn {arn}{where}"
+        return Leftover(
+            "aws", f"elasticloadbalancing {kind}", name, arn, command, tags, location=region
+        )
+    if service == "acm" and resource.startswith("certificate/"):
+        command = f"aws acm delete-certificate --certificate-arn {arn}{where}"
+        return Leftover(
+            "aws", "acm certificate", resource[12:], arn, command, tags, location=region
+        )
     if service == "ec2" and "/" in resource:
         kind, ident = resource.split("/", 1)
         known = _EC2_COMMANDS.get(kind)
@@ -132,6 +194,7 @@ _EC2_COMMANDS = {
     "key-pair": "aws ec2 delete-key-pair --key-name {id}",
     "snapshot": "aws ec2 delete-snapshot --snapshot-id {id}",
     "natgateway": "aws ec2 delete-nat-gateway --nat-gateway-id {id}",
+    "launch-template": "aws ec2 delete-launch-template --launch-template-id {id}",
     # An attached gateway cannot be deleted: detach it from its VPC first.
     "internet-gateway": "aws ec2 detach-internet-gateway --internet-gateway-id {id} --vpc-id"
     " $(aws ec2 describe-internet-gateways --internet-gateway-ids {id}"
@@ -311,7 +374,39 @@ def _remove_policy(aws: Aws, item: Leftover) -> None:
     iam.delete_policy(PolicyArn=item.ident)
 
 
+def _remove_auto_scaling_group(aws: Aws, item: Leftover) -> None:
+    aws.client("autoscaling").delete_auto_scaling_group(
+        AutoScalingGroupName=item.name, ForceDelete=True
+    )
+
+
+def _remove_launch_template(aws: Aws, item: Leftover) -> None:
+    aws.client("ec2").delete_launch_template(LaunchTemplateId=item.name)
+
+
+def _remove_load_balancer(aws: Aws, item: Leftover) -> None:
+    aws.client("elbv2").delete_load_balancer(LoadBalancerArn=item.ident)
+
+
+def _remove_target_group(aws: Aws, item: Leftover) -> None:
+    aws.client("elbv2").delete_target_group(TargetGroupArn=item.ident)
+
+
+def _remove_listener(aws: Aws, item: Leftover) -> None:
+    aws.client("elbv2").delete_listener(ListenerArn=item.ident)
+
+
+def _remove_certificate(aws: Aws, item: Leftover) -> None:
+    aws.client("acm").delete_certificate(CertificateArn=item.ident)
+
+
 _REMOVERS: dict[str, Callable[[Aws, Leftover], None]] = {
+    "autoscaling group": _remove_auto_scaling_group,
+    "ec2 launch-template": _remove_launch_template,
+    "elasticloadbalancing loadbalancer": _remove_load_balancer,
+    "elasticloadbalancing targetgroup": _remove_target_group,
+    "elasticloadbalancing listener": _remove_listener,
+    "acm certificate": _remove_certificate,
     "ec2 instance": _remove_instance,
     "ec2 security-group": _remove_security_group,
     "rds db": _remove_db,

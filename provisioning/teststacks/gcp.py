@@ -36,9 +36,20 @@ SQL_API = "https://sqladmin.googleapis.com/v1"
 STORAGE_API = "https://storage.googleapis.com/storage/v1"
 SECRETS_API = "https://secretmanager.googleapis.com/v1"
 TIMEOUT = 60
-# Removal order for orphans: a VM holds disks and addresses until it is gone; a
-# network goes last, after the subnet and everything else attached to it.
-_ORDER = ("compute instance", "sql instance", "storage bucket")
+# Removal order for orphans: a group's load balancer from its forwarding rule inwards
+# (each holds the next), then the managed instance group, which would recreate any of
+# its VMs removed before it; a VM holds disks and addresses until it is gone; a network
+# goes last, after the subnet, the router and everything else attached to it.
+_ORDER = (
+    "compute global-forwarding-rule",
+    "compute target-https-proxy",
+    "compute url-map",
+    "compute backend-service",
+    "compute instance-group-manager",
+    "compute instance",
+    "sql instance",
+    "storage bucket",
+)
 _LAST = ("compute subnetwork", "compute network")
 
 #: Label filter: label key -> required value, or None for "any value".
@@ -163,6 +174,17 @@ def _compute_command(kind: str, short: str, parts: list[str], proj: str) -> str:
         "Firewall": "firewall-rules",
         "Network": "networks",
         "Subnetwork": "networks subnets",
+        # topology: group
+        "GlobalForwardingRule": "forwarding-rules",
+        "InstanceGroupManager": "instance-groups managed",
+        "HealthCheck": "health-checks",
+        "BackendService": "backend-services",
+        "UrlMap": "url-maps",
+        "TargetHttpsProxy": "target-https-proxies",
+        "SslCertificate": "ssl-certificates",
+        "SslPolicy": "ssl-policies",
+        "SecurityPolicy": "security-policies",
+        "Router": "routers",
     }.get(kind)
     if collection is None:
         return f"# no removal command known for compute {kind}; delete {'/'.join(parts)}"
@@ -172,7 +194,10 @@ def _compute_command(kind: str, short: str, parts: list[str], proj: str) -> str:
     elif "regions" in parts:
         scope = f" --region {parts[parts.index('regions') + 1]}"
     elif kind in ("GlobalAddress", "ForwardingRule") or "global" in parts:
-        scope = " --global" if collection in ("addresses", "forwarding-rules") else ""
+        # These commands take --global or --region (gcloud compute ... delete --help);
+        # instance templates, firewall rules, networks, images and snapshots are global
+        # only and take neither.
+        scope = " --global" if collection in _GLOBAL_OR_REGIONAL else ""
     command = f"gcloud compute {collection} delete {short}{scope} {proj} --quiet"
     if kind == "Network":
         # The private services peering (Cloud SQL) keeps the network in use until removed.
@@ -182,6 +207,19 @@ def _compute_command(kind: str, short: str, parts: list[str], proj: str) -> str:
         )
         command = f"{peering} && {command}"
     return command
+
+
+_GLOBAL_OR_REGIONAL = (
+    "addresses",
+    "forwarding-rules",
+    "health-checks",
+    "backend-services",
+    "url-maps",
+    "target-https-proxies",
+    "ssl-certificates",
+    "ssl-policies",
+    "security-policies",
+)
 
 
 def _words(kind: str) -> str:

@@ -12,7 +12,7 @@ import pulumi_aws as aws
 from stacks.aws.settings import AwsSettings
 from stacks.aws.tags import named
 from stacks.component import Component
-from stacks.ingress import DRAINING_SECONDS, HEALTH_CHECK_PATH, HTTPS
+from stacks.ingress import ALB_IDLE_TIMEOUT_SECONDS, DRAINING_SECONDS, HEALTH_CHECK_PATH, HTTPS
 
 #: TLS 1.3 and 1.2 with forward secrecy only (Elastic Load Balancing, "Security policies
 #: for your Application Load Balancer").
@@ -82,6 +82,8 @@ class LoadBalancer(Component):
             security_groups=[args.security_group_id],
             subnets=args.subnet_ids,
             drop_invalid_header_fields=True,
+            # Set, not left at 60 s: nginx keeps its connections longer (stacks/ingress.py).
+            idle_timeout=ALB_IDLE_TIMEOUT_SECONDS,
             enable_deletion_protection=s.deletion_protection,
             tags=tags("alb"),
             opts=self.child,

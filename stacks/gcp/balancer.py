@@ -11,7 +11,12 @@ import pulumi_gcp as gcp
 from stacks.component import Component
 from stacks.gcp.marker import described
 from stacks.gcp.settings import GcpSettings
-from stacks.ingress import DRAINING_SECONDS, HTTPS
+from stacks.ingress import (
+    DRAINING_SECONDS,
+    GCP_CLIENT_KEEPALIVE_SECONDS,
+    GCP_RESPONSE_TIMEOUT_SECONDS,
+    HTTPS,
+)
 
 #: Cloud Armor takes at most ten source ranges per rule.
 RANGES_PER_RULE = 10
@@ -20,8 +25,9 @@ DEFAULT_RULE_PRIORITY = 2147483647
 #: TLS 1.2 and newer, with only the modern cipher suites (Google's RESTRICTED profile).
 TLS_PROFILE = "RESTRICTED"
 MIN_TLS_VERSION = "TLS_1_2"
-#: How long one request may take end to end (artifact uploads pass through the servers).
-REQUEST_TIMEOUT_SECONDS = 300
+#: How long one response may take end to end (stacks/ingress.py: a response timeout, and
+#: artifacts of many GB pass through the servers).
+REQUEST_TIMEOUT_SECONDS = GCP_RESPONSE_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +142,7 @@ class LoadBalancer(Component):
             url_map=urls.self_link,
             ssl_certificates=[certificate.self_link],
             ssl_policy=self.ssl_policy.self_link,
+            http_keep_alive_timeout_sec=GCP_CLIENT_KEEPALIVE_SECONDS,
             description=described("MLflow HTTPS proxy", stack),
             opts=self.child,
         )

@@ -27,7 +27,7 @@ from stack_harness import (
     revealed,
 )
 
-from stacks import contract
+from stacks import contract, ingress
 from stacks.gcp.marker import marker
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("error::DeprecationWarning")]
@@ -326,6 +326,28 @@ def test_aws_target_group_drains_before_deregistering(aws):
     assert int(aws.one(TARGETS).inputs["deregistrationDelay"]) == 30
 
 
+# --- timeouts: the balancers against nginx (stacks/ingress.py) ------------------------------
+
+
+def test_gcp_balancer_lets_a_transfer_run_as_long_as_nginx_does(gcp):
+    # The backend service timeout is the whole response's: an hour, nginx's
+    # proxy_read_timeout; at the former 300 s a 5 GB download needed 17 MB/s.
+    assert gcp.one(BACKEND).inputs["timeoutSec"] == 3600 == ingress.TRANSFER_SECONDS
+    # Client side: Google's documented default (610 s), on record.
+    assert gcp.one(PROXY).inputs["httpKeepAliveTimeoutSec"] == 610
+
+
+def test_aws_balancer_idles_as_long_as_nginx_allows_silence(aws):
+    # Not the 60 s default: a response silent for a minute would be cut with a 504.
+    assert aws.one(ALB).inputs["idleTimeout"] == 3600 == ingress.TRANSFER_SECONDS
+
+
+def test_nginx_keeps_idle_connections_longer_than_either_balancer():
+    # Else a balancer reuses a connection nginx is closing, and the user gets a 502.
+    assert ingress.BACKEND_KEEPALIVE_SECONDS > ingress.GCP_BACKEND_KEEPALIVE_SECONDS == 600
+    assert ingress.BACKEND_KEEPALIVE_SECONDS > ingress.ALB_IDLE_TIMEOUT_SECONDS
+
+
 # --- labels for teardown --------------------------------------------------------------------
 
 
@@ -358,6 +380,11 @@ def test_gcp_every_resource_is_labelled_or_marked_for_teardown(gcp):
         else:
             assert "description" in parameters, resource.typ
             assert marker("gcp-group") in resource.inputs["description"], resource.name
+    # The loop saw every type of the group that bills or blocks a new stack of the name,
+    # each of which teardown's leftover check finds by its labels or its marker.
+    assert {TEMPLATE, MIG, HEALTH, BACKEND, PROXY, SSL_POLICY, ARMOR, FORWARDING,
+            "gcp:compute/globalAddress:GlobalAddress", "gcp:compute/uRLMap:URLMap",
+            "gcp:compute/router:Router"} <= {r.typ for r in gcp.customs()}  # fmt: skip
     template = gcp.one(TEMPLATE).inputs
     assert template["disks"][0]["labels"] == labels
     assert gcp.provider_input("gcp", "defaultLabels") == labels
@@ -371,6 +398,10 @@ def test_aws_every_resource_and_every_launched_instance_is_tagged(aws):
         if isinstance(tags, dict):
             assert {k: tags[k] for k in labels} == labels, resource.name
             assert tags["Name"].startswith("aws-group-"), resource.name
+    # Resources without tags of their own carry the provider's default tags (above).
+    assert {ALB, TARGETS, LISTENER, LAUNCH, ASG, "aws:acm/certificate:Certificate",
+            "aws:ec2/natGateway:NatGateway", "aws:ec2/eip:Eip"} <= {
+        r.typ for r in aws.customs()}  # fmt: skip
     # Auto Scaling takes no default tags: the group's own, given on to its instances.
     asg_tags = {t["key"]: t for t in aws.one(ASG).inputs["tags"]}
     for key, value in labels.items():

@@ -101,3 +101,63 @@ def aws_stack_config(environment: str = "test", expires: str = "202501311200") -
         "aws:region": REGION,
         "httpsAllowedCidrs": '["203.0.113.0/24"]',
     }
+
+
+def leak_group(session, stack: str, prefix: str) -> dict[str, str]:
+    """What ``topology: group`` adds, tagged as the stack tags it: the launch template and
+    Auto Scaling group (tags given on to its instances), the load balancer, its target
+    group, listener and certificate, a NAT gateway with its Elastic IP. Their names/ids."""
+    tags = kit_tags(stack)
+    ec2 = session.client("ec2")
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
+    template = ec2.create_launch_template(
+        LaunchTemplateName=f"{prefix}-servers",
+        LaunchTemplateData={"ImageId": "ami-03cf127a", "InstanceType": "t3.small"},
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags}],
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    session.client("autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName=f"{prefix}-servers",
+        LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+        MinSize=0,
+        MaxSize=2,
+        DesiredCapacity=0,
+        VPCZoneIdentifier=",".join(subnets),
+        Tags=[{**tag, "PropagateAtLaunch": True} for tag in tags],
+    )
+    elbv2 = session.client("elbv2")
+    balancer = elbv2.create_load_balancer(
+        Name=f"{prefix}-alb", Subnets=subnets, Type="application", Tags=tags
+    )["LoadBalancers"][0]["LoadBalancerArn"]
+    targets = elbv2.create_target_group(
+        Name=f"{prefix}-targets", Protocol="HTTPS", Port=443, VpcId=vpc, Tags=tags
+    )["TargetGroups"][0]["TargetGroupArn"]
+    certificate = session.client("acm").request_certificate(
+        DomainName="mlflow.example.com", ValidationMethod="DNS", Tags=tags
+    )["CertificateArn"]
+    listener = elbv2.create_listener(
+        LoadBalancerArn=balancer,
+        Protocol="HTTPS",
+        Port=443,
+        Certificates=[{"CertificateArn": certificate}],
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": targets}],
+        Tags=tags,
+    )["Listeners"][0]["ListenerArn"]
+    address = ec2.allocate_address(
+        Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": tags}]
+    )["AllocationId"]
+    nat = ec2.create_nat_gateway(
+        SubnetId=subnets[0],
+        AllocationId=address,
+        TagSpecifications=[{"ResourceType": "natgateway", "Tags": tags}],
+    )["NatGateway"]["NatGatewayId"]
+    return {
+        "asg": f"{prefix}-servers",
+        "launch_template": template,
+        "balancer": balancer,
+        "targets": targets,
+        "listener": listener,
+        "certificate": certificate,
+        "address": address,
+        "nat": nat,
+    }

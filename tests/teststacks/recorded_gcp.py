@@ -1,4 +1,13 @@
-"""Replays recorded GCP API responses in place of google-auth's AuthorizedSession."""
+"""Replays recorded GCP API responses in place of google-auth's AuthorizedSession.
+
+Strict where the real API is: a searchAllResources call with a query parameter the
+Cloud Asset API v1 does not define is refused, as Google answers 400 for an unknown
+parameter ("Method: searchAllResources", cloud.google.com/asset-inventory/docs/reference/
+rest/v1/TopLevel/searchAllResources: query, assetTypes[], pageSize (at most 500),
+pageToken, orderBy, readMask). What the real API does that this does not: the word
+matching of ``query`` (the recorded answers carry it), eventual consistency, and
+permission errors.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,9 @@ from pathlib import Path
 import requests
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
+SEARCH_PARAMETERS = frozenset(
+    {"query", "assetTypes", "pageSize", "pageToken", "orderBy", "readMask"}
+)
 
 
 class Response:
@@ -35,6 +47,12 @@ class RecordedSession:
     def get(self, url, params=None, timeout=None):
         params = params or {}
         self.requests.append(("GET", url, dict(params)))
+        if url.endswith(":searchAllResources"):
+            unknown = set(params) - SEARCH_PARAMETERS
+            if unknown:
+                return Response(400, {"error": f"Invalid JSON payload: {sorted(unknown)}"}, url)
+            if int(params.get("pageSize", 0)) > 500:
+                return Response(400, {"error": "page_size must be at most 500"}, url)
         for item in self.interactions:
             if item["url"] == url and all(params.get(k) == v for k, v in item["params"].items()):
                 if "pageToken" in params and "pageToken" not in item["params"]:

@@ -185,4 +185,5 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
         host_factory.discard(a)
         host_factory.discard(b)
         local_cloud.postgres.drop_database(database)
-        print(f"requests: {locals().get('loop') and loop.sent} sent, timings: {timings}")
+        sent = [x.sent for x in (locals().get("loop"), locals().get("upgrade_loop")) if x]
+        print(f"requests sent (bootstrap roll, upgrade roll): {sent}, timings: {timings}")

@@ -26,6 +26,8 @@ GOOGLE_LB_SOURCE_CIDRS = ("130.211.0.0/22", "35.191.0.0/16")
 POSTGRES_VERSIONS = (14, 15, 16, 17, 18)
 AVAILABILITY = ("zonal", "regional")
 SHARED_CORE_TIERS = ("db-f1-micro", "db-g1-small")
+#: A group's default database tier outside prod: 1 dedicated vCPU, 3.75 GiB (100 connections).
+GROUP_DB_TIER = "db-custom-1-3840"
 _PERF_OPTIMIZED_CPUS = (2, 4, 8, 16, 32, 48, 64, 80, 96, 128)
 MULTI_REGIONS = ("US", "EU", "ASIA")
 DUAL_REGIONS = ("ASIA1", "EUR4", "EUR5", "EUR7", "EUR8", "NAM4")
@@ -111,7 +113,9 @@ def _defaults(environment: str, group: bool = False) -> dict[str, object]:
     return {
         "MachineType": "e2-standard-2" if prod else "e2-small",
         "BootDiskGb": 30 if prod else 20,
-        "DbTier": "db-custom-2-7680" if prod else "db-g1-small",
+        # A group's database is its one shared part: a dedicated core (the smallest
+        # Cloud SQL tier the SLA covers with high availability), not a shared one.
+        "DbTier": "db-custom-2-7680" if prod else GROUP_DB_TIER if group else "db-g1-small",
         "DbAvailability": "regional" if prod or group else "zonal",
         "DbDiskGb": 20 if prod else 10,
         "DbBackups": not test,
@@ -171,6 +175,17 @@ def read_gcp(common: CommonSettings, reader: ConfigReader, provider: ConfigReade
 
     db_tier = reader.get("gcpDbTier", default["DbTier"])
     db_edition = _tier_edition(reader, db_tier)
+    if common.is_group and db_tier in SHARED_CORE_TIERS:
+        # Cloud SQL "Operational guidelines": "Only Cloud SQL instances configured for high
+        # availability with at least one dedicated CPU are covered by the Cloud SQL SLA.
+        # Shared-core instances and single-zone instances are not covered by the SLA."
+        raise SettingError(
+            reader.qualified("gcpDbTier"),
+            db_tier,
+            "a dedicated-core tier with topology group (a shared-core instance is not covered "
+            f"by the Cloud SQL SLA even with high availability), e.g. {GROUP_DB_TIER}: "
+            + TIER_ALLOWED,
+        )
     if env == "prod" and db_tier in SHARED_CORE_TIERS:
         raise SettingError(
             reader.qualified("gcpDbTier"),

@@ -204,6 +204,8 @@ def test_gcp_database_is_private_regional_and_no_rule_admits_postgres(gcp):
     assert not ip.get("authorizedNetworks")
     assert ip["privateNetwork"] == "mlflow-network-vpc-id"
     assert settings["availabilityType"] == "REGIONAL"
+    # A dedicated core by default: the Cloud SQL SLA does not cover shared-core instances.
+    assert settings["tier"] == "db-custom-1-3840"
     for rule in gcp.of_type(FIREWALL):
         assert 5432 not in ports_of(rule), rule.name
 

@@ -443,6 +443,13 @@ GCP = COMMON + [
         (P + "gcpDbAvailability", "zonal", "regional with topology group"),
     ),
     (
+        "group-shared-core-database",
+        "test",
+        {**GROUP, "gcpDbTier": "db-g1-small"},
+        None,
+        (P + "gcpDbTier", "db-g1-small", "a dedicated-core tier with topology group"),
+    ),
+    (
         "impersonation",
         "dev",
         {

@@ -1,0 +1,169 @@
+"""Streaming uploads of proxied artifacts to S3 and GCS, installed into the server's environment.
+
+MLflow's server streams a request body straight into the artifact store only when the
+repository is a ``StreamUploadMixin`` (``mlflow/server/artifact_router.py`` under uvicorn,
+``handlers._upload_artifact`` under gunicorn); otherwise it writes the whole body to a
+temporary file first, so a 4 GB artifact needs 4 GB of the boot disk. MLflow 3.17's S3 and
+GCS repositories are not stream-capable; these subclasses are, and nothing else differs.
+
+They replace the built-in ``s3`` and ``gs`` repositories through the entry point group
+``mlflow.artifact_repository``: ``artifact_repository_registry`` registers the built-ins
+first and the entry points after them, into one dict keyed by scheme, so the entry point
+wins. The distribution that declares them is built by ``provisioning.artifact_streaming``.
+
+Memory per upload is bounded by the part size times the parts held at once:
+
+- S3: ``upload_fileobj`` with parts of ``S3_PART_BYTES`` (8 MiB, boto3's default part
+  size), ``S3_CONCURRENCY`` (4) parts in flight and at most ``S3_PARTS_IN_MEMORY`` (4)
+  read ahead of them, plus the one being read: about 50 MiB (measured: 60 MiB more RSS
+  for a 400 MiB upload). S3 takes at most 10,000 parts, so an artifact sent this way is
+  at most 78 GiB; the size is unknown while it streams, so the part size cannot grow
+  with it. Larger ones take MLflow's multipart upload (MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD),
+  which sends the parts to the bucket directly.
+- GCS: a resumable upload (``blob.upload_from_file`` with ``chunk_size``) of
+  ``GCS_CHUNK_BYTES`` (16 MiB, a multiple of 256 KiB as GCS requires; or
+  MLFLOW_GCS_UPLOAD_CHUNK_SIZE when set), one chunk at a time: about 32 MiB (the chunk
+  being sent and the one being read). No size limit but GCS's 5 TiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from collections.abc import AsyncIterable, Callable
+from mimetypes import guess_type
+from typing import BinaryIO
+
+from mlflow.store.artifact.artifact_repo import StreamUploadMixin
+from mlflow.store.artifact.gcs_artifact_repo import GCSArtifactRepository
+from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+MIB = 1024 * 1024
+S3_PART_BYTES = 8 * MIB
+S3_CONCURRENCY = 4
+S3_PARTS_IN_MEMORY = 4
+GCS_CHUNK_BYTES = 16 * MIB
+
+
+class ExactReader:
+    """A read-only binary stream over pieces of any size that answers ``read(n)`` with
+    exactly ``n`` bytes until the end: both uploaders take a short read for the end of the
+    data (s3transfer's last part, google-resumable-media's final chunk)."""
+
+    def __init__(self, next_piece: Callable[[], bytes]):
+        self._next_piece = next_piece
+        self._buffer = bytearray()
+        self._position = 0
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # The resumable upload seeks to where it already is; nothing can go back.
+        target = offset if whence == 0 else self._position + offset
+        if whence not in (0, 1) or target != self._position:
+            raise OSError(f"cannot seek a request body to {offset} (whence {whence})")
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        while not self._ended and (size is None or size < 0 or len(self._buffer) < size):
+            piece = self._next_piece()
+            if piece:
+                self._buffer += piece
+            else:
+                self._ended = True
+        if size is None or size < 0:
+            size = len(self._buffer)
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:size])
+        del self._buffer[:size]
+        self._position += len(data)
+        return data
+
+
+def _pieces_of(stream: BinaryIO) -> Callable[[], bytes]:
+    return lambda: stream.read(1 * MIB)
+
+
+def _pieces_from_loop(chunks: AsyncIterable[bytes]) -> Callable[[], bytes]:
+    """Pieces of an async body for a reader in a worker thread: each read is run on the
+    event loop (where the request lives), the worker waits for it."""
+    loop = asyncio.get_running_loop()
+    iterator = aiter(chunks)
+
+    async def next_piece() -> bytes:
+        try:
+            return await anext(iterator)
+        except StopAsyncIteration:
+            return b""
+
+    return lambda: asyncio.run_coroutine_threadsafe(next_piece(), loop).result()
+
+
+class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
+    """MLflow's S3 repository, with request bodies uploaded as a multipart upload."""
+
+    def _transfer_config(self):
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=S3_PART_BYTES,
+            multipart_chunksize=S3_PART_BYTES,
+            max_concurrency=S3_CONCURRENCY,
+            # The CRT client ignores the read-ahead bound below.
+            preferred_transfer_client="classic",
+        )
+        # s3transfer's bound on parts read ahead of the uploads (default 10); boto3's
+        # constructor does not take it (s3transfer/manager.py TransferConfig).
+        config.max_in_memory_upload_chunks = S3_PARTS_IN_MEMORY
+        return config
+
+    def _upload_reader(self, reader: ExactReader, name: str, artifact_path: str | None) -> None:
+        bucket, key = self.parse_s3_compliant_uri(self.artifact_uri)
+        key = posixpath.join(key, artifact_path or "", posixpath.basename(name))
+        # The same object metadata as log_artifact gives a file (_upload_file).
+        extra_args = {}
+        guessed_type, guessed_encoding = guess_type(name)
+        if guessed_type is not None:
+            extra_args["ContentType"] = guessed_type
+        if guessed_encoding is not None:
+            extra_args["ContentEncoding"] = guessed_encoding
+        extra_args.update(self._bucket_owner_params)
+        extra_args.update(self.get_s3_file_upload_extra_args() or {})
+        self._get_s3_client().upload_fileobj(
+            reader, bucket, key, ExtraArgs=extra_args, Config=self._transfer_config()
+        )
+
+    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
+        self._upload_reader(ExactReader(_pieces_of(stream)), artifact_file_name, artifact_path)
+
+    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
+        reader = ExactReader(_pieces_from_loop(chunks))
+        await asyncio.to_thread(self._upload_reader, reader, artifact_file_name, artifact_path)
+
+
+class StreamingGCSArtifactRepository(GCSArtifactRepository, StreamUploadMixin):
+    """MLflow's GCS repository, with request bodies sent as a resumable upload."""
+
+    def _upload_reader(self, reader: ExactReader, name: str, artifact_path: str | None) -> None:
+        bucket, path = self.parse_gcs_uri(self.artifact_uri)
+        path = posixpath.join(path, artifact_path or "", posixpath.basename(name))
+        chunk = self._GCS_UPLOAD_CHUNK_SIZE or GCS_CHUNK_BYTES
+        blob = self._get_bucket(bucket).blob(path, chunk_size=chunk)
+        # No size: with chunk_size set, upload_from_file makes a resumable upload that
+        # reads chunk_size at a time and ends at the first short read.
+        blob.upload_from_file(reader, timeout=self._GCS_DEFAULT_TIMEOUT)
+
+    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
+        self._upload_reader(ExactReader(_pieces_of(stream)), artifact_file_name, artifact_path)
+
+    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
+        reader = ExactReader(_pieces_from_loop(chunks))
+        await asyncio.to_thread(self._upload_reader, reader, artifact_file_name, artifact_path)

@@ -25,6 +25,8 @@ PATHS = {
     "migrate_script": "/opt/mlflow/bin/mlflow-migrate",
     "config_dir": "/etc/mlflow",  # root:mlflow 0750
     "environment_yml": "/etc/mlflow/environment.yml",  # root:root 0644
+    # The kit's own wheels, which environment.yml names (provisioning.artifact_streaming).
+    "kit_wheels_dir": "/opt/mlflow/wheels",
     "env_file": "/etc/mlflow/mlflow.env",  # mlflow:mlflow 0600
     "auth_config": "/etc/mlflow/basic_auth.ini",  # mlflow:mlflow 0600
     "db_ca": "/etc/mlflow/db-ca.pem",  # root:root 0644

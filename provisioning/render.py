@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jinja2
 
-from provisioning import sizing
+from provisioning import artifact_streaming, sizing
 from provisioning.auth import auth_context
 from provisioning.handlers import inputs_of
 from provisioning.layout import (
@@ -265,6 +265,7 @@ def context(
         "python_version": deployment.python_version,
         "mlflow_version": deployment.mlflow_version,
         "storage_packages": list(STORAGE_PACKAGES[scheme]),
+        "kit_wheel": f"{PATHS['kit_wheels_dir']}/{artifact_streaming.wheel().filename}",
         "artifact_mode": deployment.artifact_mode,
         "artifacts_destination": deployment.artifacts_destination,
         "backend_store_uri": server_backend_uri(deployment),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from provisioning import facts, files, jobs
+from provisioning import artifact_streaming, facts, files, jobs
 from provisioning.layout import PATHS
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import env_dir
@@ -51,6 +51,18 @@ def miniforge(host: Host, deployment: Deployment) -> Outcome[None]:
     if not host.read(facts.executable(PATHS["conda_bin"])):
         raise host.error("Miniforge install", 1, f"{PATHS['conda_bin']} missing after the install")
     return changed(f"installed, sha256 verified ({how})")
+
+
+def kit_wheel(host: Host) -> Outcome[None]:
+    """Upload the kit's wheel that environment.yml names, before an environment is built
+    from it (provisioning.artifact_streaming). Older ones stay: an environment built from
+    them is rebuilt from its own environment.yml only if it is removed, and then needs them.
+    """
+    wheel = artifact_streaming.wheel()
+    path = f"{PATHS['kit_wheels_dir']}/{wheel.filename}"
+    if files.ensure_file(host, path, wheel.data, mode="0644"):
+        return changed(f"uploaded {wheel.filename}")
+    return unchanged(wheel.filename)
 
 
 def build_script(prefix: str) -> str:

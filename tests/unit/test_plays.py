@@ -42,6 +42,7 @@ BOOTSTRAP_STEPS = [
     "mlflow user and directories",
     "miniforge",
     "server secrets",
+    "kit wheel",
     "conda environment",
     "schema check",
     "configuration files",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from provisioning import artifact_streaming
+from provisioning.layout import PATHS
 from provisioning.render import context, render
 from provisioning.settings import Deployment
 from tests.standin.conda_installer import FAKE_CONDA
@@ -47,4 +49,6 @@ def test_conda_and_pip_packages_of_the_rendered_environment(parse, tmp_path, des
     conda, pip = parse(str(path))
 
     assert conda == ["python=3.11", "pip", "psycopg2", "prometheus_flask_exporter", client]
-    assert pip == [f"mlflow[auth]=={deployment.mlflow_version}"]
+    # The kit's wheel, by path: pip installs it from the file the kit uploaded.
+    wheel = f"{PATHS['kit_wheels_dir']}/{artifact_streaming.wheel().filename}"
+    assert pip == [f"mlflow[auth]=={deployment.mlflow_version}", wheel]

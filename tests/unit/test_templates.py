@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from provisioning import artifact_streaming
 from provisioning import render as render_module
 from provisioning.layout import FILES, PATHS
 from provisioning.render import (
@@ -190,7 +191,8 @@ def test_environment_yml_pins_mlflow_and_picks_the_storage_client(pem_dir, cloud
     assert client in deps
     other = ({"boto3", "google-cloud-storage"} - {client}).pop()
     assert other not in deps
-    assert deps[-1] == {"pip": ["mlflow[auth]==3.17.2"]}
+    wheel = f"/opt/mlflow/wheels/{artifact_streaming.wheel().filename}"
+    assert deps[-1] == {"pip": ["mlflow[auth]==3.17.2", wheel]}
 
 
 def test_local_cloud_picks_the_client_from_the_destination_scheme(pem_dir):

@@ -1,0 +1,122 @@
+"""The kit's distribution for the server's environment (provisioning.artifact_streaming):
+a wheel pip installs, whose entry points replace MLflow's S3 and GCS repositories, named
+in environment.yml by its content, and uploaded before the environment is built."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import zipfile
+from io import BytesIO
+
+import pytest
+
+from provisioning import artifact_streaming
+from provisioning.artifact_streaming.kit_artifacts import ExactReader
+from provisioning.steps import conda
+from provisioning.transport import Host
+from tests.unit.double import ScriptedConnection
+
+REGISTRY = (
+    "from mlflow.store.artifact.artifact_repository_registry import "
+    "get_registered_artifact_repositories as r; "
+    "print(r()['s3'].__name__, r()['gs'].__name__)"
+)
+
+
+def test_the_wheel_installs_with_pip_and_replaces_the_s3_and_gs_repositories(tmp_path):
+    wheel = artifact_streaming.wheel()
+    (tmp_path / wheel.filename).write_bytes(wheel.data)
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--target", str(target), str(tmp_path / wheel.filename)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    found = subprocess.run(
+        [sys.executable, "-c", REGISTRY],
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.split() == [
+        "StreamingS3ArtifactRepository",
+        "StreamingGCSArtifactRepository",
+    ]
+
+
+def test_without_it_mlflow_s_own_repositories_serve(tmp_path):
+    found = subprocess.run(
+        [sys.executable, "-c", REGISTRY], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.split() == ["S3ArtifactRepository", "GCSArtifactRepository"]
+
+
+def test_the_wheel_is_the_same_bytes_every_time_and_its_name_follows_the_module(
+    tmp_path, monkeypatch
+):
+    first, again = artifact_streaming.wheel(), artifact_streaming.wheel()
+    assert first == again
+    with zipfile.ZipFile(BytesIO(first.data)) as archive:
+        assert archive.read("kit_artifacts.py") == artifact_streaming.MODULE_FILE.read_bytes()
+    changed = tmp_path / "kit_artifacts.py"
+    changed.write_bytes(artifact_streaming.MODULE_FILE.read_bytes() + b"# changed\n")
+    monkeypatch.setattr(artifact_streaming, "MODULE_FILE", changed)
+    assert artifact_streaming.wheel().filename != first.filename
+
+
+def wheel_state_read(path: str) -> str:
+    return f"# if [ -e {path} ]; then stat -c '%a %U %G' {path} && sha256sum {path}; else echo missing; fi"
+
+
+def test_the_step_uploads_the_wheel_once():
+    wheel = artifact_streaming.wheel()
+    path = f"/opt/mlflow/wheels/{wheel.filename}"
+    sha = hashlib.sha256(wheel.data).hexdigest()
+    conn = ScriptedConnection(
+        [
+            {"run": wheel_state_read(path), "stdout": "missing\n"},
+            {"run": "$ mktemp -d", "stdout": "/tmp/tmp.x\n"},
+            {"put": "/tmp/tmp.x/upload", "sha256": sha},
+            {
+                "run": f"# install -D -m 0644 -o root -g root /tmp/tmp.x/upload {path}.kit-new"
+                f" && mv -f {path}.kit-new {path}"
+            },
+            {"run": "$ rm -rf /tmp/tmp.x"},
+            {"run": wheel_state_read(path), "stdout": f"644 root root\n{sha}  {path}\n"},
+        ]
+    )
+    host = Host(conn, step="kit wheel")
+    assert conda.kit_wheel(host).changed
+    assert not conda.kit_wheel(host).changed
+    conn.assert_done()
+
+
+@pytest.mark.parametrize(
+    ("pieces", "reads", "expected"),
+    [
+        # A request body comes in pieces of any size; each read but the last is full.
+        ([b"ab", b"c", b"defg", b""], [3, 3, 3], [b"abc", b"def", b"g"]),
+        ([b"abcdefgh", b""], [2, 2, -1], [b"ab", b"cd", b"efgh"]),
+        ([b""], [4, 4], [b"", b""]),
+    ],
+)
+def test_the_reader_answers_full_reads_until_the_end(pieces, reads, expected):
+    queue = list(pieces)
+    reader = ExactReader(lambda: queue.pop(0) if queue else b"")
+    got, positions = [], []
+    for size in reads:
+        got.append(reader.read(size))
+        positions.append(reader.tell())
+    assert got == expected
+    assert positions == [sum(map(len, expected[: i + 1])) for i in range(len(expected))]
+
+
+def test_the_reader_refuses_to_seek_back():
+    reader = ExactReader(iter([b"abcd", b""]).__next__)
+    reader.read(2)
+    assert reader.seek(2) == 2
+    with pytest.raises(OSError, match="cannot seek a request body to 0"):
+        reader.seek(0)

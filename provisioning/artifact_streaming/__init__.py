@@ -1,10 +1,11 @@
 """The kit's distribution for the server's environment: ``kit_artifacts.py`` (streaming
-uploads to S3 and GCS) with the package metadata that registers it.
+uploads to S3 and GCS) and ``kit_downloads.py`` (streaming downloads), with the package
+metadata that registers them.
 
 MLflow finds artifact repositories by entry point (``mlflow.artifact_repository``), and an
 entry point exists only in an installed distribution's ``entry_points.txt``. So the kit
 builds a wheel here, byte for byte the same from the same module (fixed timestamps, sorted
-members), and environment.yml names it by a version that carries the module's sha256: a
+members), and environment.yml names it by a version that carries the modules' sha256: a
 changed module changes environment.yml, hence the environment's hash, hence a rebuild that
 installs it (``provisioning.steps.conda``). A wheel needs no build backend on the VM.
 """
@@ -18,9 +19,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-MODULE_FILE = Path(__file__).with_name("kit_artifacts.py")
+MODULE_FILES = tuple(
+    Path(__file__).with_name(name) for name in ("kit_artifacts.py", "kit_downloads.py")
+)
 DISTRIBUTION = "mlflow_kit_artifacts"
 ENTRY_POINTS = (
+    "[mlflow.app]\n"
+    "kit-streaming = kit_downloads:create_app\n"
+    "\n"
     "[mlflow.artifact_repository]\n"
     "gs = kit_artifacts:StreamingGCSArtifactRepository\n"
     "s3 = kit_artifacts:StreamingS3ArtifactRepository\n"
@@ -35,8 +41,15 @@ class Wheel:
     data: bytes
 
 
+def modules() -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in MODULE_FILES}
+
+
 def version() -> str:
-    digest = hashlib.sha256(MODULE_FILE.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256()
+    for name, data in modules().items():
+        digest.update(f"{name}\0{len(data)}\0".encode() + data)
+    return f"1.0+{digest.hexdigest()[:12]}"
     return f"1.0+{digest}"
 
 
@@ -61,7 +74,7 @@ def _record_line(name: str, data: bytes) -> str:
 def wheel() -> Wheel:
     """The wheel pip installs into the server's environment."""
     info = f"{DISTRIBUTION}-{version()}.dist-info"
-    members = {"kit_artifacts.py": MODULE_FILE.read_bytes()}
+    members = modules()
     members.update({f"{info}/{name}": data for name, data in metadata_files().items()})
     record = "".join(_record_line(name, data) for name, data in sorted(members.items()))
     members[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
@@ -80,7 +93,8 @@ def install_beside(directory: Path) -> Path:
     an installed wheel would: how a test gives a server the entry points without
     installing anything into a shared environment."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "kit_artifacts.py").write_bytes(MODULE_FILE.read_bytes())
+    for name, data in modules().items():
+        (directory / name).write_bytes(data)
     info = directory / f"{DISTRIBUTION}-{version()}.dist-info"
     info.mkdir(exist_ok=True)
     for name, data in metadata_files().items():

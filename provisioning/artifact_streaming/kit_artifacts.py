@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Iterator
 from mimetypes import guess_type
 from typing import BinaryIO
 
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.gcs_artifact_repo import GCSArtifactRepository
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
@@ -43,6 +45,21 @@ S3_PART_BYTES = 8 * MIB
 S3_CONCURRENCY = 4
 S3_PARTS_IN_MEMORY = 4
 GCS_CHUNK_BYTES = 16 * MIB
+#: Downloads (kit_downloads): what is read from the bucket per step, one step ahead of
+#: the client at most.
+DOWNLOAD_CHUNK_BYTES = 8 * MIB
+
+
+def not_found(path: str) -> MlflowException:
+    return MlflowException(f"No artifact at '{path}'", error_code=RESOURCE_DOES_NOT_EXIST)
+
+
+def _chunks(read: Callable[[], bytes], close: Callable[[], None]) -> Iterator[bytes]:
+    try:
+        while chunk := read():
+            yield chunk
+    finally:
+        close()
 
 
 class ExactReader:
@@ -148,6 +165,23 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
         reader = ExactReader(_pieces_from_loop(chunks))
         await asyncio.to_thread(self._upload_reader, reader, artifact_file_name, artifact_path)
 
+    def open_artifact(self, artifact_path: str) -> tuple[int, Iterator[bytes]]:
+        """The size of the object at ``artifact_path`` and its bytes, read as they are sent."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = self.parse_s3_compliant_uri(self.artifact_uri)
+        key = posixpath.join(key, artifact_path)
+        try:
+            answer = self._get_s3_client().get_object(
+                Bucket=bucket, Key=key, **self._bucket_owner_params
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise not_found(artifact_path) from error
+            raise
+        body = answer["Body"]
+        return answer["ContentLength"], _chunks(lambda: body.read(DOWNLOAD_CHUNK_BYTES), body.close)
+
 
 class StreamingGCSArtifactRepository(GCSArtifactRepository, StreamUploadMixin):
     """MLflow's GCS repository, with request bodies sent as a resumable upload."""
@@ -167,3 +201,26 @@ class StreamingGCSArtifactRepository(GCSArtifactRepository, StreamUploadMixin):
     async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
         reader = ExactReader(_pieces_from_loop(chunks))
         await asyncio.to_thread(self._upload_reader, reader, artifact_file_name, artifact_path)
+
+    def open_artifact(self, artifact_path: str) -> tuple[int, Iterator[bytes]]:
+        """The size of the object at ``artifact_path`` and its bytes, read as they are sent:
+        ranged reads of the generation found first, so an overwrite meanwhile cannot mix
+        two versions (the download URL is built from the client's endpoint, as for any
+        blob made by name, not taken from the object's ``mediaLink``)."""
+        bucket, path = self.parse_gcs_uri(self.artifact_uri)
+        gcs_bucket = self._get_bucket(bucket)
+        found = gcs_bucket.get_blob(
+            posixpath.join(path, artifact_path), timeout=self._GCS_DEFAULT_TIMEOUT
+        )
+        if found is None:
+            raise not_found(artifact_path)
+        blob = gcs_bucket.blob(found.name, generation=found.generation)
+
+        def ranges() -> Iterator[bytes]:
+            for start in range(0, found.size, DOWNLOAD_CHUNK_BYTES):
+                end = min(start + DOWNLOAD_CHUNK_BYTES, found.size) - 1
+                yield blob.download_as_bytes(
+                    start=start, end=end, checksum=None, timeout=self._GCS_DEFAULT_TIMEOUT
+                )
+
+        return found.size, ranges()

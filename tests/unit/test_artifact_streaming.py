@@ -10,9 +10,12 @@ memory comes from the part size and the read-ahead, not from the store's speed.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import http.client
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -105,7 +108,7 @@ class Sampler(threading.Thread):
         self.join()
 
 
-def start_server(tmp_path: Path, destination: str, env: dict[str, str]):
+def start_server(tmp_path: Path, destination: str, env: dict[str, str], options=()):
     """``mlflow server`` as the unit runs it (uvicorn, one worker), the kit's distribution
     on its PYTHONPATH and its TMPDIR a directory of its own."""
     plugin = artifact_streaming.install_beside(tmp_path / "plugin")
@@ -126,7 +129,7 @@ def start_server(tmp_path: Path, destination: str, env: dict[str, str]):
             sys.executable, "-m", "mlflow", "server",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
-            "--artifacts-destination", destination, "--serve-artifacts",
+            "--artifacts-destination", destination, "--serve-artifacts", *options,
         ],
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=server_env,
     )  # fmt: skip
@@ -241,3 +244,162 @@ def test_an_upload_to_gcs_streams_through_the_server(gcs, tmp_path):
             stored.update(chunk)
     assert stored.hexdigest() == sent
     assert_bounded(sampler)
+
+
+# --------------------------------------------------------------------------- downloads
+
+ADMIN = ("admin", "streaming-test-password-1")
+#: The store's answers are held back after this much, until the client has its first bytes.
+HOLD_AFTER = 32 * MIB
+
+
+class GateProxy(threading.Thread):
+    """A TCP proxy between the server and the store that forwards the store's answers up to
+    ``HOLD_AFTER`` bytes, then holds them until ``release`` is set: a server that fetches
+    the whole object before it answers cannot answer while they are held."""
+
+    def __init__(self, upstream: str):
+        super().__init__(daemon=True)
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.forwarded = 0
+        self.release = threading.Event()
+        self.gave_up = False
+        self.lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def run(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            store = socket.create_connection(self.upstream)
+            threading.Thread(target=self.pipe, args=(client, store, False), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(store, client, True), daemon=True).start()
+
+    def pipe(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        try:
+            while data := source.recv(256 * 1024):
+                if answers:
+                    with self.lock:
+                        self.forwarded += len(data)
+                        held = self.forwarded > HOLD_AFTER
+                    # Not a timing bound: a server that does not answer while the store's
+                    # answer is held fails on the order of events, once the proxy gives up.
+                    if held and not self.release.wait(60):
+                        self.gave_up = True
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for each in (source, sink):
+                with contextlib.suppress(OSError):
+                    each.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.release.set()
+        self.listener.close()
+
+
+def write_artifact(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        for offset in range(0, size, MIB):
+            chunk = hashlib.sha256(offset.to_bytes(8, "big")).digest() * (MIB // 32)
+            chunk = chunk[: min(MIB, size - offset)]
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def download_watched(tmp_path: Path, destination: str, env: dict[str, str], proxy: GateProxy):
+    """GET the artifact from a server running the app ``kit-streaming`` over basic-auth."""
+    proxy.start()
+    auth_env = {
+        **env,
+        "MLFLOW_KIT_AUTH_APP": "basic-auth",
+        "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN[0],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "streaming-test-secret-key",
+    }
+    process, port, tmpdir = start_server(
+        tmp_path, destination, auth_env, ["--app-name", "kit-streaming"]
+    )
+    path = "/api/2.0/mlflow-artifacts/artifacts/0/big/model.bin"
+    try:
+        anonymous = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        anonymous.request("GET", path)
+        refused = anonymous.getresponse()
+        refused.read()
+        sampler = Sampler(worker(process.pid), tmpdir)
+        sampler.start()
+        token = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        connection.request("GET", path, headers={"Authorization": f"Basic {token}"})
+        answer = connection.getresponse()
+        assert answer.status == 200, answer.read()[:500]
+        received = hashlib.sha256()
+        first = answer.read(MIB)
+        gave_up_at_first_byte = proxy.gave_up
+        forwarded_at_first_byte = proxy.forwarded
+        proxy.release.set()
+        received.update(first)
+        while chunk := answer.read(MIB):
+            received.update(chunk)
+        sampler.stop()
+        return (
+            refused.status,
+            received.hexdigest(),
+            forwarded_at_first_byte,
+            gave_up_at_first_byte,
+            sampler,
+        )
+    finally:
+        proxy.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def assert_streamed(refused, received, expected, forwarded, gave_up, sampler) -> None:
+    assert refused == 401, "the permission middleware no longer guards the download"
+    assert received == expected
+    # The client had its first bytes while the store's answer was still held back.
+    assert not gave_up, "the client's first bytes came only after the proxy stopped holding"
+    assert forwarded < ARTIFACT_BYTES, f"the server fetched {forwarded} bytes before answering"
+    assert sampler.temp_peak < TEMP_BOUND, f"{sampler.temp_peak} bytes in the server's TMPDIR"
+
+
+def test_a_download_from_s3_streams_through_the_server(s3, tmp_path):
+    expected = write_artifact(tmp_path / "model.bin", ARTIFACT_BYTES)
+    s3.client().upload_file(
+        str(tmp_path / "model.bin"), BUCKET, f"{ARTIFACT_PREFIX}/0/big/model.bin"
+    )
+    (tmp_path / "model.bin").unlink()
+    proxy = GateProxy(s3.endpoint)
+    env = {
+        "MLFLOW_S3_ENDPOINT_URL": proxy.endpoint,
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    *seen, sampler = download_watched(tmp_path, f"s3://{BUCKET}/{ARTIFACT_PREFIX}", env, proxy)
+    report("s3 download", sampler)
+    assert_streamed(seen[0], seen[1], expected, seen[2], seen[3], sampler)
+
+
+def test_a_download_from_gcs_streams_through_the_server(gcs, tmp_path):
+    expected = write_artifact(tmp_path / "model.bin", ARTIFACT_BYTES)
+    blob = gcs.client().bucket(BUCKET).blob(f"{ARTIFACT_PREFIX}/0/big/model.bin")
+    blob.upload_from_filename(str(tmp_path / "model.bin"))
+    (tmp_path / "model.bin").unlink()
+    proxy = GateProxy(gcs.endpoint)
+    env = {"STORAGE_EMULATOR_HOST": proxy.endpoint}
+    *seen, sampler = download_watched(tmp_path, f"gs://{BUCKET}/{ARTIFACT_PREFIX}", env, proxy)
+    report("gcs download", sampler)
+    assert_streamed(seen[0], seen[1], expected, seen[2], seen[3], sampler)

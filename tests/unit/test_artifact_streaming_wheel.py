@@ -1,5 +1,6 @@
 """The kit's distribution for the server's environment (provisioning.artifact_streaming):
-a wheel pip installs, whose entry points replace MLflow's S3 and GCS repositories, named
+a wheel pip installs, whose entry points replace MLflow's S3 and GCS repositories and add
+the app ``kit-streaming``, named
 in environment.yml by its content, and uploaded before the environment is built."""
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from tests.unit.double import ScriptedConnection
 REGISTRY = (
     "from mlflow.store.artifact.artifact_repository_registry import "
     "get_registered_artifact_repositories as r; "
-    "print(r()['s3'].__name__, r()['gs'].__name__)"
+    "from mlflow.server import _find_app; "
+    "print(r()['s3'].__name__, r()['gs'].__name__); print(_find_app('kit-streaming'))"
 )
 
 
@@ -44,12 +46,16 @@ def test_the_wheel_installs_with_pip_and_replaces_the_s3_and_gs_repositories(tmp
     assert found.stdout.split() == [
         "StreamingS3ArtifactRepository",
         "StreamingGCSArtifactRepository",
+        "kit_downloads:create_app",
     ]
 
 
 def test_without_it_mlflow_s_own_repositories_serve(tmp_path):
     found = subprocess.run(
-        [sys.executable, "-c", REGISTRY], capture_output=True, text=True, check=True
+        [sys.executable, "-c", REGISTRY.rsplit(";", 1)[0]],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert found.stdout.split() == ["S3ArtifactRepository", "GCSArtifactRepository"]
 
@@ -60,10 +66,14 @@ def test_the_wheel_is_the_same_bytes_every_time_and_its_name_follows_the_module(
     first, again = artifact_streaming.wheel(), artifact_streaming.wheel()
     assert first == again
     with zipfile.ZipFile(BytesIO(first.data)) as archive:
-        assert archive.read("kit_artifacts.py") == artifact_streaming.MODULE_FILE.read_bytes()
-    changed = tmp_path / "kit_artifacts.py"
-    changed.write_bytes(artifact_streaming.MODULE_FILE.read_bytes() + b"# changed\n")
-    monkeypatch.setattr(artifact_streaming, "MODULE_FILE", changed)
+        for path in artifact_streaming.MODULE_FILES:
+            assert archive.read(path.name) == path.read_bytes()
+    downloads = artifact_streaming.MODULE_FILES[1]
+    changed = tmp_path / downloads.name
+    changed.write_bytes(downloads.read_bytes() + b"# changed\n")
+    monkeypatch.setattr(
+        artifact_streaming, "MODULE_FILES", (artifact_streaming.MODULE_FILES[0], changed)
+    )
     assert artifact_streaming.wheel().filename != first.filename
 
 

@@ -48,6 +48,8 @@ def auth_context(deployment: Deployment, server_uri: str) -> dict[str, Any]:
     ctx: dict[str, Any] = {
         "auth": deployment.auth,
         "app_name": APP_NAMES[deployment.auth],
+        # What the servers run: the auth app, or the kit's app around it (kit_downloads.py).
+        "server_app_name": "kit-streaming" if deployment.stream_downloads else None,
         "default_permission": default_permission(deployment),
         "oidc": None,
     }

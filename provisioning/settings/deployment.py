@@ -95,6 +95,10 @@ class Deployment:
     #: Environments kept on the VM: the current one and those a roll back may return to.
     keep_environments: int = 2
     job_execution: bool = False
+    #: Proxied downloads streamed from the bucket as they are read, not fetched whole into
+    #: the VM's temporary directory first: the servers run the app ``kit-streaming``
+    #: (provisioning/artifact_streaming/kit_downloads.py) around basic-auth.
+    stream_downloads: bool = False
     #: MLflow's usage telemetry from the server and the kit's own client (off unless set).
     telemetry: bool = False
     #: Model endpoints (fab serve-model): single-worker scoring processes per endpoint.

@@ -129,6 +129,7 @@ def validate(d: Deployment) -> None:
         raise SettingsError("job_execution", d.job_execution, "true or false")
     if not isinstance(d.telemetry, bool):
         raise SettingsError("telemetry", d.telemetry, "true or false")
+    _check_stream_downloads(d)
     _check_models(d)
     if d.db_max_connections is not None:
         check_int("db_max_connections", d.db_max_connections, 20, 100_000)
@@ -141,6 +142,21 @@ def validate(d: Deployment) -> None:
     _check_backups(d)
     validate_auth(d)
     _set(d, "notes", tuple(notes))
+
+
+def _check_stream_downloads(d: Deployment) -> None:
+    if not isinstance(d.stream_downloads, bool):
+        raise SettingsError("stream_downloads", d.stream_downloads, "true or false")
+    if d.stream_downloads and d.auth != "basic":
+        raise SettingsError(
+            "stream_downloads", True, f"false with auth {d.auth!r}: it wraps basic-auth only"
+        )
+    if d.stream_downloads and d.job_execution:
+        # mlflow server shares the jobs' gateway token only when the app is named
+        # basic-auth (mlflow/server/__init__.py); under another name jobs lose it.
+        raise SettingsError(
+            "stream_downloads", True, "false while job_execution is true (the jobs' token)"
+        )
 
 
 def _require_str(d: Deployment, name: str) -> None:

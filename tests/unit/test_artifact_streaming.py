@@ -99,7 +99,10 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             self.temp_peak = max(self.temp_peak, temp_bytes(self.tmpdir))
-            self.rss_peak = max(self.rss_peak, rss_bytes(self.pid))
+            try:
+                self.rss_peak = max(self.rss_peak, rss_bytes(self.pid))
+            except OSError:  # the worker is gone: the request fails and says so
+                return
             self.samples += 1
             self.done.wait(0.05)
 
@@ -294,6 +297,7 @@ class GateProxy(threading.Thread):
                     # answer is held fails on the order of events, once the proxy gives up.
                     if held and not self.release.wait(60):
                         self.gave_up = True
+                        self.release.set()
                 sink.sendall(data)
         except OSError:
             pass
@@ -336,7 +340,7 @@ def download_watched(tmp_path: Path, destination: str, env: dict[str, str], prox
         anonymous = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         anonymous.request("GET", path)
         refused = anonymous.getresponse()
-        refused.read()
+        anonymous.close()  # not read: if it was let through, its body is not wanted
         sampler = Sampler(worker(process.pid), tmpdir)
         sampler.start()
         token = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
@@ -367,6 +371,7 @@ def download_watched(tmp_path: Path, destination: str, env: dict[str, str], prox
 
 
 def assert_streamed(refused, received, expected, forwarded, gave_up, sampler) -> None:
+    print(f"  first bytes after {forwarded / MIB:.1f} MiB of {ARTIFACT_BYTES / MIB:.0f} fetched")
     assert refused == 401, "the permission middleware no longer guards the download"
     assert received == expected
     # The client had its first bytes while the store's answer was still held back.

@@ -55,6 +55,7 @@ def test_basic_stays_the_default_and_grants_no_groups():
         ),
         ({"permissions": {"users": {"a": {"runs": {}}}}}, "permissions.users.a.runs"),
         ({"permissions": {"teams": {}}}, "permissions.teams"),
+        ({"stream_downloads": True}, "stream_downloads"),
     ],
 )
 def test_bad_auth_settings_name_their_key(changes, key):

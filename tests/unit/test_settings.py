@@ -344,6 +344,8 @@ INVALID = [
     ({"server_instances": 65}, "server_instances"),
     ({"server_instances": 2.0}, "server_instances"),
     ({"job_execution": "yes"}, "job_execution"),
+    ({"stream_downloads": "yes"}, "stream_downloads"),
+    ({"stream_downloads": True, "job_execution": True}, "stream_downloads"),
     ({"flask_secret_key": "short"}, "flask_secret_key"),
     ({"db_connection_name": 7}, "db_connection_name"),
     ({"model_workers": 0}, "model_workers"),

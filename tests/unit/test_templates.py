@@ -330,6 +330,19 @@ def server_command(unit_text: str, port: int) -> list[str]:
     return [arg.replace("%%", "%").replace("$$", "$") for arg in shlex.split(command)]
 
 
+@pytest.mark.parametrize(
+    ("stream_downloads", "app_name"), [(False, "basic-auth"), (True, "kit-streaming")]
+)
+def test_streamed_downloads_run_the_kit_s_app_around_basic_auth(
+    pem_dir, stream_downloads, app_name
+):
+    ctx = make_context(make_deployment(pem_dir, stream_downloads=stream_downloads))
+    argv = server_command(render("mlflow-server@.service.j2", ctx), 5002)
+    assert argv[argv.index("--app-name") + 1] == app_name
+    env = parse_env_file(render("mlflow.env.j2", ctx))
+    assert env.get("MLFLOW_KIT_AUTH_APP") == ("basic-auth" if stream_downloads else None)
+
+
 @pytest.mark.parametrize("artifact_mode", ARTIFACT_MODES)
 def test_mlflow_server_reads_the_unit_and_env_file_as_intended(pem_dir, monkeypatch, artifact_mode):
     from mlflow.cli import server

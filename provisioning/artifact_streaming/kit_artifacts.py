@@ -193,7 +193,10 @@ class StreamingGCSArtifactRepository(GCSArtifactRepository, StreamUploadMixin):
         blob = self._get_bucket(bucket).blob(path, chunk_size=chunk)
         # No size: with chunk_size set, upload_from_file makes a resumable upload that
         # reads chunk_size at a time and ends at the first short read.
-        blob.upload_from_file(reader, timeout=self._GCS_DEFAULT_TIMEOUT)
+        # The content type log_artifact's upload_from_filename guesses from the name.
+        blob.upload_from_file(
+            reader, content_type=guess_type(name)[0], timeout=self._GCS_DEFAULT_TIMEOUT
+        )
 
     def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
         self._upload_reader(ExactReader(_pieces_of(stream)), artifact_file_name, artifact_path)

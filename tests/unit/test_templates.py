@@ -579,7 +579,7 @@ def test_nginx_site_proxies_big_uploads_to_every_instance(ctx):
     site = render("nginx-mlflow.conf.j2", ctx)
     assert f"include {PATHS['nginx_upstream']};" in site
     upstream = render("nginx-upstream.conf.j2", ctx)
-    assert "least_conn;" in upstream and "keepalive 32;" in upstream
+    assert "hash $connection;" in upstream and "keepalive 32;" in upstream
     # uvicorn closes idle connections after 5 s: nginx must give them up first.
     assert "keepalive_timeout 4s;" in upstream
     assert re.findall(r"server 127\.0\.0\.1:(\d+) max_fails=3 fail_timeout=10s;", upstream) == [

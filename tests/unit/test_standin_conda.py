@@ -46,5 +46,13 @@ def test_conda_and_pip_packages_of_the_rendered_environment(parse, tmp_path, des
 
     conda, pip = parse(str(path))
 
-    assert conda == ["python=3.11", "pip", "psycopg2", "prometheus_flask_exporter", client]
+    assert conda == [
+        "python=3.11",
+        "pip",
+        "psycopg2",
+        "prometheus_flask_exporter",
+        "httptools",
+        "uvloop",
+        client,
+    ]
     assert pip == [f"mlflow[auth]=={deployment.mlflow_version}"]

@@ -4,8 +4,6 @@ that sat out a request answers the next slower), separate connections use them a
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
 import threading
@@ -16,6 +14,7 @@ import pytest
 
 from provisioning.render import render
 from tests.localcloud.procs import free_port, stop, wait_for
+from tests.unit.nginx_site import start_site
 from tests.unit.test_templates import make_context, make_deployment
 
 pytestmark = [
@@ -49,22 +48,7 @@ def site(tmp_path, pem_dir):
     ctx = make_context(make_deployment(pem_dir), ports=ports)
     ctx.update(tls_cert=str(pem_dir / "server.crt"), tls_key=str(pem_dir / "server.key"))
     port = free_port("127.0.0.1")
-    text = render("nginx-mlflow.conf.j2", ctx)
-    text = re.sub(r"include /etc/nginx/\S+;", "", text)
-    text = text.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl;")
-    text = text.replace("listen [::]:443 ssl http2;", "")
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "nginx.conf").write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/logs/error.log;\nevents {{}}\n"
-        f"http {{\n access_log {tmp_path}/logs/access.log;\n"
-        f"{render('nginx-upstream.conf.j2', ctx)}\n{text}\n}}\n"
-    )
-    nginx = subprocess.Popen(
-        ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-         "-e", str(tmp_path / "logs/error.log"), "-g", "daemon off;"],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
+    nginx = start_site(tmp_path, ctx, render("nginx-upstream.conf.j2", ctx), port)
     try:
         wait_for(lambda: answers(port, 1) != [], what="the site", timeout=10)
         yield port, ports

@@ -17,8 +17,9 @@
 import os
 
 _LIMIT = os.environ.get("MLFLOW_KIT_WSGI_THREADS", "")
+_THREADS = int(_LIMIT) if _LIMIT.isdigit() else 0
 
-if _LIMIT.isdigit() and int(_LIMIT) > 0:
+if _THREADS > 0:
     import anyio.to_thread
 
     _run_sync = anyio.to_thread.run_sync
@@ -26,8 +27,8 @@ if _LIMIT.isdigit() and int(_LIMIT) > 0:
     async def run_sync(func, *args, limiter=None, **options):
         if limiter is None:
             limiter = anyio.to_thread.current_default_thread_limiter()
-            if limiter.total_tokens != int(_LIMIT):
-                limiter.total_tokens = int(_LIMIT)
+            if limiter.total_tokens != _THREADS:
+                limiter.total_tokens = _THREADS
         return await _run_sync(func, *args, limiter=limiter, **options)
 
     anyio.to_thread.run_sync = run_sync

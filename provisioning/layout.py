@@ -85,6 +85,9 @@ PATHS = {
     "nginx_log_dir": "/var/log/nginx",
     # Backups, garbage collection and metrics (provisioning/backups/remote: the programs).
     "kit_storage": "/opt/mlflow/bin/kit_storage.py",
+    # On the server instances' PYTHONPATH: their sitecustomize (templates/kit_server_site.py).
+    "server_site_dir": "/opt/mlflow/lib/server-site",
+    "server_sitecustomize": "/opt/mlflow/lib/server-site/sitecustomize.py",
     "backup_program": "/opt/mlflow/bin/mlflow-backup",
     "gc_program": "/opt/mlflow/bin/mlflow-gc",
     "metrics_program": "/opt/mlflow/bin/mlflow-metrics",
@@ -151,6 +154,9 @@ FILES = {
     "mlflow-server@.service.j2": ManagedFile(
         PATHS["server_unit"], "root", "root", 0o644, RESTART_SERVERS
     ),
+    "kit_server_site.py": ManagedFile(
+        PATHS["server_sitecustomize"], "root", "root", 0o644, RESTART_SERVERS
+    ),
     # Run by the migration step itself, never by a running service.
     "mlflow-migrate.service.j2": ManagedFile(PATHS["migrate_unit"], "root", "root", 0o644),
     "mlflow-migrate.py": ManagedFile(PATHS["migrate_script"], "root", "root", 0o755),
@@ -194,5 +200,6 @@ SERVER_FILES = (
     "basic_auth.ini.j2",
     "mlflow-migrate.py",
     "mlflow-server@.service.j2",
+    "kit_server_site.py",
     "mlflow-migrate.service.j2",
 )

@@ -290,6 +290,7 @@ def context(
         "db_max_connections": max_connections,
         "db_pool_size": pool.size,
         "db_max_overflow": pool.max_overflow,
+        "wsgi_threads": pool.wsgi_threads,
         "instance_memory_high_mb": sizing.INSTANCE_MEMORY_HIGH_MB,
         "instance_memory_max_mb": sizing.INSTANCE_MEMORY_MAX_MB,
         # Garbage collection (mlflow-gc.timer) and metrics (mlflow-metrics, /metrics).

@@ -49,6 +49,13 @@ class Pool:
     size: int
     max_overflow: int
 
+    @property
+    def wsgi_threads(self) -> int:
+        """Requests one instance runs at once (templates/kit_server_site.py): half its pool,
+        as MLflow's log_batch holds two connections of it at once, so no set of requests
+        can hold the whole pool while each waits for another connection."""
+        return max(1, (self.size + self.max_overflow) // 2)
+
     def per_instance(self, engines: int) -> int:
         return engines * (self.size + self.max_overflow)
 

@@ -35,6 +35,15 @@ def serving(settings_path, host) -> set[str]:
     return set(re.findall(r"instance \d+\s+MLflow (\S+), env ", status))
 
 
+def one_after_the_other(balancer, since: float, *hosts) -> list:
+    """The balancer's events since ``since`` if they are each host going down and coming
+    back up, one host after the other in order (else an assertion names what it saw)."""
+    seen = [(e["backend"].split(":")[0], e["state"]) for e in balancer.events() if e["t"] >= since]
+    expected = [(h.address, state) for h in hosts for state in ("down", "up")]
+    assert seen == expected, seen
+    return seen
+
+
 def timed(timings: dict, name: str, started: float) -> float:
     timings[name] = round(time.monotonic() - started, 1)
     return time.monotonic()
@@ -104,15 +113,7 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
             assert f"[{host.address}] drain " in out and f"[{host.address}] un-drain " in out
         assert "drained: " + ", ".join([a.address, b.address]) in out
         # The balancer saw each host go and come back, one after the other.
-        seen = [
-            (e["backend"].split(":")[0], e["state"]) for e in balancer.events() if e["t"] >= since
-        ]
-        assert seen == [
-            (a.address, "down"),
-            (a.address, "up"),
-            (b.address, "down"),
-            (b.address, "up"),
-        ]
+        assert one_after_the_other(balancer, since, a, b)
         # A browser's session: basic auth on every request, no server-side session needed.
         session = requests.Session()
         session.auth = auth
@@ -163,15 +164,7 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
         assert f"schema current for MLflow {NEW}" in step_line(host_b, "schema check")
         for host in (a, b):
             assert f"[{host.address}] drain " in out and f"[{host.address}] un-drain " in out
-        seen = [
-            (e["backend"].split(":")[0], e["state"]) for e in balancer.events() if e["t"] >= since
-        ]
-        assert seen == [
-            (a.address, "down"),
-            (a.address, "up"),
-            (b.address, "down"),
-            (b.address, "up"),
-        ]
+        assert one_after_the_other(balancer, since, a, b)
         # Every metric the loop logged is there, once, whichever host took it.
         history = requests.get(
             f"{balancer.url}/api/2.0/mlflow/metrics/get-history", auth=auth, timeout=30,

@@ -4,8 +4,6 @@ servers' own answer to loopback (the kit's checks), and the API keeps being serv
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
 import threading
@@ -13,9 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from provisioning.layout import PATHS
-from provisioning.render import render
 from tests.localcloud.procs import free_port, stop, wait_for
+from tests.unit.nginx_site import start_site
 from tests.unit.test_templates import make_context, make_deployment
 
 pytestmark = [
@@ -45,24 +42,10 @@ def site(tmp_path, pem_dir):
     ctx = make_context(make_deployment(pem_dir))
     ctx.update(tls_cert=str(pem_dir / "server.crt"), tls_key=str(pem_dir / "server.key"))
     port, flag = free_port("127.0.0.1"), tmp_path / "draining"
-    text = render("nginx-mlflow.conf.j2", ctx)
-    text = text.replace(PATHS["drain_flag"], str(flag))
-    text = re.sub(r"include /etc/nginx/\S+;", "", text)
-    text = text.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{port} ssl;")
-    text = text.replace("listen [::]:443 ssl http2;", "")
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "nginx.conf").write_text(
-        # Workers as root here: the flag's folder is the test's private tmp_path.
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/logs/error.log;\nevents {{}}\n"
-        f"http {{\n access_log {tmp_path}/logs/access.log;\n"
-        f" upstream mlflow {{ server 127.0.0.1:{backend.server_address[1]}; }}\n{text}\n}}\n"
-    )
-    nginx = subprocess.Popen(
-        ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-         "-e", str(tmp_path / "logs/error.log"), "-g", "daemon off;"],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
+    # The flag where this test can create it.
+    ctx = {**ctx, "paths": {**ctx["paths"], "drain_flag": str(flag)}}
+    upstream = f"upstream mlflow {{ server 127.0.0.1:{backend.server_address[1]}; }}"
+    nginx = start_site(tmp_path, ctx, upstream, port)
     try:
         wait_for(lambda: code(port, "/health") == "200", what="the site", timeout=10)
         yield port, flag

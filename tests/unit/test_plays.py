@@ -148,6 +148,7 @@ def test_what_the_servers_read_is_in_their_digest(change, restarts):
         "mlflow.env.j2",
         "basic_auth.ini.j2",
         "mlflow-server@.service.j2",
+        "kit_server_site.py",
     )
 
 

@@ -48,7 +48,15 @@ def test_conda_and_pip_packages_of_the_rendered_environment(parse, tmp_path, des
 
     conda, pip = parse(str(path))
 
-    assert conda == ["python=3.11", "pip", "psycopg2", "prometheus_flask_exporter", client]
+    assert conda == [
+        "python=3.11",
+        "pip",
+        "psycopg2",
+        "prometheus_flask_exporter",
+        "httptools",
+        "uvloop",
+        client,
+    ]
     # The kit's wheel, by path: pip installs it from the file the kit uploaded.
     wheel = f"{PATHS['kit_wheels_dir']}/{artifact_streaming.wheel().filename}"
     assert pip == [f"mlflow[auth]=={deployment.mlflow_version}", wheel]

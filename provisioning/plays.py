@@ -54,7 +54,7 @@ def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
         play.step("identity provider", oidc.check_provider, d)
     play.step("backup tools", backup_steps.tools)
     play.step("database certificate", database.certificate, d)
-    play.step("mlflow user and directories", configuration.service_user)
+    play.step("mlflow user and directories", configuration.service_user, d)
     play.step("miniforge", conda.miniforge, d)
     keys = play.step("server secrets", secrets.server_secrets, d)
     ctx = context(

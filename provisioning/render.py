@@ -293,6 +293,7 @@ def context(
         "wsgi_threads": pool.wsgi_threads,
         "instance_memory_high_mb": sizing.INSTANCE_MEMORY_HIGH_MB,
         "instance_memory_max_mb": sizing.INSTANCE_MEMORY_MAX_MB,
+        "server_tmp_dir": deployment.server_tmp_dir,
         # Garbage collection (mlflow-gc.timer) and metrics (mlflow-metrics, /metrics).
         "gc_older_than": deployment.gc_older_than,
         "gc_schedule": deployment.gc_schedule,

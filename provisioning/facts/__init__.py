@@ -69,6 +69,23 @@ def parse_resources(text: str) -> Resources:
     return Resources(cores, memory_mb, disk_kb // 1024)
 
 
+@dataclass(frozen=True)
+class FreeSpace:
+    """The free space of the filesystem that holds a path, or will hold it once created."""
+
+    #: The path df measured: the one asked about, or its nearest existing parent.
+    measured: str
+    free_kb: int
+    #: That filesystem's mount point.
+    mount: str
+
+
+def parse_free_space(text: str) -> FreeSpace:
+    """The path measured, then df -Pk's "Available" (kB) and "Mounted on", one a line."""
+    measured, free_kb, mount = text.strip().split("\n", 2)
+    return FreeSpace(measured, int(free_kb), mount)
+
+
 def parse_installed_packages(text: str) -> set[str]:
     """Packages dpkg reports as ``installed`` (not merely known or half-configured)."""
     installed = set()
@@ -213,6 +230,17 @@ def file_state(path: str) -> Fact[FileState]:
     return Fact(
         f"if [ -e {q} ]; then stat -c '%a %U %G' {q} && sha256sum {q}; else echo missing; fi",
         parse_file_state,
+    )
+
+
+def free_space(path: str) -> Fact[FreeSpace]:
+    """Free space where ``path`` is; where it will be, when it does not exist yet (read as
+    root: a parent the login user may not enter could hide a mount point below it)."""
+    q = shlex.quote(path)
+    return Fact(
+        f'p={q}; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; echo "$p"; '
+        "df -Pk \"$p\" | awk 'NR==2 {print $4; print $6}'",
+        parse_free_space,
     )
 
 

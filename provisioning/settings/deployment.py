@@ -14,6 +14,7 @@ from provisioning.settings.rules import (
     DEFAULT_MINIFORGE_URL,
     DEFAULT_MLFLOW_VERSION,
     DEFAULT_PYTHON_VERSION,
+    DEFAULT_SERVER_TMP_DIR,
 )
 from provisioning.settings.secret import REDACTED, Secret
 from provisioning.settings.validate import validate
@@ -99,6 +100,11 @@ class Deployment:
     #: the VM's temporary directory first: the servers run the app ``kit-streaming``
     #: (provisioning/artifact_streaming/kit_downloads.py) around basic-auth.
     stream_downloads: bool = False
+    #: The servers' temporary directory (TMPDIR: one subdirectory per instance, emptied when
+    #: it starts and when it stops), where proxied downloads not streamed land whole.
+    server_tmp_dir: str = DEFAULT_SERVER_TMP_DIR
+    #: Preflight refuses a host with less free space (GiB) where server_tmp_dir is.
+    server_tmp_min_free_gib: int = 8
     #: MLflow's usage telemetry from the server and the kit's own client (off unless set).
     telemetry: bool = False
     #: Model endpoints (fab serve-model): single-worker scoring processes per endpoint.

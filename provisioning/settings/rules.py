@@ -10,7 +10,7 @@ import base64
 import ipaddress
 import re
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,6 +80,8 @@ RESERVED_ENV = frozenset(
         "REQUESTS_CA_BUNDLE",
         "AWS_CA_BUNDLE",
         "SSL_CERT_FILE",
+        # The server unit's (server_tmp_dir); an environment file would override it.
+        "TMPDIR",
     }
 )
 #: ... and the mlflow-oidc-auth plugin's, which it writes with auth oidc.
@@ -107,6 +109,17 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MODEL_NAME_ALLOWED = "1-64 of letters, digits and _.- (starting with a letter or digit)"
 MAX_MODEL_WORKERS = 16
 MODEL_MEMORY_MB = (128, 65536)
+#: Where the servers' temporary files go (TMPDIR): proxied downloads are fetched whole into
+#: it before the first byte. Not under /tmp or /var/tmp, which PrivateTmp= replaces with the
+#: unit's own copies (systemd.exec(5)); on the VM's disk, beside the mlflow user's home.
+DEFAULT_SERVER_TMP_DIR = "/var/lib/mlflow/tmp"
+#: Roots server_tmp_dir may sit under (a data disk's mount point, say); none holds the kit's
+#: own files, so bootstrap's chown and the servers' clean-up touch nothing else of the kit.
+SERVER_TMP_ROOTS = ("/srv", "/mnt", "/data", "/var/cache")
+#: Memory and kernel filesystems, and the private copies PrivateTmp= mounts over the host's.
+SERVER_TMP_REFUSED = ("/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp")
+SERVER_TMP_PATH = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")
+SERVER_TMP_MIN_FREE_GIB = (1, 16384)
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> None:
@@ -117,6 +130,30 @@ def check_int(name: str, value: Any, low: int, high: int) -> None:
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise SettingsError(name, value, "one of " + ", ".join(choices))
+
+
+def check_server_tmp_dir(value: Any) -> None:
+    """An absolute, normalised path on a disk the kit may give the mlflow user (0700)."""
+    key = "server_tmp_dir"
+    roots = ", ".join(SERVER_TMP_ROOTS)
+    allowed = f"an absolute path at or under {DEFAULT_SERVER_TMP_DIR}, or under one of {roots}"
+    if not isinstance(value, str) or not SERVER_TMP_PATH.fullmatch(value):
+        raise SettingsError(key, value, f"{allowed}, of letters, digits and ._-/")
+    path = PurePosixPath(value)
+    if str(path) != value or ".." in path.parts:
+        raise SettingsError(key, value, f"{allowed}, written without //, /./, .. or a final /")
+    for refused in SERVER_TMP_REFUSED:
+        if path.is_relative_to(refused):
+            raise SettingsError(
+                key,
+                value,
+                f"{allowed}; not under {', '.join(SERVER_TMP_REFUSED)} (memory and kernel "
+                "filesystems, or the private copies PrivateTmp= gives each unit)",
+            )
+    if not path.is_relative_to(DEFAULT_SERVER_TMP_DIR) and not any(
+        path.is_relative_to(root) and path != PurePosixPath(root) for root in SERVER_TMP_ROOTS
+    ):
+        raise SettingsError(key, value, allowed)
 
 
 def check_host(name: str, value: str) -> None:

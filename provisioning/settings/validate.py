@@ -30,6 +30,7 @@ from provisioning.settings.rules import (
     MODEL_NAME,
     MODEL_NAME_ALLOWED,
     PYTHON_VERSION,
+    SERVER_TMP_MIN_FREE_GIB,
     SHA256,
     USERNAME,
     check_artifacts_destination,
@@ -41,6 +42,7 @@ from provisioning.settings.rules import (
     check_pem_file,
     check_printable,
     check_public_key,
+    check_server_tmp_dir,
     check_tracking_url,
     url_host,
 )
@@ -130,6 +132,8 @@ def validate(d: Deployment) -> None:
     if not isinstance(d.telemetry, bool):
         raise SettingsError("telemetry", d.telemetry, "true or false")
     _check_stream_downloads(d)
+    check_server_tmp_dir(d.server_tmp_dir)
+    check_int("server_tmp_min_free_gib", d.server_tmp_min_free_gib, *SERVER_TMP_MIN_FREE_GIB)
     _check_models(d)
     if d.db_max_connections is not None:
         check_int("db_max_connections", d.db_max_connections, 20, 100_000)

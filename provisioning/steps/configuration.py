@@ -6,6 +6,7 @@ from provisioning import facts, files, handlers
 from provisioning.layout import FILES, GROUP, PATHS, USER
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import render
+from provisioning.settings import Deployment
 from provisioning.transport import Host
 
 #: (path, owner, group, mode) of every directory the kit owns.
@@ -19,8 +20,9 @@ DIRECTORIES = (
 )
 
 
-def service_user(host: Host) -> Outcome[None]:
-    """The ``mlflow`` system user (no login shell) and the kit's directories."""
+def service_user(host: Host, d: Deployment) -> Outcome[None]:
+    """The ``mlflow`` system user (no login shell), the kit's directories and the servers'
+    temporary directory (``server_tmp_dir``: mlflow's only, each instance empties its own)."""
     created = False
     if not host.read(facts.user_exists(USER)):
         host.run(
@@ -28,13 +30,14 @@ def service_user(host: Host) -> Outcome[None]:
             f"--shell /usr/sbin/nologin {USER}"
         )
         created = True
+    wanted = (*DIRECTORIES, (d.server_tmp_dir, USER, GROUP, "700"))
     fixed = [
         path
-        for path, owner, group, mode in DIRECTORIES
+        for path, owner, group, mode in wanted
         if files.ensure_directory(host, path, mode=mode, owner=owner, group=group)
     ]
     if not created and not fixed:
-        return unchanged(f"user {USER} and {len(DIRECTORIES)} directories as wanted")
+        return unchanged(f"user {USER} and {len(wanted)} directories as wanted")
     return changed(("created user " + USER + "; " if created else "") + ", ".join(fixed))
 
 

@@ -13,7 +13,8 @@ MIN_FREE_DISK_MB = 4096
 
 
 def check(host: Host, deployment: Deployment) -> Outcome[facts.Resources]:
-    """Supported OS, sudo, disk, and the database and storage endpoints reachable."""
+    """Supported OS, sudo, disk, room for the servers' temporary files, and the database and
+    storage endpoints reachable."""
     if not host.read(facts.PASSWORDLESS_SUDO):
         raise PreflightError(f"[{host.name}] {host.user} cannot run sudo without a password")
     release = host.read(facts.OS_RELEASE)
@@ -26,6 +27,7 @@ def check(host: Host, deployment: Deployment) -> Outcome[facts.Resources]:
         raise PreflightError(
             f"[{host.name}] only {resources.free_disk_mb} MB free on /: at least {MIN_FREE_DISK_MB} MB needed"
         )
+    tmp = tmp_space(host, deployment.server_tmp_dir, deployment.server_tmp_min_free_gib)
     for what, address, port in endpoints(deployment):
         if not host.read(facts.tcp_open(address, port)):
             raise PreflightError(
@@ -34,9 +36,32 @@ def check(host: Host, deployment: Deployment) -> Outcome[facts.Resources]:
             )
     return unchanged(
         f"Debian 12, {resources.cores} cores, {resources.memory_mb} MB, "
-        f"{resources.free_disk_mb} MB free",
+        f"{resources.free_disk_mb} MB free, {_gib(tmp.free_kb)} GiB for temporary files",
         resources,
     )
+
+
+def tmp_space(host: Host, path: str, min_free_gib: int) -> facts.FreeSpace:
+    """The free space where the servers' temporary directory is; refused below ``min_free_gib``."""
+    space = host.read(facts.free_space(path))
+    if space.free_kb < min_free_gib * 1024 * 1024:
+        where = (
+            path
+            if space.measured == path
+            else f"{path} (not there yet, measured at {space.measured})"
+        )
+        raise PreflightError(
+            f"[{host.name}] server_tmp_dir {where}: only {_gib(space.free_kb)} GiB free on "
+            f"{space.mount}, server_tmp_min_free_gib is {min_free_gib} (a proxied download "
+            "not streamed lands there whole): free space there, or set server_tmp_dir to a "
+            "larger disk"
+        )
+    return space
+
+
+def _gib(kb: int) -> str:
+    """kB as GiB with one decimal, rounded down (7.99 GiB is no 8.0 to compare with 8)."""
+    return f"{kb * 10 // (1024 * 1024) / 10:.1f}"
 
 
 def endpoints(deployment: Deployment) -> list[tuple[str, str, int]]:

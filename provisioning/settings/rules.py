@@ -113,9 +113,10 @@ MODEL_MEMORY_MB = (128, 65536)
 #: it before the first byte. Not under /tmp or /var/tmp, which PrivateTmp= replaces with the
 #: unit's own copies (systemd.exec(5)); on the VM's disk, beside the mlflow user's home.
 DEFAULT_SERVER_TMP_DIR = "/var/lib/mlflow/tmp"
-#: Roots server_tmp_dir may sit under (a data disk's mount point, say); none holds the kit's
-#: own files, so bootstrap's chown and the servers' clean-up touch nothing else of the kit.
-SERVER_TMP_ROOTS = ("/srv", "/mnt", "/data", "/var/cache")
+#: Roots server_tmp_dir may sit under (a data disk's mount point, say): empty on Debian and
+#: holding none of the kit's files, so bootstrap's chown and the servers' clean-up touch
+#: nothing another program keeps (/var/lib and /var/cache hold other packages' files).
+SERVER_TMP_ROOTS = ("/srv", "/mnt", "/data")
 #: Memory and kernel filesystems, and the private copies PrivateTmp= mounts over the host's.
 SERVER_TMP_REFUSED = ("/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp")
 SERVER_TMP_PATH = re.compile(r"^/[A-Za-z0-9._/-]{1,200}$")

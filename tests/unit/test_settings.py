@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from provisioning import settings as settings_module
 from provisioning import sizing as sizing_module
+from provisioning.layout import PATHS
 from provisioning.settings import (
     REDACTED,
     SETTINGS_KEYS,
@@ -21,6 +23,7 @@ from provisioning.settings import (
     SettingsError,
     deployment_from_file,
     deployment_from_outputs,
+    rules,
 )
 from stacks import contract
 from tests.unit.conftest import (
@@ -126,6 +129,42 @@ def test_defaults():
     assert (deployment.gc_enabled, deployment.gc_older_than, deployment.gc_schedule) == (
         True, "30d", "daily")  # fmt: skip
     assert deployment.metrics_allowed_cidrs == ()
+
+
+@pytest.mark.parametrize(
+    "path", ["/var/lib/mlflow/tmp/big", "/srv/mlflow-tmp", "/mnt/scratch", "/data/mlflow/tmp",
+             "/data/t"],
+)  # fmt: skip
+def test_server_tmp_dir_is_accepted_as_written(path):
+    deployment = Deployment(**valid_settings(server_tmp_dir=path, server_tmp_min_free_gib=100))
+    assert (deployment.server_tmp_dir, deployment.server_tmp_min_free_gib) == (path, 100)
+
+
+def test_server_tmp_dir_defaults_to_the_vm_s_disk_where_the_servers_may_write():
+    deployment = Deployment(**valid_settings())
+    assert (deployment.server_tmp_dir, deployment.server_tmp_min_free_gib) == (
+        "/var/lib/mlflow/tmp", 8)  # fmt: skip
+    # Inside the one directory the hardened units may write, outside PrivateTmp='s copies.
+    assert PurePosixPath(deployment.server_tmp_dir).is_relative_to(PATHS["state_dir"])
+
+
+def test_server_tmp_roots_hold_none_of_the_kit_s_own_files():
+    """bootstrap makes server_tmp_dir mlflow's 0700 and the servers empty their part of it:
+    no directory the kit keeps anything in may be there, or above it."""
+    roots = (rules.DEFAULT_SERVER_TMP_DIR, *rules.SERVER_TMP_ROOTS)
+    for path in PATHS.values():
+        for root in roots:
+            assert not PurePosixPath(path).is_relative_to(root), (path, root)
+    # Nor a path the programs and templates spell themselves (the backup's work directory...).
+    sources = [*(REPO / "provisioning").rglob("*.py"), *(REPO / "templates").iterdir()]
+    spelled = {
+        (source.name, literal)
+        for source in sources
+        if source.name != "rules.py"
+        for literal in re.findall(r"[\"'](/[\w./-]+)", source.read_text())
+        if any(PurePosixPath(literal).is_relative_to(root) for root in roots)
+    }
+    assert spelled == set()
 
 
 def test_backup_gc_and_metrics_settings_are_accepted_as_written():
@@ -346,6 +385,31 @@ INVALID = [
     ({"job_execution": "yes"}, "job_execution"),
     ({"stream_downloads": "yes"}, "stream_downloads"),
     ({"stream_downloads": True, "job_execution": True}, "stream_downloads"),
+    ({"storage_env": {"TMPDIR": "/srv/x"}}, "storage_env.TMPDIR"),
+    ({"server_tmp_dir": "var/lib/mlflow/tmp"}, "server_tmp_dir"),
+    ({"server_tmp_dir": ""}, "server_tmp_dir"),
+    ({"server_tmp_dir": 7}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/proc/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/sys/fs/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/dev/shm/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/run/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/tmp/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/var/tmp/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/etc/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/var/lib/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/var/lib/postgresql"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/var/cache/apt"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/srv"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/srv/../etc/mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/srv//mlflow"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/srv/mlflow/"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/srv/mlflow tmp"}, "server_tmp_dir"),
+    ({"server_tmp_dir": "/srv/%i"}, "server_tmp_dir"),
+    ({"server_tmp_min_free_gib": 0}, "server_tmp_min_free_gib"),
+    ({"server_tmp_min_free_gib": 16385}, "server_tmp_min_free_gib"),
+    ({"server_tmp_min_free_gib": "8"}, "server_tmp_min_free_gib"),
+    ({"server_tmp_min_free_gib": 8.0}, "server_tmp_min_free_gib"),
+    ({"server_tmp_min_free_gib": True}, "server_tmp_min_free_gib"),
     ({"flask_secret_key": "short"}, "flask_secret_key"),
     ({"db_connection_name": 7}, "db_connection_name"),
     ({"model_workers": 0}, "model_workers"),

@@ -451,7 +451,10 @@ def unit_root(tmp_path, system_units) -> Path:
     root = tmp_path / "root"
     shutil.copytree(system_units, root / "usr/lib/systemd/system")
     (root / "etc/systemd/system").mkdir(parents=True)
-    for program in (f"{PATHS['current_env']}/bin/mlflow", f"{PATHS['next_env']}/bin/python"):
+    # ... and the coreutils the server unit empties its temporary directory with.
+    programs = (f"{PATHS['current_env']}/bin/mlflow", f"{PATHS['next_env']}/bin/python",
+                "/usr/bin/rm", "/usr/bin/mkdir")  # fmt: skip
+    for program in programs:
         path = root / program.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")

@@ -76,7 +76,12 @@ def test_aws_role_policy_is_exactly_the_artifact_prefix(aws_dev):
         {
             "Sid": "ArtifactObjects",
             "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Action": [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+            ],
             "Resource": [f"{bucket}/mlflow-artifacts/*"],
         },
         {

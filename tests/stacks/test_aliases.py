@@ -53,13 +53,16 @@ ADDED = {
 #: - Cloud SQL ``settings.ipConfiguration.serverCaMode``: a settings patch of the instance;
 #: - EC2 ``userData``: "Updates to this field will trigger a stop/start of the EC2 instance
 #:   by default" (pulumi_aws.ec2.Instance), a replacement only with
-#:   ``user_data_replace_on_change``, which the program never sets (pinned below).
+#:   ``user_data_replace_on_change``, which the program never sets (pinned below);
+#: - IAM role policy ``policy`` (s3:AbortMultipartUpload added): IAM's PutRolePolicy
+#:   overwrites an inline policy of the same name, and the provider's update is that
+#:   call (terraform-provider-aws ``aws_iam_role_policy``: Update is PutRolePolicy).
 CHANGED = {
     "gcp": {
         "mlflow-vm-instance": {"metadata.startup-script", "metadata.ssh-host-ed25519-key"},
         "mlflow-db-instance": {"settings.ipConfiguration.serverCaMode"},
     },
-    "aws": {"vm-instance": {"userData"}},
+    "aws": {"vm-instance": {"userData"}, "identity-artifacts": {"policy"}},
 }
 
 

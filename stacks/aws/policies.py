@@ -10,7 +10,16 @@ SSM_CORE_POLICY = "policy/AmazonSSMManagedInstanceCore"
 
 
 def artifact_access_policy(bucket: str, prefix: str, partition: str = "aws") -> dict:
-    """Object read/write/delete under ``bucket/prefix/`` and listing of that prefix only."""
+    """Object read/write/delete under ``bucket/prefix/`` and listing of that prefix only.
+
+    Multipart uploads (boto3's for any large upload; MLflow's server for a client's
+    presigned multipart upload: ``S3ArtifactRepository.create_multipart_upload``,
+    ``complete_multipart_upload``, ``abort_multipart_upload``): initiating, uploading a
+    part and completing need ``s3:PutObject``; aborting needs its own
+    ``s3:AbortMultipartUpload`` (Amazon S3 User Guide, "Multipart upload API and
+    permissions"). ``s3:ListMultipartUploadParts`` is not granted: neither calls
+    ``ListParts``.
+    """
     bucket_arn = f"arn:{partition}:s3:::{bucket}"
     return {
         "Version": "2012-10-17",
@@ -18,7 +27,12 @@ def artifact_access_policy(bucket: str, prefix: str, partition: str = "aws") -> 
             {
                 "Sid": "ArtifactObjects",
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Action": [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
                 "Resource": [f"{bucket_arn}/{prefix}/*"],
             },
             {

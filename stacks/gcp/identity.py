@@ -27,11 +27,19 @@ PROJECT_ROLES = (
 )
 #: Read, write, list and delete objects; no bucket administration, no IAM changes.
 BUCKET_ROLE = "roles/storage.objectUser"
+#: Granted on the account itself, so the server can sign URLs as itself: the VM's
+#: account has no key, so signing goes through IAM's ``signBlob``
+#: (``iam.serviceAccounts.signBlob``), which this role carries. MLflow's server signs
+#: the part URLs of a client's multipart upload to GCS this way
+#: (``GCSArtifactRepository.create_multipart_upload``, ``blob.generate_signed_url``).
+SELF_SIGNING_ROLE = "roles/iam.serviceAccountTokenCreator"
 
 
 class Identity(Component):
     """A service account (no keys: the VM gets tokens from the metadata server) with
-    object access on the artifact bucket only, never a project-wide storage role."""
+    object access on the artifact bucket only, never a project-wide storage role, and
+    the right to sign as itself, granted on itself only (never on the project, where
+    it would cover every service account in it)."""
 
     TYPE = "mlflow-server:gcp:Identity"
 
@@ -50,6 +58,13 @@ class Identity(Component):
             f"{name}-bucket-objects",
             bucket=args.bucket,
             role=BUCKET_ROLE,
+            member=self.account.member,
+            opts=self.child,
+        )
+        self.self_signing = gcp.serviceaccount.IAMMember(
+            f"{name}-sign-as-itself",
+            service_account_id=self.account.name,
+            role=SELF_SIGNING_ROLE,
             member=self.account.member,
             opts=self.child,
         )

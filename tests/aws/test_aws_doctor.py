@@ -30,6 +30,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from invoke import Context
 from invoke.exceptions import Exit
+from mlflow.entities.multipart_upload import MultipartUploadPart
 
 from provisioning import aws_doctor
 from provisioning.doctor_tasks import doctor
@@ -361,3 +362,61 @@ def test_fab_doctor_refuses_a_gcp_stack(tmp_path, monkeypatch):
     with pytest.raises(Exit) as raised:
         doctor(Context(), stack="gcp-dev")
     assert raised.value.code == 2
+
+
+def test_the_stack_policy_lets_mlflows_server_run_and_abort_a_multipart_upload(
+    probe_bucket, world, monkeypatch, tmp_path
+):
+    """MLflow's own S3 code as the server runs it for a client's large upload, with the
+    VM's keys: create, parts, complete; and abort, which needs its own action
+    (s3:AbortMultipartUpload), only under the artifact prefix.
+
+    The client PUTs each part to a URL the server presigned. moto 5.2 answers a
+    presigned request with a 500 once IAM is enforced (moto/iam/access_control.py reads
+    only the Authorization header), so the parts go up header-signed with the same
+    keys: S3 checks the same action, s3:PutObject, for either (Amazon S3 User Guide,
+    "Multipart upload API and permissions"; a presigned URL carries its signer's rights).
+    """
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", world.endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    keys = world.keys["mlflow-vm"]
+    repo = S3ArtifactRepository(
+        f"{world.destination}/run-1/artifacts",
+        access_key_id=keys["AccessKeyId"],
+        secret_access_key=keys["SecretAccessKey"],
+    )
+    vm = world.s3(world.vm)
+    key = f"{ARTIFACTS_PREFIX}/run-1/artifacts/model.bin"
+    local = tmp_path / "model.bin"
+    first = 5 * 1024 * 1024  # S3's smallest part but the last
+    local.write_bytes(b"a" * first + b"b")
+    created = repo.create_multipart_upload(str(local), num_parts=2)
+    parts = []
+    for credential, body in zip(created.credentials, [b"a" * first, b"b"], strict=True):
+        assert f"uploadId={created.upload_id}" in credential.url
+        etag = vm.upload_part(
+            Bucket=world.bucket,
+            Key=key,
+            UploadId=created.upload_id,
+            PartNumber=credential.part_number,
+            Body=body,
+        )["ETag"]
+        parts.append(MultipartUploadPart(credential.part_number, etag))
+    repo.complete_multipart_upload(str(local), created.upload_id, parts)
+    assert probe_bucket.head_object(Bucket=world.bucket, Key=key)["ContentLength"] == first + 1
+
+    abandoned = repo.create_multipart_upload(str(local), num_parts=1)
+    repo.abort_multipart_upload(str(local), abandoned.upload_id)
+    listed = probe_bucket.list_multipart_uploads(Bucket=world.bucket).get("Uploads", [])
+    assert abandoned.upload_id not in {u["UploadId"] for u in listed}
+
+    outside = probe_bucket.create_multipart_upload(Bucket=world.bucket, Key="elsewhere/big")
+    with pytest.raises(ClientError, match="AccessDenied|403"):
+        vm.abort_multipart_upload(
+            Bucket=world.bucket, Key="elsewhere/big", UploadId=outside["UploadId"]
+        )
+    probe_bucket.abort_multipart_upload(
+        Bucket=world.bucket, Key="elsewhere/big", UploadId=outside["UploadId"]
+    )

@@ -290,6 +290,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "gcp:serviceaccount/account:Account":
             state["email"] = f"{state['accountId']}@{GCP_PROJECT}.iam.gserviceaccount.com"
             state["member"] = f"serviceAccount:{state['email']}"
+            # As GCP names it (pulumi_gcp serviceaccount.Account ``name``: "the
+            # fully-qualified name"; its import ID is projects/{project}/serviceAccounts/{email}).
+            state["name"] = f"projects/{GCP_PROJECT}/serviceAccounts/{state['email']}"
         elif typ == "gcp:compute/address:Address":
             state["address"] = STATIC_IP
         elif (

@@ -174,7 +174,17 @@ def test_role_policy_names_only_this_bucket_and_prefix(dev):
     assert resources and all(r.startswith(f"arn:aws:s3:::{bucket}") for r in resources)
     assert not any("*" in r.removesuffix("/mlflow-artifacts/*") for r in resources)
     actions = {a for s in policy["Statement"] for a in s["Action"]}
-    assert actions == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
+    assert actions == {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListBucket",
+    }
+    # A failed multipart upload (boto3's, or a client's presigned one that MLflow's
+    # server aborts) can be aborted under the prefix, and only there.
+    (objects,) = [s for s in policy["Statement"] if "s3:AbortMultipartUpload" in s["Action"]]
+    assert objects["Resource"] == [f"arn:aws:s3:::{bucket}/mlflow-artifacts/*"]
     (listing,) = [s for s in policy["Statement"] if s["Action"] == ["s3:ListBucket"]]
     assert listing["Condition"]["StringLike"]["s3:prefix"] == [
         "mlflow-artifacts",

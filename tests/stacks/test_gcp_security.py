@@ -21,6 +21,7 @@ BUCKET = "gcp:storage/bucket:Bucket"
 BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
 PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
 ACCOUNT = "gcp:serviceaccount/account:Account"
+ACCOUNT_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
 INSTANCE = "gcp:compute/instance:Instance"
 WORLD = {"0.0.0.0/0", "::/0"}
 
@@ -203,7 +204,32 @@ def test_no_keys_no_other_grants(dev):
     types = {r.typ for r in dev.resources}
     assert "gcp:serviceaccount/key:Key" not in types
     iam_types = {t for t in types if "iam" in t.lower()}
-    assert iam_types == {BUCKET_MEMBER, PROJECT_MEMBER}
+    assert iam_types == {BUCKET_MEMBER, PROJECT_MEMBER, ACCOUNT_MEMBER}
+
+
+def test_the_server_may_sign_urls_as_itself_and_as_no_one_else(dev):
+    # MLflow's server signs the part URLs of a client's multipart upload to GCS
+    # (blob.generate_signed_url); with no key, that is IAM's signBlob on the VM's own
+    # account, which roles/iam.serviceAccountTokenCreator carries.
+    (grant,) = dev.of_type(ACCOUNT_MEMBER)
+    email = dev.one(INSTANCE).inputs["serviceAccount"]["email"]
+    assert grant.inputs == {
+        "serviceAccountId": f"projects/my-project-123/serviceAccounts/{email}",
+        "role": "roles/iam.serviceAccountTokenCreator",
+        "member": f"serviceAccount:{email}",
+    }
+
+
+@pytest.mark.parametrize("environment", ["dev", "test", "prod"])
+def test_no_iam_role_is_granted_project_wide(environment):
+    # On the project, the token creator role would let the VM act as every service
+    # account in it (and the other iam.* roles are worse).
+    run = run_program(stack_config(environment))
+    project_roles = {m.inputs["role"] for m in run.of_type(PROJECT_MEMBER)}
+    assert project_roles
+    assert not {r for r in project_roles if r.startswith("roles/iam.")}
+    for grant in run.of_type(ACCOUNT_MEMBER):
+        assert grant.inputs["serviceAccountId"].endswith(f"/{sa_email(run)}"), grant.name
 
 
 # --- vm ---------------------------------------------------------------------------------

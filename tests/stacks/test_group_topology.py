@@ -365,6 +365,7 @@ GCP_PARTS = {
     "gcp:sql/user:User",
     "gcp:storage/bucketIAMMember:BucketIAMMember",  # grants of the service account
     "gcp:projects/iAMMember:IAMMember",
+    "gcp:serviceaccount/iAMMember:IAMMember",
     "gcp:servicenetworking/connection:Connection",  # the peering of the network
 }
 

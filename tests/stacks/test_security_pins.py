@@ -59,6 +59,16 @@ def test_gcp_bucket_grant_is_exactly_object_user_for_the_vm_account(gcp_dev):
     ]
 
 
+def test_gcp_account_signs_as_itself_only(gcp_dev):
+    account = f"mlflow-gcp-dev@{stack_harness.GCP_PROJECT}.iam.gserviceaccount.com"
+    (grant,) = gcp_dev.of_type("gcp:serviceaccount/iAMMember:IAMMember")
+    assert grant.inputs == {
+        "serviceAccountId": f"projects/{stack_harness.GCP_PROJECT}/serviceAccounts/{account}",
+        "role": "roles/iam.serviceAccountTokenCreator",
+        "member": f"serviceAccount:{account}",
+    }
+
+
 def test_aws_role_policy_is_exactly_the_artifact_prefix(aws_dev):
     policy = json.loads(aws_dev.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
     bucket = "arn:aws:s3:::artifacts-bucket-0a1b2c3"
@@ -66,7 +76,12 @@ def test_aws_role_policy_is_exactly_the_artifact_prefix(aws_dev):
         {
             "Sid": "ArtifactObjects",
             "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Action": [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+            ],
             "Resource": [f"{bucket}/mlflow-artifacts/*"],
         },
         {

@@ -138,7 +138,7 @@ def build(tmp_path: Path, lock_text: str, index: Path) -> subprocess.CompletedPr
     conda.write_text(FAKE_CONDA)
     conda.chmod(0o755)
     (tmp_path / "lock.txt").write_text(lock_text)
-    python = "%d.%d" % sys.version_info[:2]
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
     (tmp_path / "environment.yml").write_text(
         f"dependencies:\n  - python={python}\n  - pip\n  - pip:\n"
         f"      - --require-hashes\n      - -r {tmp_path / 'lock.txt'}\n"

@@ -27,6 +27,8 @@ PATHS = {
     "environment_yml": "/etc/mlflow/environment.yml",  # root:root 0644
     # The kit's own wheels, which environment.yml names (provisioning.artifact_streaming).
     "kit_wheels_dir": "/opt/mlflow/wheels",
+    # The pip locks environment.yml installs, by sha256 (provisioning.lock).
+    "locks_dir": "/opt/mlflow/locks",
     "env_file": "/etc/mlflow/mlflow.env",  # mlflow:mlflow 0600
     "auth_config": "/etc/mlflow/basic_auth.ini",  # mlflow:mlflow 0600
     "db_ca": "/etc/mlflow/db-ca.pem",  # root:root 0644

@@ -66,6 +66,7 @@ def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
         kek_version=keys.kek_version,
     )
     play.step("kit wheel", conda.kit_wheel)
+    play.step("package lock", conda.package_lock, d)
     env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
     plan = play.step("schema check", schema.check, d, env)
     play.step("configuration files", configuration.install, ctx, SERVER_FILES)

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jinja2
 
-from provisioning import artifact_streaming, sizing
+from provisioning import artifact_streaming, lock, sizing
 from provisioning.auth import auth_context
 from provisioning.handlers import inputs_of
 from provisioning.layout import (
@@ -31,9 +31,6 @@ from provisioning.settings import Deployment
 from stacks.ingress import BACKEND_KEEPALIVE_SECONDS
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-
-#: Storage client packages (conda-forge names) per artifact URI scheme.
-STORAGE_PACKAGES = {"s3": ("boto3",), "gs": ("google-cloud-storage",)}
 
 
 class RenderError(Exception):
@@ -154,6 +151,36 @@ def _undefined_detail(exc: jinja2.UndefinedError) -> str:
 # --------------------------------------------------------------------------- context
 
 
+def server_lock(deployment: Deployment) -> lock.Lock | None:
+    """The committed lock the server environment installs, or None (install_from_lock false)."""
+    if not deployment.install_from_lock:
+        return None
+    oidc = deployment.oidc_plugin_version if deployment.auth == "oidc" else None
+    found = lock.find(deployment.mlflow_version, oidc)
+    if found is None:  # settings validation refuses this first
+        raise RenderError("environment.yml.j2", None, f"no lock for {deployment.mlflow_version}")
+    return found
+
+
+def packages_context(deployment: Deployment) -> dict[str, Any]:
+    """environment.yml's pip part: the lock by its path on the host (its sha256 in the name)
+    and the kit's wheel with its sha256, or, unlocked, the same requirements unpinned."""
+    wheel = artifact_streaming.wheel()
+    wheel_path = f"{PATHS['kit_wheels_dir']}/{wheel.filename}"
+    found = server_lock(deployment)
+    if found is None:
+        oidc = deployment.oidc_plugin_version if deployment.auth == "oidc" else None
+        return {"pip_lock": None, "pip_requirements": [*lock.requirements(
+            deployment.mlflow_version, oidc), wheel_path]}  # fmt: skip
+    digest = hashlib.sha256(wheel.data).hexdigest()
+    return {
+        "pip_lock": f"{PATHS['locks_dir']}/{found.host_name}",
+        "pip_requirements": [
+            f"{artifact_streaming.DISTRIBUTION} @ file://{wheel_path} --hash=sha256:{digest}"
+        ],
+    }
+
+
 def env_hash(environment_yml: str) -> str:
     """Name of the conda env directory for this environment.yml content."""
     return hashlib.sha256(environment_yml.encode()).hexdigest()[:16]
@@ -239,7 +266,6 @@ def context(
             raise ValueError(f"server port {port!r} is not an integer from 1024 to 65535")
     if len(set(server_ports)) != len(server_ports):
         raise ValueError(f"server ports {server_ports!r} repeat a port")
-    scheme = deployment.artifact_scheme
     tls_cert, tls_key = tls_paths(deployment)
     max_connections = deployment.db_max_connections or sizing.DEFAULT_DB_MAX_CONNECTIONS
     pool = sizing.pool_for(max_connections, len(server_ports), job_execution, deployment.group_size)
@@ -264,8 +290,7 @@ def context(
         ),
         "python_version": deployment.python_version,
         "mlflow_version": deployment.mlflow_version,
-        "storage_packages": list(STORAGE_PACKAGES[scheme]),
-        "kit_wheel": f"{PATHS['kit_wheels_dir']}/{artifact_streaming.wheel().filename}",
+        **packages_context(deployment),
         "artifact_mode": deployment.artifact_mode,
         "artifacts_destination": deployment.artifacts_destination,
         "backend_store_uri": server_backend_uri(deployment),

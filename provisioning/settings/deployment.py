@@ -54,6 +54,10 @@ class Deployment:
     artifact_mode: str = "proxied"
     mlflow_version: str = DEFAULT_MLFLOW_VERSION
     python_version: str = DEFAULT_PYTHON_VERSION
+    #: Install the server environment's pip packages from the committed lock for
+    #: ``mlflow_version`` (provisioning/locks/), every file checked against its sha256.
+    #: false: resolve them at install time (a version without a lock).
+    install_from_lock: bool = True
     miniforge_url: str = DEFAULT_MINIFORGE_URL
     miniforge_sha256: str = DEFAULT_MINIFORGE_SHA256
     extra_ca_certs: tuple[str, ...] = ()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from provisioning.lock import LOCK_PYTHON, available, find
 from provisioning.settings.auth import validate_auth
 from provisioning.settings.group import check_group_database, validate_group
 from provisioning.settings.rules import (
@@ -145,7 +146,33 @@ def validate(d: Deployment) -> None:
         _set(d, "db_connection_name", None)
     _check_backups(d)
     validate_auth(d)
+    _check_lock(d)
     _set(d, "notes", tuple(notes))
+
+
+def _check_lock(d: Deployment) -> None:
+    if not isinstance(d.install_from_lock, bool):
+        raise SettingsError("install_from_lock", d.install_from_lock, "true or false")
+    if not d.install_from_lock:
+        return
+    oidc = d.oidc_plugin_version if d.auth == "oidc" else None
+    python = tuple(int(p) for p in d.python_version.split(".")[:2])
+    if python < tuple(int(p) for p in LOCK_PYTHON.split(".")):
+        raise SettingsError(
+            "python_version", d.python_version,
+            f"{LOCK_PYTHON} or later with install_from_lock (the locks' oldest Python)",
+        )  # fmt: skip
+    if find(d.mlflow_version, oidc) is None:
+        with_plugin = f" with mlflow-oidc-auth {oidc}" if oidc else ""
+        versions = ", ".join(available(oidc)) or "none"
+        make = f"python -m provisioning.lock {d.mlflow_version}" + (
+            f" --oidc {oidc}" if oidc else ""
+        )
+        raise SettingsError(
+            "mlflow_version", d.mlflow_version,
+            f"a version with a committed lock{with_plugin} ({versions}); make one with "
+            f"`{make}`, or set install_from_lock: false to resolve packages at install time",
+        )  # fmt: skip
 
 
 def _check_stream_downloads(d: Deployment) -> None:

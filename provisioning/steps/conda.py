@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from provisioning import artifact_streaming, facts, files, jobs
 from provisioning.layout import PATHS
 from provisioning.play import Outcome, changed, unchanged
-from provisioning.render import env_dir
+from provisioning.render import env_dir, server_lock
 from provisioning.settings import Deployment
 from provisioning.transport import Host
 
@@ -63,6 +63,18 @@ def kit_wheel(host: Host) -> Outcome[None]:
     if files.ensure_file(host, path, wheel.data, mode="0644"):
         return changed(f"uploaded {wheel.filename}")
     return unchanged(wheel.filename)
+
+
+def package_lock(host: Host, deployment: Deployment) -> Outcome[None]:
+    """Upload the pip lock environment.yml names (provisioning.lock), before the build.
+    Its name carries its sha256; older ones stay, as the kit's wheels do."""
+    found = server_lock(deployment)
+    if found is None:
+        return unchanged("install_from_lock false: pip resolves at install time")
+    path = f"{PATHS['locks_dir']}/{found.host_name}"
+    if files.ensure_file(host, path, found.text, mode="0644"):
+        return changed(f"uploaded {found.name} (sha256 {found.sha256[:12]})")
+    return unchanged(f"{found.name} (sha256 {found.sha256[:12]})")
 
 
 def build_script(prefix: str) -> str:

@@ -141,7 +141,7 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
         # while its servers and host b's (MLflow OLD) keep serving on it; then each host
         # switches behind its drain.
         for host in (a, b):
-            the_registry_completes(host, NEW)
+            the_registry_completes(host, NEW, changed)
         upgrade_run = requests.post(f"{balancer.url}/api/2.0/mlflow/runs/create", auth=auth,
                                     json={"experiment_id": "0"}, timeout=30)  # fmt: skip
         assert serving(changed, a) == serving(changed, b) == {OLD}

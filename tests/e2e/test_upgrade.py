@@ -25,10 +25,12 @@ import subprocess
 import time
 import zipfile
 from importlib import metadata
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import requests
+import yaml
 from mlflow import MlflowClient
 
 from tests.e2e.kit import FAB, REPO, RequestLoop, fab, main_pids, write_settings
@@ -69,8 +71,12 @@ def metadata_only_wheel(name: str, version: str) -> tuple[str, bytes]:
     return f"{stem}-py3-none-any.whl", data.getvalue()
 
 
-def the_registry_completes(host, version: str) -> None:
-    """The guest's pip also looks in a folder holding what the registry lacks of ``version``."""
+def the_registry_completes(host, version: str, settings: str | Path) -> None:
+    """The guest's pip also looks in a folder holding what the registry lacks of ``version``;
+    and, as no lock can be made for it here (provisioning.lock resolves against the same
+    registry), the settings install its packages unlocked."""
+    written = yaml.safe_load(Path(settings).read_text())
+    write_settings(Path(settings), {**written, "install_from_lock": False})
     for name in MISSING_FROM_REGISTRY:
         file, data = metadata_only_wheel(name, version)
         host.ssh(f"sudo mkdir -p {WHEELS_ON_GUEST} && base64 -d | sudo tee "
@@ -206,7 +212,7 @@ def test_an_upgrade_under_load_keeps_every_object_and_user_and_a_downgrade_is_re
 ):
     host, path = deployed_clone["host"], str(deployed_clone["path"])
     assert_runs(path, host, OLD)
-    the_registry_completes(host, NEW)
+    the_registry_completes(host, NEW, path)
     logged = log_runs(f"upgrade-{secrets.token_hex(3)}")
     user = a_user_with_a_grant(clone_client_env, logged["experiment"])
     before = snapshot(logged)
@@ -264,7 +270,7 @@ def test_a_failed_migration_or_switch_leaves_the_old_version_and_the_restore_com
     host, path = deployed_clone["host"], str(deployed_clone["path"])
     cloud = deployed_clone["cloud"]
     database = urlparse(deployed_clone["settings"]["backend_store_uri"]).path.lstrip("/")
-    the_registry_completes(host, NEW)
+    the_registry_completes(host, NEW, path)
     logged = log_runs(f"failed-upgrade-{secrets.token_hex(3)}")
     user = a_user_with_a_grant(clone_client_env, logged["experiment"])
     before, allowed = snapshot(logged), what_the_user_can_do(clone_client_env, user)

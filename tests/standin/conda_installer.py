@@ -16,7 +16,9 @@ pass where conda would fail):
   another patch release gets the host's).
 - channels, solving and conda's own package names (beyond ``PIP_NAMES``) are not
   checked: conda dependencies are installed with pip.
-- solve time and memory, lock files, conda's package cache.
+- solve time and memory, conda's own lock files, conda's package cache.
+- the conda packages are installed by pip into a venv before the pip section, as conda
+  installs them before it; the pip section itself runs as conda runs it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ INSTALLER_NAME = "not-conda-standin-installer.sh"
 
 FAKE_CONDA = r'''#!/usr/bin/python3
 """Stand-in for conda (tests only): builds environments with venv and pip."""
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys, tempfile
 
 PIP_NAMES = {"psycopg2": "psycopg2-binary"}
 SKIP = {"pip"}
@@ -38,7 +40,7 @@ def parse(path):
     """(conda packages, pip packages) of an environment.yml's dependencies."""
     conda, pip, section, pip_indent = [], [], None, None
     for raw in open(path):
-        line = raw.split("#", 1)[0].rstrip()
+        line = re.split(r"(?:^|\s)#", raw, maxsplit=1)[0].rstrip()  # YAML: " #" or a line's "#"
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip())
@@ -83,9 +85,24 @@ def main(argv):
         return 1
     packages = [PIP_NAMES.get(c, c) for c in conda if not c.startswith("python=") and c not in SKIP]
     subprocess.run([sys.executable, "-m", "venv", prefix], check=True)
+    pip_cmd = [f"{prefix}/bin/pip", "install", "--quiet", "--disable-pip-version-check"]
     # pip's own error is the stand-in's error, as conda reports pip's failure.
-    return subprocess.run([f"{prefix}/bin/pip", "install", "--quiet", "--disable-pip-version-check",
-                           *packages, *pip]).returncode
+    if packages and subprocess.run([*pip_cmd, *packages]).returncode:
+        return 1
+    if not pip:
+        return 0
+    # As conda (conda/env/installers/pip.py): the pip section's lines, joined by newlines,
+    # into a requirements file beside the environment file, then pip install -U -r it
+    # from that directory; so its lines may be options (--require-hashes, -r FILE).
+    workdir = os.path.dirname(os.path.abspath(envfile))
+    fd, requirements = tempfile.mkstemp(prefix="condaenv.", suffix=".requirements.txt", dir=workdir)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(pip))
+        return subprocess.run([*pip_cmd, "-U", "-r", requirements, "--exists-action=b"],
+                              cwd=workdir).returncode
+    finally:
+        os.remove(requirements)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from provisioning import lock
 from provisioning.auth import users_db_uri
 from provisioning.render import context, render
 from provisioning.settings import Deployment, SettingsError
@@ -85,7 +86,10 @@ def render_for(deployment: Deployment, template: str) -> str:
 def test_the_servers_run_the_plugin_with_the_providers_settings():
     deployment = oidc(permissions={"default": "READ"})
     assert "--app-name oidc-auth" in render_for(deployment, "mlflow-server@.service.j2")
-    assert "mlflow-oidc-auth==10.1.3" in render_for(deployment, "environment.yml.j2")
+    environment_yml = render_for(deployment, "environment.yml.j2")
+    plugin_lock = lock.find(deployment.mlflow_version, "10.1.3")
+    assert f"-r /opt/mlflow/locks/{plugin_lock.host_name}" in environment_yml
+    assert "\nmlflow-oidc-auth==10.1.3 \\\n" in plugin_lock.text
     env = render_for(deployment, "mlflow.env.j2")
     for line in (
         'OIDC_DISCOVERY_URL="https://idp.example.com/realms/acme/.well-known/openid-configuration"',

@@ -43,6 +43,7 @@ BOOTSTRAP_STEPS = [
     "miniforge",
     "server secrets",
     "kit wheel",
+    "package lock",
     "conda environment",
     "schema check",
     "configuration files",
@@ -137,7 +138,8 @@ def test_servers_converge_to_the_activated_environment_and_the_digest_of_their_i
             {"tls_mode": "letsencrypt", "domain": "m.example.com", "acme_email": "a@example.com"},
             True,
         ),
-        ({"mlflow_version": "3.18.0"}, False),  # a new environment, switched on its own
+        # A new environment, switched on its own (3.18.0 has no committed lock).
+        ({"mlflow_version": "3.18.0", "install_from_lock": False}, False),
     ],
 )
 def test_what_the_servers_read_is_in_their_digest(change, restarts):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from provisioning import lock as lock_module
 from provisioning import settings as settings_module
 from provisioning import sizing as sizing_module
 from provisioning.layout import PATHS
@@ -743,6 +745,8 @@ def test_settings_package_imports_only_stdlib_and_yaml():
                     or name.startswith("provisioning.settings")
                     # Pure figures, shared with bootstrap (a group's database share).
                     or name == "provisioning.sizing"
+                    # Which locks are committed (reads provisioning/locks/ with the stdlib).
+                    or name == "provisioning.lock"
                 ), f"{module.name}: {line}"
     sizing_imports = [
         line.split()[1]
@@ -750,4 +754,10 @@ def test_settings_package_imports_only_stdlib_and_yaml():
         if line.startswith(("import ", "from "))
     ]
     assert set(sizing_imports) <= {"__future__", "dataclasses"}
+    lock_imports = {
+        line.split()[1]
+        for line in Path(lock_module.__file__).read_text().splitlines()
+        if line.startswith(("import ", "from "))
+    }
+    assert lock_imports <= set(sys.stdlib_module_names) | {"__future__"}, lock_imports
     assert unquote(NASTY_PASSWORD_ENCODED) == NASTY_PASSWORD

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from provisioning import artifact_streaming
+from provisioning import artifact_streaming, lock
 from provisioning.layout import PATHS
 from provisioning.render import context, render
 from provisioning.settings import Deployment
@@ -48,15 +50,13 @@ def test_conda_and_pip_packages_of_the_rendered_environment(parse, tmp_path, des
 
     conda, pip = parse(str(path))
 
-    assert conda == [
-        "python=3.11",
-        "pip",
-        "psycopg2",
-        "prometheus_flask_exporter",
-        "httptools",
-        "uvloop",
-        client,
+    # conda's part is Python and pip; the rest is what conda hands pip, line by line.
+    assert conda == ["python=3.11", "pip"]
+    wheel = artifact_streaming.wheel()
+    digest = hashlib.sha256(wheel.data).hexdigest()
+    assert pip == [
+        "--require-hashes",
+        f"-r {PATHS['locks_dir']}/{lock.find(deployment.mlflow_version).host_name}",
+        f"mlflow_kit_artifacts @ file://{PATHS['kit_wheels_dir']}/{wheel.filename} "
+        f"--hash=sha256:{digest}",
     ]
-    # The kit's wheel, by path: pip installs it from the file the kit uploaded.
-    wheel = f"{PATHS['kit_wheels_dir']}/{artifact_streaming.wheel().filename}"
-    assert pip == [f"mlflow[auth]=={deployment.mlflow_version}", wheel]

@@ -9,6 +9,7 @@ for the auth config, MLflow's click parser for the server command line.
 from __future__ import annotations
 
 import configparser
+import hashlib
 import itertools
 import os
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioning import artifact_streaming
+from provisioning import artifact_streaming, lock
 from provisioning import render as render_module
 from provisioning.layout import FILES, PATHS
 from provisioning.render import (
@@ -139,7 +140,7 @@ def test_every_template_renders_for_every_combination(pem_dir, cloud, artifact_m
 @pytest.mark.parametrize(
     ("template", "remove", "variable"),
     [
-        ("environment.yml.j2", "mlflow_version", "mlflow_version"),
+        ("environment.yml.j2", "pip_requirements", "pip_requirements"),
         ("mlflow.env.j2", "admin_password", "admin_password"),
         ("basic_auth.ini.j2", "backend_store_uri", "backend_store_uri"),
         ("mlflow-server@.service.j2", "allowed_hosts", "allowed_hosts"),
@@ -181,24 +182,46 @@ def test_context_rejects_bad_ports(pem_dir):
 # --------------------------------------------------------------------------- environment.yml
 
 
-@pytest.mark.parametrize(("cloud", "client"), [("gcp", "google-cloud-storage"), ("aws", "boto3")])
-def test_environment_yml_pins_mlflow_and_picks_the_storage_client(pem_dir, cloud, client):
+def pip_part(environment_yml: str) -> tuple[list, list[str]]:
+    deps = yaml.safe_load(environment_yml)["dependencies"]
+    return [d for d in deps if isinstance(d, str)], next(
+        d["pip"] for d in deps if isinstance(d, dict)
+    )
+
+
+@pytest.mark.parametrize("cloud", ["gcp", "aws", "local"])
+def test_environment_yml_installs_the_committed_lock_with_every_hash_required(pem_dir, cloud):
+    """conda gets Python and pip only; everything else is the lock, by its sha256, plus the
+    kit's wheel by its own sha256 (pip's hash-checking mode covers every file or none)."""
     text = render("environment.yml.j2", make_context(make_deployment(pem_dir, cloud)))
-    env = yaml.safe_load(text)
-    assert env["channels"] == ["conda-forge", "nodefaults"]
-    deps = env["dependencies"]
-    assert "python=3.11" in deps and "pip" in deps and "psycopg2" in deps
-    assert client in deps
-    other = ({"boto3", "google-cloud-storage"} - {client}).pop()
-    assert other not in deps
+    assert yaml.safe_load(text)["channels"] == ["conda-forge", "nodefaults"]
+    conda, pip = pip_part(text)
+    assert conda == ["python=3.11", "pip"]
+    locked = lock.find("3.17.2")
+    wheel = artifact_streaming.wheel()
+    digest = hashlib.sha256(wheel.data).hexdigest()
+    assert pip == [
+        "--require-hashes",
+        f"-r /opt/mlflow/locks/mlflow-3.17.2.{locked.sha256}.txt",
+        f"mlflow_kit_artifacts @ file:///opt/mlflow/wheels/{wheel.filename} --hash=sha256:{digest}",
+    ]
+    # What the servers need is in the lock, pinned: MLflow itself, both storage clients
+    # (one lock for S3 and GCS hosts), the driver, uvicorn's parser and loop.
+    for name in ("mlflow", "boto3", "google-cloud-storage", "psycopg2-binary", "httptools",
+                 "uvloop", "prometheus-flask-exporter"):  # fmt: skip
+        assert re.search(
+            rf"^{name}==[^ ]+ (; [^\\]+ )?\\\n    --hash=sha256:", locked.text, re.M
+        ), name
+    assert "\nmlflow==3.17.2 \\\n" in locked.text
+
+
+def test_environment_yml_unlocked_names_the_same_packages_unpinned(pem_dir):
+    deployment = make_deployment(pem_dir, "aws", install_from_lock=False)
+    conda, pip = pip_part(render("environment.yml.j2", make_context(deployment)))
+    assert conda == ["python=3.11", "pip"]
     wheel = f"/opt/mlflow/wheels/{artifact_streaming.wheel().filename}"
-    assert deps[-1] == {"pip": ["mlflow[auth]==3.17.2", wheel]}
-
-
-def test_local_cloud_picks_the_client_from_the_destination_scheme(pem_dir):
-    deployment = make_deployment(pem_dir, "local", artifacts_destination="gs://local-gcs/x")
-    deps = yaml.safe_load(render("environment.yml.j2", make_context(deployment)))["dependencies"]
-    assert "google-cloud-storage" in deps and "boto3" not in deps
+    assert pip == [*lock.requirements("3.17.2"), wheel]
+    assert pip[0] == "mlflow[auth]==3.17.2"
 
 
 def test_environment_yml_is_deterministic_and_names_its_env(pem_dir):
@@ -212,9 +235,27 @@ def test_environment_yml_is_deterministic_and_names_its_env(pem_dir):
     assert env_dir(first) == f"/opt/mlflow/envs/{env_hash(first)}"
     assert re.fullmatch(r"[0-9a-f]{16}", env_hash(first))
     newer = render(
-        "environment.yml.j2", make_context(make_deployment(pem_dir, mlflow_version="3.17.3"))
+        "environment.yml.j2",
+        make_context(make_deployment(pem_dir, mlflow_version="3.17.3", install_from_lock=False)),
     )
     assert env_hash(newer) != env_hash(first)
+
+
+def test_an_edited_lock_is_another_environment(pem_dir, tmp_path, monkeypatch):
+    """The environment directory follows the lock's bytes, not only its name."""
+    first = render("environment.yml.j2", make_context(make_deployment(pem_dir)))
+    copy = tmp_path / "locks"
+    shutil.copytree(lock.LOCKS_DIR, copy)
+    monkeypatch.setattr(lock, "LOCKS_DIR", copy)
+    same = render("environment.yml.j2", make_context(make_deployment(pem_dir)))
+    assert env_dir(same) == env_dir(first)
+    path = copy / "mlflow-3.17.2.txt"
+    text = path.read_text()
+    pin = re.search(r"^boto3==\S+ \\\n    --hash=sha256:([0-9a-f]{64})", text, re.M)
+    path.write_text(text.replace(pin.group(1), "0" * 64))
+    edited = render("environment.yml.j2", make_context(make_deployment(pem_dir)))
+    assert env_dir(edited) != env_dir(first)
+    assert lock.find("3.17.2").sha256 in edited
 
 
 # --------------------------------------------------------------------------- env file
@@ -396,9 +437,12 @@ def test_server_runs_uvicorn_with_the_c_parser_and_loop_and_no_access_log(ctx):
         False,
     )
     assert (uvicorn["port"], uvicorn["workers"]) == (5001, 1)
-    # ... and the environment bootstrap builds provides both.
-    deps = yaml.safe_load(render("environment.yml.j2", ctx))["dependencies"]
-    assert {"httptools", "uvloop"} <= {d for d in deps if isinstance(d, str)}
+    # ... and the environment bootstrap builds provides both (they are in its lock).
+    environment_yml = render("environment.yml.j2", ctx)
+    locked = lock.find("3.17.2")
+    assert locked.sha256 in environment_yml
+    assert re.search(r"^httptools==", locked.text, re.M)
+    assert re.search(r"^uvloop==", locked.text, re.M)
 
 
 def test_basic_auth_ini_round_trips_the_uri(tmp_path, monkeypatch, ctx):

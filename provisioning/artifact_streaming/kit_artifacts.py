@@ -124,7 +124,18 @@ def _pieces_from_loop(chunks: AsyncIterable[bytes]) -> Callable[[], bytes]:
     return lambda: asyncio.run_coroutine_threadsafe(next_piece(), loop).result()
 
 
-class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
+class _StreamUploads(StreamUploadMixin):
+    """MLflow's stream-upload interface over a repository's ``_upload_reader``."""
+
+    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
+        self._upload_reader(ExactReader(_pieces_of(stream)), artifact_file_name, artifact_path)
+
+    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
+        reader = ExactReader(_pieces_from_loop(chunks))
+        await asyncio.to_thread(self._upload_reader, reader, artifact_file_name, artifact_path)
+
+
+class StreamingS3ArtifactRepository(_StreamUploads, S3ArtifactRepository):
     """MLflow's S3 repository, with request bodies uploaded as a multipart upload."""
 
     def _transfer_config(self):
@@ -158,13 +169,6 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
             reader, bucket, key, ExtraArgs=extra_args, Config=self._transfer_config()
         )
 
-    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
-        self._upload_reader(ExactReader(_pieces_of(stream)), artifact_file_name, artifact_path)
-
-    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
-        reader = ExactReader(_pieces_from_loop(chunks))
-        await asyncio.to_thread(self._upload_reader, reader, artifact_file_name, artifact_path)
-
     def open_artifact(self, artifact_path: str) -> tuple[int, Iterator[bytes]]:
         """The size of the object at ``artifact_path`` and its bytes, read as they are sent."""
         from botocore.exceptions import ClientError
@@ -183,7 +187,7 @@ class StreamingS3ArtifactRepository(S3ArtifactRepository, StreamUploadMixin):
         return answer["ContentLength"], _chunks(lambda: body.read(DOWNLOAD_CHUNK_BYTES), body.close)
 
 
-class StreamingGCSArtifactRepository(GCSArtifactRepository, StreamUploadMixin):
+class StreamingGCSArtifactRepository(_StreamUploads, GCSArtifactRepository):
     """MLflow's GCS repository, with request bodies sent as a resumable upload."""
 
     def _upload_reader(self, reader: ExactReader, name: str, artifact_path: str | None) -> None:
@@ -197,13 +201,6 @@ class StreamingGCSArtifactRepository(GCSArtifactRepository, StreamUploadMixin):
         blob.upload_from_file(
             reader, content_type=guess_type(name)[0], timeout=self._GCS_DEFAULT_TIMEOUT
         )
-
-    def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
-        self._upload_reader(ExactReader(_pieces_of(stream)), artifact_file_name, artifact_path)
-
-    async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
-        reader = ExactReader(_pieces_from_loop(chunks))
-        await asyncio.to_thread(self._upload_reader, reader, artifact_file_name, artifact_path)
 
     def open_artifact(self, artifact_path: str) -> tuple[int, Iterator[bytes]]:
         """The size of the object at ``artifact_path`` and its bytes, read as they are sent:

@@ -29,6 +29,8 @@ Memory per upload is bounded by the part size times the parts held at once:
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import posixpath
 from collections.abc import AsyncIterable, Callable, Iterator
 from mimetypes import guess_type
@@ -187,8 +189,59 @@ class StreamingS3ArtifactRepository(_StreamUploads, S3ArtifactRepository):
         return answer["ContentLength"], _chunks(lambda: body.read(DOWNLOAD_CHUNK_BYTES), body.close)
 
 
+#: Extra arguments for ``Blob.generate_signed_url`` in this thread's current call, if any.
+_SIGNING: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kit_signing", default=None)
+
+
+def _signing_aware(generate: Callable) -> Callable:
+    @functools.wraps(generate)
+    def generate_signed_url(self, *args, **kwargs):
+        return generate(self, *args, **{**(_SIGNING.get() or {}), **kwargs})
+
+    generate_signed_url.kit_signing = True
+    return generate_signed_url
+
+
+def iam_signing(credentials) -> dict:
+    """``generate_signed_url``'s arguments for signing through the IAM API (signBlob), when
+    ``credentials`` hold no private key, as a VM's service account does: its email and a
+    current access token. Empty for credentials that sign themselves (a key file)."""
+    from google.auth.credentials import Signing
+    from google.auth.transport.requests import Request
+
+    if isinstance(credentials, Signing):
+        return {}
+    if not credentials.valid or getattr(credentials, "service_account_email", None) in (
+        None,
+        "default",
+    ):
+        credentials.refresh(Request())  # Compute Engine learns its email on a refresh
+    return {"service_account_email": credentials.service_account_email,
+            "access_token": credentials.token}  # fmt: skip
+
+
 class StreamingGCSArtifactRepository(_StreamUploads, GCSArtifactRepository):
-    """MLflow's GCS repository, with request bodies sent as a resumable upload."""
+    """MLflow's GCS repository, with request bodies sent as a resumable upload, and the
+    presigned part URLs of MLflow's multipart upload signed through IAM.
+
+    MLflow 3.17's ``create_multipart_upload`` calls ``blob.generate_signed_url`` with the
+    client's credentials alone; on a VM those are the metadata server's, which hold no key,
+    and google-auth refuses ("you need a private key to sign credentials"), so every
+    upload of 500 MiB or more from a client failed. Given the account's email and token,
+    google-cloud-storage signs with IAM's signBlob instead (the stack grants the VM's
+    account roles/iam.serviceAccountTokenCreator on itself for it).
+    """
+
+    def create_multipart_upload(self, local_file, num_parts=1, artifact_path=None):
+        from google.cloud.storage import Blob
+
+        if not getattr(Blob.generate_signed_url, "kit_signing", False):
+            Blob.generate_signed_url = _signing_aware(Blob.generate_signed_url)
+        token = _SIGNING.set(iam_signing(self.client._credentials))
+        try:
+            return super().create_multipart_upload(local_file, num_parts, artifact_path)
+        finally:
+            _SIGNING.reset(token)
 
     def _upload_reader(self, reader: ExactReader, name: str, artifact_path: str | None) -> None:
         bucket, path = self.parse_gcs_uri(self.artifact_uri)

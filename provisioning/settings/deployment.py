@@ -102,8 +102,9 @@ class Deployment:
     job_execution: bool = False
     #: Proxied downloads streamed from the bucket as they are read, not fetched whole into
     #: the VM's temporary directory first: the servers run the app ``kit-streaming``
-    #: (provisioning/artifact_streaming/kit_downloads.py) around basic-auth.
-    stream_downloads: bool = False
+    #: (provisioning/artifact_streaming/kit_downloads.py) around basic-auth. Default
+    #: (None): on with auth basic and job_execution false, the only case it supports.
+    stream_downloads: bool | None = None
     #: The servers' temporary directory (TMPDIR: one subdirectory per instance, emptied when
     #: it starts and when it stops), where proxied downloads not streamed land whole.
     server_tmp_dir: str = DEFAULT_SERVER_TMP_DIR

@@ -176,8 +176,11 @@ def _check_lock(d: Deployment) -> None:
 
 
 def _check_stream_downloads(d: Deployment) -> None:
+    if d.stream_downloads is None:
+        _set(d, "stream_downloads", d.auth == "basic" and not d.job_execution)
+        return
     if not isinstance(d.stream_downloads, bool):
-        raise SettingsError("stream_downloads", d.stream_downloads, "true or false")
+        raise SettingsError("stream_downloads", d.stream_downloads, "true, false or unset")
     if d.stream_downloads and d.auth != "basic":
         raise SettingsError(
             "stream_downloads", True, f"false with auth {d.auth!r}: it wraps basic-auth only"

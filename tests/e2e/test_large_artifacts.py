@@ -3,8 +3,8 @@
 What a user notices: the file that comes back is the file sent (sha256), the run lists it
 at its full size, and the VM's disk never holds it on the way: the servers' temporary
 space (server_tmp_dir, nginx's) stays within the streaming bound for the whole transfer.
-Uploads stream by default (the kit's S3 / GCS repositories); downloads with
-``stream_downloads: true``. The client keeps to the proxy's path as the README's
+Uploads stream (the kit's S3 / GCS repositories) and so do downloads (``stream_downloads``,
+on by default with basic auth). The client keeps to the proxy's path as the README's
 "Large artifacts: client settings" says (no presigned multipart straight to the bucket).
 
 Stand-ins: moto and the GCS emulator on this machine (README: Tests). What the real
@@ -24,11 +24,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
-
-from tests.e2e.kit import fab, write_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -101,12 +98,10 @@ def sha256(path: Path) -> str:
 def test_a_2_gb_artifact_goes_through_the_proxy_both_ways_and_never_onto_the_vms_disk(
     deployed_clone, clone_client_env, monkeypatch, tmp_path
 ):
-    host, path = deployed_clone["host"], deployed_clone["path"]
-    settings = {**yaml.safe_load(path.read_text()), "stream_downloads": True}
-    write_settings(path, settings)
-    fab("bootstrap", "--settings", str(path))
-    tmp_dir = host.ssh("sudo systemctl show -p Environment mlflow-server@5001").stdout
-    assert "TMPDIR=/var/lib/mlflow/tmp/5001" in tmp_dir, tmp_dir  # where MLflow's temp files go
+    host = deployed_clone["host"]
+    unit = host.ssh("sudo systemctl show -p Environment -p ExecStart mlflow-server@5001").stdout
+    assert "TMPDIR=/var/lib/mlflow/tmp/5001" in unit, unit  # where MLflow's temp files go
+    assert "--app-name kit-streaming" in unit, unit  # downloads stream by default
     # The proxy's own data path, as the README tells users with clients that cannot (or
     # should not) reach the bucket: these win over what /server-info advertises.
     monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")

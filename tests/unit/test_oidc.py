@@ -103,7 +103,8 @@ def test_the_servers_run_the_plugin_with_the_providers_settings():
     ):
         assert line in env.splitlines()
     basic = Deployment(**valid_settings())
-    assert "--app-name basic-auth" in render_for(basic, "mlflow-server@.service.j2")
+    # By default the kit's app around basic-auth (streamed downloads).
+    assert "--app-name kit-streaming" in render_for(basic, "mlflow-server@.service.j2")
     assert "OIDC_" not in render_for(basic, "mlflow.env.j2")
     assert "mlflow-oidc-auth" not in render_for(basic, "environment.yml.j2")
 
@@ -214,3 +215,12 @@ def test_storage_env_cannot_set_the_plugins_settings():
     with pytest.raises(SettingsError) as raised:
         Deployment(**valid_settings(storage_env={"OIDC_CLIENT_SECRET": "x"}))
     assert raised.value.key == "storage_env.OIDC_CLIENT_SECRET"
+
+
+def test_downloads_stream_by_default_wherever_the_kit_app_can_run():
+    """kit-streaming wraps basic-auth, and mlflow server shares the jobs' token only with
+    an app named basic-auth: on by default with basic auth and no jobs, off otherwise."""
+    assert Deployment(**valid_settings()).stream_downloads is True
+    assert Deployment(**valid_settings(job_execution=True)).stream_downloads is False
+    assert oidc().stream_downloads is False
+    assert Deployment(**valid_settings(stream_downloads=False)).stream_downloads is False

@@ -314,6 +314,7 @@ def test_env_file_round_trips_every_secret(tmp_path, pem_dir):
         storage_env={f"KIT_{k.upper()}": v for k, v in NASTY_ENV_VALUES.items()},
         storage_secret_env={"AWS_SECRET_ACCESS_KEY": NASTY_ENV_VALUES["dollar"] + "'\"\\"},
         extra_ca_certs=[str(pem_dir / "ca.crt")],
+        job_execution=True,
     )
     ctx = make_context(deployment, job_execution=True)
     text = render("mlflow.env.j2", ctx)
@@ -388,7 +389,10 @@ def test_streamed_downloads_run_the_kit_s_app_around_basic_auth(
 def test_mlflow_server_reads_the_unit_and_env_file_as_intended(pem_dir, monkeypatch, artifact_mode):
     from mlflow.cli import server
 
-    ctx = make_context(make_deployment(pem_dir, "aws", artifact_mode))
+    # basic-auth itself: kit-streaming (the default around it) is an entry point of the kit
+    # wheel, installed on the VM and not in this virtualenv, so this click cannot name it.
+    deployment = make_deployment(pem_dir, "aws", artifact_mode, stream_downloads=False)
+    ctx = make_context(deployment)
     argv = server_command(render("mlflow-server@.service.j2", ctx), 5002)
     assert argv[:2] == [f"{PATHS['current_env']}/bin/mlflow", "server"]
     for name in list(os.environ):
@@ -415,7 +419,7 @@ def test_mlflow_server_reads_the_unit_and_env_file_as_intended(pem_dir, monkeypa
         assert secret not in " ".join(argv)
 
 
-def test_server_runs_uvicorn_with_the_c_parser_and_loop_and_no_access_log(ctx):
+def test_server_runs_uvicorn_with_the_c_parser_and_loop_and_no_access_log(pem_dir):
     """What `mlflow server` hands uvicorn, parsed by uvicorn's own command line.
 
     Measured through nginx on a 2-core host (README): the pure-Python h11 parser, asyncio's
@@ -426,6 +430,8 @@ def test_server_runs_uvicorn_with_the_c_parser_and_loop_and_no_access_log(ctx):
     from mlflow.server import _build_uvicorn_command
     from uvicorn.main import main as uvicorn_main
 
+    # basic-auth itself, as above (kit-streaming is not installed in this virtualenv).
+    ctx = make_context(make_deployment(pem_dir, stream_downloads=False))
     argv = server_command(render("mlflow-server@.service.j2", ctx), 5001)
     params = server.make_context("server", argv[2:]).params
     command = _build_uvicorn_command(params["uvicorn_opts"], "127.0.0.1", 5001, 1, "app:app")

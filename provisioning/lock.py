@@ -81,6 +81,18 @@ def file_name(mlflow_version: str, oidc_plugin_version: str | None = None) -> st
     return f"mlflow-{mlflow_version}{oidc}.txt"
 
 
+def command(mlflow_version: str, oidc_plugin_version: str | None = None) -> str:
+    """The maintainer command that makes (or remakes) this lock."""
+    oidc = f" --oidc {oidc_plugin_version}" if oidc_plugin_version else ""
+    return f"python -m provisioning.lock {mlflow_version}{oidc}"
+
+
+def committed() -> list[tuple[str, str | None]]:
+    """(MLflow version, plugin version or None) of every committed lock, by file name."""
+    matches = (_NAME.match(path.name) for path in LOCKS_DIR.glob("mlflow-*.txt"))
+    return [(m["mlflow"], m["oidc"]) for m in matches if m]
+
+
 def find(mlflow_version: str, oidc_plugin_version: str | None = None) -> Lock | None:
     path = LOCKS_DIR / file_name(mlflow_version, oidc_plugin_version)
     return Lock(path.name, path.read_text()) if path.is_file() else None
@@ -88,11 +100,7 @@ def find(mlflow_version: str, oidc_plugin_version: str | None = None) -> Lock | 
 
 def available(oidc_plugin_version: str | None = None) -> list[str]:
     """MLflow versions with a committed lock (for that plugin version, or without one)."""
-    found = []
-    for path in sorted(LOCKS_DIR.glob("mlflow-*.txt")):
-        match = _NAME.match(path.name)
-        if match and match["oidc"] == oidc_plugin_version:
-            found.append(match["mlflow"])
+    found = [mlflow for mlflow, oidc in committed() if oidc == oidc_plugin_version]
     return sorted(found, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
@@ -115,13 +123,11 @@ def generate(
     mlflow_version: str, oidc_plugin_version: str | None = None, index_args: tuple = ()
 ) -> str:
     """The lock's text, resolved now; ``index_args`` are uv's (tests: a local index)."""
-    command = f"python -m provisioning.lock {mlflow_version}" + (
-        f" --oidc {oidc_plugin_version}" if oidc_plugin_version else ""
-    )
-    return compile_lock(requirements(mlflow_version, oidc_plugin_version), command, index_args)
+    top = requirements(mlflow_version, oidc_plugin_version)
+    return compile_lock(top, command(mlflow_version, oidc_plugin_version), index_args)
 
 
-def compile_lock(top: list[str], command: str, index_args: tuple = ()) -> str:
+def compile_lock(top: list[str], made_by: str, index_args: tuple = ()) -> str:
     """``top`` and everything it needs, pinned with every file's sha256, checked."""
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     if not Path(uv).exists():
@@ -138,7 +144,7 @@ def compile_lock(top: list[str], command: str, index_args: tuple = ()) -> str:
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
         raise LockError(f"cannot resolve {' '.join(top)}:\n{tail}")
     header = (
-        f"# The MLflow server environment's pip packages, locked. Made by `{command}`;\n"
+        f"# The MLflow server environment's pip packages, locked. Made by `{made_by}`;\n"
         "# do not edit: run the command again. Installed with --require-hashes.\n"
         f"# Python >= {LOCK_PYTHON}, any Linux CPU. Requirements: {', '.join(top)}\n"
     )
@@ -163,13 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.all == bool(args.mlflow_version):
         parser.error("give an MLflow version or --all")
-    targets = [(args.mlflow_version, args.oidc)]
-    if args.all:
-        targets = [
-            (m["mlflow"], m["oidc"])
-            for m in map(_NAME.match, sorted(p.name for p in LOCKS_DIR.glob("*.txt")))
-            if m
-        ]
+    targets = sorted(committed()) if args.all else [(args.mlflow_version, args.oidc)]
     for mlflow_version, oidc in targets:
         try:
             path = write(mlflow_version, oidc)

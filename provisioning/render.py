@@ -151,12 +151,16 @@ def _undefined_detail(exc: jinja2.UndefinedError) -> str:
 # --------------------------------------------------------------------------- context
 
 
+def _lock_plugin(deployment: Deployment) -> str | None:
+    """The mlflow-oidc-auth version the server environment's packages include, if any."""
+    return deployment.oidc_plugin_version if deployment.auth == "oidc" else None
+
+
 def server_lock(deployment: Deployment) -> lock.Lock | None:
     """The committed lock the server environment installs, or None (install_from_lock false)."""
     if not deployment.install_from_lock:
         return None
-    oidc = deployment.oidc_plugin_version if deployment.auth == "oidc" else None
-    found = lock.find(deployment.mlflow_version, oidc)
+    found = lock.find(deployment.mlflow_version, _lock_plugin(deployment))
     if found is None:  # settings validation refuses this first
         raise RenderError("environment.yml.j2", None, f"no lock for {deployment.mlflow_version}")
     return found
@@ -169,9 +173,8 @@ def packages_context(deployment: Deployment) -> dict[str, Any]:
     wheel_path = f"{PATHS['kit_wheels_dir']}/{wheel.filename}"
     found = server_lock(deployment)
     if found is None:
-        oidc = deployment.oidc_plugin_version if deployment.auth == "oidc" else None
-        return {"pip_lock": None, "pip_requirements": [*lock.requirements(
-            deployment.mlflow_version, oidc), wheel_path]}  # fmt: skip
+        top = lock.requirements(deployment.mlflow_version, _lock_plugin(deployment))
+        return {"pip_lock": None, "pip_requirements": [*top, wheel_path]}
     digest = hashlib.sha256(wheel.data).hexdigest()
     return {
         "pip_lock": f"{PATHS['locks_dir']}/{found.host_name}",

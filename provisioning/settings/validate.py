@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from provisioning.lock import LOCK_PYTHON, available, find
+from provisioning.lock import LOCK_PYTHON, available, command, find
 from provisioning.settings.auth import validate_auth
 from provisioning.settings.group import check_group_database, validate_group
 from provisioning.settings.rules import (
@@ -165,13 +165,10 @@ def _check_lock(d: Deployment) -> None:
     if find(d.mlflow_version, oidc) is None:
         with_plugin = f" with mlflow-oidc-auth {oidc}" if oidc else ""
         versions = ", ".join(available(oidc)) or "none"
-        make = f"python -m provisioning.lock {d.mlflow_version}" + (
-            f" --oidc {oidc}" if oidc else ""
-        )
         raise SettingsError(
             "mlflow_version", d.mlflow_version,
             f"a version with a committed lock{with_plugin} ({versions}); make one with "
-            f"`{make}`, or set install_from_lock: false to resolve packages at install time",
+            f"`{command(d.mlflow_version, oidc)}`, or set install_from_lock: false to resolve packages at install time",
         )  # fmt: skip
 
 

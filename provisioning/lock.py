@@ -90,7 +90,9 @@ def command(mlflow_version: str, oidc_plugin_version: str | None = None) -> str:
 def committed() -> list[tuple[str, str | None]]:
     """(MLflow version, plugin version or None) of every committed lock, by file name."""
     matches = (_NAME.match(path.name) for path in LOCKS_DIR.glob("mlflow-*.txt"))
-    return [(m["mlflow"], m["oidc"]) for m in matches if m]
+    return sorted(
+        ((m["mlflow"], m["oidc"]) for m in matches if m), key=lambda t: (t[0], t[1] or "")
+    )
 
 
 def find(mlflow_version: str, oidc_plugin_version: str | None = None) -> Lock | None:
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.all == bool(args.mlflow_version):
         parser.error("give an MLflow version or --all")
-    targets = sorted(committed()) if args.all else [(args.mlflow_version, args.oidc)]
+    targets = committed() if args.all else [(args.mlflow_version, args.oidc)]
     for mlflow_version, oidc in targets:
         try:
             path = write(mlflow_version, oidc)

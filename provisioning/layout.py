@@ -29,6 +29,12 @@ PATHS = {
     "kit_wheels_dir": "/opt/mlflow/wheels",
     # The pip locks environment.yml installs, by sha256 (provisioning.lock).
     "locks_dir": "/opt/mlflow/locks",
+    # offline_install: the lock's wheels for this host, one directory per lock
+    # (provisioning.offline), and the Miniforge installer uploaded for its one run.
+    "wheelhouse_dir": "/opt/mlflow/wheelhouse",
+    "miniforge_upload": "/opt/mlflow/miniforge-installer.sh",
+    # offline_install: environment.yml's pip section as the file pip installs.
+    "environment_requirements": "/etc/mlflow/environment.requirements.txt",
     "env_file": "/etc/mlflow/mlflow.env",  # mlflow:mlflow 0600
     "auth_config": "/etc/mlflow/basic_auth.ini",  # mlflow:mlflow 0600
     "db_ca": "/etc/mlflow/db-ca.pem",  # root:root 0644

@@ -67,6 +67,7 @@ def bootstrap(play: Play, d: Deployment, selection: str = "") -> None:
     )
     play.step("kit wheel", conda.kit_wheel)
     play.step("package lock", conda.package_lock, d)
+    play.step("wheelhouse", conda.wheelhouse, d)
     env = play.step("conda environment", conda.environment, render("environment.yml.j2", ctx), d)
     plan = play.step("schema check", schema.check, d, env)
     play.step("configuration files", configuration.install, ctx, SERVER_FILES)

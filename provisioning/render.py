@@ -174,14 +174,38 @@ def packages_context(deployment: Deployment) -> dict[str, Any]:
     found = server_lock(deployment)
     if found is None:
         top = lock.requirements(deployment.mlflow_version, _lock_plugin(deployment))
-        return {"pip_lock": None, "pip_requirements": [*top, wheel_path]}
+        return {
+            "pip_lock": None,
+            "pip_requirements": [*top, wheel_path],
+            "pip_wheelhouse": None,
+            "offline_python": None,
+        }
     digest = hashlib.sha256(wheel.data).hexdigest()
     return {
         "pip_lock": f"{PATHS['locks_dir']}/{found.host_name}",
         "pip_requirements": [
             f"{artifact_streaming.DISTRIBUTION} @ file://{wheel_path} --hash=sha256:{digest}"
         ],
+        "pip_wheelhouse": wheelhouse_path(found) if deployment.offline_install else None,
+        "offline_python": (
+            f"Miniforge's own Python (installer sha256 {deployment.miniforge_sha256})"
+            if deployment.offline_install
+            else None
+        ),
     }
+
+
+def wheelhouse_path(found: lock.Lock) -> str:
+    """offline_install: where the host keeps this lock's wheels (provisioning.offline)."""
+    return f"{PATHS['wheelhouse_dir']}/{found.host_name.removesuffix('.txt')}"
+
+
+def pip_section(ctx: dict[str, Any]) -> list[str]:
+    """environment.yml's pip lines, as the file pip installs them from (conda writes the
+    same file from them; an offline build writes it itself)."""
+    index = ["--no-index", f"--find-links {ctx['pip_wheelhouse']}"] if ctx["pip_wheelhouse"] else []
+    locked = ["--require-hashes", f"-r {ctx['pip_lock']}"] if ctx["pip_lock"] else []
+    return [*index, *locked, *ctx["pip_requirements"]]
 
 
 def env_hash(environment_yml: str) -> str:

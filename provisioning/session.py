@@ -22,6 +22,7 @@ from provisioning.connection import (
     open_when_ready,
 )
 from provisioning.hostlock import HostBusy, host_lock
+from provisioning.offline import OfflineError
 from provisioning.play import Play
 from provisioning.settings import (
     PATH_FIELDS,
@@ -188,6 +189,12 @@ def on_host(deployment: Deployment, task: str, *, lock: bool = True, accept_new_
             raise Exit(str(error), code=1) from error
         except (RemoteError, PreflightError) as error:
             raise Exit(f"{task} of {deployment.host} stopped: {error}", code=1) from error
+        except OfflineError as error:
+            raise Exit(
+                f"{task} of {deployment.host} stopped at step {play.host.step!r}, on this "
+                f"machine: {error}",
+                code=1,
+            ) from error
 
 
 def selection(stack: str | None, settings: str | None) -> str:

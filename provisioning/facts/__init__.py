@@ -233,6 +233,26 @@ def file_state(path: str) -> Fact[FileState]:
     )
 
 
+def parse_sha256sums(text: str) -> dict[str, str]:
+    """sha256sum's ``<sha256>  <name>`` lines as {name: sha256}."""
+    sums = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if name:
+            sums[name] = digest
+    return sums
+
+
+def sha256sums(directory: str) -> Fact[dict[str, str]]:
+    """The sha256 of each file directly in ``directory`` (no dot files; {} when absent)."""
+    q = shlex.quote(directory)
+    return Fact(
+        f"cd {q} 2>/dev/null && find . -maxdepth 1 -type f ! -name '.*' -printf '%P\\0' "
+        "| xargs -0r sha256sum -- || true",
+        parse_sha256sums,
+    )
+
+
 def free_space(path: str) -> Fact[FreeSpace]:
     """Free space where ``path`` is; where it will be, when it does not exist yet (read as
     root: a parent the login user may not enter could hide a mount point below it)."""

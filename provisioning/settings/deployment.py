@@ -58,6 +58,14 @@ class Deployment:
     #: ``mlflow_version`` (provisioning/locks/), every file checked against its sha256.
     #: false: resolve them at install time (a version without a lock).
     install_from_lock: bool = True
+    #: For a host without internet: this machine fetches the Miniforge installer and the
+    #: lock's wheels for the host, uploads them, and the host installs with no index
+    #: (provisioning/offline.py). Needs install_from_lock, and python_version must be the
+    #: installer's own Python.
+    offline_install: bool = False
+    #: Where this machine keeps what offline_install fetched. Default:
+    #: ``$XDG_CACHE_HOME/mlflow-kit/offline`` (``~/.cache/mlflow-kit/offline``).
+    offline_cache_dir: str | None = None
     miniforge_url: str = DEFAULT_MINIFORGE_URL
     miniforge_sha256: str = DEFAULT_MINIFORGE_SHA256
     extra_ca_certs: tuple[str, ...] = ()
@@ -226,5 +234,6 @@ PATH_FIELDS = frozenset(
         "extra_ca_certs",
         "db_ca_cert_file",
         "acme_ca_cert_file",
+        "offline_cache_dir",
     }
 )

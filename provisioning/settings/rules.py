@@ -56,6 +56,10 @@ DEFAULT_MINIFORGE_URL = (
 )
 #: Published next to the installer as ``<installer>.sha256``.
 DEFAULT_MINIFORGE_SHA256 = "376b160ed8130820db0ab0f3826ac1fc85923647f75c1b8231166e3d559ab768"
+#: The Python in that installer's base environment, which offline installs build on
+#: (Miniforge's installers ship Python 3.12 through the 25.x releases: conda-forge/miniforge
+#: issue 803). Another installer's Python is read on the host before its wheels are fetched.
+DEFAULT_MINIFORGE_PYTHON = "3.12"
 MINIFORGE_URL_SCHEMES = ("https", "http", "file")  # integrity comes from the sha256 pin
 
 #: Environment names the kit's own env file sets; storage env must not shadow them.

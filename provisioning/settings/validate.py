@@ -19,6 +19,8 @@ from provisioning.settings.rules import (
     DB_INSTANCE,
     DB_LOCATION,
     DB_TLS_MODES,
+    DEFAULT_MINIFORGE_PYTHON,
+    DEFAULT_MINIFORGE_SHA256,
     ENVIRONMENTS,
     GC_AGE,
     MAX_MODEL_WORKERS,
@@ -26,6 +28,7 @@ from provisioning.settings.rules import (
     MIN_ADMIN_PASSWORD,
     MIN_FLASK_SECRET_KEY,
     MIN_KEK_PASSPHRASE,
+    MINIFORGE_RELEASE,
     MINIFORGE_URL_SCHEMES,
     MODEL_MEMORY_MB,
     MODEL_NAME,
@@ -147,6 +150,7 @@ def validate(d: Deployment) -> None:
     _check_backups(d)
     validate_auth(d)
     _check_lock(d)
+    _check_offline(d)
     _set(d, "notes", tuple(notes))
 
 
@@ -169,6 +173,26 @@ def _check_lock(d: Deployment) -> None:
             "mlflow_version", d.mlflow_version,
             f"a version with a committed lock{with_plugin} ({versions}); make one with "
             f"`{command(d.mlflow_version, oidc)}`, or set install_from_lock: false to resolve packages at install time",
+        )  # fmt: skip
+
+
+def _check_offline(d: Deployment) -> None:
+    if not isinstance(d.offline_install, bool):
+        raise SettingsError("offline_install", d.offline_install, "true or false")
+    _check_optional_str(d, "offline_cache_dir")
+    if not d.offline_install:
+        return
+    if not d.install_from_lock:
+        raise SettingsError(
+            "offline_install", d.offline_install,
+            "false with install_from_lock: false (the host's wheels are the lock's)",
+        )  # fmt: skip
+    python = ".".join(d.python_version.split(".")[:2])
+    if d.miniforge_sha256 == DEFAULT_MINIFORGE_SHA256 and python != DEFAULT_MINIFORGE_PYTHON:
+        raise SettingsError(
+            "python_version", d.python_version,
+            f"{DEFAULT_MINIFORGE_PYTHON} with offline_install and the default Miniforge "
+            f"{MINIFORGE_RELEASE} (the environment is a venv of the installer's own Python)",
         )  # fmt: skip
 
 

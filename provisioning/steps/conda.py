@@ -5,10 +5,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from provisioning import artifact_streaming, facts, files, jobs
+from provisioning import artifact_streaming, facts, files, jobs, offline
 from provisioning.layout import PATHS
 from provisioning.play import Outcome, changed, unchanged
-from provisioning.render import env_dir, server_lock
+from provisioning.render import env_dir, packages_context, pip_section, server_lock
 from provisioning.settings import Deployment
 from provisioning.transport import Host
 
@@ -37,14 +37,32 @@ def miniforge_script(deployment: Deployment) -> str:
     )
 
 
+def offline_miniforge_script(deployment: Deployment) -> str:
+    """Install from the installer this machine uploaded (offline_install), checked again."""
+    root, installer = PATHS["conda_root"], PATHS["miniforge_upload"]
+    return (
+        f"set -e; rm -rf {root}; "
+        f'echo "{deployment.miniforge_sha256}  {installer}" | sha256sum -c --quiet -; '
+        f"bash {installer} -b -p {root}; rm -f {installer}"
+    )
+
+
 def miniforge(host: Host, deployment: Deployment) -> Outcome[None]:
-    """Install Miniforge once, from the pinned URL, verified by the pinned sha256."""
+    """Install Miniforge once, from the pinned URL, verified by the pinned sha256; with
+    offline_install, fetched by this machine and uploaded (the host has no internet)."""
     if host.read(facts.executable(PATHS["conda_bin"])):
         return unchanged("already installed")
+    script = miniforge_script(deployment)
+    if deployment.offline_install:
+        cache = offline.cache_dir(deployment.offline_cache_dir)
+        local = offline.installer(deployment.miniforge_url, deployment.miniforge_sha256, cache)
+        host.note(f"uploading {local} ({local.stat().st_size / 1e6:.0f} MB)")
+        files.ensure_file(host, PATHS["miniforge_upload"], local.read_bytes(), mode="0600")
+        script = offline_miniforge_script(deployment)
     how = jobs.run_job(
         host,
         "miniforge",
-        miniforge_script(deployment),
+        script,
         timeout=2700,
         description="Miniforge install",
     )
@@ -77,14 +95,66 @@ def package_lock(host: Host, deployment: Deployment) -> Outcome[None]:
     return unchanged(f"{found.name} (sha256 {found.sha256[:12]})")
 
 
-def build_script(prefix: str) -> str:
-    """The exact commands that build the server's environment at ``prefix``, marked when complete."""
-    conda = PATHS["conda_bin"]
-    return (
-        f"set -e; rm -rf {prefix}; "
-        f"{conda} env create --quiet --prefix {prefix} --file {PATHS['environment_yml']}; "
-        f"touch {prefix}/{COMPLETE_MARKER}"
+def wheelhouse(host: Host, deployment: Deployment) -> Outcome[None]:
+    """offline_install: the lock's wheels for the host's Python (the installer's), fetched
+    by this machine once (provisioning.offline) and uploaded where the host lacks them."""
+    found = server_lock(deployment)
+    if not deployment.offline_install or found is None:
+        return unchanged("online: pip reads the package index")
+    python = f"{PATHS['conda_root']}/bin/python"
+    target = host.read(offline.target(python))
+    if target is None:
+        raise host.error(python, 1, f"{python} missing: Miniforge's base has no Python")
+    wanted = ".".join(deployment.python_version.split(".")[:2])
+    if target.python_version != wanted:
+        raise host.error(
+            python, 1,
+            f"python_version {deployment.python_version}, but the installer's Python is "
+            f"{target.markers['python_full_version']}: offline_install builds a venv of it, "
+            f"so set python_version: {target.python_version} (or another miniforge_url)",
+        )  # fmt: skip
+    cache = offline.cache_dir(deployment.offline_cache_dir)
+    local = offline.wheelhouse(found, target, cache, host.note)
+    remote = packages_context(deployment)["pip_wheelhouse"]
+    present = host.read(facts.sha256sums(remote))
+    missing = [name for name, digest in local.wheels.items() if present.get(name) != digest]
+    if not missing:
+        return unchanged(f"{len(local.wheels)} wheels for {target.key}")
+    size = sum((local.path / name).stat().st_size for name in missing)
+    host.note(f"uploading {len(missing)} of {len(local.wheels)} wheels ({size / 1e6:.0f} MB)")
+    tmpdir = host.run("mktemp -d", sudo=False).stdout.strip()
+    try:
+        for name in missing:
+            host.put((local.path / name).read_bytes(), f"{tmpdir}/{name}")
+        # Each under a name pip does not read until it is whole, then renamed.
+        host.run(
+            f"install -d -m 0755 {remote} && for f in {shlex.quote(tmpdir)}/*; do "
+            f'b=$(basename "$f"); install -m 0644 -o root -g root "$f" {remote}/."$b".kit-new '
+            f'&& mv -f {remote}/."$b".kit-new {remote}/"$b"; done'
+        )
+    finally:
+        host.run(f"rm -rf {shlex.quote(tmpdir)}", sudo=False, check=False)
+    return changed(
+        f"uploaded {len(missing)} of {len(local.wheels)} wheels for {target.key} "
+        f"({size / 1e6:.0f} MB)"
     )
+
+
+def build_script(prefix: str, deployment: Deployment | None = None) -> str:
+    """The exact commands that build the server's environment at ``prefix``, marked when
+    complete: conda from environment.yml, or with offline_install a venv of the installer's
+    Python and pip from environment.yml's pip section (written out as conda would)."""
+    conda = PATHS["conda_bin"]
+    if deployment is not None and deployment.offline_install:
+        python = f"{PATHS['conda_root']}/bin/python"
+        build = (
+            f"{python} -m venv {prefix}; "
+            f"{prefix}/bin/python -m pip install --quiet --disable-pip-version-check "
+            f"-r {PATHS['environment_requirements']}"
+        )
+    else:
+        build = f"{conda} env create --quiet --prefix {prefix} --file {PATHS['environment_yml']}"
+    return f"set -e; rm -rf {prefix}; {build}; touch {prefix}/{COMPLETE_MARKER}"
 
 
 def environment(host: Host, environment_yml: str, deployment: Deployment) -> Outcome[Environment]:
@@ -95,6 +165,11 @@ def environment(host: Host, environment_yml: str, deployment: Deployment) -> Out
     """
     env = Environment(env_dir(environment_yml))
     any_changed = files.ensure_file(host, PATHS["environment_yml"], environment_yml, mode="0644")
+    if deployment.offline_install:
+        section = "\n".join(pip_section(packages_context(deployment))) + "\n"
+        any_changed |= files.ensure_file(
+            host, PATHS["environment_requirements"], section, mode="0644"
+        )
     built = ""
     complete = f"{env.prefix}/{COMPLETE_MARKER}"
     if not host.read(facts.exists(complete)):
@@ -108,7 +183,7 @@ def environment(host: Host, environment_yml: str, deployment: Deployment) -> Out
         built = jobs.run_job(
             host,
             f"conda-{env.name}",
-            build_script(env.prefix),
+            build_script(env.prefix, deployment),
             timeout=3600,
             description=f"MLflow environment {env.name}",
             env=ca,

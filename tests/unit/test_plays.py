@@ -44,6 +44,7 @@ BOOTSTRAP_STEPS = [
     "server secrets",
     "kit wheel",
     "package lock",
+    "wheelhouse",
     "conda environment",
     "schema check",
     "configuration files",

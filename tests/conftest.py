@@ -31,6 +31,10 @@ def worker_group(item) -> str:
     on one worker and leave it for the second group."""
     if not item.get_closest_marker("e2e"):
         return "unit-and-service"
+    # A module of end-to-end tests may name its group (WORKER_GROUP), to even the two out.
+    named = getattr(getattr(item, "module", None), "WORKER_GROUP", None)
+    if named:
+        return named
     callspec = getattr(item, "callspec", None)
     if callspec is not None and callspec.params.get("deployed") == "s3":
         return "e2e-s3"

@@ -70,9 +70,10 @@ class FreshHost:
 
     def block_egress(self) -> None:
         """Cut the host off from everything but the machine, as a VM in a private network
-        without NAT: the local cloud's services still answer, PyPI, the Debian mirror and
-        forwarded DNS are refused at once (``Link.block_egress``). Idempotent; lasts
-        across reboots, until ``allow_egress`` or ``destroy``; a clone starts open."""
+        without NAT: the local cloud's services still answer; PyPI, the Debian mirror and
+        the nameserver are refused (connections at once, name lookups within about 5 s:
+        ``Link.block_egress``). Idempotent; lasts across reboots, until ``allow_egress``
+        or ``destroy``; a clone starts open."""
         self.link.block_egress()
 
     def allow_egress(self) -> None:

@@ -120,17 +120,22 @@ class Link:
         """Refuse to forward anything the guest sends: it then reaches the machine's own
         addresses only, as a VM in a private network without NAT reaches its VPC's services.
 
-        Refused, not dropped: the guest gets an ICMP "administratively prohibited" at
-        once (connect fails with "No route to host", a DNS query to a forwarded
-        nameserver fails) where a real VPC lets it time out; tests then fail fast.
+        Refused, not dropped, where a real VPC lets a connection time out, so that tools
+        fail fast: a TCP connection is reset at once ("Connection refused"); anything
+        else, DNS to the guest's nameserver included (it is not on the machine), gets an
+        ICMP "administratively prohibited". The kernel sends those to one guest in a
+        burst of 6, then one a second (``net.ipv4.icmp_ratelimit``), so a name lookup
+        fails in well under a second at first and in about 5 s (glibc's timeout) once
+        the burst is spent. Unlike a real private VM, names do not resolve at all.
         Idempotent; the chain goes with the table (``delete``) or with ``allow_egress``.
         """
-        table, chain = self.netns, EGRESS_CHAIN
+        table, chain, guest = self.netns, EGRESS_CHAIN, self.guest_address
         _nft(
             f"add chain ip {table} {chain} {{ type filter hook forward priority 0 ; }}\n"
             f"flush chain ip {table} {chain}\n"
-            f"add rule ip {table} {chain} ip saddr {self.guest_address}"
-            " reject with icmp type admin-prohibited\n"
+            f"add rule ip {table} {chain} ip saddr {guest} meta l4proto tcp"
+            " reject with tcp reset\n"
+            f"add rule ip {table} {chain} ip saddr {guest} reject with icmp type admin-prohibited\n"
         )
 
     def allow_egress(self) -> None:

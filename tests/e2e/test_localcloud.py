@@ -103,7 +103,8 @@ def test_blocked_egress_refuses_the_world_at_once_and_still_reaches_the_local_cl
     local_cloud, fresh_host
 ):
     """A VM in a private network without NAT: the package registries and the Debian mirror
-    fail at once (not after a timeout), the local cloud's services still answer."""
+    are refused (connections at once, name lookups within glibc's 5 s, never curl's
+    timeout), the local cloud's services still answer."""
     with connect(
         host=fresh_host.address,
         user=fresh_host.user,

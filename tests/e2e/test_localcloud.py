@@ -89,6 +89,71 @@ def test_guest_installs_from_the_package_registry_with_the_extra_ca_certs(fresh_
     assert "six-" in result.stdout
 
 
+#: curl's exit codes: the name did not resolve, the connection failed; 28 is its -m timeout.
+CURL_NO_NAME, CURL_NO_CONNECTION = 6, 7
+
+
+def timed_curl(host, url: str, *options: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    result = host.ssh(f"curl -sS -m 10 -o /dev/null {' '.join(options)} {url}", check=False)
+    return result, time.monotonic() - started
+
+
+def test_blocked_egress_refuses_the_world_at_once_and_still_reaches_the_local_cloud(
+    local_cloud, fresh_host
+):
+    """A VM in a private network without NAT: the package registries and the Debian mirror
+    are refused (connections at once, name lookups within glibc's 5 s, never curl's
+    timeout), the local cloud's services still answer."""
+    with connect(
+        host=fresh_host.address,
+        user=fresh_host.user,
+        key_file=str(fresh_host.key_file),
+        known_hosts_file=str(fresh_host.known_hosts),
+    ) as conn:
+        trust_ca_certs(Host(conn), tuple(extra_ca_certs()))
+    # Resolved while open: a real private VM still resolves names (its VPC's DNS); here
+    # the nameserver is forwarded too, so blocked names fail first, and this checks
+    # that a connection by address is refused as well.
+    pypi = fresh_host.ssh("getent ahostsv4 pypi.org | awk 'NR==1 {print $1}'").stdout.strip()
+    assert pypi
+
+    fresh_host.block_egress()
+    fresh_host.block_egress()
+    try:
+        assert fresh_host.egress_blocked()
+        refused = {
+            url: timed_curl(fresh_host, url)
+            for url in ("https://pypi.org/simple/", "http://deb.debian.org/debian/")
+        }
+        refused["pypi.org by address"] = timed_curl(
+            fresh_host, "https://pypi.org/simple/", f"--resolve pypi.org:443:{pypi}"
+        )
+        for what, (result, seconds) in refused.items():
+            print(f"egress blocked, {what}: curl exit {result.returncode} after {seconds:.2f}s:"
+                  f" {result.stderr.strip()}")  # fmt: skip
+            assert result.returncode in (CURL_NO_NAME, CURL_NO_CONNECTION), (what, result.stderr)
+        assert refused["pypi.org by address"][0].returncode == CURL_NO_CONNECTION
+        pg = local_cloud.postgres
+        tls = fresh_host.ssh(
+            f"echo | openssl s_client -starttls postgres -connect {pg.address}:{pg.port}"
+            " 2>/dev/null | grep -c 'BEGIN CERTIFICATE'",
+            check=False,
+        )
+        assert tls.stdout.strip() == "1", tls.stderr
+        s3 = fresh_host.ssh(f"curl -sS -m 10 {local_cloud.s3.endpoint}/mlflow-artifacts")
+        assert "ListBucketResult" in s3.stdout
+    finally:
+        fresh_host.allow_egress()
+        fresh_host.allow_egress()
+
+    assert not fresh_host.egress_blocked()
+    # Its headers only: the whole index is tens of megabytes.
+    result, seconds = timed_curl(fresh_host, "https://pypi.org/simple/", "-f", "-I")
+    print(f"egress allowed again: curl exit {result.returncode} after {seconds:.2f}s")
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_second_host_is_pristine(local_cloud):
     first = local_cloud.new_host()
     try:

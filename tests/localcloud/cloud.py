@@ -18,9 +18,10 @@ from pathlib import Path
 from tests.localcloud import cloudlike, vendor
 from tests.localcloud.acme import ChallTestSrv, Pebble
 from tests.localcloud.cloudlike import CloudLike
-from tests.localcloud.host import SUBNET_PREFIX, FreshHost, Link, claim_slot
+from tests.localcloud.host import FreshHost
 from tests.localcloud.image import CACHE_ROOT, ensure_image
 from tests.localcloud.limits import Limits, for_machine_type
+from tests.localcloud.link import SUBNET_PREFIX, Link, claim_slot
 from tests.localcloud.oidc import OidcProvider
 from tests.localcloud.pki import LocalCA
 from tests.localcloud.services import (

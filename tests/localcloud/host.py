@@ -1,8 +1,8 @@
 """A fresh Debian 12 host: a private copy of the image booted by systemd-nspawn.
 
 The host has its own network namespace (a veth pair: the machine is ``.1``,
-the guest ``.2`` of a /30), its own root filesystem (it cannot see the
-machine's files; an overlay of the image under a writable layer of its own, so a
+the guest ``.2`` of a /30, NATed outwards unless ``block_egress``: ``link.py``), its
+own root filesystem (it cannot see the machine's files; an overlay of the image under a writable layer of its own, so a
 new host or a clone copies nothing), real systemd as PID 1 and sshd, and cgroups of its own
 (optionally with memory and CPU limits, see ``limits.py``). ``systemctl reboot``
 inside it really reboots it: nspawn exits with status 133 and the supervisor
@@ -26,103 +26,8 @@ from pathlib import Path
 
 from tests.localcloud.image import LOGIN_USER
 from tests.localcloud.limits import HostCgroups, Limits
+from tests.localcloud.link import Link
 from tests.localcloud.procs import alive, run, spawn, stop, wait_for
-
-NETNS_PREFIX = "mlk-"
-SUBNET_PREFIX = "10.213"
-MAX_SLOTS = 250
-
-
-def claim_slot() -> int:
-    """Claim a free slot by creating its network namespace (atomic: fails if taken)."""
-    for slot in range(1, MAX_SLOTS + 1):
-        result = subprocess.run(
-            ["ip", "netns", "add", f"{NETNS_PREFIX}{slot}"], capture_output=True, check=False
-        )
-        if result.returncode == 0:
-            return slot
-    raise RuntimeError(
-        f"no free local host slot (all {MAX_SLOTS} network namespaces {NETNS_PREFIX}N exist)"
-    )
-
-
-@dataclass
-class Link:
-    """A /30 between the machine (``.1``) and a network namespace (``.2``), NATed outwards."""
-
-    slot: int
-
-    @property
-    def netns(self) -> str:
-        return f"{NETNS_PREFIX}{self.slot}"
-
-    @property
-    def host_address(self) -> str:
-        return f"{SUBNET_PREFIX}.{self.slot}.1"
-
-    @property
-    def guest_address(self) -> str:
-        return f"{SUBNET_PREFIX}.{self.slot}.2"
-
-    @property
-    def cidr(self) -> str:
-        return f"{SUBNET_PREFIX}.{self.slot}.0/30"
-
-    def create(self) -> None:
-        host_if, guest_if = f"mlk{self.slot}h", f"mlk{self.slot}g"
-        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", guest_if])
-        run(["ip", "link", "set", guest_if, "netns", self.netns])
-        run(["ip", "addr", "add", f"{self.host_address}/30", "dev", host_if])
-        run(["ip", "link", "set", host_if, "up"])
-        ns = ["ip", "netns", "exec", self.netns]
-        run([*ns, "ip", "link", "set", guest_if, "name", "eth0"])
-        run([*ns, "ip", "addr", "add", f"{self.guest_address}/30", "dev", "eth0"])
-        run([*ns, "ip", "link", "set", "eth0", "up"])
-        run([*ns, "ip", "link", "set", "lo", "up"])
-        run([*ns, "ip", "route", "add", "default", "via", self.host_address])
-        # The guest reaches the package registries through the machine, like a VM behind NAT.
-        run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        table = self.netns
-        run(["nft", "add", "table", "ip", table])
-        run(
-            [
-                "nft",
-                "add",
-                "chain",
-                "ip",
-                table,
-                "post",
-                "{ type nat hook postrouting priority 100 ; }",
-            ]
-        )
-        run(
-            [
-                "nft",
-                "add",
-                "rule",
-                "ip",
-                table,
-                "post",
-                "ip",
-                "saddr",
-                # Only the guest's traffic: the machine's own address on the link must
-                # keep its source when it talks to itself (PostgreSQL's pg_hba sees it).
-                self.guest_address,
-                "oifname",
-                "!=",
-                host_if,
-                "masquerade",
-            ]
-        )
-
-    def delete(self) -> None:
-        subprocess.run(
-            ["nft", "delete", "table", "ip", self.netns], capture_output=True, check=False
-        )
-        subprocess.run(
-            ["ip", "link", "delete", f"mlk{self.slot}h"], capture_output=True, check=False
-        )
-        subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, check=False)
 
 
 @dataclass
@@ -162,6 +67,21 @@ class FreshHost:
     def address(self) -> str:
         """The host's own address, as a VM's would be."""
         return self.link.guest_address
+
+    def block_egress(self) -> None:
+        """Cut the host off from everything but the machine, as a VM in a private network
+        without NAT: the local cloud's services still answer; PyPI, the Debian mirror and
+        the nameserver are refused (connections at once, name lookups within about 5 s:
+        ``Link.block_egress``). Idempotent; lasts across reboots, until ``allow_egress``
+        or ``destroy``; a clone starts open."""
+        self.link.block_egress()
+
+    def allow_egress(self) -> None:
+        """Undo ``block_egress``: the host reaches the world through the machine again."""
+        self.link.allow_egress()
+
+    def egress_blocked(self) -> bool:
+        return self.link.egress_blocked()
 
     @property
     def rootfs(self) -> Path:

@@ -1,7 +1,12 @@
 """A stand-in for the Miniforge installer, because conda channels cannot be reached here.
 
 ``build_installer(path)`` writes ``not-conda-standin-installer.sh``: like
-Miniforge's installer it takes ``-b -p PREFIX`` and leaves ``PREFIX/bin/conda``.
+Miniforge's installer it takes ``-b -p PREFIX``, refuses a PREFIX that exists, and
+leaves a base environment there: ``PREFIX/bin/python`` (and ``python3``), ``pip``
+and ``conda``, with ``PREFIX/bin/python -m venv DIR`` giving a venv with pip, as
+conda-forge's Python ships ensurepip. The base environment is a venv of the guest's
+own ``python3`` (Debian's, with python3-venv: ``tests/localcloud/image.py``); nothing
+is downloaded, as nothing is by the real installer.
 That ``conda`` is NOT conda: it understands exactly the commands the kit issues
 (``conda env create --quiet --prefix P --file F``, ``conda clean --all --yes`` and
 ``conda --version``) and
@@ -19,6 +24,24 @@ pass where conda would fail):
 - solve time and memory, conda's own lock files, conda's package cache.
 - the conda packages are installed by pip into a venv before the pip section, as conda
   installs them before it; the pip section itself runs as conda runs it.
+
+What the real installer's base environment is that this one is not:
+- its Python: Miniforge 25.3.1-0's base is conda-forge's Python 3.12 (its installers
+  default to 3.12), under PREFIX; here it is the guest's Debian Python 3.11, and
+  ``PREFIX/bin/python`` is a venv's link to ``/usr/bin/python3``. A venv made with
+  ``PREFIX/bin/python -m venv DIR`` runs ``/usr/bin/python3.11`` (its pyvenv.cfg
+  ``home`` is ``/usr/bin``, not ``PREFIX/bin``): wheels are chosen for cp311, not
+  cp312, and nothing in such a venv depends on PREFIX staying in place.
+- what such a venv starts with: Debian 3.11's ensurepip gives pip 23.0.1 and
+  setuptools; Python 3.12's venv installs pip alone (What's New in Python 3.12:
+  ensurepip no longer bundles setuptools, venv no longer installs it), and a newer
+  pip. A lock that forgets setuptools, or code that imports ``pkg_resources``,
+  passes here and fails on Miniforge.
+- its conda, mamba, openssl and the rest of conda-forge's base packages, its
+  ``PREFIX/envs`` and ``PREFIX/pkgs``, ``conda init``, the installer's own checks
+  (the embedded payload's md5, the architecture), and ``-u``/``-f``/``-s``/``-t``.
+- its time: the real one unpacks and links conda-forge's packages; this one writes a
+  venv (about 3 s on a local host).
 """
 
 from __future__ import annotations
@@ -111,7 +134,8 @@ if __name__ == "__main__":
 
 INSTALLER = """#!/bin/bash
 # not-conda-standin-installer.sh: a TEST STAND-IN for the Miniforge installer.
-# Installs PREFIX/bin/conda, which builds environments with venv and pip.
+# Leaves a base environment at PREFIX (a venv of this machine's python3, with pip) and
+# PREFIX/bin/conda, which builds environments with venv and pip.
 set -euo pipefail
 prefix=""
 while [ $# -gt 0 ]; do
@@ -122,12 +146,18 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$prefix" ] || { echo "stand-in installer: -p PREFIX is required" >&2; exit 2; }
-mkdir -p "$prefix/bin"
+# As Miniforge's installer (conda/constructor, header.sh), which needs -u to reuse a PREFIX.
+if [ -e "$prefix" ]; then
+  echo "ERROR: File or directory already exists: '$prefix'" >&2
+  echo "If you want to update an existing installation, use the -u option." >&2
+  exit 1
+fi
+python3 -m venv "$prefix"
 cat > "$prefix/bin/conda" <<'CONDA_STANDIN'
 @FAKE_CONDA@
 CONDA_STANDIN
 chmod 755 "$prefix/bin/conda"
-echo "installed the conda stand-in into $prefix"
+echo "installed the conda stand-in and a base environment ($(python3 --version)) into $prefix"
 """
 
 

@@ -56,7 +56,7 @@ def miniforge(host: Host, deployment: Deployment) -> Outcome[None]:
     if deployment.offline_install:
         cache = offline.cache_dir(deployment.offline_cache_dir)
         local = offline.installer(deployment.miniforge_url, deployment.miniforge_sha256, cache)
-        host.note(f"uploading {local} ({local.stat().st_size / 1e6:.0f} MB)")
+        host.note(f"uploading {local} ({local.stat().st_size / 1e6:.1f} MB)")
         files.ensure_file(host, PATHS["miniforge_upload"], local.read_bytes(), mode="0600")
         script = offline_miniforge_script(deployment)
     how = jobs.run_job(

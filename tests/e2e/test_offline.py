@@ -76,7 +76,7 @@ def test_a_host_without_egress_gets_a_working_server_from_the_uploads(
     refused = host.ssh("curl -sS -m 10 -o /dev/null https://pypi.org/simple/", check=False)
     assert refused.returncode != 0, refused.stdout
     assert " changed " in step_line(first, "miniforge")
-    print(step_line(first, "conda environment"))
+    step_line(first, "conda environment")
     uploaded = step_line(first, "wheelhouse")
     found = lock.find(Deployment.mlflow_version)
     script = shlex.quote(offline._TARGET_SCRIPT)

@@ -54,16 +54,21 @@ def test_host_cannot_see_the_machines_files(fresh_host):
     assert fresh_host.address in addresses
 
 
-def test_guest_reaches_postgres_over_tls_and_both_object_stores(local_cloud, fresh_host):
+def assert_reaches_postgres_and_s3(local_cloud, host) -> None:
+    """PostgreSQL answers the guest with its TLS certificate, moto with the bucket's listing."""
     pg = local_cloud.postgres
-    tls = fresh_host.ssh(
+    tls = host.ssh(
         f"echo | openssl s_client -starttls postgres -connect {pg.address}:{pg.port} 2>/dev/null"
         " | grep -c 'BEGIN CERTIFICATE'",
         check=False,
     )
     assert tls.stdout.strip() == "1", tls.stderr
-    s3 = fresh_host.ssh(f"curl -sS {local_cloud.s3.endpoint}/mlflow-artifacts")
+    s3 = host.ssh(f"curl -sS -m 10 {local_cloud.s3.endpoint}/mlflow-artifacts")
     assert "ListBucketResult" in s3.stdout
+
+
+def test_guest_reaches_postgres_over_tls_and_both_object_stores(local_cloud, fresh_host):
+    assert_reaches_postgres_and_s3(local_cloud, fresh_host)
     gcs = fresh_host.ssh(f"curl -sS {local_cloud.gcs.endpoint}/storage/v1/b/mlflow-artifacts")
     assert json.loads(gcs.stdout)["name"] == "mlflow-artifacts"
 
@@ -134,15 +139,7 @@ def test_blocked_egress_refuses_the_world_at_once_and_still_reaches_the_local_cl
                   f" {result.stderr.strip()}")  # fmt: skip
             assert result.returncode in (CURL_NO_NAME, CURL_NO_CONNECTION), (what, result.stderr)
         assert refused["pypi.org by address"][0].returncode == CURL_NO_CONNECTION
-        pg = local_cloud.postgres
-        tls = fresh_host.ssh(
-            f"echo | openssl s_client -starttls postgres -connect {pg.address}:{pg.port}"
-            " 2>/dev/null | grep -c 'BEGIN CERTIFICATE'",
-            check=False,
-        )
-        assert tls.stdout.strip() == "1", tls.stderr
-        s3 = fresh_host.ssh(f"curl -sS -m 10 {local_cloud.s3.endpoint}/mlflow-artifacts")
-        assert "ListBucketResult" in s3.stdout
+        assert_reaches_postgres_and_s3(local_cloud, fresh_host)
     finally:
         fresh_host.allow_egress()
         fresh_host.allow_egress()

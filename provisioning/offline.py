@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from provisioning.facts import Fact
+from provisioning.facts import Fact, parse_sha256sums
 from provisioning.lock import Lock
 
 #: The lowest glibc a manylinux wheel may name (PEP 600: manylinux_2_5 is manylinux1).
@@ -232,11 +232,7 @@ def wheelhouse(
 
 
 def _read(path: Path) -> Wheelhouse:
-    wheels = {}
-    for line in (path / MANIFEST).read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        wheels[name] = digest
-    return Wheelhouse(path, wheels)
+    return Wheelhouse(path, parse_sha256sums((path / MANIFEST).read_text()))
 
 
 def _sha256(path: Path) -> str:

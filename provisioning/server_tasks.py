@@ -36,8 +36,13 @@ def bootstrap(c, stack=None, settings=None, accept_new_host_key=False):
     nothing to change is not drained. A failure stops there, leaves that host
     drained and the rest untouched; run the same command again to resume.
 
+    A host without internet: ``offline_install: true`` in the settings. This machine
+    then fetches the Miniforge installer and the lock's wheels for the host (cached
+    under offline_cache_dir), uploads them, and the host installs with no index.
+
     Examples:
       fab bootstrap --stack dev
+      fab bootstrap --settings private.yaml              # offline_install: true
       fab bootstrap --settings group.yaml                # hosts: [10.0.1.2, 10.0.2.3]
       fab bootstrap --stack dev --settings access.yaml   # ssh_key_file, ssh_proxy_command
       fab -H admin@203.0.113.10 bootstrap --settings onprem.yaml --accept-new-host-key

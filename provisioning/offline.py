@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -112,6 +113,34 @@ class Target:
             if legacy and self.machine in LEGACY_ARCHES[legacy]:
                 tags.append(f"{legacy}_{self.machine}")
         return tags
+
+
+#: What the offline-cache task accepts for a host it has not seen.
+PYTHON = re.compile(r"^3\.(\d{1,2})(\.\d{1,2})?$")
+MACHINES = ("x86_64", "aarch64", "ppc64le", "s390x")
+GLIBC = re.compile(r"^2\.(\d{1,2})$")
+
+
+def linux_target(python: str, machine: str, glibc: str) -> Target:
+    """A CPython on glibc Linux described by hand (``3.12``, ``x86_64``, ``2.36``), for a
+    cache made before the host exists; a bootstrap reads the host's own instead."""
+    if not PYTHON.fullmatch(python):
+        raise OfflineError(f"python {python!r}: allowed: a CPython 3 version like 3.12 or 3.12.10")
+    if machine not in MACHINES:
+        raise OfflineError(f"machine {machine!r}: allowed: {', '.join(MACHINES)} (uname -m)")
+    if not GLIBC.fullmatch(glibc):
+        raise OfflineError(
+            f"glibc {glibc!r}: allowed: 2.N, e.g. 2.36 (Debian 12; getconf GNU_LIBC_VERSION)"
+        )
+    full = python if python.count(".") == 2 else f"{python}.0"
+    markers = {
+        "implementation_name": "cpython", "implementation_version": full, "os_name": "posix",
+        "platform_machine": machine, "platform_release": "", "platform_system": "Linux",
+        "platform_version": "", "python_full_version": full,
+        "platform_python_implementation": "CPython",
+        "python_version": ".".join(full.split(".")[:2]), "sys_platform": "linux",
+    }  # fmt: skip
+    return Target(markers, (2, int(glibc.split(".")[1])))
 
 
 def parse_target(text: str) -> Target | None:

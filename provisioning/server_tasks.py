@@ -8,9 +8,10 @@ import time
 from fabric import task
 from invoke.exceptions import Exit
 
-from provisioning import plays, rolling
+from provisioning import offline, plays, render, rolling
 from provisioning.session import load_deployment, on_host, print_rows, say, selection
 from provisioning.settings.group import group_host
+from provisioning.settings.rules import DEFAULT_MINIFORGE_PYTHON, DEFAULT_MINIFORGE_SHA256
 
 
 @task(
@@ -111,6 +112,46 @@ def restart(c, stack=None, settings=None):
     deployment = load_deployment(c, stack, settings)
     with on_host(deployment, "restart") as play:
         plays.restart(play, deployment)
+
+
+@task(
+    name="offline-cache",
+    help={
+        "stack": "Pulumi stack of the host",
+        "settings": "YAML settings file of the host (mlflow_version, miniforge_url, ...)",
+        "python": "the host's Python, X.Y (default: the installer's, 3.12 for the default "
+        "Miniforge, else python_version)",
+        "machine": "the host's CPU as uname -m says it (default x86_64)",
+        "glibc": "the host's glibc, 2.N (default 2.36, Debian 12)",
+    },
+)
+def offline_cache(c, stack=None, settings=None, python=None, machine="x86_64", glibc="2.36"):
+    """Fetch what offline_install uploads (the Miniforge installer and the lock's wheels
+    for the host) into offline_cache_dir now, without the host: to carry the cache to a
+    machine without internet, or to have it ready. A bootstrap uses what is there.
+
+    Examples:
+      fab offline-cache --settings private.yaml
+      fab offline-cache --settings private.yaml --machine aarch64 --glibc 2.31
+    """
+    deployment = load_deployment(c, stack, settings)
+    found = render.server_lock(deployment)
+    if found is None:
+        raise Exit("offline-cache: install_from_lock is false: no lock to fetch wheels for", 2)
+    if python is None:
+        default = deployment.miniforge_sha256 == DEFAULT_MINIFORGE_SHA256
+        python = DEFAULT_MINIFORGE_PYTHON if default else deployment.python_version
+    cache = offline.cache_dir(deployment.offline_cache_dir)
+    started = time.monotonic()
+    try:
+        target = offline.linux_target(python, machine, glibc)
+        installer = offline.installer(deployment.miniforge_url, deployment.miniforge_sha256, cache)
+        say(f"installer  {installer} ({installer.stat().st_size / 1e6:.1f} MB)")
+        built = offline.wheelhouse(found, target, cache, say)
+    except offline.OfflineError as error:
+        raise Exit(f"offline-cache: {error}", code=1) from error
+    say(f"wheelhouse {built.path} ({len(built.wheels)} wheels, {built.size / 1e6:.0f} MB) "
+        f"for {target.key}, in {time.monotonic() - started:.1f}s")  # fmt: skip
 
 
 def roll(deployment, task, accept_new_host_key, converge, stack, settings) -> None:

@@ -236,3 +236,51 @@ def test_a_wheel_the_lock_does_not_hash_stops_the_download_and_keeps_nothing(tmp
     assert "pip download" in said and "--require-hashes" in said
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in said
     assert list((tmp_path / "wheelhouse").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- fab offline-cache
+
+
+def offline_cache(tmp_path, *options: str) -> subprocess.CompletedProcess:
+    """``fab offline-cache`` as a user runs it, on settings whose installer is a local file."""
+    installer = tmp_path / "Miniforge3-test.sh"
+    installer.write_bytes(b"#!/bin/sh\nexit 0\n")
+    settings = valid_settings(
+        offline_install=True,
+        offline_cache_dir=str(tmp_path / "cache"),
+        miniforge_url=installer.as_uri(),
+        miniforge_sha256=hashlib.sha256(installer.read_bytes()).hexdigest(),
+    )
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    fab = offline.Path(sys.executable).with_name("fab")
+    return subprocess.run([str(fab), "offline-cache", "--settings", str(path), *options],
+                          capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+
+
+@pytest.mark.service
+def test_offline_cache_fetches_the_installer_and_the_wheels_a_bootstrap_then_finds(tmp_path):
+    done = offline_cache(tmp_path)  # python_version 3.11 (not the default installer), x86_64
+    assert done.returncode == 0, done.stderr
+    found = lock.find(Deployment.mlflow_version)
+    key = "cp311-x86_64-glibc2.36"
+    house = tmp_path / "cache" / "wheelhouse" / f"mlflow-3.17.2.{found.sha256[:16]}-{key}"
+    wanted = offline.requirements(found, linux("3.11.2"))
+    assert f"wheelhouse {house} ({len(wanted)} wheels," in done.stdout
+    assert len(list(house.glob("*.whl"))) == len(wanted)
+    # What a bootstrap reads from a Debian 12 host with that Python is the same wheelhouse.
+    assert offline.wheelhouse(found, linux("3.11.2"), tmp_path / "cache").path == house
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [(("--machine", "amd64"), "machine 'amd64': allowed: x86_64, aarch64"),
+     (("--glibc", "musl"), "glibc 'musl': allowed: 2.N"),
+     (("--python", "2.7"), "python '2.7': allowed: a CPython 3 version")],
+)  # fmt: skip
+def test_offline_cache_refuses_a_host_it_cannot_fetch_for_naming_the_option(
+    tmp_path, options, said
+):
+    done = offline_cache(tmp_path, *options)
+    assert done.returncode == 1 and said in done.stderr, done.stderr
+    assert not (tmp_path / "cache" / "wheelhouse").exists()

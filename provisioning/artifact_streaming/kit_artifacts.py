@@ -29,9 +29,12 @@ Memory per upload is bounded by the part size times the parts held at once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import posixpath
+import queue
+import threading
 from collections.abc import AsyncIterable, Callable, Iterator
 from mimetypes import guess_type
 from typing import BinaryIO
@@ -50,6 +53,10 @@ GCS_CHUNK_BYTES = 16 * MIB
 #: Downloads (kit_downloads): what is read from the bucket per step, one step ahead of
 #: the client at most.
 DOWNLOAD_CHUNK_BYTES = 8 * MIB
+#: GCS downloads: pieces read from the bucket that may wait for the client (the sending
+#: thread holds one more back until the download's checksum has been checked).
+PIPE_PIECES = 2
+HELD_BACK_BYTES = 64 * 1024
 
 
 def not_found(path: str) -> MlflowException:
@@ -257,9 +264,9 @@ class StreamingGCSArtifactRepository(_StreamUploads, GCSArtifactRepository):
 
     def open_artifact(self, artifact_path: str) -> tuple[int, Iterator[bytes]]:
         """The size of the object at ``artifact_path`` and its bytes, read as they are sent:
-        ranged reads of the generation found first, so an overwrite meanwhile cannot mix
-        two versions (the download URL is built from the client's endpoint, as for any
-        blob made by name, not taken from the object's ``mediaLink``)."""
+        one GET of the generation found first (so an overwrite meanwhile cannot mix two
+        versions), through google-cloud-storage's own download, which checks the object's
+        checksum and resumes a broken response where it stopped."""
         bucket, path = self.parse_gcs_uri(self.artifact_uri)
         gcs_bucket = self._get_bucket(bucket)
         found = gcs_bucket.get_blob(
@@ -268,12 +275,71 @@ class StreamingGCSArtifactRepository(_StreamUploads, GCSArtifactRepository):
         if found is None:
             raise not_found(artifact_path)
         blob = gcs_bucket.blob(found.name, generation=found.generation)
+        return found.size, _piped(
+            lambda pipe: blob.download_to_file(pipe, timeout=self._GCS_DEFAULT_TIMEOUT)
+        )
 
-        def ranges() -> Iterator[bytes]:
-            for start in range(0, found.size, DOWNLOAD_CHUNK_BYTES):
-                end = min(start + DOWNLOAD_CHUNK_BYTES, found.size) - 1
-                yield blob.download_as_bytes(
-                    start=start, end=end, checksum=None, timeout=self._GCS_DEFAULT_TIMEOUT
-                )
 
-        return found.size, ranges()
+class _Pipe:
+    """The writable file a download writes into, handed to the sending thread in pieces
+    of ``DOWNLOAD_CHUNK_BYTES``, at most ``PIPE_PIECES`` waiting: the writer blocks while
+    the client is slower, and fails once the reader has gone (the client went away)."""
+
+    def __init__(self) -> None:
+        self.pieces: queue.Queue = queue.Queue(maxsize=PIPE_PIECES)
+        self.buffer = bytearray()
+        self.gone = threading.Event()
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        if len(self.buffer) >= DOWNLOAD_CHUNK_BYTES:
+            self.put(bytes(self.buffer))
+            self.buffer.clear()
+        return len(data)
+
+    def put(self, item: object) -> None:
+        while not self.gone.is_set():
+            try:
+                self.pieces.put(item, timeout=1)
+                return
+            except queue.Full:
+                continue
+        raise OSError("the download's client went away")
+
+
+def _piped(download: Callable[[_Pipe], object]) -> Iterator[bytes]:
+    """``download(pipe)`` in a thread of its own, its bytes as they come but for the last
+    ``HELD_BACK_BYTES``, sent once the download has ended well (its checksum checked), so
+    a failure at the end still breaks the response instead of completing it."""
+    pipe = _Pipe()
+
+    def run() -> None:
+        error = None
+        try:
+            download(pipe)
+            if pipe.buffer:
+                pipe.put(bytes(pipe.buffer))
+        except BaseException as exc:  # noqa: BLE001 - handed to the sending thread
+            error = exc
+        with contextlib.suppress(OSError):  # the client went away: nobody reads it
+            pipe.put(_End(error))
+
+    threading.Thread(target=run, name="kit-gcs-download", daemon=True).start()
+    tail = b""
+    try:
+        while not isinstance(item := pipe.pieces.get(), _End):
+            data = tail + item
+            tail = data[-HELD_BACK_BYTES:]
+            if len(data) > HELD_BACK_BYTES:
+                yield data[:-HELD_BACK_BYTES]
+        if item.error is not None:
+            raise item.error
+        if tail:
+            yield tail
+    finally:
+        pipe.gone.set()
+
+
+class _End:
+    def __init__(self, error: BaseException | None):
+        self.error = error

@@ -29,8 +29,10 @@ factory then does it in the worker instead: the same with one worker) and, when 
 execution is on, it shares a gateway token between the worker and the job runners
 (without it, jobs that call the gateway are not authenticated).
 
-Memory per download: the chunk read from the bucket and the one being sent
-(``DOWNLOAD_CHUNK_BYTES``, 8 MiB); nothing is written to disk.
+Memory per download: S3, the chunk read from the bucket and the one being sent
+(``DOWNLOAD_CHUNK_BYTES``, 8 MiB); GCS, one GET whose bytes wait in at most
+``PIPE_PIECES`` (2) such chunks, one being filled and one being sent (about 40 MiB);
+nothing is written to disk.
 """
 
 from __future__ import annotations

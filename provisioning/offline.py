@@ -10,7 +10,10 @@ With ``offline_install: true`` the host never asks an index or a download server
   it), uploaded, and installed on the host with ``--no-index --find-links``;
 - the environment is a venv of the installer's own Python (no conda channel is reachable
   and ``conda clean`` empties the package cache an offline ``conda create`` would need),
-  so ``python_version`` must be that Python's.
+  so ``python_version`` must be that Python's. conda-forge's Python keeps ``ensurepip``
+  so that ``python -m venv`` gives a venv with pip (conda-forge/python-feedstock#178);
+  like conda-forge's pip since 24.1.2, it brings no setuptools (pip-feedstock#121), so the
+  venv holds what a conda-built environment holds: the lock, pip, the kit's wheel.
 
 Both are cached under ``offline_cache_dir`` by what they are (the installer's sha256; the
 lock's sha256 and the target's Python, CPU and glibc), so a second host of the same kind

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 PATHS = {
     "conda_root": "/opt/miniforge",
     "conda_bin": "/opt/miniforge/bin/conda",
+    # Miniforge's own Python: offline_install builds the server's venv from it.
+    "conda_python": "/opt/miniforge/bin/python",
     "mlflow_root": "/opt/mlflow",
     "envs_dir": "/opt/mlflow/envs",
     # Symlink to the environment the servers run from.

@@ -268,11 +268,8 @@ def _read(path: Path) -> Wheelhouse:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def installer(url: str, sha256: str, cache: Path) -> Path:

@@ -11,7 +11,7 @@ from invoke.exceptions import Exit
 from provisioning import offline, plays, render, rolling
 from provisioning.session import load_deployment, on_host, print_rows, say, selection
 from provisioning.settings.group import group_host
-from provisioning.settings.rules import DEFAULT_MINIFORGE_PYTHON, DEFAULT_MINIFORGE_SHA256
+from provisioning.settings.rules import installer_python
 
 
 @task(
@@ -139,8 +139,7 @@ def offline_cache(c, stack=None, settings=None, python=None, machine="x86_64", g
     if found is None:
         raise Exit("offline-cache: install_from_lock is false: no lock to fetch wheels for", 2)
     if python is None:
-        default = deployment.miniforge_sha256 == DEFAULT_MINIFORGE_SHA256
-        python = DEFAULT_MINIFORGE_PYTHON if default else deployment.python_version
+        python = installer_python(deployment.miniforge_sha256) or deployment.python_version
     cache = offline.cache_dir(deployment.offline_cache_dir)
     started = time.monotonic()
     try:

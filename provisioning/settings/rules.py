@@ -60,6 +60,13 @@ DEFAULT_MINIFORGE_SHA256 = "376b160ed8130820db0ab0f3826ac1fc85923647f75c1b823116
 #: (Miniforge's installers ship Python 3.12 through the 25.x releases: conda-forge/miniforge
 #: issue 803). Another installer's Python is read on the host before its wheels are fetched.
 DEFAULT_MINIFORGE_PYTHON = "3.12"
+
+
+def installer_python(miniforge_sha256: str) -> str | None:
+    """The Python X.Y of the installer with this sha256, where the kit knows it."""
+    return DEFAULT_MINIFORGE_PYTHON if miniforge_sha256 == DEFAULT_MINIFORGE_SHA256 else None
+
+
 MINIFORGE_URL_SCHEMES = ("https", "http", "file")  # integrity comes from the sha256 pin
 
 #: Environment names the kit's own env file sets; storage env must not shadow them.

@@ -19,8 +19,6 @@ from provisioning.settings.rules import (
     DB_INSTANCE,
     DB_LOCATION,
     DB_TLS_MODES,
-    DEFAULT_MINIFORGE_PYTHON,
-    DEFAULT_MINIFORGE_SHA256,
     ENVIRONMENTS,
     GC_AGE,
     MAX_MODEL_WORKERS,
@@ -48,6 +46,7 @@ from provisioning.settings.rules import (
     check_public_key,
     check_server_tmp_dir,
     check_tracking_url,
+    installer_python,
     url_host,
 )
 from provisioning.settings.secret import MISSING, Secret, SettingsError
@@ -188,10 +187,11 @@ def _check_offline(d: Deployment) -> None:
             "false with install_from_lock: false (the host's wheels are the lock's)",
         )  # fmt: skip
     python = ".".join(d.python_version.split(".")[:2])
-    if d.miniforge_sha256 == DEFAULT_MINIFORGE_SHA256 and python != DEFAULT_MINIFORGE_PYTHON:
+    known = installer_python(d.miniforge_sha256)
+    if known and python != known:
         raise SettingsError(
             "python_version", d.python_version,
-            f"{DEFAULT_MINIFORGE_PYTHON} with offline_install and the default Miniforge "
+            f"{known} with offline_install and the default Miniforge "
             f"{MINIFORGE_RELEASE} (the environment is a venv of the installer's own Python)",
         )  # fmt: skip
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from provisioning import artifact_streaming, facts, files, jobs, offline
 from provisioning.layout import PATHS
 from provisioning.play import Outcome, changed, unchanged
-from provisioning.render import env_dir, packages_context, pip_section, server_lock
+from provisioning.render import env_dir, packages_context, pip_section, server_lock, wheelhouse_path
 from provisioning.settings import Deployment
 from provisioning.transport import Host
 
@@ -101,7 +101,7 @@ def wheelhouse(host: Host, deployment: Deployment) -> Outcome[None]:
     found = server_lock(deployment)
     if not deployment.offline_install or found is None:
         return unchanged("online: pip reads the package index")
-    python = f"{PATHS['conda_root']}/bin/python"
+    python = PATHS["conda_python"]
     target = host.read(offline.target(python))
     if target is None:
         raise host.error(python, 1, f"{python} missing: Miniforge's base has no Python")
@@ -115,7 +115,7 @@ def wheelhouse(host: Host, deployment: Deployment) -> Outcome[None]:
         )  # fmt: skip
     cache = offline.cache_dir(deployment.offline_cache_dir)
     local = offline.wheelhouse(found, target, cache, host.note)
-    remote = packages_context(deployment)["pip_wheelhouse"]
+    remote = wheelhouse_path(found)
     present = host.read(facts.sha256sums(remote))
     missing = [name for name, digest in local.wheels.items() if present.get(name) != digest]
     if not missing:
@@ -140,15 +140,14 @@ def wheelhouse(host: Host, deployment: Deployment) -> Outcome[None]:
     )
 
 
-def build_script(prefix: str, deployment: Deployment | None = None) -> str:
+def build_script(prefix: str, offline_install: bool = False) -> str:
     """The exact commands that build the server's environment at ``prefix``, marked when
     complete: conda from environment.yml, or with offline_install a venv of the installer's
     Python and pip from environment.yml's pip section (written out as conda would)."""
     conda = PATHS["conda_bin"]
-    if deployment is not None and deployment.offline_install:
-        python = f"{PATHS['conda_root']}/bin/python"
+    if offline_install:
         build = (
-            f"{python} -m venv {prefix}; "
+            f"{PATHS['conda_python']} -m venv {prefix}; "
             f"{prefix}/bin/python -m pip install --quiet --disable-pip-version-check "
             f"-r {PATHS['environment_requirements']}"
         )
@@ -183,7 +182,7 @@ def environment(host: Host, environment_yml: str, deployment: Deployment) -> Out
         built = jobs.run_job(
             host,
             f"conda-{env.name}",
-            build_script(env.prefix, deployment),
+            build_script(env.prefix, deployment.offline_install),
             timeout=3600,
             description=f"MLflow environment {env.name}",
             env=ca,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -73,14 +74,20 @@ def test_guest_reaches_postgres_over_tls_and_both_object_stores(local_cloud, fre
     assert json.loads(gcs.stdout)["name"] == "mlflow-artifacts"
 
 
-def test_guest_installs_from_the_package_registry_with_the_extra_ca_certs(fresh_host):
+@contextlib.contextmanager
+def kit_host(fresh_host):
+    """The kit's own SSH transport to ``fresh_host``, as fab connects to it."""
     with connect(
         host=fresh_host.address,
         user=fresh_host.user,
         key_file=str(fresh_host.key_file),
         known_hosts_file=str(fresh_host.known_hosts),
     ) as conn:
-        host = Host(conn)
+        yield Host(conn)
+
+
+def test_guest_installs_from_the_package_registry_with_the_extra_ca_certs(fresh_host):
+    with kit_host(fresh_host) as host:
         first = trust_ca_certs(host, tuple(extra_ca_certs()))
         again = trust_ca_certs(host, tuple(extra_ca_certs()))
     assert first.changed == bool(extra_ca_certs())
@@ -110,13 +117,8 @@ def test_blocked_egress_refuses_the_world_at_once_and_still_reaches_the_local_cl
     """A VM in a private network without NAT: the package registries and the Debian mirror
     are refused (connections at once, name lookups within glibc's 5 s, never curl's
     timeout), the local cloud's services still answer."""
-    with connect(
-        host=fresh_host.address,
-        user=fresh_host.user,
-        key_file=str(fresh_host.key_file),
-        known_hosts_file=str(fresh_host.known_hosts),
-    ) as conn:
-        trust_ca_certs(Host(conn), tuple(extra_ca_certs()))
+    with kit_host(fresh_host) as host:
+        trust_ca_certs(host, tuple(extra_ca_certs()))
     # Resolved while open: a real private VM still resolves names (its VPC's DNS); here
     # the nameserver is forwarded too, so blocked names fail first, and this checks
     # that a connection by address is refused as well.

@@ -22,6 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from provisioning import lock, offline
+from provisioning.layout import PATHS
 from provisioning.settings import Deployment
 from provisioning.steps.backup import CLIENT_PACKAGE
 from provisioning.steps.packages import SYSTEM_PACKAGES, apt_install_script
@@ -80,7 +81,7 @@ def test_a_host_without_egress_gets_a_working_server_from_the_uploads(
     uploaded = step_line(first, "wheelhouse")
     found = lock.find(Deployment.mlflow_version)
     script = shlex.quote(offline._TARGET_SCRIPT)
-    target = offline.parse_target(host.ssh(f"/opt/miniforge/bin/python -c {script}").stdout)
+    target = offline.parse_target(host.ssh(f"{PATHS['conda_python']} -c {script}").stdout)
     wanted = offline.requirements(found, target)
     assert re.search(rf"changed .* uploaded {len(wanted)} of {len(wanted)} wheels for "
                      rf"{re.escape(target.key)} \(\d+ MB\)", uploaded), uploaded  # fmt: skip

@@ -170,14 +170,14 @@ def test_offline_environment_yml_installs_from_the_wheelhouse_and_names_the_inst
 
 
 def test_the_offline_build_is_a_venv_of_the_installers_python_without_conda():
-    script = conda.build_script("/opt/mlflow/envs/e1", offline_deployment(python_version="3.12"))
+    script = conda.build_script("/opt/mlflow/envs/e1", offline_install=True)
     assert f"{PATHS['conda_root']}/bin/python -m venv /opt/mlflow/envs/e1;" in script
     assert (
         f"-m pip install --quiet --disable-pip-version-check -r {PATHS['environment_requirements']}"
         in script
     )
     assert "conda env create" not in script and "touch /opt/mlflow/envs/e1/.kit-complete" in script
-    online = conda.build_script("/opt/mlflow/envs/e1", Deployment(**valid_settings()))
+    online = conda.build_script("/opt/mlflow/envs/e1")
     assert "conda env create" in online and "venv" not in online
 
 

@@ -10,6 +10,10 @@ schema keeps its own Alembic version table (alembic_version_auth), so both can s
 one database. On Postgres both run under one session-level advisory lock, so two
 bootstraps (or an operator and a bootstrap) never migrate at once.
 
+Then it (re)creates the trigger on the auth schema's users table that tells the server
+instances a user changed (kit_auth in the kit's wheel: they drop that user's cached
+credentials at once).
+
 Then, when fab leaves a rotation request in KEK_REQUEST (a first KEK on a server
 that ran with MLflow's default passphrase, or ``fab rotate-kek``), it re-wraps the
 gateway secrets' keys from the old KEK to the new one with MLflow's own
@@ -73,9 +77,31 @@ def migrate(uri):
     error = run_click(tracking_upgrade, [uri], "tracking schema upgrade")
     if error is None:
         error = run_click(auth_upgrade, ["--url", auth_uri], "auth schema upgrade")
+    if error is None:
+        error = install_user_trigger(auth_uri)
     if error is None and os.path.exists(KEK_REQUEST):
         error = rotate_kek(uri)
     return error
+
+
+def install_user_trigger(auth_uri):
+    """The users table's trigger the server instances listen to (kit_auth, in the kit's
+    wheel); PostgreSQL only. Return an error message or None."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(auth_uri, poolclass=sqlalchemy.pool.NullPool)
+    if engine.dialect.name != "postgresql":
+        return None
+    from kit_auth import TRIGGER_SQL
+
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(TRIGGER_SQL)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        return f"user-change trigger: {type(exc).__name__}: {exc}"
+    finally:
+        engine.dispose()
+    return None
 
 
 def rotate_kek(uri):

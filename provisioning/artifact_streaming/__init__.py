@@ -1,6 +1,7 @@
 """The kit's distribution for the server's environment: ``kit_artifacts.py`` (streaming
-uploads to S3 and GCS) and ``kit_downloads.py`` (streaming downloads), with the package
-metadata that registers them.
+uploads to S3 and GCS), ``kit_downloads.py`` (streaming downloads) and ``kit_auth.py`` (user
+changes listened for, loaded by kit_downloads' app; its trigger installed by mlflow-migrate),
+with the package metadata that registers them.
 
 MLflow finds artifact repositories by entry point (``mlflow.artifact_repository``), and an
 entry point exists only in an installed distribution's ``entry_points.txt``. So the kit
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODULE_FILES = tuple(
-    Path(__file__).with_name(name) for name in ("kit_artifacts.py", "kit_downloads.py")
+    Path(__file__).with_name(name)
+    for name in ("kit_artifacts.py", "kit_downloads.py", "kit_auth.py")
 )
 DISTRIBUTION = "mlflow_kit_artifacts"
 ENTRY_POINTS = (

@@ -20,6 +20,9 @@ a download (``download_artifacts`` must produce a file), so the route itself is 
 - Anything this route does not stream (no ``open_artifact`` on the repository, serving
   disabled) goes to the built-in endpoint, unchanged.
 
+The auth app's user changes are listened for (``kit_auth``): every instance drops a changed
+user's cached credentials at once, and a request's admin check is answered from that cache.
+
 Rejected: a repository whose ``download_artifacts`` hands back a named pipe (the Flask
 fallback sends a file by its size, so a pipe breaks it); patching MLflow's files.
 
@@ -105,4 +108,8 @@ def create_app():
     app = target() if isinstance(target, types.FunctionType) else target
     if isinstance(app, FastAPI):
         add_streaming_downloads(app)
+    if name == "basic-auth":
+        import kit_auth
+
+        kit_auth.install()
     return app

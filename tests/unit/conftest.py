@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.localcloud.procs import stop
+from tests.localcloud.services import Postgres
 
 #: Every character a URI must escape, and some a shell or an ini parser would eat.
 NASTY_PASSWORD = "p@ss:w/rd?x#y%z&a=b+c d$HOME\\`'\""
@@ -50,3 +55,21 @@ def pem_dir(tmp_path_factory) -> Path:
             capture_output=True,
         )  # fmt: skip
     return out
+
+
+@pytest.fixture
+def postgres():
+    """A PostgreSQL 15 of its own on loopback (the kit's role and database), for a service
+    test's MLflow server."""
+    # PostgreSQL runs as its own user, who must reach its directory: not under pytest's
+    # private tmp.
+    run_dir = Path(tempfile.mkdtemp(prefix="kit-postgres-", dir="/var/tmp"))
+    run_dir.chmod(0o755)
+    database = Postgres("127.0.0.1", "127.0.0.1/32", run_dir, tied=True)
+    try:
+        database.start()
+        yield database
+    finally:
+        if database.pid:
+            stop(database.pid, signal.SIGINT)
+        shutil.rmtree(run_dir, ignore_errors=True)

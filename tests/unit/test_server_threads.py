@@ -12,11 +12,8 @@ runs half its pool's worth of requests at once and the rest wait their turn.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -27,29 +24,12 @@ import pytest
 from provisioning.layout import PATHS
 from provisioning.render import render
 from provisioning.sizing import Pool
-from tests.localcloud.procs import free_port, stop
-from tests.localcloud.services import Postgres
+from tests.localcloud.procs import free_port
 
 pytestmark = pytest.mark.service  # a PostgreSQL and an MLflow server: ~20 s
 
 THREADS, BATCHES = 8, 4
 POOL = Pool(size=2, max_overflow=1)
-
-
-@pytest.fixture
-def postgres():
-    # PostgreSQL runs as its own user, who must reach its directory: not under pytest's
-    # private tmp.
-    run_dir = Path(tempfile.mkdtemp(prefix="kit-threads-", dir="/var/tmp"))
-    run_dir.chmod(0o755)
-    database = Postgres("127.0.0.1", "127.0.0.1/32", run_dir, tied=True)
-    try:
-        database.start()
-        yield database
-    finally:
-        if database.pid:
-            stop(database.pid, signal.SIGINT)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def start_server(tmp_path: Path, uri: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:

@@ -24,7 +24,8 @@ from provisioning.transport import Host
 JOURNAL_LINES = 40
 
 #: Reads the database's Alembic revisions (tracking, auth) and what this environment's MLflow
-#: knows; the backend URI comes as JSON on stdin. Prints one JSON document.
+#: knows, and whether the users table has the trigger the server instances listen to (the
+#: kit's wheel, kit_auth); the backend URI comes as JSON on stdin. Prints one JSON document.
 CHECK_SCRIPT = """
 import json, sys, warnings
 warnings.filterwarnings("ignore")
@@ -51,6 +52,9 @@ with engine.connect() as connection:
             if known:
                 pending = len([r for r in script.iterate_revisions(head, current) if r.revision != current])
         found[name] = {"current": current, "head": head, "known": known, "pending": pending}
+    if engine.dialect.name == "postgresql":
+        from kit_auth import TRIGGER_PRESENT
+        found["user_trigger"] = connection.exec_driver_sql(TRIGGER_PRESENT).scalar() == 1
 engine.dispose()
 print(json.dumps(found))
 """
@@ -72,6 +76,8 @@ class SchemaPlan:
     mlflow_version: str
     tracking: Schema
     auth: Schema
+    #: The users table's trigger (kit_auth.TRIGGER) is there: mlflow-migrate installs it.
+    user_trigger: bool = True
 
     @property
     def migrates(self) -> bool:
@@ -84,7 +90,12 @@ class SchemaPlan:
 
 def parse_plan(text: str) -> SchemaPlan:
     found = json.loads(text.strip().splitlines()[-1])
-    return SchemaPlan(found["mlflow"], Schema(**found["tracking"]), Schema(**found["auth"]))
+    return SchemaPlan(
+        found["mlflow"],
+        Schema(**found["tracking"]),
+        Schema(**found["auth"]),
+        found.get("user_trigger", True),
+    )
 
 
 def check(host: Host, deployment: Deployment, env: Environment) -> Outcome[SchemaPlan]:
@@ -118,6 +129,8 @@ def check(host: Host, deployment: Deployment, env: Environment) -> Outcome[Schem
         )
     else:
         detail = f"schema current for MLflow {plan.mlflow_version} ({plan.tracking.head})"
+    if not plan.empty and not plan.user_trigger:
+        detail += "; the users table lacks the trigger the servers listen to"
     return unchanged(detail, plan)
 
 
@@ -128,9 +141,10 @@ def _running_version(host: Host) -> str:
 
 def migrate(host: Host, deployment: Deployment, plan: SchemaPlan) -> Outcome[None]:
     """Upgrade the tracking and auth schemas with the new environment (mlflow-migrate.service),
-    when the plan says so or a KEK rotation waits for the migration."""
+    when the plan says so, the users table lacks its trigger, or a KEK rotation waits for
+    the migration."""
     rotation = host.read(facts.exists(PATHS["kek_request"]))
-    if not plan.migrates and not rotation:
+    if not plan.migrates and plan.user_trigger and not rotation:
         return unchanged(f"nothing to migrate for MLflow {plan.mlflow_version}")
     command = f"systemctl start {MIGRATE_UNIT_NAME}"
     result = host.run(command, check=False, timeout=3600)
@@ -140,6 +154,8 @@ def migrate(host: Host, deployment: Deployment, plan: SchemaPlan) -> Outcome[Non
     if rotation and host.read(facts.exists(PATHS["kek_request"])):
         raise host.error(command, 1, "the KEK rotation request is still there after the migration")
     parts = [f"schema at MLflow {plan.mlflow_version}"] if plan.migrates else []
+    if not plan.user_trigger and not plan.empty:
+        parts.append("users table trigger installed")
     if rotation:
         parts.append("gateway secrets re-wrapped with the new KEK")
     return changed("; ".join(parts))

@@ -9,6 +9,7 @@ until then. And it asks the database on every request whether the sender is an a
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import requests
 from provisioning import artifact_streaming
 from provisioning.artifact_streaming import kit_auth
 from provisioning.render import render
+from provisioning.steps.schema import CHECK_SCRIPT, SchemaPlan, parse_plan
 from tests.localcloud.procs import free_port
 
 pytestmark = pytest.mark.service  # a PostgreSQL and two MLflow servers: ~30 s
@@ -38,6 +40,15 @@ def migrate(tmp_path: Path, env: dict[str, str]) -> None:
         text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def schema_plan(postgres, env: dict[str, str]) -> SchemaPlan:
+    """What bootstrap's schema check reads from this database (its script, for real)."""
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK_SCRIPT], input=json.dumps({"uri": postgres.uri()}),
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return parse_plan(result.stdout)
 
 
 def start_server(tmp_path: Path, name: str, uri: str, env: dict[str, str]):
@@ -108,14 +119,16 @@ def instances(postgres, tmp_path):
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "one-key-for-both-instances",
         "PYTHONPATH": os.pathsep.join([str(plugin), os.environ.get("PYTHONPATH", "")]),
     }
+    assert not schema_plan(postgres, env).user_trigger
     migrate(tmp_path, env)
+    assert schema_plan(postgres, env).user_trigger
     servers = []
     try:
         for name in ("a", "b"):
             servers.append(start_server(tmp_path, name, uri, env))
         for name in ("a", "b"):
             wait_for_log(tmp_path, name, kit_auth.LISTENING_MESSAGE)
-        yield [url for _, url in servers]
+        yield [url for _, url in servers], env
     finally:
         for server, _ in servers:
             server.terminate()
@@ -125,7 +138,7 @@ def instances(postgres, tmp_path):
 def test_a_user_changed_through_one_instance_is_changed_on_the_other_at_once(
     postgres, instances, tmp_path
 ):
-    a, b = instances
+    (a, b), env = instances
 
     def as_user(url: str, auth) -> int:
         """What a user notices: an admin-only answer (200), refused (403), or not let in (401)."""
@@ -163,6 +176,7 @@ def test_a_user_changed_through_one_instance_is_changed_on_the_other_at_once(
     admin("PATCH", "update-admin", {"username": carol[0], "is_admin": True})
     assert eventually(lambda: as_user(b, carol), 200) == 200
     in_database(postgres, f"ALTER TABLE users DISABLE TRIGGER {kit_auth.TRIGGER};")
+    assert not schema_plan(postgres, env).user_trigger  # bootstrap would run mlflow-migrate
     in_database(postgres, "UPDATE users SET is_admin = false WHERE username = 'carol';")
     assert as_user(b, carol) == 200
 

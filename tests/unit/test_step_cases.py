@@ -99,7 +99,12 @@ def resolve(value, deployment: Deployment, ctx: dict):
         if key == "$secret":
             return Secret(inner)
         if key == "$plan":
-            return SchemaPlan(inner["mlflow"], Schema(**inner["tracking"]), Schema(**inner["auth"]))
+            return SchemaPlan(
+                inner["mlflow"],
+                Schema(**inner["tracking"]),
+                Schema(**inner["auth"]),
+                inner.get("user_trigger", True),
+            )
     if isinstance(value, list):
         return [resolve(v, deployment, ctx) for v in value]
     return value

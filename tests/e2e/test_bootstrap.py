@@ -11,6 +11,7 @@ import sys
 import pytest
 import requests
 
+from provisioning.artifact_streaming import kit_auth
 from tests.e2e.kit import REPO, fab, kill_and_wait_back, main_pids, wait_healthy, write_settings
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +34,26 @@ def test_second_bootstrap_changes_nothing_and_restarts_nothing(deployed):
     assert " 0 changed" in again.stdout, again.stdout
     assert main_pids(deployed["host"]) == before
     assert len(before) >= 1
+
+
+@pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
+def test_every_instance_listens_for_user_changes(deployed):
+    """kit_auth: each instance holds LISTEN on the database (over its verify-full TLS), the
+    trigger it listens to installed by the first bootstrap's mlflow-migrate."""
+    host, postgres = deployed["host"], deployed["cloud"].postgres
+    instances = main_pids(host)
+    listening = postgres.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = "  # noqa: S608
+        f"'{kit_auth.APPLICATION_NAME}' AND datname = '{deployed['database']}';"
+    ).strip()
+    assert int(listening) == len(instances) >= 1
+    trigger = postgres.psql(
+        f"\\connect {deployed['database']}\nSELECT tgenabled FROM pg_trigger "  # noqa: S608
+        f"WHERE tgname = '{kit_auth.TRIGGER}';\n"
+    )
+    assert trigger.split() == ["O"]  # enabled, for changes made by any session
+    journal = host.ssh("sudo journalctl --no-pager -o cat -u 'mlflow-server@*'").stdout
+    assert journal.count(kit_auth.LISTENING_MESSAGE) >= len(instances)
 
 
 @pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs

@@ -123,6 +123,23 @@ def wait_for(check, *, what: str, timeout: float, interval: float = 0.2):
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s (last error: {last_error})")
 
 
+def wait_healthy(server: subprocess.Popen, url: str, log: Path) -> None:
+    """Until the server at ``url`` answers /health 200 (four minutes at most); a server that
+    exits or never answers fails the test with the tail of its ``log``."""
+    import urllib.request
+
+    for _ in range(240):
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    server.terminate()
+    raise AssertionError(f"mlflow server never answered /health at {url}: {log}")
+
+
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """Run a set-up command; raise with its stderr tail when it fails."""
     result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)

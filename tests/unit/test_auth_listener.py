@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from provisioning import artifact_streaming
 from provisioning.artifact_streaming import kit_auth
 from provisioning.render import render
 from provisioning.steps.schema import CHECK_SCRIPT, SchemaPlan, parse_plan
-from tests.localcloud.procs import free_port
+from tests.localcloud.procs import free_port, wait_healthy
 
 pytestmark = pytest.mark.service  # a PostgreSQL and two MLflow servers: ~30 s
 
@@ -62,16 +61,8 @@ def start_server(tmp_path: Path, name: str, uri: str, env: dict[str, str]):
         env={**os.environ, **env},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        assert server.poll() is None, log_path.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310
-                if answer.status == 200:
-                    return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.terminate()
-    raise AssertionError(f"mlflow server never answered /health: {log_path}")
+    wait_healthy(server, url, log_path)
+    return server, url
 
 
 def logged(tmp_path: Path, name: str, text: str) -> int:

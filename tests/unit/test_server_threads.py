@@ -15,8 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ import pytest
 from provisioning.layout import PATHS
 from provisioning.render import render
 from provisioning.sizing import Pool
-from tests.localcloud.procs import free_port
+from tests.localcloud.procs import free_port, wait_healthy
 
 pytestmark = pytest.mark.service  # a PostgreSQL and an MLflow server: ~20 s
 
@@ -42,16 +40,8 @@ def start_server(tmp_path: Path, uri: str, env: dict[str, str]) -> tuple[subproc
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ, **env},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # noqa: S310
-                if answer.status == 200:
-                    return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.terminate()
-    raise AssertionError(f"mlflow server never answered /health: {url}")
+    wait_healthy(server, url, tmp_path / "server.log")
+    return server, url
 
 
 def test_concurrent_log_batch_beyond_the_pool_all_land(postgres, tmp_path, monkeypatch):

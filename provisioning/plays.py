@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from provisioning import facts
+from provisioning.artifact_streaming import kit_auth
 from provisioning.backups.record import BackupRecord
 from provisioning.layout import PATHS, SERVER_FILES
 from provisioning.play import Play
@@ -146,6 +147,13 @@ def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
                 + (" (restart pending: run fab bootstrap)" if pending else ""),
             )
         )
+        if d.auth == "basic" and d.stream_downloads:
+            rows.append(
+                (
+                    f"user changes {port}",
+                    _user_changes(host.read(facts.user_changes(servers.unit(port)))),
+                )
+            )
     rows += [
         ("mlflow on disk", f"{versions.get(current, 'not installed')} (env {current or '-'})"),
         ("/health via nginx", host.read(facts.HEALTH_CODE) or "no answer"),
@@ -160,6 +168,19 @@ def status(host: Host, d: Deployment) -> list[tuple[str, str]]:
         ok = host.read(facts.tcp_open(address, port))
         rows.append((what, f"{address}:{port} {'reachable' if ok else 'UNREACHABLE'}"))
     return rows + gc.status_rows(host, d) + metrics.status_rows(host)
+
+
+def _user_changes(line: str) -> str:
+    """What an instance's last word on user changes (kit_auth) means for its users."""
+    if kit_auth.LISTENING_MESSAGE in line:
+        return "heard at once (listening to the database)"
+    if kit_auth.UNHEARD_MESSAGE in line:
+        reason = line.split(": ", 1)[-1]
+        return (
+            f"UNHEARD ({reason}): admin checks query the database, and a changed password "
+            "opens this instance for up to 60 s more"
+        )
+    return "not listening yet"
 
 
 def backup(play: Play, d: Deployment, selection: str = "") -> BackupRecord:

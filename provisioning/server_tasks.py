@@ -64,8 +64,9 @@ def bootstrap(c, stack=None, settings=None, accept_new_host_key=False):
 
 @task(help={"stack": "Pulumi stack of the host", "settings": "YAML settings file of the host"})
 def status(c, stack=None, settings=None):
-    """Show the server's state: units, MLflow version, uptime, /health, draining, database
-    and artifact store; for a group (``hosts``), one section per host.
+    """Show the server's state: units, MLflow version, uptime, whether each instance hears
+    user changes, /health, draining, database and artifact store; for a group (``hosts``),
+    one section per host.
 
     Example:
       fab status --stack dev

@@ -38,6 +38,7 @@ PING_SECONDS = 5.0
 TCP_TIMEOUT_MS = 5000
 RETRY_SECONDS = 2.0
 LISTENING_MESSAGE = "listening for user changes"
+UNHEARD_MESSAGE = "user changes unheard"
 BASIC_AUTH = "mlflow.server.auth:authenticate_request_basic_auth"
 
 #: Installed by mlflow-migrate (templates/mlflow-migrate.py), in the auth database, after
@@ -125,7 +126,8 @@ def _listen(auth, uri: str) -> None:
             message = f"{type(error).__name__}: {str(error).strip()[:300]}"
             if message != reported:
                 _log.warning(
-                    "user changes unheard, admin checks query the database meanwhile: %s",
+                    "%s, admin checks query the database meanwhile: %s",
+                    UNHEARD_MESSAGE,
                     message,
                 )
                 reported = message

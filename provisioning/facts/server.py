@@ -222,6 +222,20 @@ def service_age(unit: str, inputs: tuple[str, ...]) -> Fact[ServiceAge]:
     )
 
 
+def user_changes(unit: str) -> Fact[str]:
+    """The last line the unit's current run logged about hearing user changes (kit_auth:
+    listening, or unheard and why); "" when it logged neither."""
+    from provisioning.artifact_streaming import kit_auth
+
+    pattern = shlex.quote(f"{kit_auth.LISTENING_MESSAGE}|{kit_auth.UNHEARD_MESSAGE}")
+    invocation = f"$(systemctl show -p InvocationID --value {shlex.quote(unit)})"
+    return Fact(
+        f"journalctl _SYSTEMD_INVOCATION_ID={invocation} -o cat --no-pager 2>/dev/null"
+        f" | grep -E {pattern} | tail -n 1",
+        parse_text,
+    )
+
+
 def kek_fingerprint(path: str) -> Fact[str]:
     """``sha256:<16 hex>`` of the KEK kept in ``path`` ("VERSION PASSPHRASE"), as backups
     record it; the passphrase goes through a pipe only ("" without a KEK)."""

@@ -54,6 +54,9 @@ def test_every_instance_listens_for_user_changes(deployed):
     assert trigger.strip().splitlines()[-1] == "O"  # enabled, for changes by any session
     journal = host.ssh("sudo journalctl --no-pager -o cat -u 'mlflow-server@*'").stdout
     assert journal.count(kit_auth.LISTENING_MESSAGE) >= len(instances)
+    status = fab("status", "--settings", str(deployed["path"])).stdout
+    heard = re.findall(r"^\s*user changes (\d+)\s+heard at once", status, re.M)
+    assert len(heard) == len(instances), status
 
 
 @pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs

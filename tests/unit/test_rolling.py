@@ -229,6 +229,32 @@ def test_status_says_whether_the_host_is_draining(flag):
     assert rows["draining"] == "no" or flag
 
 
+@pytest.mark.parametrize(
+    ("logged", "shown"),
+    [
+        ("listening for user changes on mlflow_kit_users", "heard at once (listening to the database)"),
+        ("user changes unheard, admin checks query the database meanwhile: RuntimeError: no "
+         "trigger mlflow_kit_user_changed on the users table (mlflow-migrate installs it)",
+         "UNHEARD (RuntimeError: no trigger mlflow_kit_user_changed on the users table "
+         "(mlflow-migrate installs it)): admin checks query the database, and a changed "
+         "password opens this instance for up to 60 s more"),
+        ("", "not listening yet"),
+    ],
+    ids=["listening", "unheard", "silent"],
+)  # fmt: skip
+def test_status_says_whether_each_instance_hears_user_changes(logged, shown):
+    from provisioning import plays
+    from provisioning.facts.server import Instance
+
+    instances = {5001: Instance(5001, "active"), 5002: Instance(5002, "failed")}
+    host = ReadingHost({"'mlflow-server@*'": instances, "_SYSTEMD_INVOCATION_ID": logged})
+    rows = dict(plays.status(host, group()))
+    assert rows["user changes 5001"] == shown
+    assert "user changes 5002" not in rows  # not running: nothing to hear with
+    # MLflow's own auth app (job execution on) has no listener to ask about.
+    assert "user changes 5001" not in dict(plays.status(host, group(job_execution=True)))
+
+
 def test_status_of_a_group_has_one_section_per_host(monkeypatch, capsys):
     from provisioning import server_tasks
 

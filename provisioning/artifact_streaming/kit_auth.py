@@ -17,8 +17,10 @@ the database, so ``sender_is_admin`` answers from it instead of querying.
 While the listener is not connected (starting, the database restarted, the trigger
 missing) the cache is not trusted: the admin check queries and cached credentials age by
 their TTL, as in MLflow alone. On every (re)connection the whole cache is dropped (changes
-may have been missed meanwhile), after LISTEN and before the cache is trusted again. A connection that died silently is
-found by a ping every ``PING_SECONDS`` that TCP gives up on after ``TCP_TIMEOUT_MS``.
+may have been missed meanwhile), after LISTEN and before the cache is trusted again. A
+connection that died silently is found by a ping every ``PING_SECONDS`` that TCP gives up
+on after ``TCP_TIMEOUT_MS``. Each instance logs when it listens and, once per reason, when
+it does not (``fab status`` shows the last of these per instance).
 
 Only for PostgreSQL, basic auth through ``authenticate_request_basic_auth``, with the
 credential cache on; anything else is left as MLflow has it.

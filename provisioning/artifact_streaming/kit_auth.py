@@ -43,8 +43,16 @@ LISTENING_MESSAGE = "listening for user changes"
 UNHEARD_MESSAGE = "user changes unheard"
 BASIC_AUTH = "mlflow.server.auth:authenticate_request_basic_auth"
 
-#: Installed by mlflow-migrate (templates/mlflow-migrate.py), in the auth database, after
-#: the auth schema's migrations; the same statements on every run.
+_USERS_TRIGGER = (
+    "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+    f"WHERE t.tgname = '{TRIGGER}' AND c.relname = 'users' "
+    "AND c.relnamespace = to_regnamespace(current_schema())"
+)
+#: 1 when the users table has the trigger, enabled.
+TRIGGER_PRESENT = f"SELECT count(*) {_USERS_TRIGGER} AND t.tgenabled <> 'D'"  # noqa: S608 - constants
+#: Run by mlflow-migrate (templates/mlflow-migrate.py) in the auth database after the auth
+#: schema's migrations, every time. The trigger is created only when missing: DROP TRIGGER
+#: would lock the users table against the running servers' reads; ENABLE does not.
 TRIGGER_SQL = f"""
 CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -55,15 +63,16 @@ BEGIN
     RETURN NULL;
 END
 $$;
-DROP TRIGGER IF EXISTS {TRIGGER} ON users;
-CREATE TRIGGER {TRIGGER} AFTER UPDATE OR DELETE ON users
-    FOR EACH ROW EXECUTE FUNCTION {TRIGGER}();
-"""
-TRIGGER_PRESENT = (
-    "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "  # noqa: S608 - constants only
-    f"WHERE t.tgname = '{TRIGGER}' AND c.relname = 'users' AND t.tgenabled <> 'D' "
-    "AND c.relnamespace = to_regnamespace(current_schema())"
-)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 {_USERS_TRIGGER}) THEN
+        CREATE TRIGGER {TRIGGER} AFTER UPDATE OR DELETE ON users
+            FOR EACH ROW EXECUTE FUNCTION {TRIGGER}();
+    END IF;
+END
+$$;
+ALTER TABLE users ENABLE TRIGGER {TRIGGER};
+"""  # noqa: S608 - constants
 
 #: Under MLflow's logger, so its handler (stderr, the journal) and level (INFO) apply.
 _log = logging.getLogger("mlflow.kit_auth")

@@ -29,6 +29,9 @@ DB_RESERVED_CONNECTIONS = 10
 #: SQLAlchemy engines per instance: tracking, model registry and basic auth each
 #: open their own; MLflow's job store adds one where jobs run.
 ENGINES = 3
+#: Per instance beside its pools: the connection that listens for user changes
+#: (kit_auth; counted for every instance, whether its app listens or not).
+LISTENER_CONNECTIONS = 1
 
 
 def instances_for(cores: int, memory_mb: int) -> int:
@@ -57,11 +60,18 @@ class Pool:
         return max(1, (self.size + self.max_overflow) // 2)
 
     def per_instance(self, engines: int) -> int:
-        return engines * (self.size + self.max_overflow)
+        """Connections one instance may open at most: its engines' pools and its listener."""
+        return engines * (self.size + self.max_overflow) + LISTENER_CONNECTIONS
 
 
 def engines(job_execution: bool) -> int:
     return ENGINES + (1 if job_execution else 0)
+
+
+def least_per_instance(job_execution: bool) -> int:
+    """The fewest connections an instance runs with: two per engine (MLflow needs an
+    overflow of at least 1) and its listener."""
+    return 2 * engines(job_execution) + LISTENER_CONNECTIONS
 
 
 def sizing_slots(instances: int, hosts: int = 1) -> int:
@@ -83,7 +93,7 @@ def sizing_slots(instances: int, hosts: int = 1) -> int:
 def instances_within(max_connections: int, job_execution: bool, hosts: int = 1) -> int:
     """The most instances per host whose pools fit the database's connection limit,
     ``hosts`` hosts sharing it (0 if none)."""
-    slots = max(0, (max_connections - DB_RESERVED_CONNECTIONS) // (2 * engines(job_execution)))
+    slots = max(0, (max_connections - DB_RESERVED_CONNECTIONS) // least_per_instance(job_execution))
     if hosts == 1:
         return slots
     per_host = slots // hosts
@@ -92,21 +102,23 @@ def instances_within(max_connections: int, job_execution: bool, hosts: int = 1) 
 
 
 def pool_for(max_connections: int, instances: int, job_execution: bool, hosts: int = 1) -> Pool:
-    """Each instance's engines together stay within its share of the database's limit:
-    the host's own instances, and in a group of ``hosts`` every other host's too
-    (sizing_slots).
+    """Each instance's engines and its listener together stay within its share of the
+    database's limit: the host's own instances, and in a group of ``hosts`` every other
+    host's too (sizing_slots).
 
     MLflow ignores a max overflow of 0 (and then allows SQLAlchemy's 10), so the
     overflow is at least 1 and each engine needs at least 2 connections.
     """
     count = engines(job_execution)
     slots = sizing_slots(instances, hosts)
-    per_engine = (max_connections - DB_RESERVED_CONNECTIONS) // slots // count
+    share = (max_connections - DB_RESERVED_CONNECTIONS) // slots
+    per_engine = (share - LISTENER_CONNECTIONS) // count
     if per_engine < 2:
         group = f" on each of {hosts} hosts" if hosts > 1 else ""
         raise ValueError(
             f"{max_connections} database connections cannot serve {instances} instance(s)"
-            f"{group}: each needs {2 * count}, plus {DB_RESERVED_CONNECTIONS} kept free"
+            f"{group}: each needs {least_per_instance(job_execution)}, plus "
+            f"{DB_RESERVED_CONNECTIONS} kept free"
         )
     size = max(1, per_engine * 2 // 3)
     return Pool(size, per_engine - size)

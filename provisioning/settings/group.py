@@ -32,8 +32,8 @@ from provisioning.settings.secret import MISSING, SettingsError
 from provisioning.sizing import (
     DB_RESERVED_CONNECTIONS,
     DEFAULT_DB_MAX_CONNECTIONS,
-    engines,
     instances_within,
+    least_per_instance,
 )
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def check_group_database(d: Deployment) -> None:
     fits = instances_within(connections, d.job_execution, hosts)
     if fits >= wanted:
         return
-    each = 2 * engines(d.job_execution)
+    each = least_per_instance(d.job_execution)
     why = (
         f"db_max_connections {connections} ({DB_RESERVED_CONNECTIONS} kept free) is "
         f"divided among every host of the group: each instance needs {each} connections, "

@@ -52,7 +52,7 @@ def ports_for(deployment: Deployment, resources: facts.Resources) -> list[int]:
         )
         raise PreflightError(
             f"db_max_connections {connections} cannot serve {instances} server instance(s)"
-            f"{group}: each needs {2 * sizing.engines(deployment.job_execution)} connections "
+            f"{group}: each needs {sizing.least_per_instance(deployment.job_execution)} connections "
             f"and {sizing.DB_RESERVED_CONNECTIONS} stay free (at most {fits} instance(s))"
         )
     if FIRST_SERVER_PORT + instances > SURGE_PORT:

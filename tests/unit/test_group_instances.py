@@ -48,6 +48,9 @@ def group_outputs(cloud: str, size: int = 3) -> dict:
         flask_secret_key=FLASK,
         kek_passphrase=KEK,
     )
+    if cloud == "gcp":
+        # A group's default tier, db-custom-1-3840 (shared-core tiers are refused in one).
+        outputs["db_max_connections"] = 100
     return outputs
 
 

@@ -40,16 +40,18 @@ def env_of(deployment: Deployment, ports: list[int], job_execution=False) -> dic
 
 
 def connections_of(env: dict[str, str], instances: int, job_execution=False) -> int:
-    """What one host's instances may open at most, every engine's pool plus overflow."""
-    per_engine = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) + int(
-        env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]
+    """What one host's instances may open at most: every engine's pool plus overflow, and
+    each instance's listener."""
+    pool = sizing.Pool(
+        int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]),
+        int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]),
     )
-    return instances * sizing.engines(job_execution) * per_engine
+    return instances * pool.per_instance(sizing.engines(job_execution))
 
 
 @pytest.mark.parametrize(
     ("max_connections", "ports"),
-    [(100, [5001, 5002]), (100, [5001]), (50, [5001, 5002]), (200, [5001, 5002, 5003, 5004])],
+    [(100, [5001, 5002]), (100, [5001]), (60, [5001, 5002]), (200, [5001, 5002, 5003, 5004])],
 )
 def test_one_host_of_a_group_leaves_room_for_the_others(max_connections, ports):
     whole = group(db_max_connections=max_connections)
@@ -66,8 +68,8 @@ def test_one_host_of_a_group_leaves_room_for_the_others(max_connections, ports):
 
 
 def test_a_single_host_keeps_its_pools():
-    # The figures a single host rendered before groups shared the database
-    # (tests/unit/golden/mlflow.env pins the whole file).
+    # The figures a single host rendered before groups shared the database, less one
+    # connection per instance for its listener (tests/unit/golden/mlflow.env pins the file).
     single = Deployment(**valid_settings())
     assert single.group_size == 1
     env = env_of(single, [5001, 5002])
@@ -75,7 +77,7 @@ def test_a_single_host_keeps_its_pools():
         env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"],
         env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"],
     ) == (
-        "10",
+        "9",
         "5",
     )
 
@@ -98,13 +100,13 @@ def test_the_group_size_travels_to_each_host_but_is_no_setting(tmp_path):
 @pytest.mark.parametrize(
     ("hosts", "changes", "key", "allowed"),
     [
-        # 25 connections (db-f1-micro): 15 for the servers, one instance needs 6, and a
-        # lone instance counts twice: no host of any group fits.
+        # 25 connections (db-f1-micro): 15 for the servers, one instance needs 7 (two per
+        # engine and its listener), and a lone instance counts twice: no group fits.
         (HOSTS, {"db_max_connections": 25}, "hosts", "no group at all running 1 instance(s)"),
-        # 50: 40 for the servers, 6 instance shares, 3 hosts of 2 shares.
-        (HOSTS + ["10.0.0.5"], {"db_max_connections": 50}, "hosts", "at most 3 hosts"),
-        # 100: 15 shares, 5 per host of 3.
-        (HOSTS, {"server_instances": 6}, "server_instances", "at most 5 with 3 hosts"),
+        # 50: 40 for the servers, 5 instance shares, 2 hosts of 2 shares.
+        (HOSTS, {"db_max_connections": 50}, "hosts", "at most 2 hosts"),
+        # 100: 12 shares, 4 per host of 3.
+        (HOSTS, {"server_instances": 5}, "server_instances", "at most 4 with 3 hosts"),
     ],
 )
 def test_a_group_too_large_for_the_database_is_refused(hosts, changes, key, allowed):
@@ -117,8 +119,8 @@ def test_a_group_too_large_for_the_database_is_refused(hosts, changes, key, allo
 
 
 def test_a_host_sized_from_its_cores_takes_only_its_share():
-    one = group_host(group(db_max_connections=50), HOSTS[0])
-    # 4 cores and memory for 4, but 3 hosts on 50 connections leave 2 per host.
+    one = group_host(group(db_max_connections=60), HOSTS[0])
+    # 4 cores and memory for 4, but 3 hosts on 60 connections leave 2 per host.
     assert servers.ports_for(one, facts.Resources(4, 8000, 9999)) == [5001, 5002]
 
 

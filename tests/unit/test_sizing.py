@@ -29,9 +29,10 @@ def test_instances_follow_cores_and_memory(machine, cores, memory_mb, expected):
 @pytest.mark.parametrize(
     ("max_connections", "instances", "job_execution", "pool"),
     [
-        (100, 2, False, sizing.Pool(10, 5)),
-        (100, 1, False, sizing.Pool(20, 10)),
-        (25, 1, False, sizing.Pool(3, 2)),  # db-f1-micro
+        # (100 - 10) / 2 = 45 per instance, one for its listener, 44 / 3 engines = 14.
+        (100, 2, False, sizing.Pool(9, 5)),
+        (100, 1, False, sizing.Pool(19, 10)),
+        (25, 1, False, sizing.Pool(2, 2)),  # db-f1-micro: 3 x 4 + 1 = 13 of 15
         (50, 2, False, sizing.Pool(4, 2)),  # db-g1-small
         (100, 1, True, sizing.Pool(14, 8)),
     ],

@@ -191,6 +191,9 @@ def test_interrupting_a_test_run_leaves_nothing_running():
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A shell without job control starts background commands with SIGINT ignored, and
+        # Python keeps it ignored (no KeyboardInterrupt): the run would not hear the signal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     ready = run_dir / "ready"
     deadline = time.monotonic() + 180

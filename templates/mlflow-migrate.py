@@ -10,9 +10,9 @@ schema keeps its own Alembic version table (alembic_version_auth), so both can s
 one database. On Postgres both run under one session-level advisory lock, so two
 bootstraps (or an operator and a bootstrap) never migrate at once.
 
-Then it (re)creates the trigger on the auth schema's users table that tells the server
-instances a user changed (kit_auth in the kit's wheel: they drop that user's cached
-credentials at once).
+Then it makes sure the auth schema's users table has, enabled, the trigger that tells
+the server instances a user changed (kit_auth in the kit's wheel: they drop that user's
+cached credentials at once); it is created only when missing.
 
 Then, when fab leaves a rotation request in KEK_REQUEST (a first KEK on a server
 that ran with MLflow's default passphrase, or ``fab rotate-kek``), it re-wraps the

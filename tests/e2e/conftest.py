@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from tests.e2e.kit import fab, kill_fab_when, serving_copy, write_settings
+from tests.e2e.kit import BuiltEnvironments, fab, kill_fab_when, serving_copy, write_settings
 from tests.localcloud.cloudlike import CloudLike
 
 #: Each backend's host plays one cloud's first boot: cloud-init, apt's locks held by an
@@ -122,3 +122,9 @@ def deployed_clone(deployed, local_cloud, host_factory, tmp_path):
 def clone_client_env(deployed_clone, monkeypatch, tmp_path):
     """``client_env`` for ``deployed_clone``: its URL, the admin's credentials, its certificate."""
     return point_the_client_at(deployed_clone, monkeypatch, tmp_path / "clone-server.crt")
+
+
+@pytest.fixture(scope="session")
+def built_environments(tmp_path_factory):
+    """Environments the upgrade tests build once and copy into the hosts after them."""
+    return BuiltEnvironments(tmp_path_factory.mktemp("built-envs"))

@@ -77,6 +77,60 @@ def serving_copy(host_factory, source):
     return clone
 
 
+class BuiltEnvironments:
+    """Server environments one test built, copied into the hosts of the tests after it that
+    would build the same one (the upgrade tests' MLflow, each on a copy of the same host).
+
+    ``keep(key, host)`` copies the environment ``host``'s servers run (complete, with the
+    kit's marker) into ``directory``; ``seed(key, host)`` copies it into another host's
+    environments, where its play finds it built, as a second bootstrap on one host does.
+    The name is the same only for the same environment.yml, so a key must stand for the
+    same settings; a wrong one costs a build (the play builds its own, and prunes the
+    seeded one), never a wrong environment. Building an environment is what the bootstrap
+    tests prove; the tests that seed are about what happens around it.
+    """
+
+    ENVS = "opt/mlflow/envs"
+
+    def __init__(self, directory: Path, log=print) -> None:
+        self.directory = directory
+        self.log = log
+        self.kept: dict[str, str] = {}
+
+    def keep(self, key: str, host) -> None:
+        if key in self.kept:
+            return
+        name = host.ssh("readlink /opt/mlflow/current").stdout.strip().rsplit("/", 1)[-1]
+        source = host.rootfs / self.ENVS / name
+        if not (source / ".kit-complete").exists():
+            return
+        started = time.monotonic()
+        _copy_tree(source, self.directory / name)
+        self.kept[key] = name
+        self.log(f"kept env {name} ({key}) from {host.name}: {time.monotonic() - started:.0f}s")
+
+    def seed(self, key: str, host) -> str | None:
+        """The name of the environment copied into ``host`` (None when none is kept)."""
+        name = self.kept.get(key)
+        if name is None:
+            return None
+        target = host.rootfs / self.ENVS / name
+        if not target.exists():
+            started = time.monotonic()
+            # Whole or not at all: copied aside on the host's disk, then renamed into place.
+            staging = host.rootfs / "var/tmp" / f"kit-e2e-seed-{name}"
+            _copy_tree(self.directory / name, staging)
+            staging.rename(target)
+            self.log(f"seeded env {name} ({key}) into {host.name}: "
+                     f"{time.monotonic() - started:.0f}s")  # fmt: skip
+        return name
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    subprocess.run(["rm", "-rf", "--one-file-system", str(target)], check=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(target)], check=True)
+
+
 def write_settings(path: Path, settings: dict) -> Path:
     path.write_text(yaml.safe_dump(settings))
     path.chmod(0o600)

@@ -5,8 +5,10 @@ a rolling upgrade to another MLflow loses no request and no metric, though the f
 migrates the shared database while the second still serves the old MLflow on it.
 
 Cheap by construction: two copies of the session's gcs host (not fresh hosts), one copy
-of its database that both share, as a group's servers do. (The gcs host's tests run on
-the other worker than the s3 host's chain, which is the longer one.)
+of its database that both share, as a group's servers do; each copy is given the MLflow
+environment that test_upgrade.py's upgrade on the gcs host built (``BuiltEnvironments``;
+this module's name sorts after it), so the roll under test does not build it twice. (The
+gcs host's tests run on the other worker than the s3 host's chain, which is the longer one.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 import requests
 
 from tests.e2e.kit import RequestLoop, fab, write_settings
-from tests.e2e.test_upgrade import NEW, OLD, step_line, the_registry_completes
+from tests.e2e.test_upgrade import NEW, OLD, new_env_key, step_line, the_registry_completes
 from tests.localcloud.balancer import Balancer
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +53,7 @@ def timed(timings: dict, name: str, started: float) -> float:
 
 @pytest.mark.parametrize("deployed", ["gcs"], indirect=True)
 def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
-    deployed, local_cloud, host_factory, tmp_path
+    deployed, local_cloud, host_factory, tmp_path, built_environments
 ):
     timings: dict[str, float] = {}
     t = time.monotonic()
@@ -142,6 +144,7 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
         # switches behind its drain.
         for host in (a, b):
             the_registry_completes(host, NEW, changed)
+            built_environments.seed(new_env_key(deployed), host)
         upgrade_run = requests.post(f"{balancer.url}/api/2.0/mlflow/runs/create", auth=auth,
                                     json={"experiment_id": "0"}, timeout=30)  # fmt: skip
         assert serving(changed, a) == serving(changed, b) == {OLD}
@@ -154,6 +157,7 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
         print(upgraded.stdout[-6000:])
         t = timed(timings, f"rolling upgrade {OLD} -> {NEW} under load", t)
         assert upgraded.returncode == 0, upgraded.stdout[-3000:] + upgraded.stderr[-3000:]
+        built_environments.keep(new_env_key(deployed), a)
         assert upgrade_loop.failures == [], upgrade_loop.failures[:5]
         assert upgrade_loop.sent > 100, upgrade_loop.sent
         out = upgraded.stdout

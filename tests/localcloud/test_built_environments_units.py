@@ -1,0 +1,80 @@
+"""How the end-to-end tests copy a built environment between hosts, on plain directories
+standing in for the hosts' root filesystems (unit tier)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from tests.e2e.kit import BuiltEnvironments
+
+ENV = "0123456789abcdef"
+
+
+def a_host(root: Path, name: str, current: str | None = None):
+    """A host whose servers run ``current`` (``readlink /opt/mlflow/current``)."""
+    (root / "opt/mlflow/envs").mkdir(parents=True)
+    (root / "var/tmp").mkdir(parents=True)
+    link = f"/opt/mlflow/envs/{current}\n" if current else "\n"
+
+    def ssh(command: str):
+        assert command == "readlink /opt/mlflow/current", command
+        return SimpleNamespace(stdout=link)
+
+    return SimpleNamespace(name=name, rootfs=root, ssh=ssh)
+
+
+def built(host, name: str, complete: bool = True) -> Path:
+    env = host.rootfs / "opt/mlflow/envs" / name
+    (env / "bin").mkdir(parents=True)
+    (env / "bin/mlflow").write_text("#!/bin/sh\n")
+    (env / "bin/mlflow").chmod(0o755)
+    if complete:
+        (env / ".kit-complete").touch()
+    return env
+
+
+def test_a_kept_environment_is_seeded_whole_with_its_modes_and_marker(tmp_path):
+    cache = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
+    (tmp_path / "cache").mkdir()
+    source = a_host(tmp_path / "a", "a", current=ENV)
+    built(source, ENV)
+    cache.keep("s3 new", source)
+    target = a_host(tmp_path / "b", "b")
+
+    assert cache.seed("s3 new", target) == ENV
+    env = target.rootfs / "opt/mlflow/envs" / ENV
+    assert (env / ".kit-complete").exists()
+    assert (env / "bin/mlflow").stat().st_mode & 0o777 == 0o755
+    assert list((target.rootfs / "var/tmp").iterdir()) == []  # renamed into place
+    # What one host does to its copy (the failed-switch test breaks it) stays on that host.
+    (env / "bin/mlflow").chmod(0o644)
+    other = a_host(tmp_path / "c", "c")
+    cache.seed("s3 new", other)
+    assert (other.rootfs / "opt/mlflow/envs" / ENV / "bin/mlflow").stat().st_mode & 0o777 == 0o755
+
+
+def test_nothing_is_seeded_for_another_key_or_over_an_existing_environment(tmp_path):
+    cache = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
+    (tmp_path / "cache").mkdir()
+    source = a_host(tmp_path / "a", "a", current=ENV)
+    built(source, ENV)
+    cache.keep("s3 new", source)
+    target = a_host(tmp_path / "b", "b")
+
+    assert cache.seed("gcs new", target) is None
+    assert list((target.rootfs / "opt/mlflow/envs").iterdir()) == []
+    own = built(target, ENV)
+    (own / "own").touch()
+    assert cache.seed("s3 new", target) == ENV
+    assert (own / "own").exists()
+
+
+def test_an_incomplete_environment_is_not_kept(tmp_path):
+    cache = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
+    (tmp_path / "cache").mkdir()
+    source = a_host(tmp_path / "a", "a", current=ENV)
+    built(source, ENV, complete=False)
+    cache.keep("s3 new", source)
+    assert cache.seed("s3 new", a_host(tmp_path / "b", "b")) is None
+    assert list((tmp_path / "cache").iterdir()) == []

@@ -27,8 +27,11 @@ def worker_group(item) -> str:
     """Which tests one worker runs in order under ``pytest -n 2 --dist loadgroup`` (make
     test): the end-to-end tests on the s3 host together (the host is bootstrapped once per
     worker that asks for it), the other end-to-end tests together (the gcs host, the local
-    cloud's own tests, single sign-on), and the unit and service tiers, which come first
-    on one worker and leave it for the second group."""
+    cloud's own tests, single sign-on), and the unit and service tiers. xdist hands the
+    groups out largest first by number of tests (``loadscopereorder``): the unit and
+    service tiers to one worker, the other end-to-end tests (more tests than the s3
+    host's) to the other, and the s3 host's to the first worker that runs short of work,
+    the one that ran the unit and service tiers."""
     if not item.get_closest_marker("e2e"):
         return "unit-and-service"
     # A module of end-to-end tests may name its group (WORKER_GROUP), to even the two out.

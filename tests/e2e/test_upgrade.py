@@ -213,7 +213,8 @@ def run_as_printed(command: str, answer: str) -> subprocess.CompletedProcess:
 
 
 # The same on s3. On gcs, as the group's roll (test_upgrade_group.py) is: the environment
-# this builds is copied into the group's hosts, and the chain of s3 tests is the longer.
+# this builds is copied into the group's hosts, and the worker with the s3 tests also runs
+# the unit and service tiers.
 @pytest.mark.parametrize("deployed", ["gcs"], indirect=True)
 def test_an_upgrade_under_load_keeps_every_object_and_user_and_a_downgrade_is_refused(
     deployed_clone, clone_client_env, built_environments

@@ -8,7 +8,7 @@ Cheap by construction: two copies of the session's gcs host (not fresh hosts), o
 of its database that both share, as a group's servers do; each copy is given the MLflow
 environment that test_upgrade.py's upgrade on the gcs host built (``BuiltEnvironments``;
 this module's name sorts after it), so the roll under test does not build it twice. (The
-gcs host's tests run on the other worker than the s3 host's chain, which is the longer one.)
+gcs host's tests run on the other worker than the s3 host's, tests/conftest.py.)
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ from pathlib import Path
 import requests
 import yaml
 
+from provisioning.layout import PATHS
+from provisioning.steps.conda import COMPLETE_MARKER
+
 REPO = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
 
@@ -90,7 +93,8 @@ class BuiltEnvironments:
     tests prove; the tests that seed are about what happens around it.
     """
 
-    ENVS = "opt/mlflow/envs"
+    #: The hosts' environments, as seen from this machine under a host's root filesystem.
+    ENVS = PATHS["envs_dir"].lstrip("/")
 
     def __init__(self, directory: Path, log=print) -> None:
         self.directory = directory
@@ -100,9 +104,9 @@ class BuiltEnvironments:
     def keep(self, key: str, host) -> None:
         if key in self.kept:
             return
-        name = host.ssh("readlink /opt/mlflow/current").stdout.strip().rsplit("/", 1)[-1]
+        name = host.ssh(f"readlink {PATHS['current_env']}").stdout.strip().rsplit("/", 1)[-1]
         source = host.rootfs / self.ENVS / name
-        if not (source / ".kit-complete").exists():
+        if not (source / COMPLETE_MARKER).exists():
             return
         started = time.monotonic()
         _copy_tree(source, self.directory / name)

@@ -222,7 +222,6 @@ def test_an_upgrade_under_load_keeps_every_object_and_user_and_a_downgrade_is_re
     host, path = deployed_clone["host"], str(deployed_clone["path"])
     assert_runs(path, host, OLD)
     the_registry_completes(host, NEW, path)
-    built_environments.seed(new_env_key(deployed_clone), host)
     logged = log_runs(f"upgrade-{secrets.token_hex(3)}")
     user = a_user_with_a_grant(clone_client_env, logged["experiment"])
     before = snapshot(logged)
@@ -276,13 +275,12 @@ def test_an_upgrade_under_load_keeps_every_object_and_user_and_a_downgrade_is_re
 
 @pytest.mark.parametrize("deployed", ["s3"], indirect=True)  # the same on gcs
 def test_a_failed_migration_or_switch_leaves_the_old_version_and_the_restore_command_works(
-    deployed_clone, clone_client_env, built_environments
+    deployed_clone, clone_client_env
 ):
     host, path = deployed_clone["host"], str(deployed_clone["path"])
     cloud = deployed_clone["cloud"]
     database = urlparse(deployed_clone["settings"]["backend_store_uri"]).path.lstrip("/")
     the_registry_completes(host, NEW, path)
-    built_environments.seed(new_env_key(deployed_clone), host)
     logged = log_runs(f"failed-upgrade-{secrets.token_hex(3)}")
     user = a_user_with_a_grant(clone_client_env, logged["experiment"])
     before, allowed = snapshot(logged), what_the_user_can_do(clone_client_env, user)

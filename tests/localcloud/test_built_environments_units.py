@@ -34,12 +34,18 @@ def built(host, name: str, complete: bool = True) -> Path:
     return env
 
 
-def test_a_kept_environment_is_seeded_whole_with_its_modes_and_marker(tmp_path):
-    cache = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
+def kept_from_a_host(tmp_path: Path, complete: bool = True) -> BuiltEnvironments:
+    """A cache that was asked to keep, as "s3 new", the environment ENV a host runs."""
     (tmp_path / "cache").mkdir()
+    cache = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
     source = a_host(tmp_path / "a", "a", current=ENV)
-    built(source, ENV)
+    built(source, ENV, complete=complete)
     cache.keep("s3 new", source)
+    return cache
+
+
+def test_a_kept_environment_is_seeded_whole_with_its_modes_and_marker(tmp_path):
+    cache = kept_from_a_host(tmp_path)
     target = a_host(tmp_path / "b", "b")
 
     assert cache.seed("s3 new", target) == ENV
@@ -55,11 +61,7 @@ def test_a_kept_environment_is_seeded_whole_with_its_modes_and_marker(tmp_path):
 
 
 def test_nothing_is_seeded_for_another_key_or_over_an_existing_environment(tmp_path):
-    cache = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
-    (tmp_path / "cache").mkdir()
-    source = a_host(tmp_path / "a", "a", current=ENV)
-    built(source, ENV)
-    cache.keep("s3 new", source)
+    cache = kept_from_a_host(tmp_path)
     target = a_host(tmp_path / "b", "b")
 
     assert cache.seed("gcs new", target) is None
@@ -71,10 +73,6 @@ def test_nothing_is_seeded_for_another_key_or_over_an_existing_environment(tmp_p
 
 
 def test_an_incomplete_environment_is_not_kept(tmp_path):
-    cache = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
-    (tmp_path / "cache").mkdir()
-    source = a_host(tmp_path / "a", "a", current=ENV)
-    built(source, ENV, complete=False)
-    cache.keep("s3 new", source)
+    cache = kept_from_a_host(tmp_path, complete=False)
     assert cache.seed("s3 new", a_host(tmp_path / "b", "b")) is None
     assert list((tmp_path / "cache").iterdir()) == []

@@ -6,7 +6,14 @@ import secrets
 
 import pytest
 
-from tests.e2e.kit import BuiltEnvironments, fab, kill_fab_when, serving_copy, write_settings
+from tests.e2e.kit import (
+    BuiltEnvironments,
+    fab,
+    kill_fab_when,
+    serving_copy,
+    wait_proxy_healthy,
+    write_settings,
+)
 from tests.localcloud.cloudlike import CloudLike
 
 #: Each backend's host plays one cloud's first boot: cloud-init, apt's locks held by an
@@ -17,7 +24,8 @@ CLOUD_OF = {"s3": "aws", "gcs": "gcp"}
 @pytest.fixture(scope="session", params=["s3", "gcs"])
 def deployed(request, local_cloud, tmp_path_factory):
     """A cloud-like host bootstrapped once per artifact backend, right after its first boot
-    (before sshd answers); the gcs one after an interrupted first try."""
+    (before sshd answers); the gcs one after an interrupted first try. Its snapshot, taken
+    then, is what every copy of it starts from (``LocalCloud.snapshot``)."""
     backend = request.param
     host = local_cloud.new_host(like=CloudLike(CLOUD_OF[backend], lock_seconds=45), wait=False)
     # Its own database: users, the admin password and gateway secrets are per server.
@@ -29,6 +37,10 @@ def deployed(request, local_cloud, tmp_path_factory):
         if backend == "gcs":
             interrupted = interrupt_during_the_conda_build(path, host)
         first = fab("bootstrap", "--settings", str(path))
+        # The copies the tests make (deployed_clone, serving_copy) are of the host as it is
+        # now: one power cycle here instead of one per copy.
+        local_cloud.snapshot(host)
+        wait_proxy_healthy(host, timeout=180)
         yield {
             "host": host,
             "settings": settings,

@@ -73,8 +73,9 @@ def wait_proxy_healthy(host, timeout: float) -> None:
 
 
 def serving_copy(host_factory, source):
-    """A booted copy of a bootstrapped host (``host_factory.clone_of``); the source, powered
-    off for the copy, serves again before this returns (other tests use it next)."""
+    """A booted copy of a bootstrapped host (``host_factory.clone_of``): of its snapshot, if
+    it has one (the session's hosts), else of the host powered off for the copy; either way
+    the source serves when this returns (other tests use it next)."""
     clone = host_factory.clone_of(source)
     wait_proxy_healthy(source, timeout=180)
     return clone

@@ -478,6 +478,26 @@ def test_clone_keeps_the_host_keys_and_gets_its_own_identity(local_cloud, gcp_ho
     assert gcp_host.ssh("cat /etc/kit-prepared").stdout.strip() == "prepared"
 
 
+def test_a_copy_of_a_snapshot_is_the_host_as_it_was_and_the_host_keeps_running(
+    local_cloud, fresh_host
+):
+    fresh_host.ssh("echo before | sudo tee /etc/kit-state /etc/kit-kept >/dev/null")
+    local_cloud.snapshot(fresh_host)
+    fresh_host.ssh("echo after | sudo tee /etc/kit-state >/dev/null")
+    boot = fresh_host.boot_id()
+    clone = local_cloud.clone_host(fresh_host)
+    try:
+        assert clone.ssh("cat /etc/kit-state").stdout.strip() == "before"
+        clone.ssh("echo clone | sudo tee /etc/kit-state >/dev/null")
+        # Never powered off for the copy, and neither sees the other's writes.
+        assert fresh_host.boot_id() == boot
+        assert fresh_host.ssh("cat /etc/kit-state").stdout.strip() == "after"
+    finally:
+        local_cloud.remove_host(clone)
+    # The snapshot's layers outlive the copy: the host stacks on them too.
+    assert fresh_host.ssh("cat /etc/kit-kept").stdout.strip() == "before"
+
+
 def test_host_factory_prepares_a_template_once(host_factory):
     prepared = []
 

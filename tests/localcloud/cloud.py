@@ -206,12 +206,13 @@ class LocalCloud:
         ``source``'s login key and host keys (known_hosts written for the new address).
 
         A running ``source`` is powered off for the copy (a consistent file system)
-        and, with ``restart_source``, booted again. ``limits`` defaults to the
-        source's. Things bootstrap derived from the source's address (certificate,
-        server name) stay as they were until the next bootstrap.
+        and, with ``restart_source``, booted again; one with a ``snapshot`` keeps
+        running, and the copy is of the host as it was when the snapshot was taken.
+        ``limits`` defaults to the source's. Things bootstrap derived from the source's
+        address (certificate, server name) stay as they were until the next bootstrap.
         """
         t = time.monotonic()
-        was_running = source.running()
+        was_running = source.running() and not source.snapshot
         if was_running:
             source.shutdown()
         slot = claim_slot()
@@ -237,6 +238,23 @@ class LocalCloud:
             f" {'answering SSH' if wait else 'booting'} after {self.timings['clone_ready_s']:.1f}s"
         )
         return host
+
+    def snapshot(self, host: FreshHost, log=print) -> None:
+        """Take the snapshot ``host``'s copies are made from from now on (``clone_host``):
+        one power cycle now (off, what it wrote frozen, booted again), none per copy; the
+        copies do not see what the host writes after this. A snapshot replaces the last."""
+        t = time.monotonic()
+        was_running = host.running()
+        if was_running:
+            host.shutdown()
+        try:
+            host.freeze()
+            host.snapshot = list(host.lowers)
+            self.save()
+        finally:
+            if was_running:
+                host.boot(wait=True)
+        log(f"{host.name}: snapshot taken, running again after {time.monotonic() - t:.1f}s")
 
     def remove_host(self, host: FreshHost) -> None:
         host.destroy()
@@ -476,6 +494,7 @@ def _host_fields(host: FreshHost) -> dict:
         "stack_host_key": host.stack_host_key,
         "limits": vars(host.limits) if host.limits else None,
         "lowers": host.lowers,
+        "snapshot": host.snapshot,
     }
 
 
@@ -487,6 +506,7 @@ def _load_host(fields: dict, tied: bool) -> FreshHost:
     host.stack_host_key = fields.get("stack_host_key", "")
     host.limits = Limits(**fields["limits"]) if fields.get("limits") else None
     host.lowers = list(fields.get("lowers", []))
+    host.snapshot = list(fields.get("snapshot", []))
     return host
 
 

@@ -50,6 +50,9 @@ class FreshHost:
     #: The read-only layers under the host's own writable one, topmost first: the image,
     #: and above it the layers frozen from the host it was cloned from (``create_from``).
     lowers: list[str] = field(default_factory=list)
+    #: The layers a copy stacks on while this host keeps running (``LocalCloud.snapshot``):
+    #: the host as it was then. Empty: a copy powers the host off and freezes it as it is.
+    snapshot: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -151,11 +154,14 @@ class FreshHost:
         address and a new machine ID, but ``source``'s host keys and login key.
 
         Nothing is copied: ``source``'s writable layer is frozen into a read-only one
-        that both stack their own writable layers on (``freeze``).
+        that both stack their own writable layers on (``freeze``). A source with a
+        ``snapshot`` may be running: the copy stacks on the snapshot's layers, not on what
+        the source wrote since.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        source.freeze()
-        self.lowers = list(source.lowers)
+        if not source.snapshot:
+            source.freeze()
+        self.lowers = list(source.snapshot or source.lowers)
         self.mount()
         for key in (source.key_file, source.key_file.with_suffix(".pub")):
             run(["cp", "-p", str(key), str(self.run_dir / key.name)])

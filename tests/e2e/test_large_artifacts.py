@@ -27,6 +27,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
+from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET
+
 pytestmark = pytest.mark.e2e
 
 MB = 1024**2
@@ -99,11 +101,31 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def remove_run_objects(deployed, run) -> int:
+    """Delete what the run wrote to the bucket, so no later backup of the backend's prefix
+    (the upgrade tests take some) copies gigabytes, and moto gives the memory back."""
+    cloud = deployed["cloud"]
+    under = f"{ARTIFACT_PREFIX}/{run.info.experiment_id}/{run.info.run_id}/"
+    if deployed["backend"] == "s3":
+        s3 = cloud.s3.client()
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=under)
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        for key in keys:
+            s3.delete_object(Bucket=BUCKET, Key=key)
+        return len(keys)
+    blobs = list(cloud.gcs.client().bucket(BUCKET).list_blobs(prefix=under))
+    for blob in blobs:
+        blob.delete()
+    return len(blobs)
+
+
 @pytest.mark.parametrize("deployed", ["s3", "gcs"], indirect=True)
 def test_a_gigabytes_artifact_goes_through_the_proxy_both_ways_and_never_onto_the_vms_disk(
-    deployed_clone, clone_client_env, monkeypatch, tmp_path
+    deployed, client_env, monkeypatch, tmp_path
 ):
-    host, backend = deployed_clone["host"], deployed_clone["backend"]
+    """On the session's host (it changes nothing there but a run of its own, deleted with its
+    objects at the end)."""
+    host, backend = deployed["host"], deployed["backend"]
     size = int(os.environ.get("MLFLOW_KIT_E2E_LARGE_ARTIFACT_MB", SIZES_MB[backend])) * MB
     unit = host.ssh("sudo systemctl show -p Environment -p ExecStart mlflow-server@5001").stdout
     assert "TMPDIR=/var/lib/mlflow/tmp/5001" in unit, unit  # where MLflow's temp files go
@@ -117,9 +139,9 @@ def test_a_gigabytes_artifact_goes_through_the_proxy_both_ways_and_never_onto_th
     source = tmp_path / "weights.bin"
     back = tmp_path / "back"
     space = TempSpace(host, "/var/lib/mlflow/tmp")
+    client, run, removed = MlflowClient(), None, 0
     try:
         sent = random_file(source, size)
-        client = MlflowClient()
         run = client.create_run(client.create_experiment(f"large-{backend}"))
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied
         space.window()
@@ -138,10 +160,14 @@ def test_a_gigabytes_artifact_goes_through_the_proxy_both_ways_and_never_onto_th
         assert sha256(got) == sent
     finally:
         space.stop()
+        if run is not None:
+            client.delete_run(run.info.run_id)
+            removed = remove_run_objects(deployed, run)
         source.unlink(missing_ok=True)
         for leftover in back.rglob("*"):
             if leftover.is_file():
                 leftover.unlink()
+    assert removed == 1  # the artifact was where the run's URI says, and is gone
     # Sampled throughout (a transfer of this size takes seconds, not a sample's 0.5 s).
     assert len(up) >= 4 and len(down) >= 4, (len(up), len(down))
     assert max(up) < BOUND, f"upload: {max(up) / MB:.0f} MB in temp space"

@@ -23,6 +23,9 @@ from provisioning.settings import Deployment
 from provisioning.settings.auth import default_permission
 
 APP_NAMES = {"basic": "basic-auth", "oidc": "oidc-auth"}
+#: basic_auth.ini's ``auth_cache_ttl_seconds``: how long an instance that hears no user
+#: changes (kit_auth) accepts a credential it checked; ``fab status`` says so for one.
+AUTH_CACHE_TTL_SECONDS = 60
 #: The PostgreSQL schema of the plugin's tables.
 OIDC_SCHEMA = "mlflow_oidc_auth"
 #: Where MLflow's OpenID Connect callback is, on the tracking URL.

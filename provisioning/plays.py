@@ -6,6 +6,7 @@ import dataclasses
 
 from provisioning import facts
 from provisioning.artifact_streaming import kit_auth
+from provisioning.auth import AUTH_CACHE_TTL_SECONDS
 from provisioning.backups.record import BackupRecord
 from provisioning.layout import PATHS, SERVER_FILES
 from provisioning.play import Play
@@ -178,7 +179,7 @@ def _user_changes(line: str) -> str:
         reason = line.split(": ", 1)[-1]
         return (
             f"UNHEARD ({reason}): admin checks query the database, and a changed password "
-            "opens this instance for up to 60 s more"
+            f"opens this instance for up to {AUTH_CACHE_TTL_SECONDS} s more"
         )
     return "not listening yet"
 

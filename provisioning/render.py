@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import jinja2
 
 from provisioning import artifact_streaming, lock, sizing
-from provisioning.auth import auth_context
+from provisioning.auth import AUTH_CACHE_TTL_SECONDS, auth_context
 from provisioning.handlers import inputs_of
 from provisioning.layout import (
     GROUP,
@@ -310,6 +310,7 @@ def context(
         "allowed_hosts": allowed_hosts(deployment),
         "cors_allowed_origins": [deployment.tracking_url],
         "server_ports": list(server_ports),
+        "auth_cache_ttl_seconds": AUTH_CACHE_TTL_SECONDS,
         # A group's nginx is reached only by the cloud's load balancer, which reuses idle
         # connections: nginx keeps them longer than it does (stacks/ingress.py).
         "balancer_keepalive_seconds": (

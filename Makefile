@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 venv: system-packages $(VENV)/.installed
 
 test: venv
-	$(SUDO) $(PY) -m pytest -n 2 --dist loadgroup --durations=40
+	$(SUDO) $(PY) -m pytest -n 2 --dist loadgroup --durations=0 --durations-min=5
 
 unit: venv
 	$(PY) -m pytest -m unit -q

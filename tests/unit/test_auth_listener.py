@@ -21,6 +21,7 @@ import requests
 
 from provisioning import artifact_streaming
 from provisioning.artifact_streaming import kit_auth
+from provisioning.auth import AUTH_CACHE_TTL_SECONDS
 from provisioning.render import render
 from provisioning.steps.schema import CHECK_SCRIPT, SchemaPlan, parse_plan
 from tests.localcloud.procs import free_port, wait_healthy
@@ -99,7 +100,12 @@ def instances(postgres, tmp_path):
     config.write_text(
         render(
             "basic_auth.ini.j2",
-            {"default_permission": "READ", "backend_store_uri": uri, "admin_username": ADMIN[0]},
+            {
+                "default_permission": "READ",
+                "backend_store_uri": uri,
+                "admin_username": ADMIN[0],
+                "auth_cache_ttl_seconds": AUTH_CACHE_TTL_SECONDS,
+            },
         )
     )
     env = {

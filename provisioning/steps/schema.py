@@ -40,9 +40,9 @@ from alembic.script import ScriptDirectory
 package = os.path.dirname(importlib.util.find_spec("mlflow").origin)
 def config(directory):
     directory = os.path.join(package, *directory.split("/"))
-    config = Config(os.path.join(directory, "alembic.ini"))
-    config.set_main_option("script_location", directory)
-    return config
+    alembic = Config(os.path.join(directory, "alembic.ini"))
+    alembic.set_main_option("script_location", directory)
+    return alembic
 engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
 found = {}
 with engine.connect() as connection:

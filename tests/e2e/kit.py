@@ -15,6 +15,7 @@ import yaml
 
 from provisioning.layout import PATHS
 from provisioning.steps.conda import COMPLETE_MARKER
+from tests.localcloud.services import BUCKET
 
 REPO = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
@@ -70,6 +71,29 @@ def wait_proxy_healthy(host, timeout: float) -> None:
     while host.ssh(health, check=False).stdout.strip() != "200":
         assert time.monotonic() < deadline, f"{host.name}: /health not 200 within {timeout:.0f}s"
         time.sleep(1)
+
+
+def objects_under(deployed, prefix: str) -> list[str]:
+    """The keys under ``prefix`` in the local cloud's bucket of the deployment's backend."""
+    cloud = deployed["cloud"]
+    if deployed["backend"] == "s3":
+        listed = cloud.s3.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+        return [o["Key"] for o in listed.get("Contents", [])]
+    return [b.name for b in cloud.gcs.client().bucket(BUCKET).list_blobs(prefix=prefix)]
+
+
+def remove_objects_under(deployed, prefix: str) -> int:
+    """Delete the objects ``objects_under`` lists; how many there were."""
+    keys = objects_under(deployed, prefix)
+    if deployed["backend"] == "s3":
+        s3 = deployed["cloud"].s3.client()
+        for key in keys:
+            s3.delete_object(Bucket=BUCKET, Key=key)
+    else:
+        bucket = deployed["cloud"].gcs.client().bucket(BUCKET)
+        for key in keys:
+            bucket.delete_blob(key)
+    return len(keys)
 
 
 def serving_copy(host_factory, source):

@@ -8,18 +8,10 @@ import time
 import pytest
 import requests
 
-from tests.e2e.kit import fab, write_settings
-from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET
+from tests.e2e.kit import fab, objects_under, write_settings
+from tests.localcloud.services import ARTIFACT_PREFIX
 
 pytestmark = pytest.mark.e2e
-
-
-def objects_under(deployed, prefix: str) -> list[str]:
-    cloud = deployed["cloud"]
-    if deployed["backend"] == "s3":
-        listed = cloud.s3.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
-        return [o["Key"] for o in listed.get("Contents", [])]
-    return [b.name for b in cloud.gcs.client().bucket(BUCKET).list_blobs(prefix=prefix)]
 
 
 def test_a_run_deleted_past_the_threshold_loses_its_artifacts_when_the_timer_fires(

@@ -27,7 +27,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
-from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET
+from tests.e2e.kit import remove_objects_under
+from tests.localcloud.services import ARTIFACT_PREFIX
 
 pytestmark = pytest.mark.e2e
 
@@ -101,24 +102,6 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remove_run_objects(deployed, run) -> int:
-    """Delete what the run wrote to the bucket, so no later backup of the backend's prefix
-    (the upgrade tests take some) copies gigabytes, and moto gives the memory back."""
-    cloud = deployed["cloud"]
-    under = f"{ARTIFACT_PREFIX}/{run.info.experiment_id}/{run.info.run_id}/"
-    if deployed["backend"] == "s3":
-        s3 = cloud.s3.client()
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=under)
-        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-        for key in keys:
-            s3.delete_object(Bucket=BUCKET, Key=key)
-        return len(keys)
-    blobs = list(cloud.gcs.client().bucket(BUCKET).list_blobs(prefix=under))
-    for blob in blobs:
-        blob.delete()
-    return len(blobs)
-
-
 @pytest.mark.parametrize("deployed", ["s3", "gcs"], indirect=True)
 def test_a_gigabytes_artifact_goes_through_the_proxy_both_ways_and_never_onto_the_vms_disk(
     deployed, client_env, monkeypatch, tmp_path
@@ -162,7 +145,10 @@ def test_a_gigabytes_artifact_goes_through_the_proxy_both_ways_and_never_onto_th
         space.stop()
         if run is not None:
             client.delete_run(run.info.run_id)
-            removed = remove_run_objects(deployed, run)
+            # So no later backup of the backend's prefix (the upgrade tests take some)
+            # copies gigabytes, and moto gives the memory back.
+            under = f"{ARTIFACT_PREFIX}/{run.info.experiment_id}/{run.info.run_id}/"
+            removed = remove_objects_under(deployed, under)
         source.unlink(missing_ok=True)
         for leftover in back.rglob("*"):
             if leftover.is_file():

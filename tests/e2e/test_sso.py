@@ -24,8 +24,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 import pytest
 import requests
 
-from tests.e2e.kit import fab, main_pids, serving_copy, write_settings
-from tests.e2e.test_gc_metrics import objects_under
+from tests.e2e.kit import fab, main_pids, objects_under, serving_copy, write_settings
 from tests.localcloud.services import ARTIFACT_PREFIX
 
 #: Every test here runs on a copy of the gcs host (``sso``).

@@ -212,8 +212,9 @@ class LocalCloud:
         address (certificate, server name) stay as they were until the next bootstrap.
         """
         t = time.monotonic()
-        was_running = source.running() and not source.snapshot
-        if was_running:
+        # A snapshot is copied as it is; otherwise the host's own layer, frozen while off.
+        powered_off = source.running() and not source.snapshot
+        if powered_off:
             source.shutdown()
         slot = claim_slot()
         host = FreshHost(slot, self.run_dir / f"host-{slot}", self.tied)
@@ -224,10 +225,10 @@ class LocalCloud:
             host.create_from(source)
             copied = time.monotonic() - t
             self.save()
-            if was_running and restart_source:
+            if powered_off and restart_source:
                 source.boot(wait=False)
             host.boot(wait=wait)
-            if was_running and restart_source:
+            if powered_off and restart_source:
                 source.wait_for_login()
         finally:
             self.save()

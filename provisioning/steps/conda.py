@@ -26,6 +26,54 @@ class Environment:
         return self.prefix.rsplit("/", 1)[-1]
 
 
+#: The file in an environment that records its MLflow's two Alembic histories (RECORD_SCRIPT,
+#: once per environment), so bootstrap's schema check (provisioning.steps.schema) reads no
+#: migration script and imports no MLflow.
+HISTORIES_FILE = "kit-schema-histories.json"
+
+#: MLflow's version and, per Alembic history (tracking, auth), its head and how many
+#: migrations each revision is from it. The scripts are read where MLflow's own
+#: ``_get_alembic_config`` (tracking, ``mlflow.store.db.utils``; auth,
+#: ``mlflow.server.auth.db.utils``) points Alembic, without importing the server (Flask,
+#: FastAPI); reading them imports MLflow (2.5 to 4 s here).
+_HISTORIES = """
+def histories():
+    import importlib.util, os
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    package = os.path.dirname(importlib.util.find_spec("mlflow").origin)
+    found = {}
+    for name, directory in (("tracking", "store/db_migrations"), ("auth", "server/auth/db/migrations")):
+        directory = os.path.join(package, *directory.split("/"))
+        alembic = Config(os.path.join(directory, "alembic.ini"))
+        alembic.set_main_option("script_location", directory)
+        script = ScriptDirectory.from_config(alembic)
+        head = script.get_current_head()
+        pending = {}
+        for revision in script.walk_revisions():
+            steps = script.iterate_revisions(head, revision.revision)
+            pending[revision.revision] = len([r for r in steps if r.revision != revision.revision])
+        found[name] = {"head": head, "pending": pending}
+    import mlflow  # the migration scripts imported it already
+    found["mlflow"] = mlflow.__version__
+    return found
+"""
+
+#: Run with the environment's Python: writes HISTORIES_FILE (its path is the argument)
+#: whole or not at all.
+RECORD_SCRIPT = (
+    'import json, os, sys, warnings\nwarnings.filterwarnings("ignore")\n'
+    + _HISTORIES
+    + 'with open(sys.argv[1] + ".kit-new", "w") as handle:\n'
+    + "    json.dump(histories(), handle)\n"
+    + 'os.replace(sys.argv[1] + ".kit-new", sys.argv[1])\n'
+)
+
+
+def histories_path(prefix: str) -> str:
+    return f"{prefix}/{HISTORIES_FILE}"
+
+
 def miniforge_script(deployment: Deployment) -> str:
     """Download the pinned installer, refuse it unless its sha256 matches, install."""
     root = PATHS["conda_root"]
@@ -189,11 +237,29 @@ def environment(host: Host, environment_yml: str, deployment: Deployment) -> Out
         )
         if not host.read(facts.exists(complete)):
             raise host.error("conda env create", 1, f"{env.prefix} incomplete after its build")
-    any_changed |= bool(built)
+    recorded = record_histories(host, env)
+    any_changed |= bool(built) or recorded
     any_changed |= files.ensure_symlink(host, PATHS["next_env"], env.prefix)
     if any_changed:
-        return changed(f"env {env.name}" + (f" built ({built})" if built else ""), env)
+        done = f" built ({built})" if built else " (schema histories recorded)" if recorded else ""
+        return changed(f"env {env.name}{done}", env)
     return unchanged(f"env {env.name}", env)
+
+
+def record_histories(host: Host, env: Environment) -> bool:
+    """Record the environment's MLflow schema histories (HISTORIES_FILE) once: after its
+    build, or on the first bootstrap of an environment built before the record. True when
+    written now."""
+    path = histories_path(env.prefix)
+    if host.read(facts.exists(path)):
+        return False
+    command = f"{env.prefix}/bin/python -c {shlex.quote(RECORD_SCRIPT)} {path}"
+    result = host.run(command, check=False, timeout=300)
+    if result.exited != 0:
+        raise host.error(
+            "record of MLflow's schema histories", result.exited, result.stderr or result.stdout
+        )
+    return True
 
 
 def activate(host: Host, env: Environment) -> Outcome[Environment | None]:

@@ -29,7 +29,7 @@ from provisioning.backups import remote
 from provisioning.render import context, render
 from provisioning.settings import Deployment, Secret
 from provisioning.steps.admin import USER_UPDATE_SCRIPT
-from provisioning.steps.conda import Environment
+from provisioning.steps.conda import RECORD_SCRIPT, Environment
 from provisioning.steps.health import SMOKE_SCRIPT
 from provisioning.steps.oidc import ADMIN_SCRIPT
 from provisioning.steps.permissions import APPLY_SCRIPT, READ_SCRIPT
@@ -56,6 +56,7 @@ SCRIPTS = {
     "smoke script": SMOKE_SCRIPT,
     "user update script": USER_UPDATE_SCRIPT,
     "schema check script": CHECK_SCRIPT,
+    "schema record script": RECORD_SCRIPT,
     "oidc admin script": ADMIN_SCRIPT,
     "permissions read script": READ_SCRIPT,
     "permissions apply script": APPLY_SCRIPT,

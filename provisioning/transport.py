@@ -32,6 +32,17 @@ DISRUPTIVE = re.compile(
 )
 
 
+class WholeReads(io.StringIO):
+    """A command's input, handed over in one read. invoke copies ``in_stream`` to the
+    command one read at a time, asking a stream that is not a terminal for 1 character
+    (``invoke.terminals.bytes_to_read``) and sleeping ``input_sleep`` (10 ms) after each
+    (``Runner.handle_stdin``): 100 characters a second, so 3 s for the 300 characters of
+    a database URI. This stream answers any read with all that is left."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read()
+
+
 class RemoteError(RuntimeError):
     """A remote command failed."""
 
@@ -94,7 +105,7 @@ class Host:
                 warn=True,
                 pty=False,
                 timeout=timeout,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
+                in_stream=WholeReads(stdin) if stdin is not None else False,
             )
         except CommandTimedOut as timed_out:
             raise self.error(command, -1, f"no result within {timed_out.timeout:.0f}s") from None

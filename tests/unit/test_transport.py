@@ -79,3 +79,24 @@ def test_play_reports_each_step_and_counts_changes():
     assert " changed " in lines[1] and lines[1].endswith("- did it")
     with pytest.raises(TypeError, match="not an Outcome"):
         runner.step("third", lambda _host: True)
+
+
+def test_a_commands_input_reaches_it_in_one_read():
+    """invoke copies a command's input one read per 10 ms and asks a stream that is not a
+    terminal for one character each time: a database URI on stdin cost 3 s per command."""
+    from invoke import Context
+
+    from provisioning.transport import WholeReads
+
+    class Counted(WholeReads):
+        reads_with_data = 0
+
+        def read(self, size=-1):
+            data = super().read(size)
+            Counted.reads_with_data += bool(data)
+            return data
+
+    given = '{"uri": "postgresql+psycopg2://mlflow:secret@10.0.0.5:5432/mlflow"}' * 20
+    result = Context().run("cat", in_stream=Counted(given), hide=True, pty=False)
+    assert result.stdout == given
+    assert Counted.reads_with_data == 1  # a plain StringIO: one per character

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,42 @@ def worker_group(item) -> str:
     if callspec is not None and callspec.params.get("deployed") == "s3":
         return "e2e-s3"
     return "e2e-other"
+
+
+#: When this process started: a worker's share of ``make test`` is from here to its end.
+_STARTED = time.monotonic()
+_GROUPS_RUN: set[str] = set()
+#: On the controller: each worker's (seconds from its start to its end, groups it ran).
+_WORKERS: dict[str, tuple[float, list[str]]] = {}
+
+
+def pytest_runtest_setup(item):
+    group = item.get_closest_marker("xdist_group")
+    if group:
+        _GROUPS_RUN.add(group.args[0])
+
+
+def pytest_sessionfinish(session):
+    # On an xdist worker, ``workeroutput`` goes back to the controller when it stops.
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["mlflow_kit_worker"] = (time.monotonic() - _STARTED, sorted(_GROUPS_RUN))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    share = getattr(node, "workeroutput", {}).get("mlflow_kit_worker")
+    if share:
+        _WORKERS[node.gateway.id] = share
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Each worker's time, start to end (its session fixtures' set-up and tear-down
+    included), and the groups it ran: the two shares of ``make test`` side by side."""
+    for worker, (seconds, groups) in sorted(_WORKERS.items()):
+        terminalreporter.write_line(
+            f"worker {worker}: {seconds:.0f} s, groups {', '.join(groups) or 'none'}"
+        )
 
 
 @pytest.fixture(autouse=True)

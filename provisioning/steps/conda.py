@@ -36,7 +36,7 @@ HISTORIES_FILE = "kit-schema-histories.json"
 #: ``_get_alembic_config`` (tracking, ``mlflow.store.db.utils``; auth,
 #: ``mlflow.server.auth.db.utils``) points Alembic, without importing the server (Flask,
 #: FastAPI); reading them imports MLflow (2.5 to 4 s here).
-_HISTORIES = """
+HISTORIES_FUNCTION = """
 def histories():
     import importlib.util, os
     from alembic.config import Config
@@ -63,7 +63,7 @@ def histories():
 #: whole or not at all.
 RECORD_SCRIPT = (
     'import json, os, sys, warnings\nwarnings.filterwarnings("ignore")\n'
-    + _HISTORIES
+    + HISTORIES_FUNCTION
     + 'with open(sys.argv[1] + ".kit-new", "w") as handle:\n'
     + "    json.dump(histories(), handle)\n"
     + 'os.replace(sys.argv[1] + ".kit-new", sys.argv[1])\n'

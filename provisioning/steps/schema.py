@@ -18,7 +18,7 @@ from provisioning.layout import MIGRATE_UNIT_NAME, PATHS, USER
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import server_backend_uri
 from provisioning.settings import Deployment
-from provisioning.steps.conda import _HISTORIES, Environment, histories_path
+from provisioning.steps.conda import HISTORIES_FUNCTION, Environment, histories_path
 from provisioning.transport import Host
 
 JOURNAL_LINES = 40
@@ -35,7 +35,7 @@ import json, sys, warnings
 warnings.filterwarnings("ignore")
 given = json.load(sys.stdin)
 """
-    + _HISTORIES
+    + HISTORIES_FUNCTION
     + """
 try:
     with open(given["histories"]) as handle:

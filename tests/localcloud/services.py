@@ -284,7 +284,9 @@ class S3Server(_Served):
 
 @dataclass
 class GcsEmulator(_Served):
-    """gcp-storage-emulator with the artifact bucket, storing on disk."""
+    """gcp-storage-emulator with the artifact bucket, storing on disk; resumable uploads
+    appended in place (``gcs_emulator.py``: the emulator itself rewrites the whole upload
+    for each chunk)."""
 
     def start(self) -> None:
         self.port = self.port or free_port(self.address)
@@ -292,7 +294,8 @@ class GcsEmulator(_Served):
         workdir.mkdir(parents=True, exist_ok=True)
         proc = spawn(
             [
-                _bin("gcp-storage-emulator"),
+                sys.executable,
+                str(Path(__file__).with_name("gcs_emulator.py")),
                 "start",
                 "--host",
                 self.address,

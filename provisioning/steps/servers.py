@@ -19,12 +19,15 @@ from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import render
 from provisioning.settings import Deployment
 from provisioning.steps.conda import COMPLETE_MARKER, Environment
-from provisioning.transport import Host, PreflightError
+from provisioning.transport import Host, PreflightError, RemoteError
 
 #: The port of the temporary instance that serves while a lone instance restarts.
 SURGE_PORT = FIRST_SERVER_PORT + 99
 UPSTREAM = "nginx-upstream.conf.j2"
 HEALTH_TIMEOUT_S = 180
+#: Restarts by systemd (Restart=always, RestartSec=5s) while waiting for an instance's
+#: /health: a crash loop, not a slow start.
+CRASH_LOOP_RESTARTS = 3
 DRAIN_TIMEOUT_S = 60
 POLL_S = 1
 
@@ -173,23 +176,39 @@ def drain(host: Host, port: int) -> None:
 
 
 def wait_healthy(host: Host, port: int) -> None:
-    """Until the instance's own /health answers 200 on loopback; an error with its journal."""
+    """Until the instance's own /health answers 200 on loopback; an error with its journal
+    after ``HEALTH_TIMEOUT_S``, or as soon as systemd has restarted it
+    ``CRASH_LOOP_RESTARTS`` times while waiting (or given up on it): a server that cannot
+    start (a broken environment, an MLflow that refuses the schema) exits within seconds,
+    and ``Restart=always`` would start it again until the timeout."""
+    name = unit(port)
+    restarts: list[int] = []
 
-    def late(code: str):
-        journal = host.read(facts.journal(f"-u {unit(port)}", 40))
-        return host.error(
-            f"wait for {unit(port)}",
-            1,
-            f"/health on port {port} answered {code} after {HEALTH_TIMEOUT_S}s\n{journal}",
-        )
+    def failure(code: str, why: str) -> RemoteError:
+        journal = host.read(facts.journal(f"-u {name}", 40))
+        return host.error(f"wait for {name}", 1, f"/health on port {port} answered {code}"
+                          f" {why}\n{journal}")  # fmt: skip
+
+    def health() -> str:
+        code = host.read(facts.instance_health(port))
+        if code == "200":
+            return code
+        state = host.read(facts.unit_properties(name, "ActiveState", "NRestarts"))
+        count = int(state.get("NRestarts") or 0)
+        restarts.append(count)
+        if state.get("ActiveState") == "failed":
+            raise failure(code, "and systemd gave up on it (failed)")
+        if count - restarts[0] >= CRASH_LOOP_RESTARTS:
+            raise failure(code, f"and systemd restarted it {count - restarts[0]} times meanwhile")
+        return code
 
     waiting.until(
         host,
-        lambda: host.read(facts.instance_health(port)),
+        health,
         lambda code: code == "200",
         timeout=HEALTH_TIMEOUT_S,
         poll=POLL_S,
-        late=late,
+        late=lambda code: failure(code, f"after {HEALTH_TIMEOUT_S}s"),
     )
 
 

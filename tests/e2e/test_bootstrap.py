@@ -88,6 +88,7 @@ def test_api_without_credentials_answers_401(deployed, client_env):
 def log_everything(name: str) -> dict:
     import mlflow
     import numpy as np
+    import sklearn
     from sklearn.linear_model import LogisticRegression
 
     mlflow.set_experiment(name)
@@ -99,9 +100,13 @@ def log_everything(name: str) -> dict:
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
         mlflow.log_text("hello artifact", "notes/hello.txt")
         model = LogisticRegression().fit(x, y)
+        # Requirements given, not inferred: inferring them loads the model in a subprocess
+        # on this machine (10-40 s here) and involves no server. The model-serving tests
+        # (test_models.py), which build an environment from them, let MLflow infer them.
         info = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name=name, input_example=x[:1]
-        )
+            model, name="model", registered_model_name=name, input_example=x[:1],
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}"],
+        )  # fmt: skip
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "name": name}
 
 

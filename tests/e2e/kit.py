@@ -282,13 +282,17 @@ class ServerNameAdapter(requests.adapters.HTTPAdapter):
 
 
 def closed_before_answering(error: requests.ConnectionError) -> bool:
-    """The connection was closed with no byte of a response (http.client's RemoteDisconnected)."""
+    """The connection was closed with no byte of a response: http.client's RemoteDisconnected,
+    or over TLS an EOF without the server's close_notify (ssl.SSLEOFError), which is what a
+    request written into a keep-alive connection nginx closes at a graceful reload (its old
+    worker shuts idle connections) can get instead."""
     import http.client
+    import ssl
 
     seen, cause = set(), error
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, http.client.RemoteDisconnected):
+        if isinstance(cause, http.client.RemoteDisconnected | ssl.SSLEOFError):
             return True
         cause = (cause.args[1] if len(cause.args) > 1 and isinstance(cause.args[1], BaseException)
                  else cause.__cause__ or cause.__context__ or (cause.args[0] if cause.args

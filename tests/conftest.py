@@ -147,3 +147,14 @@ def host_factory(local_cloud):
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture
+def gcs(tmp_path):
+    """The local cloud's GCS emulator on loopback, with the artifact bucket, for one test."""
+    from tests.localcloud.services import GcsEmulator
+
+    server = GcsEmulator("127.0.0.1", tmp_path, tied=True)
+    server.start()
+    yield server
+    server.stop()

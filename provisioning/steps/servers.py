@@ -182,7 +182,7 @@ def wait_healthy(host: Host, port: int) -> None:
     start (a broken environment, an MLflow that refuses the schema) exits within seconds,
     and ``Restart=always`` would start it again until the timeout."""
     name = unit(port)
-    restarts: list[int] = []
+    baseline: int | None = None  # NRestarts at the first poll that was not 200
 
     def failure(code: str, why: str) -> RemoteError:
         journal = host.read(facts.journal(f"-u {name}", 40))
@@ -190,16 +190,17 @@ def wait_healthy(host: Host, port: int) -> None:
                           f" {why}\n{journal}")  # fmt: skip
 
     def health() -> str:
+        nonlocal baseline
         code = host.read(facts.instance_health(port))
         if code == "200":
             return code
         state = host.read(facts.unit_properties(name, "ActiveState", "NRestarts"))
-        count = int(state.get("NRestarts") or 0)
-        restarts.append(count)
+        restarts = int(state.get("NRestarts") or 0)
+        baseline = restarts if baseline is None else baseline
         if state.get("ActiveState") == "failed":
             raise failure(code, "and systemd gave up on it (failed)")
-        if count - restarts[0] >= CRASH_LOOP_RESTARTS:
-            raise failure(code, f"and systemd restarted it {count - restarts[0]} times meanwhile")
+        if restarts - baseline >= CRASH_LOOP_RESTARTS:
+            raise failure(code, f"and systemd restarted it {restarts - baseline} times meanwhile")
         return code
 
     waiting.until(

@@ -37,11 +37,14 @@ def _upload_file(storage: Storage, file_id: str) -> Path:
     return storage._store._disk_path(relative)
 
 
+def _received(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
 def get_resumable_byte_count(self: Storage, file_id: str) -> int:
     if self._use_memory_fs:
         return _emulators_count(self, file_id)
-    path = _upload_file(self, file_id)
-    return path.stat().st_size if path.is_file() else 0
+    return _received(_upload_file(self, file_id))
 
 
 def add_to_resumable_upload(
@@ -50,7 +53,7 @@ def add_to_resumable_upload(
     if self._use_memory_fs:
         return _emulators_add(self, file_id, content, total_size, expected_start)
     path = _upload_file(self, file_id)
-    received = path.stat().st_size if path.is_file() else 0
+    received = _received(path)
     if expected_start is not None and expected_start != received:
         # The emulator's own message for the same refusal.
         raise BadRequest(f"Invalid Content-Range start: expected {received}, got {expected_start}")

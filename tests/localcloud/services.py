@@ -42,7 +42,7 @@ DB_USER = "mlflow"
 
 
 def _bin(name: str) -> str:
-    """An executable of this virtualenv (moto_server, gcp-storage-emulator)."""
+    """An executable of this virtualenv (moto_server)."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
 

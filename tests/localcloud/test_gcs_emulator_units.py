@@ -7,23 +7,15 @@ refused, the object whole at the end."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
-import pytest
 import requests
 
-from tests.localcloud.services import BUCKET, GcsEmulator
+from tests.localcloud.services import BUCKET
 
 KIB = 1024
 CHUNK = 256 * KIB  # GCS wants chunks in multiples of 256 KiB
-
-
-@pytest.fixture
-def gcs(tmp_path):
-    server = GcsEmulator("127.0.0.1", tmp_path, tied=True)
-    server.start()
-    yield server
-    server.stop()
 
 
 def start_upload(gcs, name: str) -> str:
@@ -73,8 +65,6 @@ def test_the_google_client_uploads_in_chunks_as_the_kit_does(gcs):
     data = os.urandom(5 * CHUNK + 7)
     blob = gcs.client().bucket(BUCKET).blob("client/object.bin", chunk_size=CHUNK)
     # No size given: chunks of chunk_size until a short read, as kit_artifacts uploads.
-    import io
-
     blob.upload_from_file(io.BytesIO(data))
     stored = gcs.client().bucket(BUCKET).get_blob("client/object.bin")
     assert stored.size == len(data) and stored.download_as_bytes() == data

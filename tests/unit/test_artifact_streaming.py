@@ -27,7 +27,7 @@ import pytest
 
 from provisioning import artifact_streaming
 from tests.localcloud.procs import free_port
-from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET, GcsEmulator, S3Server
+from tests.localcloud.services import ARTIFACT_PREFIX, BUCKET, S3Server
 
 pytestmark = pytest.mark.service  # two servers, 200 MiB each way: ~40 s
 
@@ -206,14 +206,6 @@ def assert_bounded(sampler: Sampler) -> None:
 @pytest.fixture
 def s3(tmp_path):
     server = S3Server("127.0.0.1", tmp_path, tied=True)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gcs(tmp_path):
-    server = GcsEmulator("127.0.0.1", tmp_path, tied=True)
     server.start()
     yield server
     server.stop()

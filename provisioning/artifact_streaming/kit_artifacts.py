@@ -22,13 +22,17 @@ Memory per upload is bounded by the part size times the parts held at once:
   which sends the parts to the bucket directly.
 - GCS: a resumable upload (``blob.upload_from_file`` with ``chunk_size``) of
   ``GCS_CHUNK_BYTES`` (16 MiB, a multiple of 256 KiB as GCS requires; or
-  MLFLOW_GCS_UPLOAD_CHUNK_SIZE when set), one chunk at a time: about 32 MiB (the chunk
-  being sent and the one being read). No size limit but GCS's 5 TiB.
+  MLFLOW_GCS_UPLOAD_CHUNK_SIZE when set), one chunk at a time. The upload sends a chunk
+  and waits for GCS's answer before it reads the next, so a thread of its own
+  (``ReadAhead``) goes on reading the request body meanwhile, up to one chunk ahead:
+  about 48 MiB (the chunk being sent, the one read ahead, the one being assembled). No
+  size limit but GCS's 5 TiB.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import functools
@@ -133,15 +137,89 @@ def _pieces_from_loop(chunks: AsyncIterable[bytes]) -> Callable[[], bytes]:
     return lambda: asyncio.run_coroutine_threadsafe(next_piece(), loop).result()
 
 
+class ReadAhead:
+    """The pieces of ``next_piece`` read by a thread of its own, ahead of the caller until
+    ``limit`` bytes are waiting: the body keeps coming while the caller sends what it has.
+
+    The thread stops at the end of the pieces, at their first error (raised to the
+    caller in order, after the pieces before it) and once ``close`` is called (the
+    upload ended, well or not: nothing reads what is left).
+    """
+
+    def __init__(self, next_piece: Callable[[], bytes], limit: int) -> None:
+        self._next_piece = next_piece
+        self._limit = limit
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._held = 0
+        self._end: _End | None = None
+        self._closed = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, name="kit-read-ahead", daemon=True).start()
+
+    def _read(self) -> None:
+        error = None
+        try:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: self._held < self._limit or self._closed)
+                    if self._closed:
+                        return
+                piece = self._next_piece()
+                if not piece:
+                    break
+                with self._changed:
+                    self._pieces.append(piece)
+                    self._held += len(piece)
+                    self._changed.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - raised to the caller
+            error = exc
+        with self._changed:
+            self._end = _End(error)
+            self._changed.notify_all()
+
+    def __call__(self) -> bytes:
+        with self._changed:
+            self._changed.wait_for(lambda: self._pieces or self._end is not None)
+            if self._pieces:
+                piece = self._pieces.popleft()
+                self._held -= len(piece)
+                self._changed.notify_all()
+                return piece
+            if self._end.error is not None:
+                raise self._end.error
+            return b""
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+
 class _StreamUploads(StreamUploadMixin):
     """MLflow's stream-upload interface over a repository's ``_upload_reader``."""
 
+    def _read_ahead_bytes(self) -> int:
+        """Bytes of the body read ahead of the upload while it sends; 0 for none (S3's
+        transfer manager reads ahead of its parts itself)."""
+        return 0
+
+    def _upload_pieces(self, next_piece, artifact_file_name, artifact_path) -> None:
+        limit = self._read_ahead_bytes()
+        if not limit:
+            self._upload_reader(ExactReader(next_piece), artifact_file_name, artifact_path)
+            return
+        ahead = ReadAhead(next_piece, limit)
+        try:
+            self._upload_reader(ExactReader(ahead), artifact_file_name, artifact_path)
+        finally:
+            ahead.close()
+
     def log_artifact_from_stream(self, stream, artifact_file_name, artifact_path=None):
-        self._upload_reader(ExactReader(_pieces_of(stream)), artifact_file_name, artifact_path)
+        self._upload_pieces(_pieces_of(stream), artifact_file_name, artifact_path)
 
     async def log_artifact_from_async_stream(self, chunks, artifact_file_name, artifact_path=None):
-        reader = ExactReader(_pieces_from_loop(chunks))
-        await asyncio.to_thread(self._upload_reader, reader, artifact_file_name, artifact_path)
+        pieces = _pieces_from_loop(chunks)
+        await asyncio.to_thread(self._upload_pieces, pieces, artifact_file_name, artifact_path)
 
 
 class StreamingS3ArtifactRepository(_StreamUploads, S3ArtifactRepository):
@@ -250,11 +328,16 @@ class StreamingGCSArtifactRepository(_StreamUploads, GCSArtifactRepository):
         finally:
             _SIGNING.reset(token)
 
+    def _chunk_bytes(self) -> int:
+        return self._GCS_UPLOAD_CHUNK_SIZE or GCS_CHUNK_BYTES
+
+    def _read_ahead_bytes(self) -> int:
+        return self._chunk_bytes()
+
     def _upload_reader(self, reader: ExactReader, name: str, artifact_path: str | None) -> None:
         bucket, path = self.parse_gcs_uri(self.artifact_uri)
         path = posixpath.join(path, artifact_path or "", posixpath.basename(name))
-        chunk = self._GCS_UPLOAD_CHUNK_SIZE or GCS_CHUNK_BYTES
-        blob = self._get_bucket(bucket).blob(path, chunk_size=chunk)
+        blob = self._get_bucket(bucket).blob(path, chunk_size=self._chunk_bytes())
         # No size: with chunk_size set, upload_from_file makes a resumable upload that
         # reads chunk_size at a time and ends at the first short read.
         # The content type log_artifact's upload_from_filename guesses from the name.

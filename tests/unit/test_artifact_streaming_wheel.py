@@ -8,13 +8,15 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from io import BytesIO
 
 import pytest
 
 from provisioning import artifact_streaming
-from provisioning.artifact_streaming.kit_artifacts import ExactReader
+from provisioning.artifact_streaming.kit_artifacts import ExactReader, ReadAhead
 from provisioning.steps import conda
 from provisioning.transport import Host
 from tests.unit.double import ScriptedConnection
@@ -130,3 +132,54 @@ def test_the_reader_refuses_to_seek_back():
     assert reader.seek(2) == 2
     with pytest.raises(OSError, match="cannot seek a request body to 0"):
         reader.seek(0)
+
+
+def test_read_ahead_hands_the_pieces_on_in_order_then_the_end():
+    ahead = ReadAhead(iter([b"ab", b"c", b"defg", b""]).__next__, limit=3)
+    reader = ExactReader(ahead)
+    assert [reader.read(5), reader.read(5), reader.read(5)] == [b"abcde", b"fg", b""]
+    assert ahead() == b""
+
+
+def test_read_ahead_reads_while_the_caller_is_busy_and_stops_at_its_limit():
+    read = threading.Semaphore(0)
+
+    def piece() -> bytes:
+        read.release()
+        return b"x" * 10
+
+    ahead = ReadAhead(piece, limit=25)
+    try:
+        # Nobody has asked yet: three pieces come (the third crosses the limit), no fourth.
+        for _ in range(3):
+            assert read.acquire(timeout=5)
+        assert not read.acquire(timeout=0.3)
+        assert ahead() == b"x" * 10  # below the limit again: one more is read
+        assert read.acquire(timeout=5)
+        assert not read.acquire(timeout=0.3)
+    finally:
+        ahead.close()
+
+
+def test_read_ahead_raises_the_body_s_error_after_the_pieces_before_it():
+    def body():
+        yield b"first"
+        raise OSError("the client went away")
+
+    ahead = ReadAhead(body().__next__, limit=100)
+    assert ahead() == b"first"
+    with pytest.raises(OSError, match="the client went away"):
+        ahead()
+
+
+def test_read_ahead_stops_reading_once_closed():
+    reads = []
+    ahead = ReadAhead(lambda: reads.append(1) or b"x" * 10, limit=10)
+    deadline = time.monotonic() + 5
+    while not reads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ahead.close()
+    ahead()  # the piece read before the close: taking it would let another be read
+    time.sleep(0.3)
+    assert reads == [1]
+    assert not [t for t in threading.enumerate() if t.name == "kit-read-ahead" and t.is_alive()]

@@ -56,6 +56,8 @@ def test_concurrent_log_batch_beyond_the_pool_all_land(postgres, tmp_path, monke
         "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(POOL.max_overflow),
         "PYTHONPATH": str(site),
         "MLFLOW_KIT_WSGI_THREADS": str(POOL.wsgi_threads),
+        # As the kit's units run it (job_execution: false): no job runner processes.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     server, url = start_server(tmp_path, postgres.uri(), env)
     try:

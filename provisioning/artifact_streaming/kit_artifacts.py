@@ -154,7 +154,11 @@ class ReadAhead:
         self._end: _End | None = None
         self._closed = False
         self._changed = threading.Condition()
-        threading.Thread(target=self._read, name="kit-read-ahead", daemon=True).start()
+        # In the caller's context, as the reads were before they moved to this thread.
+        reading = contextvars.copy_context()
+        threading.Thread(
+            target=reading.run, args=(self._read,), name="kit-read-ahead", daemon=True
+        ).start()
 
     def _read(self) -> None:
         error = None

@@ -313,6 +313,7 @@ def context(
         "auth_cache_ttl_seconds": AUTH_CACHE_TTL_SECONDS,
         # A group's nginx is reached only by the cloud's load balancer, which reuses idle
         # connections: nginx keeps them longer than it does (stacks/ingress.py).
+        "group_size": deployment.group_size,
         "balancer_keepalive_seconds": (
             BACKEND_KEEPALIVE_SECONDS if deployment.group_size > 1 else None
         ),

@@ -75,6 +75,14 @@ class Host:
     def name(self) -> str:
         return self.conn.host
 
+    def disrupting(self) -> None:
+        """Serving is about to be interrupted: the ``before_disruption`` hook runs now, once
+        (a step that decides how to restart by whether the host was drained calls this
+        before it looks)."""
+        if self.before_disruption is not None:
+            hook, self.before_disruption = self.before_disruption, None
+            hook()
+
     @property
     def user(self) -> str:
         return self.conn.user
@@ -90,9 +98,8 @@ class Host:
         timeout: float | None = None,
     ):
         """Run ``command`` through ``sh -c`` (as root by default); raise RemoteError on failure."""
-        if self.before_disruption is not None and DISRUPTIVE.search(command):
-            hook, self.before_disruption = self.before_disruption, None
-            hook()
+        if DISRUPTIVE.search(command):
+            self.disrupting()
         wrapped = command
         if user:
             wrapped = f"sudo -n -u {shlex.quote(user)} sh -c {shlex.quote(command)}"

@@ -222,6 +222,20 @@ def service_age(unit: str, inputs: tuple[str, ...]) -> Fact[ServiceAge]:
     )
 
 
+def parse_age(text: str) -> int | None:
+    return int(text) if text.strip().lstrip("-").isdigit() else None
+
+
+def age_seconds(path: str) -> Fact[int | None]:
+    """Seconds since ``path`` was last modified (None when it does not exist)."""
+    quoted = shlex.quote(path)
+    return Fact(
+        f"test -e {quoted} && echo $(( $(date +%s) - $(stat -c %Y {quoted}) )) || echo none",
+        parse_age,
+        sudo=False,
+    )
+
+
 def user_changes(unit: str) -> Fact[str]:
     """The last line the unit's current run logged about hearing user changes (kit_auth:
     listening, or unheard and why); "" when it logged neither."""

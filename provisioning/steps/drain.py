@@ -23,9 +23,22 @@ REJOIN_TIMEOUT_S = 180
 
 
 def drain(host: Host, drain_seconds: int) -> Outcome[None]:
-    """The flag on, then ``drain_seconds`` for the balancer to stop sending and drain."""
+    """The flag on, then ``drain_seconds`` for the balancer to stop sending and drain.
+
+    A flag already there (a stopped roll left the host drained, or a drain was
+    interrupted) keeps its time: only what is left of ``drain_seconds`` since it was set
+    is waited."""
     serving = host.read(facts.BALANCER_HEALTH_CODE)
-    host.run(f"touch {PATHS['drain_flag']}")
+    age = host.read(facts.age_seconds(PATHS["drain_flag"]))
+    if age is None:
+        host.run(f"touch {PATHS['drain_flag']}")
+    elif serving == "503":
+        left = drain_seconds - max(age, 0)
+        if left <= 0:
+            return unchanged(f"drained {age}s ago: the balancer has let go of it")
+        host.note(f"drained {age}s ago (interrupted): waiting the remaining {left}s")
+        time.sleep(left)
+        return changed(f"drained {age}s ago; waited the remaining {left}s")
     if serving != "200":
         return changed(f"flag set; /health answered {serving or 'nothing'}, not serving: no wait")
     seen = host.read(facts.BALANCER_HEALTH_CODE)

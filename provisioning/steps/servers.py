@@ -6,7 +6,9 @@ and its interpreter names the conda environment, so any later run converges,
 also after an interrupted one. Restarts roll: nginx stops sending to the
 instance (``down`` in the upstream file, a graceful reload), its connections
 drain, it restarts, its own /health answers, and it rejoins. With a single
-instance a surge instance serves meanwhile, so no request is turned away.
+instance a surge instance serves meanwhile, so no request is turned away; unless the
+host is a group's and drained out of its load balancer (provisioning.steps.drain): then
+no request comes to it, and the lone instance restarts on its own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from provisioning.layout import FILES, FIRST_SERVER_PORT, PATHS, SERVER_UNIT_NAM
 from provisioning.play import Outcome, changed, unchanged
 from provisioning.render import render
 from provisioning.settings import Deployment
+from provisioning.steps import drain as balancer
 from provisioning.steps.conda import COMPLETE_MARKER, Environment
 from provisioning.transport import Host, PreflightError, RemoteError
 
@@ -107,15 +110,16 @@ def converge(host: Host, ctx: dict, env: Environment) -> Outcome[None]:
             host.run(f"systemctl disable {unit(port)}")
             done.append(f"disabled {port}")
     if stale:
-        roll(host, ports, stale)
+        roll(host, ports, stale, grouped=ctx["group_size"] > 1)
         done += [f"restarted {p}" for p in stale]
     if not done:
         return unchanged(f"{len(ports)} instance(s) running what they were started with")
     return changed(", ".join(done))
 
 
-def restart_all(host: Host) -> Outcome[None]:
-    """Restart every instance present, one at a time, without turning a request away."""
+def restart_all(host: Host, grouped: bool = False) -> Outcome[None]:
+    """Restart every instance present, one at a time, without turning a request away
+    (``grouped``: the host is one of a group's, behind its load balancer)."""
     ports = sorted(set(host.read(facts.INSTANCES)) - {SURGE_PORT})
     if not ports:
         raise host.error(
@@ -123,13 +127,21 @@ def restart_all(host: Host) -> Outcome[None]:
             1,
             "no mlflow-server@ units on this host: run fab bootstrap first",
         )
-    roll(host, ports, ports)
+    roll(host, ports, ports, grouped)
     return changed(f"restarted {len(ports)} instance(s), one at a time")
 
 
-def roll(host: Host, ports: list[int], restart: list[int]) -> None:
-    """Restart ``restart`` (some of ``ports``) one at a time, each out of nginx meanwhile."""
-    surge = len(ports) == 1
+def roll(host: Host, ports: list[int], restart: list[int], grouped: bool = False) -> None:
+    """Restart ``restart`` (some of ``ports``) one at a time, each out of nginx meanwhile.
+
+    A lone instance restarts behind a surge instance, unless the host is a group's
+    (``grouped``) and out of its load balancer: a rolling bootstrap drains the host here,
+    before its first restart, and the balancer then sends it nothing (the group's hosts
+    take HTTPS only from their balancer, stacks/ingress.py)."""
+    host.disrupting()
+    surge = len(ports) == 1 and not (grouped and out_of_balancer(host))
+    if len(ports) == 1 and not surge:
+        host.note(f"out of the load balancer: {ports[0]} restarts without a surge instance")
     if surge:
         host.run(f"systemctl reset-failed {unit(SURGE_PORT)} 2>/dev/null || true")
         host.run(f"systemctl start {unit(SURGE_PORT)}")
@@ -148,6 +160,12 @@ def roll(host: Host, ports: list[int], restart: list[int]) -> None:
         drain(host, SURGE_PORT)
         host.run(f"systemctl stop {unit(SURGE_PORT)}")
         publish(host, ports)
+
+
+def out_of_balancer(host: Host) -> bool:
+    """The drain flag is set and nginx answers the balancer's /health with 503: the
+    balancer takes the host out (a site from before the flag still answers 200)."""
+    return balancer.drained(host) and host.read(facts.BALANCER_HEALTH_CODE) == "503"
 
 
 def publish(host: Host, ports: list[int], down: list[int] = ()) -> None:

@@ -36,6 +36,7 @@ def group(**changes) -> Deployment:
 def drain_and_restart(flag_was_there: bool = False) -> list[dict]:
     return [
         {"run": SEEN_BY_BALANCER, "stdout": "200"},
+        {"run": f"$ {facts.age_seconds(FLAG).command}", "stdout": "none\n"},
         {"run": f"# touch {FLAG}"},
         {"run": SEEN_BY_BALANCER, "stdout": "503"},
         {"run": f"# {RESTART}"},
@@ -140,7 +141,7 @@ def test_converged_hosts_are_not_drained_and_a_left_drained_one_is_taken_back(no
 def test_a_failure_on_host_two_stops_the_roll_leaves_it_drained_and_host_three_untouched():
     transcripts = {
         HOSTS[0]: drain_and_restart(),
-        HOSTS[1]: drain_and_restart()[:4],
+        HOSTS[1]: drain_and_restart()[:5],
         HOSTS[2]: [],
     }
     hosts = Group(transcripts)

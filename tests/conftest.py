@@ -33,12 +33,12 @@ def worker_group(item) -> str:
     service tiers to one worker, the other end-to-end tests (more tests than the s3
     host's) to the other, and the s3 host's to the first worker that runs short of work,
     the one that ran the unit and service tiers."""
-    if not item.get_closest_marker("e2e"):
-        return "unit-and-service"
-    # A module of end-to-end tests may name its group (WORKER_GROUP), to even the two out.
+    # A module may name its group (WORKER_GROUP), to even the two workers out.
     named = getattr(getattr(item, "module", None), "WORKER_GROUP", None)
     if named:
         return named
+    if not item.get_closest_marker("e2e"):
+        return "unit-and-service"
     callspec = getattr(item, "callspec", None)
     if callspec is not None and callspec.params.get("deployed") == "s3":
         return "e2e-s3"

@@ -113,6 +113,9 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
         out = rolled.stdout
         for host in (a, b):
             assert f"[{host.address}] drain " in out and f"[{host.address}] un-drain " in out
+            # Out of the balancer, the host's lone instance restarts without a surge one.
+            assert re.search(rf"^\[{re.escape(host.address)}\] mlflow servers +\.\.\. out of the "
+                             "load balancer: 5001 restarts without a surge instance$", out, re.M)  # fmt: skip
         assert "drained: " + ", ".join([a.address, b.address]) in out
         # The balancer saw each host go and come back, one after the other.
         assert one_after_the_other(balancer, since, a, b)

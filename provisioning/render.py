@@ -311,9 +311,10 @@ def context(
         "cors_allowed_origins": [deployment.tracking_url],
         "server_ports": list(server_ports),
         "auth_cache_ttl_seconds": AUTH_CACHE_TTL_SECONDS,
+        # How many servers share the database and the load balancer (1: no group).
+        "group_size": deployment.group_size,
         # A group's nginx is reached only by the cloud's load balancer, which reuses idle
         # connections: nginx keeps them longer than it does (stacks/ingress.py).
-        "group_size": deployment.group_size,
         "balancer_keepalive_seconds": (
             BACKEND_KEEPALIVE_SECONDS if deployment.group_size > 1 else None
         ),

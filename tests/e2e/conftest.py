@@ -10,6 +10,7 @@ from tests.e2e.kit import (
     BuiltEnvironments,
     fab,
     kill_fab_when,
+    servers_not_started_at_boot,
     serving_copy,
     wait_proxy_healthy,
     write_settings,
@@ -99,13 +100,15 @@ def deployed_clone(deployed, local_cloud, host_factory, tmp_path):
 
     The copy keeps the host's login and host keys, conda environment, KEK and admin password;
     one ``fab bootstrap`` gives it its own address (certificate, server name) and database
-    (env file), as a user re-bootstrapping a restored snapshot would. Same keys as ``deployed``;
-    ``first`` is that bootstrap's output.
+    (env file), as a user re-bootstrapping a restored snapshot would. Its servers do not
+    start at boot (``servers_not_started_at_boot``): that bootstrap starts them, all at
+    once, rather than restarting each in turn after a start on the source's settings.
+    Same keys as ``deployed``; ``first`` is that bootstrap's output.
     """
     source = deployed["host"]
     database = f"mlflow_clone_{secrets.token_hex(4)}"
     uri = local_cloud.postgres.copy_database(database, source=deployed["database"])
-    clone = serving_copy(host_factory, source)
+    clone = serving_copy(host_factory, source, prepare=servers_not_started_at_boot)
     try:
         settings = {
             **deployed["settings"],

@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from provisioning.layout import PATHS
+from provisioning.layout import PATHS, SERVER_UNIT_NAME
 from provisioning.steps.conda import COMPLETE_MARKER
 from tests.localcloud.services import BUCKET
 
@@ -96,13 +96,26 @@ def remove_objects_under(deployed, prefix: str) -> int:
     return len(keys)
 
 
-def serving_copy(host_factory, source):
-    """A booted copy of a bootstrapped host (``host_factory.clone_of``): of its snapshot, if
-    it has one (the session's hosts), else of the host powered off for the copy; either way
-    the source serves when this returns (other tests use it next)."""
-    clone = host_factory.clone_of(source)
+def serving_copy(host_factory, source, prepare=None):
+    """A booted copy of a bootstrapped host (``host_factory.clone_of``, ``prepare`` run on
+    the copy before it boots): of its snapshot, if it has one (the session's hosts), else
+    of the host powered off for the copy; either way the source serves when this returns
+    (other tests use it next)."""
+    clone = host_factory.clone_of(source, prepare=prepare)
     wait_proxy_healthy(source, timeout=180)
     return clone
+
+
+def servers_not_started_at_boot(host) -> None:
+    """The copy's MLflow server instances disabled before it boots (``serving_copy``'s
+    ``prepare``): its next bootstrap enables and starts them together, on what that
+    bootstrap gives them, rather than restarting them one at a time (a surge instance
+    beside a lone one) after they started at boot on what the copied host had."""
+    wants = host.rootfs / "etc/systemd/system/multi-user.target.wants"
+    disabled = list(wants.glob(SERVER_UNIT_NAME.replace("@", "@*")))
+    assert disabled, f"no mlflow-server@ instance enabled in {wants}"
+    for link in disabled:
+        link.unlink()
 
 
 class BuiltEnvironments:

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,9 +202,11 @@ class LocalCloud:
         limits: Limits | None | str = MACHINE_TYPE,
         wait: bool = True,
         restart_source: bool = True,
+        prepare: Callable[[FreshHost], None] | None = None,
     ) -> FreshHost:
         """A copy of ``source`` in a new slot: its own address, name and machine ID,
-        ``source``'s login key and host keys (known_hosts written for the new address).
+        ``source``'s login key and host keys (known_hosts written for the new address);
+        ``prepare(copy)`` runs on its root file system before it boots.
 
         A running ``source`` is powered off for the copy (a consistent file system)
         and, with ``restart_source``, booted again; one with a ``snapshot`` keeps
@@ -223,6 +226,8 @@ class LocalCloud:
         self.hosts.append(host)
         try:
             host.create_from(source)
+            if prepare is not None:
+                prepare(host)
             copied = time.monotonic() - t
             self.save()
             if powered_off and restart_source:

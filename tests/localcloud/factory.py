@@ -61,10 +61,11 @@ class HostFactory:
         self.clones.append(host)
         return host
 
-    def clone_of(self, source: FreshHost, *, wait: bool = True) -> FreshHost:
+    def clone_of(self, source: FreshHost, *, wait: bool = True, prepare=None) -> FreshHost:
         """A booted copy of any prepared host (a running one is powered off for the copy
-        and booted again), removed at the end of the session like the other clones."""
-        host = self.cloud.clone_host(source, log=self.log, wait=wait)
+        and booted again), removed at the end of the session like the other clones;
+        ``prepare(copy)`` runs on its root file system before it boots."""
+        host = self.cloud.clone_host(source, log=self.log, wait=wait, prepare=prepare)
         self.clones.append(host)
         return host
 

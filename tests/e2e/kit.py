@@ -179,6 +179,21 @@ def write_settings(path: Path, settings: dict) -> Path:
     return path
 
 
+UNCOMPILED_SCRIPT = """
+import importlib.util, pathlib, sys
+site = next(pathlib.Path(sys.prefix).glob("lib/python3*/site-packages"))
+for py in site.rglob("*.py"):
+    if not pathlib.Path(importlib.util.cache_from_source(str(py))).exists():
+        print(py)
+"""
+
+
+def uncompiled_modules(host, env: str = PATHS["current_env"]) -> list[str]:
+    """The ``.py`` files of ``env``'s site-packages without their ``.pyc``: the servers'
+    user cannot write one, so each such module is compiled again at every start."""
+    return host.ssh(f"{env}/bin/python -c '{UNCOMPILED_SCRIPT}'").stdout.split()
+
+
 def main_pids(host) -> dict[str, str]:
     out = host.ssh(
         "for u in $(systemctl list-units --plain --no-legend 'mlflow-server@*' | awk '{print $1}');"

@@ -12,7 +12,15 @@ import pytest
 import requests
 
 from provisioning.artifact_streaming import kit_auth
-from tests.e2e.kit import REPO, fab, kill_and_wait_back, main_pids, wait_healthy, write_settings
+from tests.e2e.kit import (
+    REPO,
+    fab,
+    kill_and_wait_back,
+    main_pids,
+    uncompiled_modules,
+    wait_healthy,
+    write_settings,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -26,6 +34,8 @@ def test_first_bootstrap_reports_its_steps(deployed):
         assert step in out
     assert "smoke ok" in out
     assert f"tracking URL: https://{deployed['host'].address}" in out
+    # Every module is byte-compiled once, at the build: the servers cannot write a .pyc.
+    assert uncompiled_modules(deployed["host"]) == []
 
 
 def test_second_bootstrap_changes_nothing_and_restarts_nothing(deployed):

@@ -27,7 +27,7 @@ from provisioning.settings import Deployment
 from provisioning.steps.backup import CLIENT_PACKAGE
 from provisioning.steps.packages import SYSTEM_PACKAGES, apt_install_script
 from tests.e2e.conftest import point_the_client_at
-from tests.e2e.kit import fab, write_settings
+from tests.e2e.kit import fab, uncompiled_modules, write_settings
 from tests.standin.conda_installer import INSTALLER_NAME
 
 pytestmark = pytest.mark.e2e
@@ -101,6 +101,7 @@ def test_a_host_without_egress_gets_a_working_server_from_the_uploads(
         name, version = pin.split("==")
         name = re.sub(r"\[.*\]", "", name).lower().replace("_", "-")
         assert installed.get(name) == version, (pin, installed.get(name))
+    assert uncompiled_modules(host) == []
 
     # And the server works: a run, a metric and an artifact through the proxy to the bucket.
     point_the_client_at(offline_host, monkeypatch, tmp_path / "server.crt")

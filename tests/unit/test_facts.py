@@ -96,7 +96,10 @@ def test_fact_commands_answer_absence_with_exit_0():
 def test_conda_build_is_exact():
     assert conda.build_script("/opt/mlflow/envs/0123abcd") == (
         "set -e; rm -rf /opt/mlflow/envs/0123abcd; "
-        "/opt/miniforge/bin/conda env create --quiet --prefix /opt/mlflow/envs/0123abcd "
-        "--file /etc/mlflow/environment.yml; "
+        "PIP_COMPILE=0 /opt/miniforge/bin/conda env create --quiet --prefix "
+        "/opt/mlflow/envs/0123abcd --file /etc/mlflow/environment.yml; "
+        "/opt/mlflow/envs/0123abcd/bin/python -m compileall -q -j 0 "
+        "/opt/mlflow/envs/0123abcd/lib/python3*/site-packages "
+        "|| echo compileall: some files did not compile, left without .pyc as pip leaves them; "
         "touch /opt/mlflow/envs/0123abcd/.kit-complete"
     )

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests.e2e.kit import fab, post_resending_once, write_settings
+from provisioning.layout import PATHS
+from tests.e2e.kit import fab, post_resending_once, uncompiled_modules, write_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -241,6 +242,9 @@ def test_the_registered_model_answers_as_the_client_computes(h):
 
     status = fab("models", "--settings", str(h["path"])).stdout
     assert f"running 1/1, asked @champion, loaded version {version}, env model " in status, status
+    # Its environment is byte-compiled at its build: the scoring server cannot write a .pyc.
+    env = status.split(", env model ", 1)[1].split()[0].rstrip(",;)")
+    assert uncompiled_modules(h["host"], f"{PATHS['model_envs_dir']}/{env}/env") == []
     # Asked again: nothing to do, nothing restarted.
     before = instance_pids(h["host"])
     again = serve(h, MODEL, "--alias", "champion").stdout

@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 
+from provisioning.settings import Deployment
 from tests.e2e.kit import (
     BuiltEnvironments,
     fab,
@@ -22,13 +23,24 @@ from tests.localcloud.cloudlike import CloudLike
 CLOUD_OF = {"s3": "aws", "gcs": "gcp"}
 
 
+#: ``BuiltEnvironments``' key for the session hosts' environment (the default settings').
+SERVER_ENV = f"mlflow {Deployment.mlflow_version} locked"
+
+
 @pytest.fixture(scope="session", params=["s3", "gcs"])
-def deployed(request, local_cloud, tmp_path_factory):
+def deployed(request, local_cloud, tmp_path_factory, built_environments):
     """A cloud-like host bootstrapped once per artifact backend, right after its first boot
     (before sshd answers); the gcs one after an interrupted first try. Its snapshot, taken
-    then, is what every copy of it starts from (``LocalCloud.snapshot``)."""
+    then, is what every copy of it starts from (``LocalCloud.snapshot``).
+
+    The gcs host builds its environment (interrupted, then attached to); the s3 host, when
+    the gcs host's is already built (by the other worker of ``make test``), starts with a
+    copy of it in place, as a VM made from an image that holds one: the same locked
+    environment.yml for both backends, so its play finds it built."""
     backend = request.param
     host = local_cloud.new_host(like=CloudLike(CLOUD_OF[backend], lock_seconds=45), wait=False)
+    if backend != "gcs":
+        built_environments.seed(SERVER_ENV, host)
     # Its own database: users, the admin password and gateway secrets are per server.
     database = f"mlflow_{backend}"
     settings = local_cloud.deployment_settings(host, backend, database=database)
@@ -38,6 +50,7 @@ def deployed(request, local_cloud, tmp_path_factory):
         if backend == "gcs":
             interrupted = interrupt_during_the_conda_build(path, host)
         first = fab("bootstrap", "--settings", str(path))
+        built_environments.keep(SERVER_ENV, host)
         # The copies the tests make (deployed_clone, serving_copy) are of the host as it is
         # now: one power cycle here instead of one per copy.
         local_cloud.snapshot(host)
@@ -140,6 +153,12 @@ def clone_client_env(deployed_clone, monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def built_environments(tmp_path_factory):
-    """Environments the upgrade tests build once and copy into the hosts after them."""
-    return BuiltEnvironments(tmp_path_factory.mktemp("built-envs"))
+def built_environments(tmp_path_factory, worker_id):
+    """Environments built once and copied into the hosts after them that would build the
+    same: the session hosts' (the same locked environment.yml for both backends) and the
+    upgrade tests' MLflow. One directory for the run's workers (under ``make test`` each
+    worker's temporary directory is in the run's own)."""
+    base = tmp_path_factory.getbasetemp()
+    directory = (base if worker_id == "master" else base.parent) / "built-envs"
+    directory.mkdir(exist_ok=True)
+    return BuiltEnvironments(directory)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,15 +122,18 @@ def servers_not_started_at_boot(host) -> None:
 
 class BuiltEnvironments:
     """Server environments one test built, copied into the hosts of the tests after it that
-    would build the same one (the upgrade tests' MLflow, each on a copy of the same host).
+    would build the same one (the session's second host, the upgrade tests' MLflow).
 
     ``keep(key, host)`` copies the environment ``host``'s servers run (complete, with the
     kit's marker) into ``directory``; ``seed(key, host)`` copies it into another host's
     environments, where its play finds it built, as a second bootstrap on one host does.
-    The name is the same only for the same environment.yml, so a key must stand for the
-    same settings; a wrong one costs a build (the play builds its own, and prunes the
-    seeded one), never a wrong environment. Building an environment is what the bootstrap
-    tests prove; the tests that seed are about what happens around it.
+    ``directory`` may be shared by the suite's workers (``make test``): what one worker
+    keeps, the other seeds from once it is there; a copy lands whole (renamed into place,
+    then indexed under its key) or not at all. The name is the same only for the same
+    environment.yml, so a key must stand for the same settings; a wrong one costs a build
+    (the play builds its own, and prunes the seeded one), never a wrong environment.
+    Building an environment is what the bootstrap tests prove (on the gcs host, the
+    offline host and a model's); the tests that seed are about what happens around it.
     """
 
     #: The hosts' environments, as seen from this machine under a host's root filesystem.
@@ -137,23 +142,41 @@ class BuiltEnvironments:
     def __init__(self, directory: Path, log=print) -> None:
         self.directory = directory
         self.log = log
-        self.kept: dict[str, str] = {}
+
+    def _index(self, key: str) -> Path:
+        return self.directory / "keys" / re.sub(r"[^A-Za-z0-9.]+", "-", key)
+
+    def name_of(self, key: str) -> str | None:
+        """The environment kept under ``key``, by this worker or another one."""
+        index = self._index(key)
+        return index.read_text().strip() if index.exists() else None
 
     def keep(self, key: str, host) -> None:
-        if key in self.kept:
+        if self.name_of(key) is not None:
             return
         name = host.ssh(f"readlink {PATHS['current_env']}").stdout.strip().rsplit("/", 1)[-1]
         source = host.rootfs / self.ENVS / name
         if not (source / COMPLETE_MARKER).exists():
             return
         started = time.monotonic()
-        _copy_tree(source, self.directory / name)
-        self.kept[key] = name
+        target = self.directory / name
+        if not target.exists():
+            staging = self.directory / f".{name}.{os.getpid()}"
+            _copy_tree(source, staging)
+            try:
+                staging.rename(target)
+            except OSError:  # the other worker kept the same environment meanwhile
+                subprocess.run(["rm", "-rf", "--one-file-system", str(staging)], check=True)
+        index = self._index(key)
+        index.parent.mkdir(exist_ok=True)
+        written = index.with_name(f".{index.name}.{os.getpid()}")
+        written.write_text(name + "\n")
+        written.replace(index)
         self.log(f"kept env {name} ({key}) from {host.name}: {time.monotonic() - started:.0f}s")
 
     def seed(self, key: str, host) -> str | None:
         """The name of the environment copied into ``host`` (None when none is kept)."""
-        name = self.kept.get(key)
+        name = self.name_of(key)
         if name is None:
             return None
         target = host.rootfs / self.ENVS / name
@@ -162,6 +185,7 @@ class BuiltEnvironments:
             # Whole or not at all: copied aside on the host's disk, then renamed into place.
             staging = host.rootfs / "var/tmp" / f"kit-e2e-seed-{name}"
             _copy_tree(self.directory / name, staging)
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             staging.rename(target)
             self.log(f"seeded env {name} ({key}) into {host.name}: "
                      f"{time.monotonic() - started:.0f}s")  # fmt: skip

@@ -76,3 +76,20 @@ def test_an_incomplete_environment_is_not_kept(tmp_path):
     cache = kept_from_a_host(tmp_path, complete=False)
     assert cache.seed("s3 new", a_host(tmp_path / "b", "b")) is None
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_what_one_worker_keeps_the_other_seeds_into_a_host_without_the_kits_directories(
+    tmp_path,
+):
+    kept = kept_from_a_host(tmp_path)
+    # The other worker of make test: its own instance on the same directory.
+    other = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
+    assert other.name_of("s3 new") == ENV
+    fresh = SimpleNamespace(name="fresh", rootfs=tmp_path / "fresh")
+    (fresh.rootfs / "var/tmp").mkdir(parents=True)  # a host before its first bootstrap
+    assert other.seed("s3 new", fresh) == ENV
+    assert (fresh.rootfs / "opt/mlflow/envs" / ENV / ".kit-complete").exists()
+    # Kept again under the same key, by either: nothing copied twice, the first one stays.
+    kept.keep("s3 new", a_host(tmp_path / "d", "d", current="fedcba9876543210"))
+    assert other.name_of("s3 new") == ENV
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [ENV, "keys"]

@@ -34,12 +34,18 @@ def deployed(request, local_cloud, tmp_path_factory, built_environments):
     then, is what every copy of it starts from (``LocalCloud.snapshot``).
 
     The gcs host builds its environment (interrupted, then attached to); the s3 host, when
-    the gcs host's is already built (by the other worker of ``make test``), starts with a
-    copy of it in place, as a VM made from an image that holds one: the same locked
-    environment.yml for both backends, so its play finds it built."""
+    the gcs host's is built or being built (by the other worker of ``make test``), waits
+    for it before it is created, then starts with a copy of it in place, as a VM made from
+    an image that holds one: the same locked environment.yml for both backends, so its
+    play finds it built."""
     backend = request.param
+    kept = None
+    if backend == "gcs":
+        built_environments.building(SERVER_ENV)
+    else:
+        kept = built_environments.wait_for(SERVER_ENV, timeout=600)
     host = local_cloud.new_host(like=CloudLike(CLOUD_OF[backend], lock_seconds=45), wait=False)
-    if backend != "gcs":
+    if kept:
         built_environments.seed(SERVER_ENV, host)
     # Its own database: users, the admin password and gateway secrets are per server.
     database = f"mlflow_{backend}"
@@ -47,10 +53,14 @@ def deployed(request, local_cloud, tmp_path_factory, built_environments):
     path = write_settings(tmp_path_factory.mktemp(backend) / "settings.yaml", settings)
     interrupted = ""
     try:
-        if backend == "gcs":
-            interrupted = interrupt_during_the_conda_build(path, host)
-        first = fab("bootstrap", "--settings", str(path))
-        built_environments.keep(SERVER_ENV, host)
+        try:
+            if backend == "gcs":
+                interrupted = interrupt_during_the_conda_build(path, host)
+            first = fab("bootstrap", "--settings", str(path))
+            built_environments.keep(SERVER_ENV, host)
+        finally:
+            if backend == "gcs":
+                built_environments.building(SERVER_ENV, now=False)
         # The copies the tests make (deployed_clone, serving_copy) are of the host as it is
         # now: one power cycle here instead of one per copy.
         local_cloud.snapshot(host)

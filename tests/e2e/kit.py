@@ -146,10 +146,40 @@ class BuiltEnvironments:
     def _index(self, key: str) -> Path:
         return self.directory / "keys" / re.sub(r"[^A-Za-z0-9.]+", "-", key)
 
+    def _building(self, key: str) -> Path:
+        index = self._index(key)
+        return index.with_name(f"{index.name}.building")
+
     def name_of(self, key: str) -> str | None:
         """The environment kept under ``key``, by this worker or another one."""
         index = self._index(key)
         return index.read_text().strip() if index.exists() else None
+
+    def building(self, key: str, now: bool = True) -> None:
+        """Mark (``now``) or unmark that a host of this worker is building the environment
+        ``key`` names: the other worker, about to build the same, waits for it
+        (``wait_for``) instead of building it beside it."""
+        marker = self._building(key)
+        if now:
+            marker.parent.mkdir(exist_ok=True)
+            marker.write_text(f"{os.getpid()}\n")
+        else:
+            marker.unlink(missing_ok=True)
+
+    def wait_for(self, key: str, timeout: float) -> str | None:
+        """The environment kept under ``key``: at once when kept, after waiting while the
+        other worker builds it (up to ``timeout`` seconds), None when neither."""
+        marker = self._building(key)
+        started = time.monotonic()
+        while self.name_of(key) is None and marker.exists():
+            if time.monotonic() - started > timeout:
+                self.log(f"env {key} still building elsewhere after {timeout:.0f}s: not waiting")
+                break
+            time.sleep(2)
+        name = self.name_of(key)
+        if name and time.monotonic() - started > 2:
+            self.log(f"waited {time.monotonic() - started:.0f}s for env {name} ({key})")
+        return name
 
     def keep(self, key: str, host) -> None:
         if self.name_of(key) is not None:

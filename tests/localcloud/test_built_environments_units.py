@@ -93,3 +93,27 @@ def test_what_one_worker_keeps_the_other_seeds_into_a_host_without_the_kits_dire
     kept.keep("s3 new", a_host(tmp_path / "d", "d", current="fedcba9876543210"))
     assert other.name_of("s3 new") == ENV
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [ENV, "keys"]
+
+
+def test_a_worker_waits_while_the_other_builds_and_not_after_it_gave_up(tmp_path):
+    import threading
+
+    (tmp_path / "cache").mkdir()
+    builder = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
+    waiter = BuiltEnvironments(tmp_path / "cache", log=lambda _line: None)
+    assert waiter.wait_for("s3 new", timeout=60) is None  # nobody builds it: no wait
+    builder.building("s3 new")
+    source = a_host(tmp_path / "a", "a", current=ENV)
+    built(source, ENV)
+    done = threading.Timer(3, builder.keep, args=("s3 new", source))
+    done.start()
+    assert waiter.wait_for("s3 new", timeout=60) == ENV
+    done.join()
+    builder.building("s3 new", now=False)
+    # A build that failed: its marker gone, nothing kept; the next one does not wait.
+    builder.building("gcs new")
+    builder.building("gcs new", now=False)
+    assert waiter.wait_for("gcs new", timeout=60) is None
+    # One still building after the wait's limit: built here instead.
+    builder.building("gcs new")
+    assert waiter.wait_for("gcs new", timeout=0.5) is None

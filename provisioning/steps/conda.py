@@ -195,8 +195,8 @@ def build_script(prefix: str, offline_install: bool = False) -> str:
 
     pip installs without byte-compiling, one wheel's files at a time on one core; one
     ``compileall`` over site-packages on every core then writes the same ``.pyc`` files
-    (the servers' user cannot write them later). A 3.17.2 lock on a 2-core host: 47.6 s
-    -> 14.0 s + 14.0 s. Files that do not compile are left as pip leaves them.
+    (the servers' user cannot write them later). A 3.17.2 lock on a 2-core machine:
+    47.6 s -> 14.0 s + 14.0 s. Files that do not compile are left as pip leaves them.
     """
     conda = PATHS["conda_bin"]
     if offline_install:
@@ -206,7 +206,8 @@ def build_script(prefix: str, offline_install: bool = False) -> str:
             f"--no-compile -r {PATHS['environment_requirements']}"
         )
     else:
-        # conda runs the pip section's install itself, in this environment: PIP_COMPILE=0
+        # conda runs the pip section's install itself, in this environment (its
+        # any_subprocess, conda/gateways/subprocess.py, passes it on): PIP_COMPILE=0
         # is pip's --no-compile (PIP_NO_COMPILE=1 would be --compile: pip reads a boolean
         # setting as the value of the option it names).
         build = (

@@ -86,11 +86,10 @@ def the_registry_completes(host, version: str, settings: str | Path) -> None:
              f"{WHEELS_ON_GUEST} | sudo tee /etc/xdg/pip/pip.conf >/dev/null")  # fmt: skip
 
 
-def new_env_key(deployed) -> str:
-    """``BuiltEnvironments``' key for MLflow NEW's environment on a copy of a session host
-    after ``the_registry_completes``: the same environment.yml for either backend (the
-    unlocked requirements name both storage clients, as the lock holds both)."""
-    return f"mlflow {NEW} unlocked"
+#: ``BuiltEnvironments``' key for MLflow NEW's environment on a copy of a session host
+#: after ``the_registry_completes``: the same environment.yml for either backend (the
+#: unlocked requirements name both storage clients, as the lock holds both).
+NEW_ENV = f"mlflow {NEW} unlocked"
 
 
 def a_user_with_a_grant(client_env, experiment_id: str) -> dict:
@@ -235,7 +234,7 @@ def test_an_upgrade_under_load_keeps_every_object_and_user_and_a_downgrade_is_re
           f"{len(loop.failures)} failed")  # fmt: skip
     out = upgraded.stdout
     assert upgraded.returncode == 0, out + upgraded.stderr
-    built_environments.keep(new_env_key(deployed_clone), host)
+    built_environments.keep(NEW_ENV, host)
     assert f"MLflow {NEW} migrates" in step_line(out, "schema check")
     backup_id = re.search(r" - backup (\S+): database by pg_dump, \d+ runs",
                           step_line(out, "backup before migration")).group(1)  # fmt: skip
@@ -284,7 +283,7 @@ def test_a_failed_migration_or_switch_leaves_the_old_version_and_the_restore_com
     the_registry_completes(host, NEW, path)
     # MLflow NEW's environment as the gcs host's upgrade built it, when it has (the other
     # worker of make test): this test is about the migration and the switch around it.
-    built_environments.seed(new_env_key(deployed_clone), host)
+    built_environments.seed(NEW_ENV, host)
     logged = log_runs(f"failed-upgrade-{secrets.token_hex(3)}")
     user = a_user_with_a_grant(clone_client_env, logged["experiment"])
     before, allowed = snapshot(logged), what_the_user_can_do(clone_client_env, user)

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.e2e.kit import RequestLoop, fab, write_settings
-from tests.e2e.test_upgrade import NEW, OLD, new_env_key, step_line, the_registry_completes
+from tests.e2e.test_upgrade import NEW, NEW_ENV, OLD, step_line, the_registry_completes
 from tests.localcloud.balancer import Balancer
 
 pytestmark = pytest.mark.e2e
@@ -147,7 +147,7 @@ def test_a_rolling_bootstrap_and_upgrade_behind_the_balancer(
         # switches behind its drain.
         for host in (a, b):
             the_registry_completes(host, NEW, changed)
-            built_environments.seed(new_env_key(deployed), host)
+            built_environments.seed(NEW_ENV, host)
         upgrade_run = requests.post(f"{balancer.url}/api/2.0/mlflow/runs/create", auth=auth,
                                     json={"experiment_id": "0"}, timeout=30)  # fmt: skip
         assert serving(changed, a) == serving(changed, b) == {OLD}

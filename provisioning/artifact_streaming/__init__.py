@@ -1,7 +1,8 @@
 """The kit's distribution for the server's environment: ``kit_artifacts.py`` (streaming
 uploads to S3 and GCS), ``kit_downloads.py`` (streaming downloads) and ``kit_auth.py`` (user
-changes listened for, loaded by kit_downloads' app; its trigger installed by mlflow-migrate),
-with the package metadata that registers them.
+changes listened for, loaded by kit_downloads' app; its trigger installed by mlflow-migrate)
+and ``kit_asgi.py`` (MLflow's per-request middlewares skipped where they only pass a request
+on, installed by the same app), with the package metadata that registers them.
 
 MLflow finds artifact repositories by entry point (``mlflow.artifact_repository``), and an
 entry point exists only in an installed distribution's ``entry_points.txt``. So the kit
@@ -22,7 +23,7 @@ from pathlib import Path
 
 MODULE_FILES = tuple(
     Path(__file__).with_name(name)
-    for name in ("kit_artifacts.py", "kit_downloads.py", "kit_auth.py")
+    for name in ("kit_artifacts.py", "kit_downloads.py", "kit_auth.py", "kit_asgi.py")
 )
 DISTRIBUTION = "mlflow_kit_artifacts"
 ENTRY_POINTS = (

@@ -107,7 +107,10 @@ def create_app():
     target = getattr(importlib.import_module(module), attribute)
     app = target() if isinstance(target, types.FunctionType) else target
     if isinstance(app, FastAPI):
+        import kit_asgi
+
         add_streaming_downloads(app)
+        kit_asgi.install(app)
     if name == "basic-auth":
         import kit_auth
 

@@ -183,3 +183,20 @@ def test_the_servers_app_answers_as_mlflows_own_middlewares_do(tmp_path):
     assert statuses["gateway anonymous"] == 401
     assert statuses["health"] == 200
     print(json.dumps(statuses, indent=1))
+
+
+def test_under_an_mlflow_version_not_read_the_middlewares_stay(monkeypatch, caplog):
+    import types
+
+    import mlflow
+
+    from provisioning.artifact_streaming import kit_asgi
+
+    monkeypatch.setattr(mlflow, "__version__", "9.1.0")
+    middleware = [object(), object()]
+    app = types.SimpleNamespace(user_middleware=list(middleware), middleware_stack="built")
+    with caplog.at_level("WARNING"):
+        assert kit_asgi.install(app) == 0
+    assert app.user_middleware == middleware
+    assert app.middleware_stack == "built"
+    assert "MLflow 9.1.0: its request middlewares are left as they are" in caplog.text

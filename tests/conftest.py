@@ -33,8 +33,12 @@ def worker_group(item) -> str:
     service tiers to one worker, the other end-to-end tests (more tests than the s3
     host's) to the other, and the s3 host's to the first worker that runs short of work,
     the one that ran the unit and service tiers."""
-    # A module may name its group (WORKER_GROUP), to even the two workers out.
-    named = getattr(getattr(item, "module", None), "WORKER_GROUP", None)
+    # A test (the worker_group marker) or a module (WORKER_GROUP) may name its group, to
+    # even the two workers out.
+    marker = item.get_closest_marker("worker_group")
+    named = (
+        marker.args[0] if marker else getattr(getattr(item, "module", None), "WORKER_GROUP", None)
+    )
     if named:
         return named
     if not item.get_closest_marker("e2e"):

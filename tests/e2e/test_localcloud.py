@@ -370,6 +370,8 @@ def test_aws_session_manager_user_data_installs_the_ssm_agent(local_cloud):
         local_cloud.remove_host(host)
 
 
+# A host of its own, no deployment: on the s3 host's worker, the shorter share (~65 s).
+@pytest.mark.worker_group("e2e-s3")
 def test_ssm_agent_installs_while_the_first_boot_holds_the_dpkg_lock(local_cloud):
     from tests.localcloud.cloudlike import CloudLike
 

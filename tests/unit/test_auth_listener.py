@@ -27,9 +27,6 @@ from provisioning.steps.schema import CHECK_SCRIPT, SchemaPlan, parse_plan
 from tests.localcloud.procs import free_port, wait_healthy
 
 pytestmark = pytest.mark.service  # a PostgreSQL and two MLflow servers: ~30 s
-#: Run beside the end-to-end tests of the gcs host: the worker with the unit and service
-#: tiers also runs the s3 host's, the longer share (tests/conftest.py, worker_group).
-WORKER_GROUP = "e2e-other"
 
 ADMIN = ("admin", "admin-pw-" + "x" * 12)
 USERS = "/api/2.0/mlflow/users"

@@ -2,8 +2,9 @@
 (provisioning/artifact_streaming/kit_asgi.py skips three of them where they only pass a
 request on, and runs Flask through a bridge with one thread hop): the same status, headers
 and body, for tracking calls and auth refusals through Flask, the UI's page and its
-largest script (past the one-hop size: sent in chunks), native FastAPI routes (artifacts, gateway, OpenTelemetry), unprotected
-routes, a workspace header, a foreign Host and a cross-origin preflight.
+largest script (past the one-hop size: sent in chunks), native FastAPI routes
+(artifacts, gateway, OpenTelemetry), unprotected routes, a workspace header, a foreign
+Host and a cross-origin preflight.
 
 Compared: status, headers (but Date and Expires, which name the second they were made
 in) and body. One process builds the real app (``kit_downloads.create_app``: basic-auth, SQLite

@@ -25,15 +25,6 @@ jobs) MLflow's own three middlewares, unchanged.
   workspace header; the middleware would set "no workspace" for it, and Flask's
   ``workspace_before_request_handler`` does the same for a request that has none set.
 
-The Flask app itself is mounted through MLflow's WSGI bridge (``_EfficientWSGIMiddleware``,
-Starlette's ``WSGIResponder`` with the body read in O(n)): per request a task group, a
-sender task, a memory stream and one cross-thread call back to the event loop for the
-status and for every body chunk. ``OneHopWSGI`` runs the Flask app in the same worker
-thread (the same limiter: ``kit_server_site``) and, when the whole body is at most
-``ONE_HOP_BYTES`` (every tracking call's JSON), hands status, headers and body back in the
-thread's return: one hop there and one back. A longer body is sent as it comes, each
-chunk from the thread as Starlette's does, so memory stays bounded by the chunk.
-
 The conditions were read from MLflow 3.17.2 and 3.18.0 (the same code in both); under
 another version, or when a middleware is not where they expect it, ``install`` changes
 nothing and logs why.
@@ -62,95 +53,6 @@ WORKSPACE = (
     "mlflow.server.fastapi_app",
     "add_fastapi_workspace_middleware.<locals>.workspace_context_middleware",
 )
-
-
-#: A response body up to this size goes back with the thread's return, in one message.
-ONE_HOP_BYTES = 256 * 1024
-
-
-class _Response:
-    """One request's WSGI call, in the worker thread: its start_response and body."""
-
-    def __init__(self, send):
-        self.send = send
-        self.start = None
-        self.exc_info = None
-
-    def start_response(self, status, response_headers, exc_info=None):
-        # As Starlette's WSGIResponder: the first call's status and headers are sent.
-        self.exc_info = exc_info
-        if self.start is None:
-            headers = [
-                (name.strip().encode("ascii").lower(), value.strip().encode("ascii"))
-                for name, value in response_headers
-            ]
-            self.start = {
-                "type": "http.response.start",
-                "status": int(status.split(" ", 1)[0]),
-                "headers": headers,
-            }
-
-    def run(self, app, environ) -> list:
-        """The messages to send, or [] when they were sent from here (a long body)."""
-        import anyio.from_thread
-
-        body = app(environ, self.start_response)
-        try:
-            chunks, size = [], 0
-            iterator = iter(body)
-            for chunk in iterator:
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > ONE_HOP_BYTES:
-                    break
-            else:
-                return [self.start, {"type": "http.response.body", "body": b"".join(chunks)}]
-            anyio.from_thread.run(self.send, self.start)
-            for chunk in chunks:
-                anyio.from_thread.run(
-                    self.send, {"type": "http.response.body", "body": chunk, "more_body": True}
-                )
-            del chunks
-            for chunk in iterator:
-                anyio.from_thread.run(
-                    self.send, {"type": "http.response.body", "body": chunk, "more_body": True}
-                )
-            anyio.from_thread.run(self.send, {"type": "http.response.body", "body": b""})
-            return []
-        finally:
-            if hasattr(body, "close"):
-                body.close()
-
-
-class OneHopWSGI:
-    """A WSGI app under ASGI: the request body read whole (as MLflow's bridge does), the app
-    run in a worker thread, a short response handed back in one hop."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        import anyio.to_thread
-        from starlette.middleware.wsgi import build_environ
-
-        if scope["type"] != "http":
-            # As MLflow's bridge: a WebSocket is refused, other scopes (lifespan) ignored.
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1000})
-            return
-        chunks, more_body = [], True
-        while more_body:
-            message = await receive()
-            if chunk := message.get("body", b""):
-                chunks.append(chunk)
-            more_body = message.get("more_body", False)
-        environ = build_environ(scope, b"".join(chunks))
-        del chunks
-        response = _Response(send)
-        for message in await anyio.to_thread.run_sync(response.run, self.app, environ):
-            await send(message)
-        if response.exc_info is not None:
-            raise response.exc_info[0].with_traceback(response.exc_info[1], response.exc_info[2])
 
 
 class PassThrough:
@@ -236,21 +138,4 @@ def install(app) -> int:
         index, dispatch = found[key]
         app.user_middleware[index] = Middleware(PassThrough, dispatch=dispatch, passes=passes)
     app.middleware_stack = None  # built again, with these, at the next request
-    return len(wanted) + _one_hop_bridge(app)
-
-
-def _one_hop_bridge(app) -> int:
-    """Put ``OneHopWSGI`` in place of MLflow's bridge at the root mount; 1 when it was."""
-    from mlflow.server.fastapi_app import _EfficientWSGIMiddleware
-    from starlette.routing import Mount
-
-    for route in app.router.routes:
-        if (
-            isinstance(route, Mount)
-            and route.app is route._base_app
-            and isinstance(route.app, _EfficientWSGIMiddleware)
-        ):
-            route.app = route._base_app = OneHopWSGI(route.app.app)
-            return 1
-    _log.warning("MLflow's WSGI bridge not found at the root mount; it is left as it is")
-    return 0
+    return len(wanted)

@@ -76,19 +76,24 @@ def conditions(app) -> dict[tuple[str, str], object]:
     """When each middleware would only pass a request on, by its (module, qualified name)."""
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from mlflow.server.asgi_utils import get_routed_asgi_path
-    from mlflow.server.auth import _find_fastapi_validator, is_unprotected_route
+    from mlflow.server.auth import (
+        _find_fastapi_validator,
+        _native_fastapi_routes,
+        _scope_matches_native_route,
+        is_unprotected_route,
+    )
     from mlflow.server.handlers import _add_static_prefix
     from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
     from starlette.requests import Request
-    from starlette.routing import Match, Mount
 
-    native = [route for route in app.router.routes if not isinstance(route, Mount)]
+    # MLflow's own split of native routes from the Flask mount (its fail-closed check's).
+    native = _native_fastapi_routes(app)
     gateway_prefix = _add_static_prefix("/gateway/")
     workspace_header = WORKSPACE_HEADER_NAME.lower().encode()
 
     def to_flask(scope) -> bool:
         if _FLASK_KEY not in scope:
-            scope[_FLASK_KEY] = not any(route.matches(scope)[0] == Match.FULL for route in native)
+            scope[_FLASK_KEY] = not _scope_matches_native_route(native, scope)
         return scope[_FLASK_KEY]
 
     def permission(scope) -> bool:

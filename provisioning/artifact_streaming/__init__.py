@@ -53,7 +53,6 @@ def version() -> str:
     for name, data in modules().items():
         digest.update(f"{name}\0{len(data)}\0".encode() + data)
     return f"1.0+{digest.hexdigest()[:12]}"
-    return f"1.0+{digest}"
 
 
 def metadata_files() -> dict[str, bytes]:

@@ -25,9 +25,20 @@ jobs) MLflow's own three middlewares, unchanged.
   workspace header; the middleware would set "no workspace" for it, and Flask's
   ``workspace_before_request_handler`` does the same for a request that has none set.
 
+The Flask app is mounted through MLflow's WSGI bridge (``_EfficientWSGIMiddleware``,
+Starlette's ``WSGIResponder`` with the request body read in O(n)): per request a task
+group, a sender task, a memory stream and a call from the worker thread back to the event
+loop for the status and for every body chunk. ``OneHopWSGI`` runs the Flask app in the
+same worker thread (the same limiter) and reads its body there; when the body ends within
+``ONE_HOP_BYTES`` (every tracking call's JSON, a page of 1,000 runs) status, headers and
+body come back with the thread's result and go out from the event loop: one hop there and
+one back. A longer body goes out as MLflow's bridge sends it (a sender task fed from a
+worker thread), starting with the part already read, so memory holds at most
+``ONE_HOP_BYTES`` more than with MLflow's bridge.
+
 The conditions were read from MLflow 3.17.2 and 3.18.0 (the same code in both); under
-another version, or when a middleware is not where they expect it, ``install`` changes
-nothing and logs why.
+another version, or when a middleware or the bridge is not where they expect it,
+``install`` leaves that part as it is and logs why.
 """
 
 from __future__ import annotations
@@ -53,6 +64,130 @@ WORKSPACE = (
     "mlflow.server.fastapi_app",
     "add_fastapi_workspace_middleware.<locals>.workspace_context_middleware",
 )
+
+
+#: A response body that ends within this many bytes goes back with the thread's result.
+ONE_HOP_BYTES = 1024 * 1024
+
+
+class _WSGICall:
+    """One request's WSGI call, in a worker thread: its status, headers and body."""
+
+    def __init__(self, app, environ):
+        self.app = app
+        self.environ = environ
+        self.start = None
+        self.exc_info = None
+        self.body = self.rest = None
+
+    def start_response(self, status, response_headers, exc_info=None):
+        # As Starlette's WSGIResponder: the first call's status and headers are sent.
+        self.exc_info = exc_info
+        if self.start is None:
+            self.start = {
+                "type": "http.response.start",
+                "status": int(status.split(" ", 1)[0]),
+                "headers": [
+                    (name.strip().encode("ascii").lower(), value.strip().encode("ascii"))
+                    for name, value in response_headers
+                ],
+            }
+
+    def run(self) -> list:
+        """The body's chunks; when it goes past ``ONE_HOP_BYTES``, those read so far, and
+        ``rest`` holds the others."""
+        body = self.app(self.environ, self.start_response)
+        chunks, size = [], 0
+        iterator = iter(body)
+        try:
+            for chunk in iterator:
+                if chunk:
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > ONE_HOP_BYTES:
+                        self.body, self.rest = body, iterator
+                        return chunks
+        except BaseException:
+            _close(body)
+            raise
+        _close(body)
+        return chunks
+
+    def send_rest(self, stream_send) -> None:
+        """The rest of a long body, chunk by chunk, as MLflow's bridge sends it."""
+        import anyio.from_thread
+
+        try:
+            for chunk in self.rest:
+                anyio.from_thread.run(
+                    stream_send.send,
+                    {"type": "http.response.body", "body": chunk, "more_body": True},
+                )
+            anyio.from_thread.run(stream_send.send, {"type": "http.response.body", "body": b""})
+        finally:
+            _close(self.body)
+
+
+def _close(body) -> None:
+    # PEP 3333: the server calls the body's close(), whether or not it was read to the end.
+    if hasattr(body, "close"):
+        body.close()
+
+
+class OneHopWSGI:
+    """A WSGI app under ASGI, as MLflow's ``_EfficientWSGIMiddleware`` mounts it, with one
+    thread hop for a response whose body ends within ``ONE_HOP_BYTES``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        import math
+
+        import anyio
+        import anyio.to_thread
+        from starlette.middleware.wsgi import build_environ
+
+        if scope["type"] != "http":
+            # As MLflow's bridge: a WebSocket is refused, other scopes (lifespan) ignored.
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
+            return
+        chunks, more_body = [], True
+        while more_body:
+            message = await receive()
+            if chunk := message.get("body", b""):
+                chunks.append(chunk)
+            more_body = message.get("more_body", False)
+        environ = build_environ(scope, b"".join(chunks))
+        del chunks
+        call = _WSGICall(self.app, environ)
+        chunks = await anyio.to_thread.run_sync(call.run)
+        if call.start is None:
+            raise RuntimeError("the WSGI app returned without calling start_response")
+        if call.rest is None:
+            await send(call.start)
+            await send({"type": "http.response.body", "body": b"".join(chunks)})
+        else:
+            stream_send, stream_receive = anyio.create_memory_object_stream(math.inf)
+
+            async def sender():
+                async with stream_receive:
+                    async for message in stream_receive:
+                        await send(message)
+
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(sender)
+                async with stream_send:
+                    stream_send.send_nowait(call.start)
+                    for chunk in chunks:
+                        stream_send.send_nowait(
+                            {"type": "http.response.body", "body": chunk, "more_body": True}
+                        )
+                    del chunks
+                    await anyio.to_thread.run_sync(call.send_rest, stream_send)
+        if call.exc_info is not None:
+            raise call.exc_info[0].with_traceback(call.exc_info[1], call.exc_info[2])
 
 
 class PassThrough:
@@ -143,4 +278,21 @@ def install(app) -> int:
         index, dispatch = found[key]
         app.user_middleware[index] = Middleware(PassThrough, dispatch=dispatch, passes=passes)
     app.middleware_stack = None  # built again, with these, at the next request
-    return len(wanted)
+    return len(wanted) + _one_hop_bridge(app)
+
+
+def _one_hop_bridge(app) -> int:
+    """``OneHopWSGI`` in place of MLflow's bridge at the root mount; 1 when it was put."""
+    from mlflow.server.fastapi_app import _EfficientWSGIMiddleware
+    from starlette.routing import Mount
+
+    for route in app.router.routes:
+        if (
+            isinstance(route, Mount)
+            and route.app is route._base_app
+            and type(route.app) is _EfficientWSGIMiddleware
+        ):
+            route.app = route._base_app = OneHopWSGI(route.app.app)
+            return 1
+    _log.warning("MLflow's WSGI bridge not found at the root mount; it is left as it is")
+    return 0

@@ -1,10 +1,13 @@
 """The servers' app answers every request exactly as with MLflow's own middlewares
 (provisioning/artifact_streaming/kit_asgi.py skips three of them where they only pass a
-request on): the same status, headers and body, for tracking calls and auth refusals
-through Flask, native FastAPI routes (artifacts, gateway, OpenTelemetry), unprotected
-routes, a workspace header, a foreign Host and a cross-origin preflight.
+request on, and runs Flask through a bridge with one thread hop): the same status, headers
+and body, for tracking calls and auth refusals through Flask, the UI's page and its
+largest script (past the one-hop size: sent in chunks), native FastAPI routes
+(artifacts, gateway, OpenTelemetry), unprotected routes, a workspace header, a foreign
+Host and a cross-origin preflight.
 
-One process builds the real app (``kit_downloads.create_app``: basic-auth, SQLite
+Compared: status, headers (but Date and Expires, which name the second they were made
+in) and body. One process builds the real app (``kit_downloads.create_app``: basic-auth, SQLite
 stores) with the skipping turned off, sends the requests, turns it on, sends them again.
 """
 
@@ -17,6 +20,7 @@ import sys
 import textwrap
 
 from provisioning import artifact_streaming
+from provisioning.artifact_streaming import kit_asgi
 
 SCRIPT = textwrap.dedent(
     r"""
@@ -63,7 +67,7 @@ SCRIPT = textwrap.dedent(
         await app(scope, receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
         headers = sorted((k.decode(), v.decode()) for k, v in start.get("headers", ())
-                         if k.lower() not in (b"date",))
+                         if k.lower() not in (b"date", b"expires"))
         data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
         return {"status": start["status"], "headers": headers, "body": data.decode("latin-1")}
 
@@ -76,9 +80,19 @@ SCRIPT = textwrap.dedent(
         assert run["status"] == 200, run
         return json.loads(run["body"])["run"]["info"]["run_id"]
 
+    def largest_script():
+        import mlflow.server
+        scripts = os.path.join(os.path.dirname(mlflow.server.__file__), "js", "build", "static", "js")
+        name = max(os.listdir(scripts), key=lambda n: os.path.getsize(os.path.join(scripts, n)))
+        return "/static-files/static/js/" + name, os.path.getsize(os.path.join(scripts, name))
+
     def requests(run_id):
         metric = {"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": 0}
+        script, _ = largest_script()
         return {
+            "ui page": ("GET", "/", "", ADMIN, None, ()),
+            "ui script (large)": ("GET", script, "", ADMIN, None, ()),
+            "head of a run": ("HEAD", "/api/2.0/mlflow/runs/get", f"run_id={run_id}", ADMIN, None, ()),
             "health": ("GET", "/health", "", None, None, ()),
             "version": ("GET", "/version", "", None, None, ()),
             "server-info": ("GET", "/api/3.0/mlflow/server-info", "", None, None, ()),
@@ -123,7 +137,9 @@ SCRIPT = textwrap.dedent(
         while layer is not None:
             chain.append(type(layer).__name__)
             layer = getattr(layer, "app", None)
-        print(json.dumps({"replaced": replaced, "chain": chain, "stock": stock, "kit": kit}))
+        mounted = [type(r.app).__name__ for r in app.router.routes if type(r).__name__ == "Mount"]
+        print(json.dumps({"replaced": replaced, "chain": chain, "mounted": mounted,
+                          "script_bytes": largest_script()[1], "stock": stock, "kit": kit}))
 
     asyncio.run(main())
     """
@@ -165,8 +181,9 @@ def run_app(tmp_path) -> dict:
 
 def test_the_servers_app_answers_as_mlflows_own_middlewares_do(tmp_path):
     result = run_app(tmp_path)
-    assert result["replaced"] == 3
+    assert result["replaced"] == 4
     assert result["chain"].count("PassThrough") == 3
+    assert result["mounted"] == ["OneHopWSGI"]
     assert "BaseHTTPMiddleware" not in result["chain"]
     stock, kit = result["stock"], result["kit"]
     for name in stock:
@@ -182,6 +199,10 @@ def test_the_servers_app_answers_as_mlflows_own_middlewares_do(tmp_path):
     assert statuses["artifact anonymous"] == 401
     assert statuses["gateway anonymous"] == 401
     assert statuses["health"] == 200
+    # A body past the one-hop size goes out in chunks, whole.
+    assert statuses["ui script (large)"] == 200
+    assert result["script_bytes"] > kit_asgi.ONE_HOP_BYTES
+    assert len(kit["ui script (large)"]["body"]) == result["script_bytes"]
     print(json.dumps(statuses, indent=1))
 
 
@@ -200,3 +221,88 @@ def test_under_an_mlflow_version_not_read_the_middlewares_stay(monkeypatch, capl
     assert app.user_middleware == middleware
     assert app.middleware_stack == "built"
     assert "MLflow 9.1.0: its request middlewares are left as they are" in caplog.text
+
+
+class _Body:
+    """A WSGI body of ``chunks``, counting what was produced and whether it was closed."""
+
+    def __init__(self, chunks, fail_after=None):
+        self.chunks, self.fail_after = chunks, fail_after
+        self.produced = self.closed = 0
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            if self.produced == self.fail_after:
+                raise ValueError("the body failed")
+            self.produced += 1
+            yield chunk
+
+    def close(self):
+        self.closed += 1
+
+
+def _drive(bridge, body, status="200 OK"):
+    """Status, headers and body as sent, with how many chunks had been produced when the
+    first body message went out, and the exception the bridge raised."""
+    import asyncio
+
+    sent, produced_at_first_body = [], []
+
+    def app(environ, start_response):
+        start_response(status, [("Content-Type", "text/plain"), ("X-Kit", "yes")])
+        return body
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.body" and not produced_at_first_body:
+            produced_at_first_body.append(body.produced)
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/x", "raw_path": b"/x", "root_path": "",
+             "query_string": b"", "headers": [(b"host", b"localhost")],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 5000)}  # fmt: skip
+    error = None
+    try:
+        asyncio.run(bridge(app)(scope, receive, send))
+    except Exception as e:  # noqa: BLE001 - compared between the two bridges
+        error = repr(e)
+    start = [m for m in sent if m["type"] == "http.response.start"]
+    return {
+        "start": start,
+        "body": b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        "ended": bool(sent) and not sent[-1].get("more_body", False),
+        "error": error,
+        "first_body_after": produced_at_first_body[0] if produced_at_first_body else None,
+    }
+
+
+def test_the_bridge_sends_what_mlflows_sends_and_streams_a_long_body():
+    from mlflow.server.fastapi_app import _EfficientWSGIMiddleware
+
+    chunk = b"x" * (512 * 1024)
+    cases = {
+        "short": lambda: _Body([b'{"run": ', b'{"id": "1"}}']),
+        "empty (204)": lambda: _Body([]),
+        "long, streamed": lambda: _Body([chunk] * 10),
+        "fails midway": lambda: _Body([chunk] * 4, fail_after=3),
+    }
+    for name, make in cases.items():
+        status = "204 No Content" if name.startswith("empty") else "200 OK"
+        stock = _drive(_EfficientWSGIMiddleware, make(), status)
+        kit_body = make()
+        kit = _drive(kit_asgi.OneHopWSGI, kit_body, status)
+        for key in ("start", "body", "ended"):
+            assert kit[key] == stock[key], (name, key)
+        # Raised as MLflow's bridge raises it (there in a task group's ExceptionGroup).
+        assert (kit["error"] is None) == (stock["error"] is None), name
+        assert kit_body.closed == 1, name  # PEP 3333; MLflow's bridge never closes it
+    long = _drive(kit_asgi.OneHopWSGI, _Body([chunk] * 10))
+    assert len(long["body"]) == 10 * len(chunk)
+    # Memory: the long body went out once past the one-hop size, not after it was all read.
+    assert long["first_body_after"] == kit_asgi.ONE_HOP_BYTES // len(chunk) + 1
+    assert (
+        "ValueError('the body failed')" in _drive(kit_asgi.OneHopWSGI, _Body([chunk], 0))["error"]
+    )

@@ -30,11 +30,13 @@ Starlette's ``WSGIResponder`` with the request body read in O(n)): per request a
 group, a sender task, a memory stream and a call from the worker thread back to the event
 loop for the status and for every body chunk. ``OneHopWSGI`` runs the Flask app in the
 same worker thread (the same limiter) and reads its body there; when the body ends within
-``ONE_HOP_BYTES`` (every tracking call's JSON, a page of 1,000 runs) status, headers and
-body come back with the thread's result and go out from the event loop: one hop there and
-one back. A longer body goes out as MLflow's bridge sends it (a sender task fed from a
-worker thread), starting with the part already read, so memory holds at most
-``ONE_HOP_BYTES`` more than with MLflow's bridge.
+``ONE_HOP_BYTES`` (a tracking call's JSON: log_metric, log_batch, get_run) status,
+headers and body come back with the thread's result and go out from the event loop: one
+hop there and one back. A longer body (a page of hundreds of runs, a file) goes out as
+MLflow's bridge sends it (a sender task fed from a worker thread), starting with the part
+already read. The size is small on purpose: a page of 500 runs (296 KB) handed back whole
+cost the instances more CPU behind nginx than MLflow's bridge (README). Flask's routes in
+MLflow answer at once or read a file; its event streams are FastAPI routes, not bridged.
 
 The conditions were read from MLflow 3.17.2 and 3.18.0 (the same code in both); under
 another version, or when a middleware or the bridge is not where they expect it,
@@ -67,7 +69,7 @@ WORKSPACE = (
 
 
 #: A response body that ends within this many bytes goes back with the thread's result.
-ONE_HOP_BYTES = 1024 * 1024
+ONE_HOP_BYTES = 64 * 1024
 
 
 class _WSGICall:

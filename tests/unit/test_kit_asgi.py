@@ -282,7 +282,7 @@ def _drive(bridge, body, status="200 OK"):
 def test_the_bridge_sends_what_mlflows_sends_and_streams_a_long_body():
     from mlflow.server.fastapi_app import _EfficientWSGIMiddleware
 
-    chunk = b"x" * (512 * 1024)
+    chunk = b"x" * (kit_asgi.ONE_HOP_BYTES * 3 // 4)
     cases = {
         "short": lambda: _Body([b'{"run": ', b'{"id": "1"}}']),
         "empty (204)": lambda: _Body([]),
@@ -302,7 +302,11 @@ def test_the_bridge_sends_what_mlflows_sends_and_streams_a_long_body():
     long = _drive(kit_asgi.OneHopWSGI, _Body([chunk] * 10))
     assert len(long["body"]) == 10 * len(chunk)
     # Memory: the long body went out once past the one-hop size, not after it was all read.
-    assert long["first_body_after"] == kit_asgi.ONE_HOP_BYTES // len(chunk) + 1
-    assert (
-        "ValueError('the body failed')" in _drive(kit_asgi.OneHopWSGI, _Body([chunk], 0))["error"]
-    )
+    assert long["first_body_after"] == 2
+    # A body failing within the one-hop size: MLflow's bridge has sent 200 (the client gets
+    # a cut body), the kit's nothing, so the server's error answer (500) goes out instead.
+    stock = _drive(_EfficientWSGIMiddleware, _Body([chunk] * 4, fail_after=1))
+    kit = _drive(kit_asgi.OneHopWSGI, _Body([chunk] * 4, fail_after=1))
+    assert [m["status"] for m in stock["start"]] == [200]
+    assert kit["start"] == [] and kit["body"] == b""
+    assert "ValueError('the body failed')" in kit["error"]

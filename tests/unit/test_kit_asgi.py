@@ -146,7 +146,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run_app(tmp_path) -> dict:
+def app_env(tmp_path) -> dict:
+    """The environment of a process that builds the servers' app (basic auth, SQLite)."""
     plugin = artifact_streaming.install_beside(tmp_path / "plugin")
     (tmp_path / "basic_auth.ini").write_text(
         "[mlflow]\ndefault_permission = READ\n"
@@ -171,9 +172,14 @@ def run_app(tmp_path) -> dict:
         "_MLFLOW_SERVER_ARTIFACT_DESTINATION": str(tmp_path / "artifacts"),
     }
     env.pop("MLFLOW_ENABLE_WORKSPACES", None)
+    return env
+
+
+def run_app(tmp_path) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path, env=app_env(tmp_path), capture_output=True, text=True, timeout=300,
+        check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -22,7 +22,9 @@ import textwrap
 from provisioning import artifact_streaming
 from provisioning.artifact_streaming import kit_asgi
 
-SCRIPT = textwrap.dedent(
+#: The servers' app built in a child process (``kit_asgi.install`` held back as ``install``)
+#: and ``call``, one ASGI request to it; bench/framework runs it too.
+APP = textwrap.dedent(
     r"""
     import asyncio, base64, json, os, sys
 
@@ -70,7 +72,11 @@ SCRIPT = textwrap.dedent(
                          if k.lower() not in (b"date", b"expires"))
         data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
         return {"status": start["status"], "headers": headers, "body": data.decode("latin-1")}
+    """
+)
 
+SCRIPT = APP + textwrap.dedent(
+    r"""
     async def setup():
         created = await call("POST", "/api/2.0/mlflow/users/create", auth=ADMIN,
                              body={"username": "alice", "password": "alice-Secret-42"})

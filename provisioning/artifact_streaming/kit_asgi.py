@@ -71,6 +71,54 @@ WORKSPACE = (
 
 #: A response body that ends within this many bytes goes back with the thread's result.
 ONE_HOP_BYTES = 64 * 1024
+#: Requests' routing answers kept per app (paths with ids in them are many: past this
+#: many the memo starts over).
+ROUTE_MEMO_SIZE = 1024
+
+
+class FlaskRoutes:
+    """Whether no native route serves a request, as MLflow's ``_scope_matches_native_route``
+    answers it (a scan of every native route: about 0.1 ms a request), kept per request
+    kind, method, root path and path. Sound when every native route matches on those alone:
+    Starlette's and FastAPI's path routes, mounts and included routers, fixed once the app is
+    built; a ``Host`` route (or a kind not known here) matches on headers too, and then every
+    request is scanned as MLflow does (``memo`` False)."""
+
+    def __init__(self, native):
+        self.native = native
+        self.memo = all(_matches_on_path(route) for route in native)
+        self.answers: dict[tuple, bool] = {}
+
+    def __call__(self, scope) -> bool:
+        from mlflow.server.auth import _scope_matches_native_route
+
+        if _FLASK_KEY not in scope:
+            if not self.memo:
+                scope[_FLASK_KEY] = not _scope_matches_native_route(self.native, scope)
+                return scope[_FLASK_KEY]
+            key = (scope["type"], scope.get("method"), scope.get("root_path", ""), scope["path"])
+            answer = self.answers.get(key)
+            if answer is None:
+                answer = not _scope_matches_native_route(self.native, scope)
+                if len(self.answers) >= ROUTE_MEMO_SIZE:
+                    self.answers.clear()
+                self.answers[key] = answer
+            scope[_FLASK_KEY] = answer
+        return scope[_FLASK_KEY]
+
+
+def _matches_on_path(route) -> bool:
+    """True when ``route.matches`` reads only a request's kind, method and paths: its
+    ``matches`` is Starlette's or FastAPI's own for a path route or a mount (a subclass
+    that changes only the handler, as MLflow's assistant routes do, keeps it)."""
+    from fastapi.routing import APIRoute, APIWebSocketRoute
+    from starlette.routing import Mount, Route, WebSocketRoute
+
+    included = getattr(route, "original_router", None)  # FastAPI's included router
+    if included is not None:
+        return all(_matches_on_path(child) for child in included.routes)
+    known = (Route, WebSocketRoute, Mount, APIRoute, APIWebSocketRoute)
+    return any(type(route).matches is kind.matches for kind in known)
 
 
 class _WSGICall:
@@ -217,7 +265,6 @@ def conditions(app) -> dict[tuple[str, str], object]:
     from mlflow.server.auth import (
         _find_fastapi_validator,
         _native_fastapi_routes,
-        _scope_matches_native_route,
         is_unprotected_route,
     )
     from mlflow.server.handlers import _add_static_prefix
@@ -225,14 +272,9 @@ def conditions(app) -> dict[tuple[str, str], object]:
     from starlette.requests import Request
 
     # MLflow's own split of native routes from the Flask mount (its fail-closed check's).
-    native = _native_fastapi_routes(app)
+    to_flask = FlaskRoutes(_native_fastapi_routes(app))
     gateway_prefix = _add_static_prefix("/gateway/")
     workspace_header = WORKSPACE_HEADER_NAME.lower().encode()
-
-    def to_flask(scope) -> bool:
-        if _FLASK_KEY not in scope:
-            scope[_FLASK_KEY] = not _scope_matches_native_route(native, scope)
-        return scope[_FLASK_KEY]
 
     def permission(scope) -> bool:
         path = get_routed_asgi_path(Request(scope))

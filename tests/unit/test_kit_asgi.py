@@ -139,13 +139,15 @@ SCRIPT = APP + textwrap.dedent(
         stock = await answers(run_id)
         replaced = install(app)
         kit = await answers(run_id)
+        again = await answers(run_id)  # the routing answers from the kit's memo now
         chain, layer = [], app.middleware_stack
         while layer is not None:
             chain.append(type(layer).__name__)
             layer = getattr(layer, "app", None)
         mounted = [type(r.app).__name__ for r in app.router.routes if type(r).__name__ == "Mount"]
         print(json.dumps({"replaced": replaced, "chain": chain, "mounted": mounted,
-                          "script_bytes": largest_script()[1], "stock": stock, "kit": kit}))
+                          "script_bytes": largest_script()[1], "stock": stock, "kit": kit,
+                          "again": again}))
 
     asyncio.run(main())
     """
@@ -197,9 +199,10 @@ def test_the_servers_app_answers_as_mlflows_own_middlewares_do(tmp_path):
     assert result["chain"].count("PassThrough") == 3
     assert result["mounted"] == ["OneHopWSGI"]
     assert "BaseHTTPMiddleware" not in result["chain"]
-    stock, kit = result["stock"], result["kit"]
+    stock, kit, again = result["stock"], result["kit"], result["again"]
     for name in stock:
         assert kit[name] == stock[name], name
+        assert again[name] == stock[name], name
     statuses = {name: answer["status"] for name, answer in kit.items()}
     # What the comparison covers: refusals and successes of each kind, not one of them.
     assert statuses["log-metric admin"] == 200
@@ -216,6 +219,71 @@ def test_the_servers_app_answers_as_mlflows_own_middlewares_do(tmp_path):
     assert result["script_bytes"] > kit_asgi.ONE_HOP_BYTES
     assert len(kit["ui script (large)"]["body"]) == result["script_bytes"]
     print(json.dumps(statuses, indent=1))
+
+
+def _scope(method, path, host="localhost"):
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+            "query_string": b"", "headers": [(b"host", host.encode())],
+            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 5000)}  # fmt: skip
+
+
+def test_the_routing_memo_answers_as_mlflows_scan_and_stays_bounded(monkeypatch):
+    from fastapi import APIRouter, FastAPI
+    from mlflow.server.auth import _native_fastapi_routes, _scope_matches_native_route
+    from starlette.routing import Host, Mount
+
+    app = FastAPI()
+
+    @app.get("/api/2.0/mlflow-artifacts/artifacts/{artifact_path:path}")
+    def download(artifact_path: str):
+        return artifact_path
+
+    jobs = APIRouter(prefix="/ajax-api/3.0/jobs")
+
+    @jobs.post("/search")
+    def search():
+        return []
+
+    app.include_router(jobs)
+    app.mount("/", lambda scope, receive, send: None)  # the Flask app's place
+    native = _native_fastapi_routes(app)
+    routes = kit_asgi.FlaskRoutes(native)
+    assert routes.memo
+    requests = [
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts/0/model.pkl"),  # native
+        ("PUT", "/api/2.0/mlflow-artifacts/artifacts/0/model.pkl"),  # a method it lacks
+        ("POST", "/ajax-api/3.0/jobs/search"),  # native, in an included router
+        ("GET", "/ajax-api/3.0/jobs/search"),
+        ("POST", "/api/2.0/mlflow/runs/log-metric"),  # Flask's
+        ("GET", "/"),
+    ]
+    expected = [not _scope_matches_native_route(native, _scope(*r)) for r in requests]
+    assert expected == [False, True, False, True, True, True]  # both kinds are covered
+    scans = []
+    monkeypatch.setattr(
+        "mlflow.server.auth._scope_matches_native_route",
+        lambda routes, scope: (
+            scans.append(scope["path"]) or _scope_matches_native_route(routes, scope)
+        ),
+    )
+    for _ in range(3):
+        assert [routes(_scope(*r)) for r in requests] == expected
+    assert len(scans) == len(requests)  # each scanned once, then answered from the memo
+    # Many paths (ids in them): the memo starts over rather than grow.
+    for number in range(3 * kit_asgi.ROUTE_MEMO_SIZE):
+        path = f"/api/2.0/mlflow-artifacts/artifacts/{number}/x"
+        assert routes(_scope("GET", path)) is False
+        assert len(routes.answers) <= kit_asgi.ROUTE_MEMO_SIZE
+    assert [routes(_scope(*r)) for r in requests] == expected
+    # A Host route matches on a header: no memo, every request scanned as MLflow does.
+    app.router.routes.insert(0, Host("internal.example", app=Mount("/", app=lambda *a: None)))
+    hosted = kit_asgi.FlaskRoutes(_native_fastapi_routes(app))
+    assert not hosted.memo
+    log_metric = ("POST", "/api/2.0/mlflow/runs/log-metric")
+    assert hosted(_scope(*log_metric, host="internal.example")) is False
+    assert hosted(_scope(*log_metric)) is True
+    assert hosted.answers == {}
 
 
 def test_under_an_mlflow_version_not_read_the_middlewares_stay(monkeypatch, caplog):

@@ -39,6 +39,10 @@ measured both cheaper and dearer than through MLflow's bridge from one run to th
 (README), so they keep MLflow's path. Flask's routes in MLflow answer at once or read a
 file; its event streams are FastAPI routes, not bridged.
 
+Two of the conditions ask whether a native route serves the request, which MLflow answers
+by matching it against every native route; ``FlaskRoutes`` keeps that answer per method
+and path (bounded) while every native route matches on those alone.
+
 The conditions were read from MLflow 3.17.2 and 3.18.0 (the same code in both); under
 another version, or when a middleware is not where they expect it, ``install`` changes
 nothing; when the bridge is not at the root mount, it is left as it is; each is logged.

@@ -94,21 +94,26 @@ class FlaskRoutes:
         self.answers: dict[tuple, bool] = {}
 
     def __call__(self, scope) -> bool:
+        if _FLASK_KEY not in scope:
+            scope[_FLASK_KEY] = self._answer(scope)
+        return scope[_FLASK_KEY]
+
+    def _answer(self, scope) -> bool:
+        if not self.memo:
+            return self._scan(scope)
+        key = (scope["type"], scope.get("method"), scope.get("root_path", ""), scope["path"])
+        answer = self.answers.get(key)
+        if answer is None:
+            answer = self._scan(scope)
+            if len(self.answers) >= ROUTE_MEMO_SIZE:
+                self.answers.clear()
+            self.answers[key] = answer
+        return answer
+
+    def _scan(self, scope) -> bool:
         from mlflow.server.auth import _scope_matches_native_route
 
-        if _FLASK_KEY not in scope:
-            if not self.memo:
-                scope[_FLASK_KEY] = not _scope_matches_native_route(self.native, scope)
-                return scope[_FLASK_KEY]
-            key = (scope["type"], scope.get("method"), scope.get("root_path", ""), scope["path"])
-            answer = self.answers.get(key)
-            if answer is None:
-                answer = not _scope_matches_native_route(self.native, scope)
-                if len(self.answers) >= ROUTE_MEMO_SIZE:
-                    self.answers.clear()
-                self.answers[key] = answer
-            scope[_FLASK_KEY] = answer
-        return scope[_FLASK_KEY]
+        return not _scope_matches_native_route(self.native, scope)
 
 
 def _matches_on_path(route) -> bool:

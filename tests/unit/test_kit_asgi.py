@@ -337,13 +337,9 @@ def _drive(bridge, body, status="200 OK"):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": "/x", "raw_path": b"/x", "root_path": "",
-             "query_string": b"", "headers": [(b"host", b"localhost")],
-             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 5000)}  # fmt: skip
     error = None
     try:
-        asyncio.run(bridge(app)(scope, receive, send))
+        asyncio.run(bridge(app)(_scope("GET", "/x"), receive, send))
     except Exception as e:  # noqa: BLE001 - compared between the two bridges
         error = repr(e)
     start = [m for m in sent if m["type"] == "http.response.start"]
